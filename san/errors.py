@@ -1,0 +1,57 @@
+"""The one exception hierarchy of `san`: every failure carries a stable code.
+
+The codes are the user-facing contract (CONTRACT.md, "Error codes"): a scenario step names
+them in `expect_error`, the report prints them, tests assert them.  Every element raises
+`SanError(code, message)` with a sentence naming the objects involved, e.g.
+``ZONING_DENIED: host1/hba0 is not zoned with array2/fc0``.
+
+`ValidationFailed` is the exit-2 case: it carries every located problem of the input files.
+"""
+from __future__ import annotations
+
+CODES = frozenset("""
+ZONING_DENIED LUN_NOT_MAPPED LBA_OUT_OF_RANGE READ_ONLY NOT_A_COPY_DESTINATION NO_SUCH_VOLUME
+NO_SUCH_PORT NO_SUCH_MOUNT NO_SUCH_BACKUP NO_SUCH_MEDIA NO_SUCH_FILE INVALID_VOLUME_INFO
+CAPACITY_MISMATCH POOL_FULL TAPE_FULL MEDIA_ERROR NO_SPACE FSCK_FAILED BUSY LINK_DOWN
+ELEMENT_DOWN UNAUTHORIZED CHECKSUM_MISMATCH VERIFY_MISMATCH CATALOG_MISMATCH INVALID_INPUT
+""".split())
+
+
+class SanError(Exception):
+    """A failure with a stable `code` (one of `CODES`) and a message naming the objects.
+
+    >>> str(SanError("READ_ONLY", "array1 volume 3 is a snapshot"))
+    'READ_ONLY: array1 volume 3 is a snapshot'
+    """
+
+    def __init__(self, code: str, message: str):
+        if code not in CODES:
+            raise ValueError(f"unknown error code {code!r}; expected one of {sorted(CODES)}")
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+class ValidationFailed(SanError):
+    """Input files are invalid; `problems` holds every located problem (exit code 2)."""
+
+    def __init__(self, problems: list):
+        self.problems = list(problems)
+        super().__init__("INVALID_INPUT", f"{len(self.problems)} problem(s) in the input files")
+
+    def __reduce__(self):
+        return (ValidationFailed, (self.problems,))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+def invalid(message: str) -> SanError:
+    """Shorthand for the commonest error: a bad argument, shown with its value."""
+    return SanError("INVALID_INPUT", message)
