@@ -1,0 +1,93 @@
+"""The client host: its HBAs, its port table (mounts) and the initiator side of SCSI.
+
+A host reaches a volume through a mount of its port table (Fig. 3): mount point ->
+(array port, LUN).  It sends I/O through the first of its HBAs, in listed order, that the
+fabric grants a path from; when none does, the first HBA's failure is reported (so a dead
+primary path says LINK_DOWN rather than whatever the spare HBA lacks).  This module is the
+plain logic; `san.actors` runs the I/O loop (chunks, window, object refs).
+"""
+from __future__ import annotations
+
+import struct
+
+from ..errors import SanError
+from ..units import BLOCK
+
+
+class ClientHost:
+    """One host: mounts by mount point, HBAs in order."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.name = spec.name
+        self.mounts = {m.mount_point: m for m in spec.mounts}
+        self.hbas = [f"{spec.name}/{h.name}" for h in spec.hbas]
+        self.hba_switch = {f"{spec.name}/{h.name}": h.switch for h in spec.hbas}
+
+    def mount(self, mount_point: str):
+        try:
+            return self.mounts[mount_point]
+        except KeyError:
+            raise SanError("NO_SUCH_MOUNT", f"{self.name} has no mount {mount_point!r} "
+                                            f"(mounts: {', '.join(sorted(self.mounts)) or 'none'})") from None
+
+    def first_granted(self, grant):
+        """The first of this host's HBAs, in listed order, that `grant(hba)` gives a route from.
+
+        `grant` raises a `SanError` for an HBA without a path; when every HBA fails, the first
+        HBA's failure is raised (path order: the primary path's reason is the useful one).
+        """
+        first = None
+        for hba in self.hbas:
+            try:
+                return grant(hba)
+            except SanError as exc:
+                first = first or exc
+        raise first or SanError("LINK_DOWN", f"{self.name} has no HBA")
+
+    @staticmethod
+    def target(mount) -> tuple[str, str, int]:
+        """(array, port, LUN) of a mount."""
+        array, port = mount.port.split("/")
+        return array, port, mount.lun
+
+
+def blocks_of(offset: int, size: int) -> tuple[int, int]:
+    """(LBA, block count) of a byte range, which must be whole 512-byte blocks."""
+    if offset % BLOCK or size % BLOCK or offset < 0 or size < 0:
+        raise SanError("INVALID_INPUT", f"I/O must be whole {BLOCK}-byte blocks "
+                                        f"(got offset {offset}, size {size})")
+    return offset // BLOCK, size // BLOCK
+
+
+def chunks(offset: int, size: int, chunk: int):
+    """(offset, length) pieces of at most `chunk` bytes covering [offset, offset + size)."""
+    end = offset + size
+    while offset < end:
+        length = min(chunk, end - offset)
+        yield offset, length
+        offset += length
+
+
+def parse_standard_inquiry(data: bytes) -> dict:
+    return {"device_type": data[0] & 0x1F,
+            "vendor": data[8:16].decode("ascii").rstrip(),
+            "product": data[16:32].decode("ascii").rstrip(),
+            "revision": data[32:36].decode("ascii").rstrip()}
+
+
+def parse_device_identification(page: bytes) -> dict:
+    """The designators of VPD page 0x83; returns {'lu': ..., 'target': device ID}."""
+    if len(page) < 4 or page[1] != 0x83:
+        raise SanError("INVALID_INPUT", f"not a device-identification page: {page[:4]!r}")
+    (length,) = struct.unpack(">H", page[2:4])
+    found, at, end = {}, 4, 4 + length
+    while at + 4 <= end:
+        association, dlen = (page[at + 1] >> 4) & 0x3, page[at + 3]
+        ident = page[at + 4:at + 4 + dlen]
+        key = {0: "lu", 2: "target"}.get(association)
+        if key:
+            found[key] = ident[8:].decode("ascii")
+            found["vendor"] = ident[:8].decode("ascii").rstrip()
+        at += 4 + dlen
+    return found
