@@ -130,10 +130,8 @@ def checksums(data: np.ndarray, granule: int) -> np.ndarray:
 def _as_bytes_array(data) -> np.ndarray:
     """A 1-D uint8 view of `data` (ndarray, bytes, bytearray, memoryview), without copying."""
     if isinstance(data, np.ndarray):
-        arr = data
+        arr = data if data.flags.c_contiguous else np.ascontiguousarray(data)   # strided: one copy
         if arr.dtype != np.uint8:
-            if not arr.flags.c_contiguous:
-                raise SanError("INVALID_INPUT", f"data must be a contiguous array (got dtype {arr.dtype})")
             arr = arr.reshape(-1).view(np.uint8)
         elif arr.ndim != 1:
             arr = arr.reshape(-1)

@@ -68,6 +68,12 @@ def _int(value) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _is_ref(value) -> bool:
+    """True if `value` has the ARRAY/PORT form (else the models report its syntax)."""
+    parts = value.split("/") if isinstance(value, str) else []
+    return len(parts) == 2 and all(S.NAME_RE.fullmatch(p) for p in parts)
+
+
 def _size(value) -> int | None:
     try:
         return parse_size(value)
@@ -90,7 +96,7 @@ class _Unique:
             return
         if value in self.seen:
             self.r(path, f"duplicate {self.what}",
-                   expected=f"a {self.what} used once, already used at line "
+                   expected=f"a unique {self.what}, this one is first used at line "
                             f"{self.r.line(self.seen[value])}")
         else:
             self.seen[value] = path
@@ -219,7 +225,7 @@ def _check_fabric(data, fabric, r, index) -> None:
     for i, zone in _items(fabric, "zones"):
         zones.add(_str(zone.get("name")), ("fabric", "zones", i, "name"))
         for j, member in _list(zone, "members"):
-            if isinstance(member, str) and member not in ports:
+            if isinstance(member, str) and _is_ref(member) and member not in ports:
                 r(("fabric", "zones", i, "members", j), "unknown port",
                   expected=S.one_of(ports))
 
@@ -306,16 +312,16 @@ def _check_hosts(data, r, index) -> None:
         for j, mount in _items(host, "mounts"):
             mounts.add(_text(mount.get("mount_point")), base + ("mounts", j, "mount_point"))
             port = mount.get("port")
-            if isinstance(port, str) and port not in array_ports:
+            if isinstance(port, str) and _is_ref(port) and port not in array_ports:
                 r(base + ("mounts", j, "port"), "unknown array port",
                   expected=S.one_of(array_ports))
         per_array = _Unique(r, "restore port for this array")
         for j, rp in _items(host, "restore_ports"):
             port = rp.get("port")
             path = base + ("restore_ports", j, "port")
-            if isinstance(port, str) and port not in array_ports:
+            if isinstance(port, str) and _is_ref(port) and port not in array_ports:
                 r(path, "unknown array port", expected=S.one_of(array_ports))
-            elif isinstance(port, str):
+            elif isinstance(port, str) and _is_ref(port):
                 per_array.add(port.split("/")[0], path)
 
 

@@ -80,8 +80,9 @@ def path_status(topology: Topology, initiator_name: str, port_ref: str, lun: int
 
 
 def _status_cell(status: str | None) -> str:
-    return "[green]allowed[/green]" if status is None else f"[red]{status.upper()[:6]}[/red]" \
-        f"[red]{status[6:]}[/red]"
+    if status is None:
+        return "[green]allowed[/green]"
+    return "[red]DENIED" + status[len("denied"):] + "[/red]"
 
 
 def _speed(rate) -> str:

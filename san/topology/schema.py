@@ -16,7 +16,8 @@ import math
 import re
 from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from san.errors import CODES
@@ -51,7 +52,7 @@ def bad(what: str, expected: str) -> PydanticCustomError:
 
 
 def one_of(choices) -> str:
-    choices = list(choices)
+    choices = list(dict.fromkeys(str(c) for c in choices))
     if not choices:
         return "nothing (none are defined)"
     shown = ", ".join(str(c) for c in choices[:30])
@@ -243,7 +244,8 @@ Wwpn = Annotated[str, PlainValidator(_wwpn)]
 Speed = Annotated[float, PlainValidator(_speed)]
 Duration = Annotated[float, PlainValidator(_duration)]
 Time = Annotated[_dt.datetime, PlainValidator(_time)]
-ScheduleT = Annotated[Schedule, PlainValidator(_schedule)]
+ScheduleT = Annotated[Schedule, PlainValidator(_schedule),
+                      PlainSerializer(lambda s: s.text, return_type=str)]
 Amount = Annotated[float, PlainValidator(_non_negative_number)]
 RawList = Annotated[list, PlainValidator(_raw_list)]
 RowValue = Annotated[Optional[str], PlainValidator(_row_value)]
