@@ -4,6 +4,7 @@
 >>> load_topology("topologies/two-arrays.yaml").kind_of("array1")
 'array'
 """
+from san.topology.inspect import path_status, render_inspect
 from san.topology.loader import (
     Problem, format_path, is_scenario_file, load_scenario, load_topology, validate_files,
 )
@@ -21,9 +22,3 @@ __all__ = [
     "TapeLibrary", "Placement", "FileSpec", "render_inspect", "path_status",
 ]
 
-
-def __getattr__(name):
-    if name in ("render_inspect", "path_status"):
-        from san.topology import inspect as _inspect
-        return getattr(_inspect, name)
-    raise AttributeError(name)

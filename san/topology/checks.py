@@ -429,6 +429,12 @@ class _Names:
         self.snapshot_arrays |= other.snapshot_arrays
 
 
+def _earlier(kind: str, names) -> str:
+    if not names:
+        return f"the 'as' name of an earlier {kind} step (there is none before this step)"
+    return f"the 'as' name of an earlier {kind} step: " + S.one_of(sorted(names))
+
+
 BACKUP_MAKERS = ("backup", "copy_volume", "copy_to_tape", "migrate")
 TARGET_FORMS = (("host", "mount"), ("array", "volume"), ("backup",))
 
@@ -478,7 +484,8 @@ class _StepChecker:
                 if isinstance(step, dict) and isinstance(step.get("title"), str):
                     titles.setdefault(step["title"], i)
         for i, step in enumerate(steps):
-            if not isinstance(step, dict) or step.get("op") not in S.OPS:
+            if not isinstance(step, dict) or not isinstance(step.get("op"), str) \
+                    or step["op"] not in S.OPS:
                 continue
             made = self.step(step, path + (i,), names, None if sequential else titles, i)
             produced.update(made)
@@ -505,15 +512,14 @@ class _StepChecker:
         if "backup" in step and isinstance(step.get("backup"), str) \
                 and step["backup"] not in names.backups:
             r(path + ("backup",), "unknown backup",
-              expected="the 'as' name of an earlier backup step: " + S.one_of(sorted(names.backups)))
+              expected=_earlier("backup", names.backups))
         if op in ("checkpoint", "verify"):
             self.target_form(step, path)
         if op == "verify" and isinstance(step.get("checkpoint"), str) \
                 and step["checkpoint"] not in names.checkpoints:
             r(path + ("checkpoint",), "unknown checkpoint",
-              expected="the 'as' name of an earlier checkpoint step: "
-                       + S.one_of(sorted(names.checkpoints)))
-        if op == "backup" and isinstance(step.get("definition"), str) \
+              expected=_earlier("checkpoint", names.checkpoints))
+        if op == "backup" and index is not None and isinstance(step.get("definition"), str) \
                 and step["definition"] not in names.definitions:
             r(path + ("definition",), "unknown definition",
               expected="a definition of the topology or of an earlier define step: "
@@ -553,7 +559,7 @@ class _StepChecker:
             return
         for key in present[0]:
             if step.get(key) is None:
-                self.r.missing(path + (key,), f"a '{key}' key with "
+                self.r.missing(path + (key,), f"{S.article(key)} '{key}' key with "
                                + "+".join(k for k in present[0] if k != key))
 
     def server(self, step: dict, path: tuple) -> None:

@@ -81,6 +81,9 @@ class RawInt(int):
         obj.raw = raw
         return obj
 
+    def __reduce__(self):  # crosses process boundaries (Ray) as a plain int
+        return (int, (int(self),))
+
 
 class RawFloat(float):
     raw: str
@@ -89,6 +92,9 @@ class RawFloat(float):
         obj = float.__new__(cls, value)
         obj.raw = raw
         return obj
+
+    def __reduce__(self):
+        return (float, (float(self),))
 
 
 _TAG = "tag:yaml.org,2002:"
@@ -188,7 +194,7 @@ class Source:
             line = blob[:exc.start].count(b"\n") + 1
             col = exc.start - (blob.rfind(b"\n", 0, exc.start) + 1) + 1
             self.add(line, col, (), message("not a UTF-8 text file",
-                                            quote(repr(blob[exc.start:exc.start + 4])),
+                                            quote(repr(blob[exc.start:exc.start + 4])[2:-1]),
                                             "a YAML text file"))
             return self
         return self.parse_text(text)
@@ -274,10 +280,11 @@ class Source:
                                     expected="an alias of a mapping")
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
-                self.nodes.setdefault(path + ("?",), key_node)
-                self.report(path + ("?",), "a key must be a plain value",
-                            got="a list" if isinstance(key_node, yaml.SequenceNode)
-                            else "a mapping", expected="a name")
+                mark = key_node.start_mark
+                self.add(mark.line + 1, mark.column + 1, path + ("?",),
+                         message("a key must be a plain value",
+                                 "a list" if isinstance(key_node, yaml.SequenceNode)
+                                 else "a mapping", "a name"))
                 continue
             key = self.scalar(key_node, path)
             try:
@@ -399,7 +406,8 @@ def report_error(src: Source, cls, prefix: tuple, error: dict) -> None:
     if kind == "missing":
         line, col = src.mark(prefix + loc[:-1])
         src.add(line, col, path, message("missing required key", None,
-                                         f"a '{loc[-1]}' key in this mapping"))
+                                         f"{S.article(str(loc[-1]))} '{loc[-1]}' key in this "
+                                         "mapping"))
         return
     if kind == "extra_forbidden":
         holder = _model_at(cls, loc[:-1])
@@ -410,7 +418,8 @@ def report_error(src: Source, cls, prefix: tuple, error: dict) -> None:
     if kind == "san":
         ctx = error.get("ctx") or {}
         src.report(path, str(ctx.get("what", "invalid value")), expected=ctx.get("expected"),
-                   at_key=at_key, value=error.get("input"))
+                   at_key=at_key, value=error.get("input"),
+                   **({"got": str(loc[-1])} if at_key and loc else {}))
         return
     if kind in _TYPE_WORDS:
         src.report(path, "wrong type", expected=_TYPE_WORDS[kind], at_key=at_key,

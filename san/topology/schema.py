@@ -54,9 +54,13 @@ def bad(what: str, expected: str) -> PydanticCustomError:
 def one_of(choices) -> str:
     choices = list(dict.fromkeys(str(c) for c in choices))
     if not choices:
-        return "nothing (none are defined)"
+        return "a name defined in the file (there are none)"
     shown = ", ".join(str(c) for c in choices[:30])
     return "one of " + shown + (", ..." if len(choices) > 30 else "")
+
+
+def article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _is_int(value) -> bool:
@@ -152,15 +156,17 @@ def size_type(minimum: int = 1, maximum: int | None = PiB, multiple: int = BLOCK
               kind: str = "size"):
     """A size in bytes; `kind` names it in messages (size, offset)."""
     def check(value):
+        low = "more than 0 bytes" if minimum == 1 else f"at least {minimum} bytes"
+        high = " and at most 1 PiB" if maximum == PiB else (
+            f" and at most {maximum} bytes" if maximum is not None else "")
+        if _is_int(value) and value < 0:
+            raise bad(f"{kind} out of range", f"{low}{high}")
         try:
             nbytes = parse_size(value)
         except ValueError:
             raise bad(f"invalid {kind}", SIZE_EXPECTED) from None
         if nbytes < minimum or (maximum is not None and nbytes > maximum):
-            low = "more than 0" if minimum == 1 else f"at least {minimum}"
-            high = " and at most 1 PiB" if maximum == PiB else (
-                f" and at most {maximum}" if maximum is not None else "")
-            raise bad(f"{kind} out of range", f"{low}{high} bytes")
+            raise bad(f"{kind} out of range", f"{low}{high}")
         if multiple > 1 and nbytes % multiple:
             raise bad(f"{kind} not a multiple of {multiple}",
                       f"a multiple of the {multiple}-byte block size")
@@ -191,6 +197,8 @@ def _time(value):
 
 
 def _schedule(value):
+    if isinstance(value, Schedule):
+        return value
     try:
         return parse_schedule(value)
     except (ValueError, TypeError, OverflowError):
