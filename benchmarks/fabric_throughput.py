@@ -2,10 +2,11 @@
 
 Four movers of the same bytes (the `write` op's pattern, one new `ray.put` per chunk,
 `window` chunks in flight, oldest answered first), each after a warm-up pass that faults in
-the object store:
+the object store, each timed `--repeat` times (the median is reported):
 
 - raw Ray:        a sender actor puts chunks, a receiver actor takes each by reference;
 - raw Ray + file: the same, and the receiver pwrites each chunk into a file (read: preads it);
+  (raw read without a file: the receiver returns a ready chunk, copied into the object store);
 - fabric write:   `host.write` through the switch grant to the array (checks, checksums, map);
 - fabric read:    `host.read_discard` (the array preads and verifies every granule).
 
@@ -54,6 +55,7 @@ hosts:
 class Receiver:
     def __init__(self, path: str | None, size: int):
         self.fd = None
+        self.block = pattern(1, 0, 16 << 20)
         if path:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             os.ftruncate(self.fd, size)
@@ -64,8 +66,8 @@ class Receiver:
         return len(data)
 
     def get(self, offset: int, length: int):
-        if self.fd is None:
-            return pattern(1, offset, length)
+        if self.fd is None:  # returned arrays are copied into the object store: new bytes each time
+            return self.block[:length]
         buf = np.empty(length, dtype=np.uint8)
         os.preadv(self.fd, [buf], offset)
         return buf
@@ -88,32 +90,42 @@ class Sender:
         return time.perf_counter() - start
 
 
-def raw(size, chunk, window, with_file, write, tmp):
+def timed(fn, repeat):
+    """Median of `repeat` timings of fn() (seconds)."""
+    times = sorted(fn() for _ in range(repeat))
+    return times[len(times) // 2]
+
+
+def raw(size, chunk, window, with_file, tmp, repeat):
+    """(write, read) GiB/s of the raw-Ray movers, with or without the receiver's file I/O."""
     receiver = Receiver.remote(str(tmp / "raw.data") if with_file else None, size)
     sender = Sender.remote()
     ray.get(sender.run.remote(receiver, size, chunk, window, True))  # warm-up, fills the file
-    seconds = ray.get(sender.run.remote(receiver, size, chunk, window, write))
+    write = timed(lambda: ray.get(sender.run.remote(receiver, size, chunk, window, True)), repeat)
+    read = timed(lambda: ray.get(sender.run.remote(receiver, size, chunk, window, False)), repeat)
     ray.kill(receiver)
     ray.kill(sender)
-    return size / seconds / GiB
+    return size / write / GiB, size / read / GiB
 
 
-def fabric(size, chunk, window, tmp):
+def fabric(size, chunk, window, tmp, repeat):
     path = tmp / "bench.yaml"
     path.write_text(textwrap.dedent(TOPOLOGY).replace("SIZE", str(size)))
     san = San(load_topology(path), tmp / f"state-{chunk}", chunk_size=chunk, window=window).start()
+
+    def clock(method, *args):
+        start = time.perf_counter()
+        san.call("h1", method, "/v", 0, size, *args)
+        return time.perf_counter() - start
+
     try:
         san.call("h1", "write", "/v", 0, size, 1)  # warm-up
-        start = time.perf_counter()
-        san.call("h1", "write", "/v", 0, size, 1)
-        write = size / (time.perf_counter() - start) / GiB
-        start = time.perf_counter()
-        san.call("h1", "read_discard", "/v", 0, size)
-        read = size / (time.perf_counter() - start) / GiB
-        assert san.call("h1", "read_compare", "/v", 0, 64 << 20, 1)["first_mismatch"] is None
+        write = timed(lambda: clock("write", 1), repeat)
+        read = timed(lambda: clock("read_discard"), repeat)
+        assert san.call("h1", "read_compare", "/v", 0, size, 1)["first_mismatch"] is None
     finally:
         san.shutdown()
-    return write, read
+    return size / write / GiB, size / read / GiB
 
 
 def main(argv=None) -> int:
@@ -121,6 +133,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", default="2GiB")
     ap.add_argument("--chunks", default="4MiB")
     ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=3, help="timed passes per mover (median kept)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     size = parse_size(args.size)
@@ -131,12 +144,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="san-bench-") as tmpdir:
         tmp = Path(tmpdir)
         for chunk in [parse_size(c) for c in args.chunks.split(",")]:
-            row = {"chunk": chunk, "size": size,
-                   "raw_write": raw(size, chunk, args.window, False, True, tmp),
-                   "raw_file_write": raw(size, chunk, args.window, True, True, tmp),
-                   "raw_read": raw(size, chunk, args.window, False, False, tmp),
-                   "raw_file_read": raw(size, chunk, args.window, True, False, tmp)}
-            row["fabric_write"], row["fabric_read"] = fabric(size, chunk, args.window, tmp)
+            row = {"chunk": chunk, "size": size}
+            row["raw_write"], row["raw_read"] = raw(size, chunk, args.window, False, tmp, args.repeat)
+            row["raw_file_write"], row["raw_file_read"] = raw(size, chunk, args.window, True, tmp,
+                                                              args.repeat)
+            row["fabric_write"], row["fabric_read"] = fabric(size, chunk, args.window, tmp,
+                                                             args.repeat)
             rows.append(row)
             print(f"chunk {format_size(chunk)}, {format_size(size)} moved per pass (GiB/s):")
             for kind in ("write", "read"):
