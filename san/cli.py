@@ -39,9 +39,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Err:
+    """Problems and failures go to stderr as exact lines (never wrapped: they are parsed)."""
+
+    @staticmethod
+    def print(text: str, **_ignored) -> None:
+        print(text, file=sys.stderr)
+
+
+def _console() -> Console:
+    # piped output gets wide tables rather than rich's 80-column default
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    out, err = Console(), Console(stderr=True)
+    out, err = _console(), _Err()
     try:
         return {"validate": cmd_validate, "run": cmd_run, "inspect": cmd_inspect}[args.command](args, out, err)
     except ValidationFailed as exc:
