@@ -565,6 +565,16 @@ class VolumeStore:
             self._journal(recs)
             return len(gone)
 
+    def checksum(self, g: int) -> tuple[int, int] | None:
+        """The stored checksum pair of granule `g`, or None if it was never written.
+
+        Two stores with the same granule size hold the same bytes in `g` exactly when their
+        checksums agree (up to the checksum's strength): copies compare these to move only
+        the granules that differ (incremental resync), without reading any data.
+        """
+        with self._lock:
+            return self._map.get(int(g))
+
     def written_granules(self) -> list[int]:
         with self._lock:
             return sorted(self._map)
