@@ -66,7 +66,7 @@ class San:
         if kind == "switch":
             return (name, self.topology)
         if kind == "array":
-            return (spec, self.state_dir, self.granule)
+            return (spec, self.state_dir, self.granule, self.namespace, self.chunk_size, self.window)
         if kind == "host":
             return (spec, self.namespace, self.chunk_size, self.window)
         return (spec,)

@@ -32,24 +32,30 @@ class ClientHost:
                                             f"(mounts: {', '.join(sorted(self.mounts)) or 'none'})") from None
 
     def first_granted(self, grant):
-        """The first of this host's HBAs, in listed order, that `grant(hba)` gives a route from.
-
-        `grant` raises a `SanError` for an HBA without a path; when every HBA fails, the first
-        HBA's failure is raised (path order: the primary path's reason is the useful one).
-        """
-        first = None
-        for hba in self.hbas:
-            try:
-                return grant(hba)
-            except SanError as exc:
-                first = first or exc
-        raise first or SanError("LINK_DOWN", f"{self.name} has no HBA")
+        """The route of the first of this host's HBAs, in listed order, that `grant` accepts."""
+        return first_granted(self.hbas, grant, self.name)
 
     @staticmethod
     def target(mount) -> tuple[str, str, int]:
         """(array, port, LUN) of a mount."""
         array, port = mount.port.split("/")
         return array, port, mount.lun
+
+
+def first_granted(ports, grant, owner: str):
+    """The route of the first port, in listed order, that `grant(port)` gives a path from.
+
+    `grant` raises a `SanError` for a port without a path; when every port fails, the first
+    port's failure is raised (path order: the primary path's reason is the useful one).  Hosts
+    use it over their HBAs, arrays over their FC ports when they act as initiators.
+    """
+    first = None
+    for port in ports:
+        try:
+            return grant(port)
+        except SanError as exc:
+            first = first or exc
+    raise first or SanError("LINK_DOWN", f"{owner} has no FC port")
 
 
 def blocks_of(offset: int, size: int) -> tuple[int, int]:

@@ -1,0 +1,864 @@
+"""Copy-on-write snapshots of the volumes of one disk array (SPEC "Embodiment 2: snapshot").
+
+A snapshot is a read-only point-in-time image of an ordinary volume (its *source*).  Creating
+one costs O(1) whatever the source's size: nothing is read or copied.  Afterwards, the first
+write to a granule of the source saves the granule's old content once, into the array's
+`GranulePool`, shared by every snapshot that still needs it; later writes to that granule cost
+nothing until the next snapshot of the source.
+
+Epochs
+------
+Per source, an epoch counter ``E`` counts the snapshots ever taken of it; snapshot k gets epoch
+``e = E`` just after the increment.  Per source granule ``g`` the engine keeps a list of saved
+*intervals* ``(lo, hi, slot)``, sorted and disjoint: "the content of ``g`` seen by the snapshots
+of epochs in ``(lo, hi]`` is pool slot ``slot``" (``ZERO``: it read as zeros, and takes no pool
+space).  ``w(g)``, the epoch at the last saving write, is the ``hi`` of the last interval (0 when
+there is none).  Snapshot ``e`` reads ``g`` from the interval holding ``e`` when ``w(g) >= e``,
+else from the source itself.  A write to ``g`` with ``w(g) < E`` saves the old content as
+``(w(g), E, slot)`` only if some live, unbroken snapshot has an epoch in ``(w(g), E]``.
+Memory therefore grows with the granules written after snapshots, never with the volume size or
+with the number of snapshots (1024 snapshots with no writes between them cost 1024 small
+records).  An interval is dropped (its slot freed) as soon as no live unbroken snapshot has an
+epoch in it; dropping never changes what any remaining snapshot reads.
+
+Pool full
+---------
+When the pool has no free slot for a save, the write still proceeds: every live snapshot that
+needed the lost content (epoch in ``(w(g), E]``) becomes *broken* (persisted), reading it raises
+``POOL_FULL``, and the pool slots only broken or deleted snapshots needed are freed at once.
+
+Persistence
+-----------
+``directory/snapshots.log``: an append-only journal of 64-byte records (8 little-endian int64:
+kind, 6 fields, CRC-32 of the first 56 bytes): a header (granule size), ``EPOCH``, ``CREATE``,
+``COW`` (an interval saved), ``BROKEN`` and ``DELETE``.  Freed slots are not journaled: they are a
+deterministic consequence of ``BROKEN``/``DELETE``, and replay recomputes them.  Every record of a
+`SnapshotEngine.before_write` is appended (``os.write`` on an ``O_APPEND`` descriptor) before it returns, i.e. before the
+array writes the source; a pool slot is written before the record naming it, and a record that
+drops a slot is appended before the slot is discarded.  On open the journal is replayed (a torn
+or garbled last record is cut off), then the pool is reconciled with it: slots no interval names
+(a crash between a save and its record, or between a drop and its discard) are freed, and the
+snapshots of an interval whose slot is missing from the pool become broken.  The journal is
+rewritten (compacted) when it holds more than ~4x the live records.
+
+Views hold their engine: after a new `SnapshotEngine` is opened on the directory, take new
+views from it.
+
+Locking: one lock per engine guards everything, including the reads of the source a view makes
+(so that a concurrent ``before_write`` + write of the source cannot slip between a view's lookup
+and its read).  The array calls ``before_write`` and then writes the store, never holding the
+store's lock while calling the engine.
+"""
+from __future__ import annotations
+
+import bisect
+import errno
+import heapq
+import os
+import pathlib
+import struct
+import threading
+import zlib
+
+import numpy as np
+
+from san.errors import SanError
+from san.storage import BLOCK, DIGEST_BLOCK, MAX_SIZE, DigestBuilder, VolumeStore
+
+__all__ = ["GranulePool", "SnapshotView", "SnapshotEngine", "ZERO"]
+
+ZERO = -1                               # interval slot: the saved content is all zeros
+_DIGEST_PIECE = 64 * DIGEST_BLOCK       # 16 MiB read at a time by digest()
+
+
+def _hi(iv: tuple[int, int, int]) -> int:
+    return iv[1]
+
+
+# ====================================================================== the pool
+def _adjacent(pieces: list, G: int) -> np.ndarray | None:
+    """One array over `pieces` when they are whole granules lying end to end in one buffer
+    (slices of one source read): the pool then writes straight from it, without a copy."""
+    first = pieces[0]
+    if not all(isinstance(p, np.ndarray) and p.dtype == np.uint8 and p.ndim == 1 and len(p) == G
+               and p.flags.c_contiguous for p in pieces):
+        return None
+    base = first.base if first.base is not None else first
+    start = first.__array_interface__["data"][0]
+    for k, p in enumerate(pieces):
+        if p.__array_interface__["data"][0] != start + k * G or (p.base if p.base is not None else p) is not base:
+            return None
+    if not isinstance(base, np.ndarray):
+        return None
+    b0 = base.__array_interface__["data"][0]
+    if base.dtype != np.uint8 or base.ndim != 1 or not base.flags.c_contiguous or \
+            start < b0 or start + len(pieces) * G > b0 + len(base):
+        return None
+    off = start - b0
+    return base[off: off + len(pieces) * G]
+
+
+class GranulePool:
+    """Where saved (copy-on-write) granules live: one per array.
+
+    A thin `VolumeStore` named ``pool`` in `directory`; a *slot* is a granule index of that store.
+    Free slots are reused lowest first.  `capacity` (bytes, or None for no cap) limits the slots
+    to ``capacity // granule``; the store itself is created as large as the file system allows
+    (1 PiB, else ~16 TiB, else 1 TiB: it is sparse, so size costs nothing), so a pool re-opened with
+    another capacity keeps its slots.  On re-open the used slots are the store's written granules.
+    """
+
+    NAME = "pool"
+
+    def __init__(self, directory: pathlib.Path, granule: int, capacity: int | None):
+        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer))
+                                     or capacity < 0):
+            raise SanError("INVALID_INPUT", f"snapshot pool capacity {capacity!r} must be a byte count >= 0 or None")
+        if isinstance(granule, bool) or not isinstance(granule, (int, np.integer)) or granule <= 0 or granule % BLOCK:
+            raise SanError("INVALID_INPUT", f"snapshot pool granule {granule!r} must be a positive multiple of 512")
+        self.directory = pathlib.Path(directory)
+        self.capacity = None if capacity is None else int(capacity)
+        self._lock = threading.RLock()
+        data = self.directory / f"{self.NAME}.data"
+        if data.exists() and data.stat().st_size > 0:
+            self._store = VolumeStore(self.directory, self.NAME, data.stat().st_size, int(granule))
+        else:
+            self._store = self._create(int(granule))
+        self.granule = self._store.granule
+        slots = self._store.size // self.granule
+        self._limit = slots if self.capacity is None else min(slots, self.capacity // self.granule)   # slots in use at most
+        used = self._store.written_granules()
+        self._used: set[int] = set(used)
+        self._high = used[-1] + 1 if used else 0       # slots >= _high were never used
+        self._free = [s for s in range(self._high) if s not in self._used]   # sorted: a heap
+
+    def _create(self, granule: int) -> VolumeStore:
+        last: OSError | None = None
+        for size in (MAX_SIZE, (1 << 44) - (1 << 24), 1 << 40):
+            size -= size % granule
+            try:
+                return VolumeStore(self.directory, self.NAME, size, granule)
+            except OSError as e:             # EFBIG: the file system caps file sizes (ext4: 16 TiB)
+                if e.errno not in (errno.EFBIG, errno.EINVAL):
+                    raise
+                last = e
+        raise SanError("NO_SPACE", f"cannot create the snapshot pool in {self.directory}: {last}")
+
+    @property
+    def slots(self) -> int:
+        """How many slots the pool may hold (its capacity in granules)."""
+        return self._limit
+
+    @property
+    def used_bytes(self) -> int:
+        with self._lock:
+            return len(self._used) * self.granule
+
+    def used_slots(self) -> list[int]:
+        with self._lock:
+            return sorted(self._used)
+
+    def save(self, data) -> int | None:
+        """Store one granule (`data`: at most `granule` bytes, zero-padded); its slot, or None when full."""
+        arr = np.asarray(data, dtype=np.uint8).reshape(-1)
+        G = self.granule
+        if len(arr) > G:
+            raise SanError("INVALID_INPUT", f"snapshot pool: {len(arr)} bytes do not fit one {G}-byte granule")
+        if len(arr) < G:
+            buf = np.zeros(G, dtype=np.uint8)
+            buf[: len(arr)] = arr
+            arr = buf
+        with self._lock:
+            if len(self._used) >= self._limit:
+                return None
+            if self._free:
+                slot = heapq.heappop(self._free)
+            elif self._high < self._store.size // G:
+                slot = self._high
+                self._high += 1
+            else:
+                return None
+            try:
+                self._store.write(slot * G, arr)
+            except BaseException:
+                heapq.heappush(self._free, slot)
+                raise
+            self._used.add(slot)
+            return slot
+
+    def save_many(self, pieces: list[np.ndarray]) -> list[int | None]:
+        """`save` for several granules at once: one store write per run of consecutive slots.
+
+        Slots go lowest first; when the pool fills up, the remaining pieces get None.
+        """
+        G = self.granule
+        with self._lock:
+            slots: list[int | None] = []
+            for _ in pieces:
+                if len(self._used) + len(slots) >= self._limit:
+                    break
+                if self._free:
+                    slots.append(heapq.heappop(self._free))
+                elif self._high < self._store.size // G:
+                    slots.append(self._high)
+                    self._high += 1
+                else:
+                    break
+            done = 0
+            try:
+                while done < len(slots):
+                    end = done + 1
+                    while end < len(slots) and slots[end] == slots[end - 1] + 1:
+                        end += 1
+                    buf = _adjacent(pieces[done:end], G)
+                    if buf is None:
+                        buf = np.zeros((end - done) * G, dtype=np.uint8)
+                        for k in range(done, end):
+                            arr = np.asarray(pieces[k], dtype=np.uint8).reshape(-1)
+                            if len(arr) > G:
+                                raise SanError("INVALID_INPUT",
+                                               f"snapshot pool: {len(arr)} bytes do not fit one {G}-byte granule")
+                            buf[(k - done) * G: (k - done) * G + len(arr)] = arr
+                    self._store.write(slots[done] * G, buf)
+                    self._used.update(slots[done:end])
+                    done = end
+            except BaseException:
+                for slot in slots[done:]:
+                    heapq.heappush(self._free, slot)
+                raise
+            return slots + [None] * (len(pieces) - len(slots))
+
+    def read_many(self, slots: list[int]) -> list[np.ndarray]:
+        """`read` for several slots: one store read per run of consecutive slots."""
+        G = self.granule
+        out: list[np.ndarray] = []
+        with self._lock:
+            for slot in slots:
+                if slot not in self._used:
+                    raise SanError("INVALID_INPUT", f"snapshot pool slot {slot} is not in use")
+            i = 0
+            while i < len(slots):
+                j = i + 1
+                while j < len(slots) and slots[j] == slots[j - 1] + 1:
+                    j += 1
+                buf = self._store.read(slots[i] * G, (j - i) * G)
+                out.extend(buf[k * G:(k + 1) * G] for k in range(j - i))
+                i = j
+        return out
+
+    def read(self, slot: int) -> np.ndarray:
+        """The granule saved in `slot` (checksum verified by the store)."""
+        with self._lock:
+            if slot not in self._used:
+                raise SanError("INVALID_INPUT", f"snapshot pool slot {slot} is not in use")
+            return self._store.read(slot * self.granule, self.granule)
+
+    def free(self, slot: int) -> None:
+        """Give `slot` back (its disk space too); freeing a free slot does nothing."""
+        with self._lock:
+            if slot not in self._used:
+                return
+            self._store.discard(slot * self.granule, self.granule)
+            self._used.discard(slot)
+            heapq.heappush(self._free, slot)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __repr__(self) -> str:
+        return f"GranulePool({str(self.directory)!r}, granule={self.granule}, capacity={self.capacity}, used={self.used_bytes})"
+
+
+# ====================================================================== journal records
+_REC = struct.Struct("<7qQ")            # kind, 6 fields, crc32 of the first 56 bytes
+_RECLEN = _REC.size                     # 64
+_MAGIC = 0x3130504E53534E41             # b"ANSSNP01" as a little-endian int64: the header's kind
+_EPOCH, _CREATE, _COW, _BROKEN, _DELETE = 1, 2, 3, 4, 5
+
+
+def _pack(kind: int, *fields: int) -> bytes:
+    vals = (kind, *fields) + (0,) * (6 - len(fields))
+    body = struct.pack("<7q", *vals)
+    return body + struct.pack("<Q", zlib.crc32(body))
+
+
+# ====================================================================== engine state
+class _Snap:
+    __slots__ = ("number", "source", "epoch", "size", "broken")
+
+    def __init__(self, number: int, source: int, epoch: int, size: int):
+        self.number, self.source, self.epoch, self.size = number, source, epoch, size
+        self.broken = False
+
+
+class _Source:
+    __slots__ = ("epoch", "numbers", "live", "cow", "slots")
+
+    def __init__(self) -> None:
+        self.epoch = 0                  # snapshots ever taken of this source
+        self.numbers: list[int] = []    # its snapshots (broken ones too), creation order
+        self.live: list[int] = []       # epochs of its live unbroken snapshots, sorted
+        self.cow: dict[int, list[tuple[int, int, int]]] = {}   # granule -> intervals (lo, hi, slot)
+        self.slots = 0                  # pool slots its intervals hold
+
+    def needed(self, lo: int, hi: int) -> bool:
+        """Does a live unbroken snapshot have an epoch in (lo, hi]?"""
+        i = bisect.bisect_right(self.live, lo)
+        return i < len(self.live) and self.live[i] <= hi
+
+    def w(self, g: int) -> int:
+        ivs = self.cow.get(g)
+        return ivs[-1][1] if ivs else 0
+
+    def locate(self, g: int, e: int) -> int | None:
+        """The slot holding granule `g` as snapshot `e` saw it, or None: read the source."""
+        ivs = self.cow.get(g)
+        if not ivs or ivs[-1][1] < e:
+            return None
+        i = bisect.bisect_left(ivs, e, key=_hi)
+        if ivs[i][0] < e:
+            return ivs[i][2]
+        raise SanError("POOL_FULL", f"granule {g} of snapshot epoch {e} was not kept")   # never for a live unbroken one
+
+
+class SnapshotView:
+    """A read-only point-in-time image; duck-types the read side of `VolumeStore`."""
+
+    def __init__(self, engine: "SnapshotEngine", snap: _Snap):
+        self._engine = engine
+        self.number = snap.number
+        self.source = snap.source
+        self.size = snap.size
+        self.granule = engine.granule
+        self.name = f"snapshot{snap.number}"
+
+    # ------------------------------------------------------------------ helpers
+    def _snap(self) -> _Snap:
+        snap = self._engine._snaps.get(self.number)
+        if snap is None:
+            raise SanError("NO_SUCH_VOLUME", f"snapshot volume {self.number} no longer exists")
+        if snap.broken:
+            raise SanError("POOL_FULL", f"snapshot volume {self.number} of volume {self.source} is broken: "
+                                        f"the snapshot pool was full when data it needed was overwritten")
+        return snap
+
+    def _glen(self, g: int) -> int:
+        return min(self.granule, self.size - g * self.granule)
+
+    @property
+    def n_granules(self) -> int:
+        return -(-self.size // self.granule)
+
+    # ------------------------------------------------------------------ read side
+    def read(self, offset: int, length: int) -> np.ndarray:
+        """`length` bytes at `offset` as the source held them when the snapshot was taken."""
+        offset, length = int(offset), int(length)
+        eng = self._engine
+        with eng._lock:
+            snap = self._snap()
+            if offset % BLOCK or length % BLOCK:
+                raise SanError("INVALID_INPUT", f"snapshot volume {self.number}: read at offset {offset}, "
+                                                f"length {length} is not aligned to 512 bytes")
+            if offset < 0 or length < 0 or offset + length > self.size:
+                raise SanError("LBA_OUT_OF_RANGE", f"snapshot volume {self.number}: read at offset {offset}, "
+                                                   f"length {length} is outside the volume of {self.size} bytes")
+            if not length:
+                return np.zeros(0, dtype=np.uint8)
+            src = eng._sources[snap.source]
+            store = eng._store(snap.source)
+            G, e, end = self.granule, snap.epoch, offset + length
+            g0, g1 = offset // G, (end - 1) // G
+            cow = src.cow
+            if g1 - g0 + 1 <= len(cow):
+                cand = [g for g in range(g0, g1 + 1) if g in cow]
+            else:
+                cand = sorted(g for g in cow if g0 <= g <= g1)
+            saved = [(g, slot) for g in cand if (slot := src.locate(g, e)) is not None]
+            if not saved:
+                return store.read(offset, length)
+            kept = iter(eng.pool.read_many([slot for _, slot in saved if slot != ZERO]))
+            out = np.empty(length, dtype=np.uint8)
+            pos = offset
+            for g, slot in saved:
+                gs = g * G
+                lo, hi = max(offset, gs), min(end, gs + self._glen(g))
+                if pos < lo:
+                    out[pos - offset: lo - offset] = store.read(pos, lo - pos)
+                if slot == ZERO:
+                    out[lo - offset: hi - offset] = 0
+                else:
+                    out[lo - offset: hi - offset] = next(kept)[lo - gs: hi - gs]
+                pos = hi
+            if pos < end:
+                out[pos - offset:] = store.read(pos, end - pos)
+            return out
+
+    def written_granules(self) -> list[int]:
+        """Granules holding data in the image: those written in the source at snapshot time,
+        except any whose content was all zeros when it was saved (they read as zeros anyway)."""
+        eng = self._engine
+        with eng._lock:
+            snap = self._snap()
+            src = eng._sources[snap.source]
+            e = snap.epoch
+            base = [g for g in eng._store(snap.source).written_granules() if src.w(g) < e]
+            mine = [g for g in src.cow if (slot := src.locate(g, e)) is not None and slot != ZERO]
+            return sorted(base + mine)
+
+    def extents(self) -> list[tuple[int, int]]:
+        """Merged (offset, length) byte ranges of the written granules, in order."""
+        out: list[tuple[int, int]] = []
+        G = self.granule
+        for g in self.written_granules():
+            start, ln = g * G, self._glen(g)
+            if out and out[-1][0] + out[-1][1] == start:
+                out[-1] = (out[-1][0], out[-1][1] + ln)
+            else:
+                out.append((start, ln))
+        return out
+
+    @property
+    def bytes_stored(self) -> int:
+        """Bytes of the image's written granules (what a full copy of it would store)."""
+        return sum(ln for _, ln in self.extents())
+
+    def digest(self) -> str:
+        """`VolumeStore.digest` of the image; cost follows its written data, not its size."""
+        blocks: list[int] = []
+        for start, ln in self.extents():
+            b0, b1 = start // DIGEST_BLOCK, (start + ln - 1) // DIGEST_BLOCK
+            if blocks and blocks[-1] >= b0:
+                b0 = blocks[-1] + 1
+            blocks.extend(range(b0, b1 + 1))
+        builder = DigestBuilder()
+        per = _DIGEST_PIECE // DIGEST_BLOCK
+        i = 0
+        while i < len(blocks):
+            j = i + 1
+            while j < len(blocks) and j - i < per and blocks[j] == blocks[j - 1] + 1:
+                j += 1
+            start = blocks[i] * DIGEST_BLOCK
+            stop = min(blocks[j - 1] * DIGEST_BLOCK + DIGEST_BLOCK, self.size)
+            builder.add(start, self.read(start, stop - start))
+            i = j
+        return builder.hexdigest()
+
+    # ------------------------------------------------------------------ write side: refused
+    def write(self, offset: int, data) -> None:
+        raise SanError("READ_ONLY", f"volume {self.number} is a snapshot of volume {self.source} and is read-only")
+
+    def discard(self, offset: int, length: int) -> int:
+        raise SanError("READ_ONLY", f"volume {self.number} is a snapshot of volume {self.source} and is read-only")
+
+    def __repr__(self) -> str:
+        return f"SnapshotView(number={self.number}, source={self.source}, size={self.size})"
+
+
+# ====================================================================== the engine
+class SnapshotEngine:
+    """Every snapshot of one array, persisted in ``directory/snapshots.log``.
+
+    `stores` is the array's live dict volume number -> `VolumeStore` of its ordinary volumes
+    (the sources); the engine looks sources up in it each time it needs one.
+    """
+
+    LOG = "snapshots.log"
+    COMPACT_MIN = 1024       # journal records tolerated beyond 4x the live ones
+
+    def __init__(self, directory: pathlib.Path, pool: GranulePool, stores: dict[int, VolumeStore]):
+        self.directory = pathlib.Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.pool = pool
+        self.granule = pool.granule
+        self.stores = stores
+        self.log_path = self.directory / self.LOG
+        self._lock = threading.RLock()
+        self._snaps: dict[int, _Snap] = {}
+        self._sources: dict[int, _Source] = {}
+        self._n_ivs = 0            # intervals held, all sources
+        self._records = 0          # journal records after the header
+        self._fd = -1
+        self._replay()
+        self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
+        self._reconcile()
+
+    # ------------------------------------------------------------------ journal
+    def _replay(self) -> None:
+        tmp = self.log_path.with_name(self.LOG + ".tmp")
+        if tmp.exists():
+            tmp.unlink()
+        raw = self.log_path.read_bytes() if self.log_path.exists() else b""
+        if len(raw) < _RECLEN or not self._header_ok(raw[:_RECLEN]):
+            if len(raw) >= _RECLEN:
+                raise SanError("INVALID_INPUT", f"{self.log_path} is not a snapshot journal")
+            with open(self.log_path, "wb") as f:       # new (or torn while being created)
+                f.write(_pack(_MAGIC, self.granule))
+            os.chmod(self.log_path, 0o600)
+            return
+        n = len(raw) // _RECLEN - 1
+        good = 0
+        for i in range(n):
+            rec = raw[(i + 1) * _RECLEN: (i + 2) * _RECLEN]
+            vals = _REC.unpack(rec)
+            if zlib.crc32(rec[:56]) != vals[7] or vals[0] not in (_EPOCH, _CREATE, _COW, _BROKEN, _DELETE):
+                if i != n - 1:
+                    raise SanError("INVALID_INPUT", f"{self.log_path}: record {i} (byte {(i + 1) * _RECLEN}) "
+                                                    f"is damaged and is not the last one")
+                break                                  # a garbled last record: as torn
+            self._apply(vals)
+            good += 1
+        self._records = good
+        if len(raw) != (good + 1) * _RECLEN:           # cut off a torn or garbled tail
+            os.truncate(self.log_path, (good + 1) * _RECLEN)
+
+    def _header_ok(self, rec: bytes) -> bool:
+        vals = _REC.unpack(rec)
+        if vals[0] != _MAGIC or zlib.crc32(rec[:56]) != vals[7]:
+            return False
+        if vals[1] != self.granule:
+            raise SanError("INVALID_INPUT", f"{self.log_path} was written for {vals[1]}-byte granules, "
+                                            f"the snapshot pool has {self.granule}-byte granules")
+        return True
+
+    def _apply(self, vals) -> list[int]:
+        kind = vals[0]
+        if kind == _EPOCH:
+            src = self._source(vals[1])
+            src.epoch = max(src.epoch, vals[2])
+        elif kind == _CREATE:
+            self._apply_create(vals[1], vals[2], vals[3], vals[4])
+        elif kind == _COW:
+            self._apply_cow(vals[1], vals[2], vals[3], vals[4], vals[5])
+        elif kind == _BROKEN:
+            return self._apply_break(vals[1])
+        elif kind == _DELETE:
+            return self._apply_delete(vals[1])
+        return []
+
+    def _append(self, recs: list[bytes]) -> None:
+        if not recs:
+            return
+        data = b"".join(recs)
+        mv = memoryview(data)
+        while len(mv):
+            k = os.write(self._fd, mv)
+            mv = mv[k:]
+        self._records += len(recs)
+
+    def _maybe_compact(self) -> None:
+        if self._records > 4 * (len(self._sources) + len(self._snaps) + self._n_ivs) + self.COMPACT_MIN:
+            self.compact()
+
+    def compact(self) -> None:
+        """Rewrite the journal with one record per live fact (atomically)."""
+        with self._lock:
+            recs = [_pack(_MAGIC, self.granule)]
+            for number, src in sorted(self._sources.items()):
+                recs.append(_pack(_EPOCH, number, src.epoch))
+                for n in src.numbers:
+                    s = self._snaps[n]
+                    recs.append(_pack(_CREATE, n, s.source, s.epoch, s.size))
+                    if s.broken:
+                        recs.append(_pack(_BROKEN, n))
+                for g in sorted(src.cow):
+                    for lo, hi, slot in src.cow[g]:
+                        recs.append(_pack(_COW, number, g, lo, hi, slot))
+            tmp = self.log_path.with_name(self.LOG + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                data = memoryview(b"".join(recs))
+                while len(data):
+                    data = data[os.write(fd, data):]
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.log_path)
+            os.close(self._fd)
+            self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
+            self._records = len(recs) - 1
+
+    @property
+    def journal_records(self) -> int:
+        return self._records
+
+    # ------------------------------------------------------------------ state transitions (live and replay)
+    def _source(self, number: int) -> _Source:
+        src = self._sources.get(number)
+        if src is None:
+            src = self._sources[number] = _Source()
+        return src
+
+    def _apply_create(self, number: int, source: int, epoch: int, size: int) -> None:
+        src = self._source(source)
+        src.epoch = max(src.epoch, epoch)
+        src.numbers.append(number)
+        bisect.insort(src.live, epoch)
+        self._snaps[number] = _Snap(number, source, epoch, size)
+
+    def _apply_cow(self, source: int, g: int, lo: int, hi: int, slot: int) -> None:
+        src = self._source(source)
+        src.cow.setdefault(g, []).append((lo, hi, slot))
+        self._n_ivs += 1
+        if slot != ZERO:
+            src.slots += 1
+
+    def _apply_break(self, number: int) -> list[int]:
+        snap = self._snaps[number]
+        if snap.broken:
+            return []
+        snap.broken = True
+        src = self._sources[snap.source]
+        src.live.remove(snap.epoch)
+        return self._release(src, snap.epoch)
+
+    def _apply_delete(self, number: int) -> list[int]:
+        freed = [] if self._snaps[number].broken else self._apply_break(number)
+        snap = self._snaps.pop(number)
+        self._sources[snap.source].numbers.remove(number)
+        return freed
+
+    def _release(self, src: _Source, e: int) -> list[int]:
+        """Drop the intervals holding epoch `e` that no live unbroken snapshot needs; their slots."""
+        freed: list[int] = []
+        if not src.live:                       # nobody needs anything any more
+            for ivs in src.cow.values():
+                freed.extend(slot for _, _, slot in ivs if slot != ZERO)
+                self._n_ivs -= len(ivs)
+            src.cow.clear()
+        else:
+            for g in list(src.cow):
+                ivs = src.cow[g]
+                if ivs[-1][1] < e:
+                    continue
+                i = bisect.bisect_left(ivs, e, key=_hi)
+                lo, hi, slot = ivs[i]
+                if lo < e and not src.needed(lo, hi):
+                    del ivs[i]
+                    self._n_ivs -= 1
+                    if slot != ZERO:
+                        freed.append(slot)
+                    if not ivs:
+                        del src.cow[g]
+        src.slots -= len(freed)
+        return freed
+
+    def _reconcile(self) -> None:
+        """Make the pool and the replayed journal agree (see the module docstring)."""
+        named: dict[int, tuple[int, int, int, int]] = {}   # slot -> (source, g, lo, hi)
+        for number, src in self._sources.items():
+            for g, ivs in src.cow.items():
+                for lo, hi, slot in ivs:
+                    if slot != ZERO:
+                        named[slot] = (number, g, lo, hi)
+        used = set(self.pool.used_slots())
+        for slot in sorted(used - set(named)):
+            self.pool.free(slot)
+        missing = sorted(set(named) - used)
+        if missing:
+            with self._lock:
+                for slot in missing:
+                    source, _, lo, hi = named[slot]
+                    self._break_range(source, lo, hi)
+
+    def _break_range(self, source: int, lo: int, hi: int) -> None:
+        """Break every live unbroken snapshot of `source` with an epoch in (lo, hi]; free what only they used."""
+        src = self._sources[source]
+        recs, freed = [], []
+        for n in list(src.numbers):
+            s = self._snaps[n]
+            if not s.broken and lo < s.epoch <= hi:
+                recs.append(_pack(_BROKEN, n))
+                freed.extend(self._apply_break(n))
+        self._append(recs)                     # durable before the slots are reused
+        for slot in freed:
+            self.pool.free(slot)
+
+    # ------------------------------------------------------------------ lookups
+    def _store(self, number: int) -> VolumeStore:
+        store = self.stores.get(number)
+        if store is None:
+            raise SanError("NO_SUCH_VOLUME", f"source volume {number} of the snapshots does not exist")
+        return store
+
+    def _get(self, number) -> _Snap:
+        snap = self._snaps.get(number)
+        if snap is None:
+            raise SanError("NO_SUCH_VOLUME", f"volume {number} is not a snapshot of this array")
+        return snap
+
+    def is_snapshot(self, number) -> bool:
+        with self._lock:
+            return number in self._snaps
+
+    def source_of(self, number) -> int:
+        with self._lock:
+            return self._get(number).source
+
+    def snapshots_of(self, source: int) -> list[int]:
+        """The live snapshots (broken ones too) of `source`, in creation order."""
+        with self._lock:
+            src = self._sources.get(source)
+            return list(src.numbers) if src else []
+
+    def snapshots(self) -> list[int]:
+        """Every live snapshot number of the array, ascending."""
+        with self._lock:
+            return sorted(self._snaps)
+
+    def view(self, number) -> SnapshotView:
+        with self._lock:
+            return SnapshotView(self, self._get(number))
+
+    def is_broken(self, number) -> bool:
+        with self._lock:
+            return self._get(number).broken
+
+    def pool_bytes_of(self, source: int) -> int:
+        """Bytes of pool held for the snapshots of `source`."""
+        with self._lock:
+            src = self._sources.get(source)
+            return src.slots * self.granule if src else 0
+
+    # ------------------------------------------------------------------ operations
+    def create(self, source: int, number: int) -> SnapshotView:
+        """A new snapshot `number` of ordinary volume `source`: O(1), nothing read or copied."""
+        with self._lock:
+            if number in self._snaps or number in self.stores:
+                raise SanError("INVALID_INPUT", f"volume number {number} is already in use")
+            if source in self._snaps:
+                raise SanError("INVALID_INPUT", f"volume {source} is a snapshot: snapshots of snapshots are not supported")
+            store = self.stores.get(source)
+            if store is None:
+                raise SanError("NO_SUCH_VOLUME", f"volume {source} does not exist: cannot snapshot it")
+            if store.granule != self.granule:
+                raise SanError("INVALID_INPUT", f"volume {source} has {store.granule}-byte granules, the snapshot "
+                                                f"pool {self.granule}-byte ones")
+            src = self._sources.get(source)
+            epoch = (src.epoch if src else 0) + 1
+            self._append([_pack(_CREATE, number, source, epoch, store.size)])
+            self._apply_create(number, source, epoch, store.size)
+            self._maybe_compact()
+            return SnapshotView(self, self._snaps[number])
+
+    def before_write(self, source: int, offset: int, length: int) -> int:
+        """Save, once, the old content of each granule of [offset, offset+length) of `source` that a
+        snapshot still needs.  MUST precede every write (or discard) of a source volume.
+
+        Returns the pool bytes used (0 when nothing needed saving: no snapshot, or the granule was
+        already saved since the last snapshot, or it read as zeros).  When the pool is full the
+        snapshots needing a granule become broken instead, and this still succeeds.
+        """
+        offset, length = int(offset), int(length)
+        with self._lock:
+            src = self._sources.get(source)
+            if src is None or not src.live or length <= 0:
+                return 0
+            store = self._store(source)
+            if offset < 0 or offset + length > store.size:
+                raise SanError("LBA_OUT_OF_RANGE", f"volume {source}: write at offset {offset}, length {length} "
+                                                   f"is outside the volume of {store.size} bytes")
+            G, E = self.granule, src.epoch
+            g0, g1 = offset // G, (offset + length - 1) // G
+            cow = src.cow
+            todo = []
+            for g in range(g0, g1 + 1):
+                ivs = cow.get(g)
+                w = ivs[-1][1] if ivs else 0
+                if w < E and src.needed(w, E):
+                    todo.append((g, w))
+            if not todo:
+                return 0
+            saved = 0
+            recs: list[bytes] = []
+            try:
+                i = 0
+                while i < len(todo):           # one source read per run of consecutive granules
+                    j = i + 1
+                    while j < len(todo) and todo[j][0] == todo[j - 1][0] + 1:
+                        j += 1
+                    start = todo[i][0] * G
+                    stop = min(todo[j - 1][0] * G + G, store.size)
+                    old = store.read(start, stop - start)
+                    pieces = [old[g * G - start: min(g * G + G, store.size) - start] for g, _ in todo[i:j]]
+                    nfull = len(old) // G            # all but a short last granule of the volume
+                    nonzero = old[: nfull * G].reshape(nfull, G).any(axis=1).tolist()
+                    if len(pieces) > nfull:
+                        nonzero.append(bool(pieces[-1].any()))
+                    slots = iter(self.pool.save_many([p for p, nz in zip(pieces, nonzero) if nz]))
+                    for (g, w), piece, nz in zip(todo[i:j], pieces, nonzero):
+                        slot = next(slots) if nz else ZERO
+                        if slot is None and src.needed(w, E):
+                            slot = self.pool.save(piece)      # a break earlier in this run may have made room
+                            if slot is None:                  # pool full: those snapshots lose, the write wins
+                                self._append(recs)
+                                recs = []
+                                self._break_range(source, w, E)
+                                continue
+                        elif slot is None:                    # its snapshots broke earlier in this call
+                            continue
+                        elif not src.needed(w, E):            # ditto, but it got a slot: give it back
+                            if slot != ZERO:
+                                self.pool.free(slot)
+                            continue
+                        if slot != ZERO:
+                            saved += G
+                        self._apply_cow(source, g, w, E, slot)
+                        recs.append(_pack(_COW, source, g, w, E, slot))
+                    i = j
+            finally:
+                self._append(recs)
+            self._maybe_compact()
+            return saved
+
+    def delete(self, number) -> None:
+        """Delete snapshot `number`, freeing the pool slots no other live snapshot needs."""
+        with self._lock:
+            self._get(number)
+            self._append([_pack(_DELETE, number)])
+            freed = self._apply_delete(number)
+            for slot in freed:
+                self.pool.free(slot)
+            self._maybe_compact()
+
+    def restore_plan(self, number, exact: bool = True) -> list[int]:
+        """Granules where snapshot `number` now differs from its source, ascending.
+
+        The candidates are the granules written in the source since the snapshot (metadata only);
+        with `exact` (default) each is read on both sides and kept only if the bytes differ (so a
+        second restore finds nothing to do).  POOL_FULL for a broken snapshot.
+        """
+        with self._lock:
+            snap = self._get(number)
+            view = SnapshotView(self, snap)
+            view._snap()                             # POOL_FULL when broken
+            src = self._sources[snap.source]
+            cand = sorted(g for g in src.cow if src.locate(g, snap.epoch) is not None)
+            if not exact:
+                return cand
+            store = self._store(snap.source)
+            out = []
+            for g in cand:
+                slot = src.locate(g, snap.epoch)
+                gs, ln = g * self.granule, min(self.granule, snap.size - g * self.granule)
+                cur = store.read(gs, ln)
+                if slot == ZERO:
+                    differs = bool(cur.any())
+                else:
+                    differs = not np.array_equal(cur, self.pool.read(slot)[:ln])
+                if differs:
+                    out.append(g)
+            return out
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                os.close(fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"SnapshotEngine({str(self.directory)!r}, snapshots={len(self._snaps)}, pool={self.pool.used_bytes})"

@@ -1,0 +1,335 @@
+"""The array's data services on a plain DiskArray (no Ray), against a numpy reference model."""
+import random
+import textwrap
+
+import numpy as np
+import pytest
+
+from san.elements.disk_array import DiskArray
+from san.errors import SanError
+from san.topology import load_topology
+from san.volume_info import VolumeInfo
+
+G = 4096           # granule
+SIZE = 64 * G      # 256 KiB volumes
+TOPO = f"""
+name: svc
+fabric:
+  switches: [{{name: sw1}}]
+  zones: [{{name: z, members: [h1/hba0, h2/hba0, a1/fc0]}}]
+arrays:
+  - name: a1
+    device_id: HTC-0100
+    managers: [srv, h1]
+    ports:
+      - {{name: fc0, number: 0, wwpn: "50:00:00:00:00:00:00:01", switch: sw1}}
+      - {{name: fc1, number: 1, wwpn: "50:00:00:00:00:00:00:02", switch: sw1}}
+    volumes:
+      - {{number: 0, size: {SIZE}, port: fc0, lun: 0, hosts: [h1], copy_destinations: [1, 2]}}
+      - {{number: 1, size: {SIZE}}}
+      - {{number: 2, size: {SIZE}}}
+      - {{number: 3, size: {2 * SIZE}}}
+      - {{number: 4, size: {SIZE}, port: fc0, lun: 1, hosts: [h1]}}
+hosts:
+  - name: h1
+    hbas: [{{name: hba0, wwpn: "21:00:00:00:00:00:00:01", switch: sw1}}]
+  - name: h2
+    hbas: [{{name: hba0, wwpn: "21:00:00:00:00:00:00:02", switch: sw1}}]
+backup_servers:
+  - name: srv
+"""
+
+
+@pytest.fixture
+def topo(tmp_path):
+    (tmp_path / "t.yaml").write_text(textwrap.dedent(TOPO))
+    return load_topology(tmp_path / "t.yaml")
+
+
+@pytest.fixture
+def array(topo, tmp_path):
+    arr = DiskArray(topo.arrays[0], tmp_path / "state", granule=G)
+    arr.autostart = False   # the tests drive copy jobs step by step
+    yield arr
+    arr.close()
+
+
+def rand(seed, n):
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8)
+
+
+def host_write(arr, offset, data, lun=0):
+    arr.write("h1/hba0", "fc0", lun, offset // 512, data)
+
+
+def content(arr, number):
+    return arr.read_volume(number, 0, arr.size_of(number))
+
+
+def code(fn, *args):
+    with pytest.raises(SanError) as info:
+        fn(*args)
+    return info.value.code
+
+
+def run(arr, job_status):
+    job = arr.jobs[job_status["job"]]
+    while arr.step(job):
+        pass
+    arr.finish(job)
+    return job
+
+
+# -- management interface ------------------------------------------------------------------------
+def test_only_managers_may_manage(array):
+    calls = [("mgmt_volumes",), ("mgmt_volume_table",), ("mgmt_copy_destinations", "fc0", 0),
+             ("mgmt_record_info", 0, bytes(512)), ("mgmt_read_info", 0), ("mgmt_delete_info", 0),
+             ("mgmt_mirror", "fc0", 0, 1), ("mgmt_restore", 1, "fc0", 0), ("mgmt_snapshot", "fc0", 0),
+             ("mgmt_delete_snapshot", 5), ("mgmt_copy", 0, 2), ("mgmt_attach", 1, "fc1", 0, "h2"),
+             ("mgmt_detach", "fc1", 0), ("mgmt_job", 1), ("mgmt_wait", 1)]
+    for name, *args in calls:
+        with pytest.raises(SanError) as info:
+            getattr(array, name)("h2", *args)
+        assert info.value.code == "UNAUTHORIZED", name
+        assert "h2 may not manage a1 (managers: h1, srv)" == info.value.message
+    assert not array.jobs and array.read_info(0) is None
+
+
+def test_volume_list_destinations_and_table(array):
+    assert array.mgmt_volumes("srv") == {"device_id": "HTC-0100", "volumes": [0, 1, 2, 3, 4]}
+    assert array.mgmt_copy_destinations("h1", "fc0", 0) == {"device_id": "HTC-0100", "volume": 0,
+                                                             "destinations": [1, 2]}
+    assert code(array.mgmt_copy_destinations, "srv", "fc0", 7) == "NO_SUCH_PORT"
+    assert code(array.mgmt_copy_destinations, "srv", "fc9", 0) == "NO_SUCH_PORT"
+    row = array.mgmt_volume_table("srv")[0]
+    assert row == {"volume": 0, "size": SIZE, "fc_interface": 0, "port_address": "50:00:00:00:00:00:00:01",
+                   "port": "fc0", "lun": 0, "copy_destinations": [1, 2], "snapshots": [],
+                   "snapshot_of": None, "volume_info": None}
+
+
+def test_volume_info_lives_beside_the_volume_and_changes_nothing_of_it(array):
+    host_write(array, 0, rand(1, 3 * G))
+    digest, capacity = array.digest_volume(0), array.read_capacity("h1/hba0", "fc0", 0)
+    record = VolumeInfo("nightly", "h1", "/db", 1767225600).encode()
+    array.mgmt_record_info("srv", 0, record)
+    assert array.mgmt_read_info("srv", 0) == record
+    assert array.digest_volume(0) == digest and array.read_capacity("h1/hba0", "fc0", 0) == capacity
+    assert array.mgmt_volume_table("srv")[0]["volume_info"] == record.hex()
+    array.mgmt_delete_info("srv", 0)
+    assert array.mgmt_read_info("srv", 0) is None and array.digest_volume(0) == digest
+    assert code(array.mgmt_record_info, "srv", 0, bytes(511)) == "INVALID_INPUT"
+    assert code(array.mgmt_record_info, "srv", 9, bytes(512)) == "NO_SUCH_VOLUME"
+    assert code(array.mgmt_read_info, "srv", 9) == "NO_SUCH_VOLUME"
+
+
+# -- mirror -------------------------------------------------------------------------------------
+def test_mirror_copies_the_primary_and_only_what_was_written(array):
+    data = rand(2, 10 * G)
+    host_write(array, 5 * G, data)
+    job = run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    assert job.state == "done" and job.total == job.copied == 10 * G
+    assert np.array_equal(content(array, 1), content(array, 0))
+    assert array.stores[1].bytes_stored == 10 * G
+
+
+def test_mirror_is_the_primary_as_it_was_when_the_copy_started(array):
+    before = rand(3, SIZE)
+    host_write(array, 0, before)
+    job = array.jobs[array.mgmt_mirror("srv", "fc0", 0, 1)["job"]]
+    array.step(job, 5)
+    host_write(array, 2 * G, rand(4, G))              # already copied
+    host_write(array, 40 * G + 512, rand(5, 1024))     # not yet copied: saved first
+    host_write(array, 63 * G, rand(6, G))             # the last granule
+    run(array, {"job": job.id})
+    assert np.array_equal(content(array, 1), before)
+    assert not np.array_equal(content(array, 0), before)
+
+
+def test_incremental_resync_moves_only_changed_granules(array):
+    host_write(array, 0, rand(8, SIZE))
+    assert run(array, array.mgmt_mirror("srv", "fc0", 0, 1)).copied == SIZE
+    for g in (3, 17, 40):
+        host_write(array, g * G + 512, rand(g, 512))
+    job = run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    assert job.copied == 3 * G
+    assert np.array_equal(content(array, 1), content(array, 0))
+    assert run(array, array.mgmt_mirror("srv", "fc0", 0, 1)).copied == 0
+
+
+def test_mirror_refusals_change_nothing(array):
+    array.record_info(1, VolumeInfo("old", "h1", "/db", 1).encode())
+    assert code(array.mgmt_mirror, "srv", "fc0", 0, 4) == "NOT_A_COPY_DESTINATION"
+    assert code(array.mgmt_mirror, "srv", "fc0", 0, 9) == "NO_SUCH_VOLUME"
+    assert code(array.mgmt_mirror, "srv", "fc0", 5, 1) == "NO_SUCH_PORT"
+    assert code(array.mgmt_copy, "srv", 0, 3) == "CAPACITY_MISMATCH"
+    assert not array.jobs and array.read_info(1) is not None
+
+
+def test_secondary_is_read_only_and_busy_while_the_copy_runs(array):
+    host_write(array, 0, rand(9, SIZE))
+    array.record_info(1, VolumeInfo("old backup", "h1", "/db", 1).encode())
+    array.mgmt_attach("srv", 1, "fc1", 0, "h2")
+    status = array.mgmt_mirror("srv", "fc0", 0, 1)
+    assert array.read_info(1) is None    # an interrupted copy never leaves a stale claim
+    with pytest.raises(SanError) as info:
+        array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))
+    assert info.value.code == "READ_ONLY" and "running mirror from volume 0" in info.value.message
+    assert code(array.mgmt_mirror, "srv", "fc0", 0, 1) == "BUSY"
+    assert code(array.mgmt_copy, "srv", 2, 1) == "BUSY"
+    assert code(array.mgmt_copy, "srv", 1, 2) == "BUSY"     # its data is half-copied
+    assert array.mgmt_job("srv", status["job"])["state"] == "running"
+    run(array, status)
+    array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))
+    assert array.mgmt_job("srv", status["job"])["state"] == "done"
+
+
+def test_restore_copies_back_only_what_differs_and_never_writes_volume_info(array):
+    original = rand(10, SIZE)
+    host_write(array, 0, original)
+    run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    array.record_info(0, VolumeInfo("primary's own", "h1", "/db", 5).encode())
+    array.record_info(1, VolumeInfo("backup", "h1", "/db", 6).encode())
+    host_write(array, 8 * G, rand(11, 2 * G))
+    job = run(array, array.mgmt_restore("srv", 1, "fc0", 0))
+    assert job.copied == 2 * G
+    assert np.array_equal(content(array, 0), original)
+    assert VolumeInfo.decode(array.read_info(0)).label == "primary's own"
+
+
+def test_wait_returns_the_copy_engine_transfer(array):
+    array.autostart = True
+    host_write(array, 0, rand(12, 4 * G))
+    status = array.mgmt_mirror("srv", "fc0", 0, 2)
+    done = array.mgmt_wait("srv", status["job"])
+    assert done["state"] == "done" and done["copied"] == 4 * G
+    assert [(t.resources, t.nbytes) for t in done["transfers"]] == [(("a1/copy",), 4 * G)]
+
+
+# -- snapshots ----------------------------------------------------------------------------------
+def test_snapshot_numbers_are_never_reused(array):
+    first = array.mgmt_snapshot("srv", "fc0", 0)["volume"]
+    second = array.mgmt_snapshot("srv", "fc0", 0)["volume"]
+    assert (first, second) == (5, 6)
+    array.mgmt_delete_snapshot("srv", 5)
+    assert array.mgmt_snapshot("srv", "fc0", 0)["volume"] == 7
+    assert array.mgmt_volumes("srv")["volumes"] == [0, 1, 2, 3, 4, 6, 7]
+    assert array.mgmt_volume_table("srv")[0]["snapshots"] == [6, 7]
+    assert code(array.mgmt_delete_snapshot, "srv", 5) == "NO_SUCH_VOLUME"
+    assert code(array.mgmt_delete_snapshot, "srv", 1) == "INVALID_INPUT"
+
+
+def test_snapshot_is_a_read_only_point_in_time_that_can_be_restored(array):
+    before = rand(13, SIZE)
+    host_write(array, 0, before)
+    snap = array.mgmt_snapshot("srv", "fc0", 0)["volume"]
+    host_write(array, 4 * G, rand(14, 8 * G))
+    assert np.array_equal(content(array, snap), before)
+    array.mgmt_attach("srv", snap, "fc1", 3, "h2")
+    assert np.array_equal(array.read("h2/hba0", "fc1", 3, 0, 8), before[:4096])
+    with pytest.raises(SanError) as info:
+        array.write("h2/hba0", "fc1", 3, 0, rand(1, 512))
+    assert info.value.code == "READ_ONLY" and "snapshot of volume 0" in info.value.message
+    job = run(array, array.mgmt_restore("srv", snap, "fc0", 0))
+    assert job.copied == 8 * G
+    assert np.array_equal(content(array, 0), before)
+
+
+def test_copy_records_the_volume_info_only_after_the_data(array):
+    host_write(array, 0, rand(15, SIZE))
+    snap = array.snapshot(0)
+    record = VolumeInfo("snap", "h1", "/db", 9).encode()
+    array.record_info(snap, record)
+    status = array.mgmt_copy("srv", snap, 2)
+    job = array.jobs[status["job"]]
+    array.step(job, 3)
+    assert array.read_info(2) is None
+    run(array, status)
+    assert array.read_info(2) == record
+    assert np.array_equal(content(array, 2), content(array, 0))
+    array.mgmt_copy("srv", 1, 2, False)
+    assert array.read_info(2) is None   # the old claim goes when the overwrite starts
+
+
+def test_attach_and_detach(array):
+    array.mgmt_attach("srv", 2, "fc1", 5, "h2")
+    assert array.report_luns("h2/hba0", "fc1") == [5]
+    assert code(array.mgmt_attach, "srv", 1, "fc1", 5, "h2") == "BUSY"
+    assert code(array.mgmt_attach, "srv", 1, "fc7", 5, "h2") == "NO_SUCH_PORT"
+    assert code(array.mgmt_attach, "srv", 8, "fc1", 6, "h2") == "NO_SUCH_VOLUME"
+    array.mgmt_detach("srv", "fc1", 5)
+    assert code(array.read, "h2/hba0", "fc1", 5, 0, 1) == "NO_SUCH_PORT"
+    assert code(array.mgmt_detach, "srv", "fc1", 5) == "NO_SUCH_PORT"
+    assert code(array.mgmt_detach, "srv", "fc0", 0) == "NO_SUCH_PORT"   # a topology mapping stays
+
+
+def test_everything_survives_a_restart(array, topo, tmp_path):
+    data = rand(16, SIZE)
+    host_write(array, 0, data)
+    snap = array.snapshot(0)
+    host_write(array, 0, rand(17, G))
+    array.mgmt_attach("srv", snap, "fc1", 2, "h2")
+    array.record_info(snap, VolumeInfo("s", "h1", "/db", 3).encode())
+    run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    array.close()
+    again = DiskArray(topo.arrays[0], tmp_path / "state", granule=G)
+    assert np.array_equal(content(again, snap), data)
+    assert again.read("h2/hba0", "fc1", 2, 0, 1).tobytes() == data[:512].tobytes()
+    assert VolumeInfo.decode(again.read_info(snap)).label == "s"
+    assert again.snapshot(0) == snap + 1
+    assert np.array_equal(content(again, 1), content(again, 0))
+    again.close()
+
+
+# -- everything at once, against a model ----------------------------------------------------------
+@pytest.mark.parametrize("seed", range(6))
+def test_random_interleavings_match_the_model(array, seed):
+    rng = random.Random(seed)
+    model = {n: np.zeros(array.size_of(n), np.uint8) for n in array.stores}
+    snaps: dict[int, np.ndarray] = {}
+    running = []   # (job, model of its destination at the start)
+    for _ in range(120):
+        action = rng.choice(["write", "write", "write", "mirror", "step", "snap", "snap_restore",
+                             "delete", "restore", "copy"])
+        busy = {j.dest for j, _ in running}
+        if action == "write":
+            off = rng.randrange(0, SIZE // 512) * 512
+            n = rng.randrange(1, min(3 * G, SIZE - off) // 512 + 1) * 512
+            data = rand(rng.randrange(1 << 30), n)
+            host_write(array, off, data)
+            model[0][off:off + n] = data
+        elif action == "mirror" and not busy & {1, 2}:
+            dest = rng.choice([1, 2])
+            job = array.jobs[array.mgmt_mirror("srv", "fc0", 0, dest)["job"]]
+            running.append((job, model[0].copy()))
+        elif action == "step" and running:
+            job, start = running[0]
+            if not array.step(job, rng.randrange(1, 8)):
+                array.finish(job)
+                running.pop(0)
+                model[job.dest] = start
+        elif action == "snap":
+            snaps[array.snapshot(0)] = model[0].copy()
+        elif action == "snap_restore" and snaps and not running:
+            number = rng.choice(sorted(snaps))
+            run(array, array.mgmt_restore("srv", number, "fc0", 0))
+            model[0] = snaps[number].copy()
+        elif action == "delete" and snaps:
+            number = rng.choice(sorted(snaps))
+            array.delete_snapshot(number)
+            del snaps[number]
+        elif action == "restore" and not running:
+            src = rng.choice([1, 2])
+            run(array, array.mgmt_restore("srv", src, "fc0", 0))
+            model[0] = model[src].copy()
+        elif action == "copy" and not running and 2 not in busy:
+            run(array, array.mgmt_copy("srv", 1, 2))
+            model[2] = model[1].copy()
+    for job, start in running:
+        while array.step(job):
+            pass
+        array.finish(job)
+        model[job.dest] = start
+    for n in (0, 1, 2):
+        assert np.array_equal(content(array, n), model[n]), n
+    for number, image in snaps.items():
+        assert np.array_equal(content(array, number), image), number
