@@ -104,7 +104,7 @@ def test_volume_copy_refusals(san):
     assert err.code == "NO_SUCH_PORT"
     err = raises(call, san, "backup1", "array1", "copy_remote", 9, "array2", 0, "fc0", 0, True)
     assert err.code == "NO_SUCH_VOLUME"
-    err = raises(call, san, "host1", "array1", "copy_remote", 0, "array2", 0, "fc0", 0, True)
+    err = raises(call, san, "array2", "array1", "copy_remote", 0, "array2", 0, "fc0", 0, True)
     assert err.code == "UNAUTHORIZED"
     san.set_link("array1/fc1", False)
     err = raises(call, san, "backup1", "array1", "copy_remote", 0, "array2", 0, "fc0", 0, True)
