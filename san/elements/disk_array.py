@@ -551,15 +551,29 @@ class DiskArray:
         return min(self.granule, self.size_of(number) - g * self.granule)
 
     def _copy_granule(self, job: CopyJob, g: int) -> None:
-        """Copy granule `g` of a job now (the lock is held)."""
-        offset, length = g * self.granule, self._glen(job.dest, g)
-        data = self.read_volume(job.source, offset, length)
-        if data.any():
-            self._store_write(job.dest, offset, data)
-        else:
-            self._store_zero(job.dest, offset, length)
-        job.pending.discard(g)
-        job.copied += length
+        self._copy_run(job, [g])
+
+    def _copy_run(self, job: CopyJob, run: list[int]) -> None:
+        """Copy consecutive granules of a job now (the lock is held): one read, then one
+        write per stretch of data (all-zero stretches are freed, keeping the copy thin)."""
+        G = self.granule
+        offset = run[0] * G
+        end = min((run[-1] + 1) * G, self.size_of(job.dest))
+        data = self.read_volume(job.source, offset, end - offset)
+        nonzero = [bool(data[i * G:(i + 1) * G].any()) for i in range(len(run))]
+        i = 0
+        while i < len(run):
+            j = i
+            while j + 1 < len(run) and nonzero[j + 1] == nonzero[i]:
+                j += 1
+            lo, hi = offset + i * G, min(offset + (j + 1) * G, end)
+            if nonzero[i]:
+                self._store_write(job.dest, lo, data[lo - offset:hi - offset])
+            else:
+                self._store_zero(job.dest, lo, hi - lo)
+            i = j + 1
+        job.pending.difference_update(run)
+        job.copied += end - offset
 
     def step(self, job: CopyJob, granules: int = BATCH) -> bool:
         """Copy up to `granules` more granules of a job; False once it has none left."""
@@ -569,8 +583,14 @@ class DiskArray:
                 g = job.order.pop()  # `order` is kept reversed: pop() takes the lowest
                 if g in job.pending:
                     batch.append(g)
+            run: list[int] = []
             for g in batch:
-                self._copy_granule(job, g)
+                if run and g != run[-1] + 1:
+                    self._copy_run(job, run)
+                    run = []
+                run.append(g)
+            if run:
+                self._copy_run(job, run)
             return bool(job.pending)
 
     def finish(self, job: CopyJob) -> None:
