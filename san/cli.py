@@ -170,7 +170,7 @@ def _run(scenario, args, out, state: Path, chunk: int, quiet: bool) -> int:
             task = progress.add_task(scenario.name, total=len(scenario.steps))
             runner = Runner(san, state, on_step=lambda r: progress.advance(task))
             reports = runner.run(scenario.steps)
-        catalog = {s.name: [] for s in scenario.topology.backup_servers}
+        catalog = runner.catalogs()
         rep = report_mod.build(scenario, reports, catalog)
         out.print(report_mod.table(scenario, reports))
         tot = rep["totals"]

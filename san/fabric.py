@@ -68,7 +68,10 @@ class San:
         if kind == "array":
             return (spec, self.state_dir, self.granule, self.namespace, self.chunk_size, self.window)
         if kind == "host":
-            return (spec, self.namespace, self.chunk_size, self.window)
+            directory = {a.device_id: a.name for a in self.topology.arrays}
+            return (spec, self.namespace, self.chunk_size, self.window, directory)
+        if kind == "backup_server":
+            return (spec, self.topology, self.state_dir, self.namespace)
         return (spec,)
 
     def _create(self, name: str):
@@ -84,6 +87,8 @@ class San:
         self.handles = {name: self._create(name) for name in self.kinds}
         for name, handle in self.handles.items():
             get(handle.ping.remote(), name)
+        hosts = [n for n, k in self.kinds.items() if k == "host"]
+        self.formatted = dict(zip(hosts, get([self.handles[h].format_blank.remote() for h in hosts])))
         return self
 
     def shutdown(self) -> None:

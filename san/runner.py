@@ -30,6 +30,7 @@ class Work:
     chains: list[list[Transfer]] = field(default_factory=list)
     bytes: int = 0
     result: dict = field(default_factory=dict)
+    clock_set: bool = False   # the op moved the clock itself (advance_clock)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class StepReport:
     result: dict = field(default_factory=dict)
     expected: str | None = None
     children: list["StepReport"] = field(default_factory=list)
+    clock_set: bool = False
 
     def to_dict(self) -> dict:
         result = dict(self.result)
@@ -65,7 +67,10 @@ class Clock:
         self.now = parse_time(self.path.read_text().strip()) if self.path.exists() else start
 
     def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
+        self.set(self.now + dt.timedelta(seconds=seconds))
+
+    def set(self, moment: dt.datetime) -> None:
+        self.now = moment
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(self.now.isoformat() + "\n")
         tmp.replace(self.path)
@@ -80,6 +85,21 @@ class Context:
     clock: Clock
     capacity: dict
     checkpoints: dict = field(default_factory=dict)
+    backups: dict = field(default_factory=dict)       # `as:` name -> (server, catalog key)
+    definitions: dict = field(default_factory=dict)   # definition name -> its server
+
+    def server_of(self, definition: str) -> str:
+        return self.definitions[definition]
+
+    def backup(self, name: str) -> tuple[str, tuple]:
+        """(server, key) of a backup named by `as:`; NO_SUCH_BACKUP if it has no row now."""
+        if name not in self.backups:
+            raise SanError("NO_SUCH_BACKUP", f"backup {name!r} was never made (its step failed)")
+        server, key = self.backups[name]
+        if not self.san.call(server, "key_exists", key):
+            raise SanError("NO_SUCH_BACKUP", f"backup {name!r} ({key[0]} media {key[1]}) has no "
+                                             f"catalog row on {server} now")
+        return server, key
 
 
 # -- ops ------------------------------------------------------------------------------------------
@@ -104,15 +124,55 @@ def op_write(ctx, step) -> Work:
 
 
 def _content(ctx, step) -> tuple[str, dict]:
-    """(description, content) of a checkpoint / verify target."""
+    """(description, content) of a checkpoint / verify target: the files of a readable FAT,
+    otherwise the volume digest."""
     if getattr(step, "host", None):
-        return (f"{step.host}:{step.mount}",
-                {"kind": "volume", "digest": _host_call(ctx, step.host, "digest", step.mount)})
+        where = f"{step.host}:{step.mount}"
+        if _filesystem_of(ctx, step.host, step.mount) == "fat":
+            return where, {"kind": "files", "files": _host_call(ctx, step.host, "files", step.mount)}
+        return where, {"kind": "volume", "digest": _host_call(ctx, step.host, "digest", step.mount)}
     if getattr(step, "array", None):
-        return (f"{step.array} volume {step.volume}",
-                {"kind": "volume", "digest": ctx.san.call(step.array, "digest_volume", step.volume)})
-    raise SanError("NO_SUCH_BACKUP", f"backup {step.backup!r} has no catalog row "
-                                     "(backups arrive with the backup software)")
+        return f"{step.array} volume {step.volume}", _stored_content(ctx, step.array, step.volume)
+    server, key = ctx.backup(step.backup)
+    array = _array_of_device(ctx, key[0])
+    return f"backup {step.backup} ({array} volume {key[1]})", _stored_content(ctx, array, int(key[1]))
+
+
+def _filesystem_of(ctx, host: str, mount: str) -> str:
+    spec = next(h for h in ctx.san.topology.hosts if h.name == host)
+    found = next((m for m in spec.mounts if m.mount_point == mount), None)
+    if found is None:
+        raise SanError("NO_SUCH_MOUNT", f"{host} has no mount {mount!r}")
+    return found.filesystem
+
+
+def _array_of_device(ctx, device_id: str) -> str:
+    for array in ctx.san.topology.arrays:
+        if array.device_id == device_id:
+            return array.name
+    raise SanError("NO_SUCH_VOLUME", f"no array has device ID {device_id}")
+
+
+def _stored_content(ctx, array: str, volume: int) -> dict:
+    """The content of a volume as the array stores it (no host, no access control)."""
+    from .filesystem import BlockDevice, FatVolume
+    size = ctx.san.call(array, "size_of", volume)
+    device = BlockDevice(size, lambda off, n: ctx.san.call(array, "read_volume", volume, off, n),
+                         readonly=True)
+    try:
+        fs = FatVolume(device, readonly=True)
+    except SanError as exc:
+        if exc.code in ("CHECKSUM_MISMATCH", "POOL_FULL", "ELEMENT_DOWN"):
+            raise
+        fs = None
+    except Exception:   # not a readable FAT: the volume digest, as for a raw volume
+        fs = None
+    if fs is None:
+        return {"kind": "volume", "digest": ctx.san.call(array, "digest_volume", volume)}
+    try:
+        return {"kind": "files", "files": {p: list(v) for p, v in fs.files().items()}}
+    finally:
+        fs.close()
 
 
 @op("checkpoint")
@@ -131,9 +191,148 @@ def op_verify(ctx, step) -> Work:
     where, actual = _content(ctx, step)
     if actual != expected:
         raise SanError("VERIFY_MISMATCH", f"{where} differs from checkpoint {step.checkpoint!r} "
-                                          f"taken of {taken_of} (digest {actual['digest'][:16]}... "
-                                          f"vs {expected['digest'][:16]}...)")
+                                          f"taken of {taken_of}: {_difference(expected, actual)}")
     return Work(result={"target": where, "checkpoint": step.checkpoint, **actual})
+
+
+def _difference(expected: dict, actual: dict) -> str:
+    if expected["kind"] != actual["kind"]:
+        return f"it holds {actual['kind']}, the checkpoint {expected['kind']}"
+    if expected["kind"] == "volume":
+        return f"digest {actual['digest'][:16]}... vs {expected['digest'][:16]}..."
+    want, have = expected["files"], actual["files"]
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    changed = sorted(p for p in set(want) & set(have) if want[p] != have[p])
+    parts = [f"{label} {', '.join(paths[:5])}" for label, paths in
+             (("missing", missing), ("unexpected", extra), ("changed", changed)) if paths]
+    return "; ".join(parts)
+
+
+def _transfers_bytes(transfers) -> int:
+    return sum(t.nbytes for t in transfers)
+
+
+def _work(answer: dict, **result) -> Work:
+    transfers = answer.pop("transfers", [])
+    return Work([transfers], _transfers_bytes(transfers), result)
+
+
+@op("write_files")
+def op_write_files(ctx, step) -> Work:
+    files = {path: (spec.size, spec.seed) for path, spec in step.files.items()}
+    answer = _host_call(ctx, step.host, "write_files", step.mount, files)
+    return _work(answer, files=answer["files"], file_bytes=answer["bytes"])
+
+
+@op("remove_files")
+def op_remove_files(ctx, step) -> Work:
+    answer = _host_call(ctx, step.host, "remove_files", step.mount, list(step.files))
+    return _work(answer, files=answer["files"])
+
+
+def _only_server(ctx) -> str:
+    servers = ctx.san.topology.backup_servers
+    if not servers:
+        raise SanError("INVALID_INPUT", "the topology has no backup server")
+    return servers[0].name
+
+
+@op("list_destinations")
+def op_list_destinations(ctx, step) -> Work:
+    answer = ctx.san.call(_only_server(ctx), "list_destinations", step.host, step.mount)
+    return _work(answer, device_id=answer["device_id"], destinations=answer["destinations"])
+
+
+@op("define")
+def op_define(ctx, step) -> Work:
+    answer = ctx.san.call(step.server, "define", step.definition)
+    ctx.definitions[step.name] = step.server
+    return _work(answer, definition=step.name)
+
+
+def _run_backup(ctx, definition: str, name: str | None) -> Work:
+    server = ctx.server_of(definition)
+    answer = ctx.san.call(server, "backup", definition, int(ctx.clock.now.timestamp()))
+    if name:
+        ctx.backups[name] = (server, tuple(answer["key"]))
+    return _work(answer, row=answer["row"])
+
+
+@op("backup")
+def op_backup(ctx, step) -> Work:
+    return _run_backup(ctx, step.definition, step.as_)
+
+
+@op("restore_volume")
+def op_restore_volume(ctx, step) -> Work:
+    server, key = ctx.backup(step.backup)
+    to = step.to
+    answer = ctx.san.call(server, "restore_volume", key, to.host if to else None,
+                          to.mount if to else None, list(step.pre), list(step.post))
+    return _work(answer, row=answer["row"], copied=answer["copied"])
+
+
+@op("restore_files")
+def op_restore_files(ctx, step) -> Work:
+    server, key = ctx.backup(step.backup)
+    answer = ctx.san.call(server, "restore_files", key, list(step.files), list(step.pre),
+                          list(step.post))
+    return _work(answer, files=answer["files"], file_bytes=answer["bytes"])
+
+
+@op("delete_backup")
+def op_delete_backup(ctx, step) -> Work:
+    server, key = ctx.backup(step.backup)
+    answer = ctx.san.call(server, "delete_backup", key)
+    return _work(answer, row=answer["row"])
+
+
+@op("copy_volume")
+def op_copy_volume(ctx, step) -> Work:
+    server, key = ctx.backup(step.backup)
+    answer = ctx.san.call(server, "copy_volume", key, step.to.array, step.to.volume)
+    if step.as_:
+        ctx.backups[step.as_] = (server, tuple(answer["key"]))
+    return _work(answer, row=answer["row"], copied=answer["copied"])
+
+
+@op("lose_catalog")
+def op_lose_catalog(ctx, step) -> Work:
+    return _work(ctx.san.call(step.server, "lose_catalog"))
+
+
+@op("rebuild_catalog")
+def op_rebuild_catalog(ctx, step) -> Work:
+    sources = list(step.from_) if step.from_ is not None else None
+    answer = ctx.san.call(step.server, "rebuild_catalog", sources)
+    return _work(answer, added=answer["added"], skipped=answer["skipped"])
+
+
+@op("expect_catalog")
+def op_expect_catalog(ctx, step) -> Work:
+    rows = ctx.san.call(step.server, "catalog_rows")
+    wanted = [{k: None if v is None else str(v) for k, v in row.items()} for row in (step.rows or [])]
+    if len(rows) != step.count:
+        raise SanError("CATALOG_MISMATCH", f"{step.server} has {len(rows)} catalog rows, "
+                                           f"expected {step.count}")
+    if not _match(wanted, rows):
+        raise SanError("CATALOG_MISMATCH", f"{step.server}'s rows do not match the {len(wanted)} "
+                                           f"expected (each to a different row): {wanted}")
+    return Work(result={"rows": rows})
+
+
+def _match(wanted: list[dict], rows: list[dict]) -> bool:
+    """Whether each partial row matches a different row (a small bipartite matching)."""
+    def fits(part, row):
+        return all(row.get(k) == v for k, v in part.items())
+
+    def assign(i, used):
+        if i == len(wanted):
+            return True
+        return any(assign(i + 1, used | {j}) for j, row in enumerate(rows)
+                   if j not in used and fits(wanted[i], row))
+    return assign(0, frozenset())
 
 
 @op("fault")
@@ -161,34 +360,51 @@ def op_fault(ctx, step) -> Work:
 
 @op("advance_clock")
 def op_advance_clock(ctx, step) -> Work:
-    due = _due_definitions(ctx, step.by)
-    if due:
-        raise SanError("INVALID_INPUT", f"scheduled backups {', '.join(due)} fall due; scheduled "
-                                        "backups are not available in this version")
-    ctx.clock.advance(step.by)
-    return Work(result={"now": ctx.clock.stamp()})
+    """Move the clock; every scheduled definition falling due runs then, in time order,
+    stamped with its due time."""
+    end = ctx.clock.now + dt.timedelta(seconds=step.by)
+    chains, moved, ran = [], 0, []
+    while True:
+        due = _next_due(ctx, end)
+        if due is None:
+            break
+        moment, name = due
+        ctx.clock.set(moment)
+        work = _run_backup(ctx, name, None)
+        chains += work.chains
+        moved += work.bytes
+        ran.append({"definition": name, "at": ctx.clock.stamp(), "row": work.result["row"]})
+    ctx.clock.set(end)
+    return Work(chains, moved, {"now": ctx.clock.stamp(), "ran": ran}, clock_set=True)
 
 
-def _due_definitions(ctx, seconds: float) -> list[str]:
-    topo = ctx.san.topology
-    end = ctx.clock.now + dt.timedelta(seconds=seconds)
-    due = []
-    for server in topo.backup_servers:
-        for d in server.definitions:
-            if d.schedule is not None:
-                nxt = d.schedule.next_after(ctx.clock.now, topo.start)
-                if nxt is not None and nxt <= end:
-                    due.append(d.name)
-    return due
+def _next_due(ctx, end: dt.datetime):
+    """The earliest (due time, definition) after now and at or before `end`, ties by name."""
+    topo, best = ctx.san.topology, None
+    for name, server in sorted(ctx.definitions.items()):
+        schedule = ctx.san.call(server, "schedule_of", name)
+        if schedule is None:
+            continue
+        moment = schedule.next_after(ctx.clock.now, topo.start)
+        if moment is not None and moment <= end and (best is None or moment < best[0]):
+            best = (moment, name)
+    return best
 
 
 # -- running steps -------------------------------------------------------------------------------
 class Runner:
     """Runs steps in order on `san`; `on_step` is called after each top-level step."""
 
+    def catalogs(self) -> dict:
+        """Every backup server's catalog rows now (for the report)."""
+        return {s.name: self.ctx.san.call(s.name, "catalog_rows")
+                for s in self.ctx.san.topology.backup_servers}
+
     def __init__(self, san, state_dir: Path, on_step=None):
         self.ctx = Context(san=san, clock=Clock(state_dir, san.topology.start),
-                           capacity=capacities(san.topology))
+                           capacity=capacities(san.topology),
+                           definitions={d.name: server.name for server in san.topology.backup_servers
+                                        for d in server.definitions})
         self.on_step = on_step
 
     def run(self, steps) -> list[StepReport]:
@@ -196,7 +412,8 @@ class Runner:
         for index, step in enumerate(steps):
             report, chains = self._execute(index, step)
             self._settle(report, chains)
-            self.ctx.clock.advance(report.modeled_s)
+            if not report.clock_set:
+                self.ctx.clock.advance(report.modeled_s)
             reports.append(report)
             if self.on_step:
                 self.on_step(report)
@@ -229,6 +446,7 @@ class Runner:
                                                     "version of san")
                 work = fn(self.ctx, step)
                 report.bytes, report.result = work.bytes, work.result
+                report.clock_set = work.clock_set
                 chains = [([report], chain) for chain in work.chains]
         except SanError as exc:
             report.error = exc

@@ -1,17 +1,92 @@
-"""The backup server: definitions (Fig. 5), catalog (Fig. 6) and the server side of every flow.
+"""The backup server: definitions (Fig. 5), the backup volume table (Fig. 4), the catalog (Fig. 6).
 
-In this version it holds its definitions from the topology and answers for them; the
-catalog and the backup flows arrive with the backup-software issue.
+`BackupServer` is the plain part of the backup server program: its tables and the rules that
+turn what a flow did into catalog rows.  The flows themselves (which talk to client hosts and
+arrays over the LAN) are in `san.actors.ServerNode`.
+
+Rules kept here:
+- a row is keyed by where its copy lives (device ID, media ID, tape file), and a step's `as:`
+  name follows that key, so it still names the backup after the catalog is rebuilt;
+- a mirror replaces the rows of its destination (the old backup there is overwritten), only
+  once the array has accepted the copy;
+- rebuilding from an array adds one row per volume whose volume info has our format ID, skips
+  (and reports) the others, and never adds a row twice.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..catalog import Catalog, row_key
+from ..errors import SanError
+from ..units import format_time
+from ..volume_info import VolumeInfo
+
 
 class BackupServer:
-    def __init__(self, spec):
+    def __init__(self, spec, topology, state_dir: Path):
         self.spec = spec
         self.name = spec.name
+        self.topology = topology
+        self.catalog = Catalog(Path(state_dir) / "servers" / spec.name)
         self.definitions = {d.name: d for d in spec.definitions}
+        from ..topology.schema import Definition
+        for name, body in self.catalog.definitions().items():
+            self.definitions[name] = Definition.model_validate(body)
+        self.device_of = {a.name: a.device_id for a in topology.arrays}
+        self.array_of = {a.device_id: a.name for a in topology.arrays}
 
     def describe(self) -> dict:
         return {"name": self.name, "tape_library": self.spec.tape_library,
                 "definitions": sorted(self.definitions)}
+
+    def define(self, definition) -> None:
+        """Add a definition (the `define` op); it survives a lost catalog and a restart."""
+        if definition.name in self.definitions:
+            raise SanError("INVALID_INPUT", f"{self.name} already has a definition {definition.name!r}")
+        body = definition.model_dump(mode="json")
+        body["schedule"] = definition.schedule.text if definition.schedule else None
+        self.catalog.save_definition(definition.name, {k: v for k, v in body.items() if v is not None})
+        self.definitions[definition.name] = definition
+
+    def definition(self, name: str):
+        try:
+            return self.definitions[name]
+        except KeyError:
+            raise SanError("INVALID_INPUT", f"{self.name} has no definition {name!r} "
+                                            f"(definitions: {', '.join(sorted(self.definitions))})") from None
+
+    def row(self, key: tuple) -> dict:
+        """The catalog row of the copy at `key`, or NO_SUCH_BACKUP."""
+        found = self.catalog.find(key)
+        if found is None:
+            device, media, file = key
+            where = f"{device} media {media}" + (f" file {file}" if file is not None else "")
+            raise SanError("NO_SUCH_BACKUP", f"{self.name} has no catalog row for the backup on {where}")
+        return found
+
+    def rows(self) -> list[dict]:
+        return self.catalog.rows()
+
+    def disk_row(self, info: VolumeInfo, device_id: str, volume: int) -> dict:
+        return {"host": info.host, "mount_point": info.mount_point, "type": "disk",
+                "device_id": device_id, "media_id": str(volume), "file": None,
+                "label": info.label, "timestamp": format_time(info.moment)}
+
+    def rebuild_from_array(self, device_id: str, records: dict) -> dict:
+        """Fig. 15: rows from an array's volume info records {volume: bytes|None}."""
+        added, skipped = [], []
+        have = {row_key(r) for r in self.catalog.rows()}
+        for volume, record in sorted(records.items()):
+            if record is None:
+                continue
+            try:
+                info = VolumeInfo.decode(record)
+            except SanError as exc:
+                skipped.append({"device_id": device_id, "volume": volume, "reason": exc.message})
+                continue
+            row = self.disk_row(info, device_id, volume)
+            if row_key(row) not in have:
+                self.catalog.add(row)
+                have.add(row_key(row))
+                added.append(row)
+        return {"added": added, "skipped": skipped}

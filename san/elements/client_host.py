@@ -9,6 +9,8 @@ plain logic; `san.actors` runs the I/O loop (chunks, window, object refs).
 from __future__ import annotations
 
 import struct
+import threading
+from contextlib import contextmanager
 
 from ..errors import SanError
 from ..units import BLOCK
@@ -40,6 +42,50 @@ class ClientHost:
         """(array, port, LUN) of a mount."""
         array, port = mount.port.split("/")
         return array, port, mount.lun
+
+
+class Gate:
+    """The door application writes to one mount pass through (pre/post `quiesce`, `resume`).
+
+    `quiesce` closes the door and waits until the writes already inside have finished (as
+    fsfreeze does), so what follows (a flush, a backup) sees no write half done; writes that
+    arrive while it is closed wait until `resume` (at most `timeout` seconds, then BUSY).
+    """
+
+    def __init__(self, name: str, timeout: float = 600.0):
+        self.name = name
+        self.timeout = timeout
+        self._cond = threading.Condition()
+        self._open = True
+        self._inside = 0
+
+    @contextmanager
+    def write(self):
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._open, self.timeout):
+                raise SanError("BUSY", f"{self.name} stayed quiesced for {self.timeout:.0f} s "
+                                       "(a quiesce without its resume?)")
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._inside -= 1
+                self._cond.notify_all()
+
+    def quiesce(self) -> None:
+        with self._cond:
+            self._open = False
+            self._cond.wait_for(lambda: self._inside == 0)
+
+    def resume(self) -> None:
+        with self._cond:
+            self._open = True
+            self._cond.notify_all()
+
+    @property
+    def quiesced(self) -> bool:
+        return not self._open
 
 
 def first_granted(ports, grant, owner: str):

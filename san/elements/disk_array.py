@@ -279,6 +279,12 @@ class DiskArray:
             self._store_write(number, lba * BLOCK, data)
         return len(data)
 
+    def lba_status(self, initiator: str, port: str, lun: int) -> list[tuple[int, int]]:
+        """GET LBA STATUS: the (offset, length) byte ranges that hold data (the rest reads as
+        zeros), so an initiator can copy or check a thin volume in time that follows its data."""
+        number = self.lookup(initiator, port, lun)
+        return self.extents(number)
+
     def unmap(self, initiator: str, port: str, lun: int, lba: int, blocks: int) -> int:
         """UNMAP: the blocks read as zeros again (whole granules are freed); returns bytes."""
         with self._lock:
@@ -444,6 +450,18 @@ class DiskArray:
             self._rebuild_luns()
             self.snaps.delete(number)
             self.delete_info(number)
+
+    def mgmt_delete_backup(self, caller: str, number: int) -> None:
+        """Fig. 14: forget a backup volume's volume info; a snapshot is deleted outright (a
+        mirror secondary keeps its data until the next mirror overwrites it)."""
+        self.authorize(caller)
+        with self._lock:
+            if self.snaps.is_snapshot(number):
+                self.delete_snapshot(number)
+            else:
+                self.reader(number)
+                self._check_not_busy(number, "deleted")
+                self.delete_info(number)
 
     def mgmt_copy(self, caller: str, source: int, dest: int, with_info: bool = True) -> dict:
         """Volume copy inside this array (Fig. 19): data, then (if `with_info`) the source's
@@ -634,7 +652,10 @@ class DiskArray:
         return self.digest_volume(self.lookup(initiator, port, lun))
 
     def extents(self, number: int) -> list[tuple[int, int]]:
-        return self.reader(number).extents()
+        if number in self.stores:
+            return self.stores[number].extents()
+        with self._lock:
+            return self.reader(number).extents()
 
     def corrupt(self, number: int, offset: int, nbytes: int = 1) -> None:
         """Flip stored bytes behind the array's back (the `corrupt` fault)."""

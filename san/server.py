@@ -1,0 +1,168 @@
+"""The backup server as an actor: the server side of every disk-backup flow (SPEC.md Fig. 2b).
+
+Part of the Ray layer.  The server keeps its tables in `BackupServer` (plain: catalog,
+definitions, backup volume table) and runs the flows by ordering the client hosts' backup
+client programs (`san.client.HostNode.client_*`) and, for a volume copy and a catalog
+rebuild, the arrays, over the LAN.  Every flow returns the catalog rows it touched and the
+transfers it caused (LAN messages, copies inside arrays, FC traffic) for modeled time.
+"""
+from __future__ import annotations
+
+from .catalog import row_key
+from .elements.backup_server import BackupServer
+from .errors import SanError
+from .remote import get, lan_transfer, lookup, manage
+from .timemodel import Transfer
+
+
+class ServerNode(BackupServer):
+    def __init__(self, spec, topology, state_dir, namespace: str):
+        super().__init__(spec, topology, state_dir)
+        self.namespace = namespace
+
+    def ping(self) -> str:
+        return self.name
+
+    def _client(self, host: str, method: str, *args) -> dict:
+        """Order a host's backup client over the LAN; its answer carries its own transfers."""
+        answer = get(getattr(lookup(host, self.namespace), method).remote(*args), host)
+        answer["transfers"] = ([lan_transfer(self.name, host, 0)] + answer.get("transfers", [])
+                               + [lan_transfer(host, self.name, 0)])
+        return answer
+
+    def _manage(self, array: str, method: str, *args):
+        return manage(self.name, self.namespace, array, method, *args)
+
+    # -- flows ------------------------------------------------------------------------------
+    def list_destinations(self, host: str, mount_point: str) -> dict:
+        """Fig. 8: ask the host's client for the mount's copy destinations; keep them (Fig. 4)."""
+        answer = self._client(host, "client_list_destinations", mount_point)
+        self.catalog.set_backup_volumes(host, mount_point, answer["device_id"], answer["destinations"])
+        return answer
+
+    def define(self, definition) -> dict:
+        super().define(definition)
+        return {"definition": definition.name, "transfers": []}
+
+    def backup(self, name: str, timestamp: int) -> dict:
+        """Run a definition: Figs. 9-10 (mirror) or 17-18 (snapshot)."""
+        d = self.definition(name)
+        if d.type != "disk":
+            raise SanError("INVALID_INPUT", f"definition {name!r} is a tape backup; tape backups "
+                                            "are not available in this version")
+        array = d.destination.array
+        device_id = self.device_of[array]
+        started = self._client(d.host, "client_backup_start", d.mount_point, d.method, array,
+                               d.destination.volume, list(d.pre), list(d.post), d.label, timestamp)
+        transfers = started["transfers"]
+        destination = (device_id, str(started["volume"]), None)
+        if d.method == "mirror":   # the array accepted: the old backup there is being overwritten
+            self.catalog.delete(destination)
+        finished = self._client(d.host, "client_backup_finish",
+                                {k: v for k, v in started.items() if k != "transfers"})
+        transfers += finished["transfers"]
+        from .volume_info import VolumeInfo
+        row = self.catalog.add(self.disk_row(VolumeInfo.decode(started["info"]), device_id,
+                                             started["volume"]))
+        return {"row": row, "key": row_key(row), "transfers": transfers}
+
+    def restore_volume(self, key: tuple, host: str | None, mount_point: str | None,
+                       pre: list, post: list) -> dict:
+        """Fig. 12: restore a disk backup onto its source mount, or onto `host:mount_point`."""
+        row = self.row(key)
+        self._disk_only(row, "restore_volume")
+        answer = self._client(host or row["host"], "client_restore", mount_point or row["mount_point"],
+                              row["device_id"], int(row["media_id"]), list(pre), list(post))
+        return {"row": row, "copied": answer["copied"], "transfers": answer["transfers"]}
+
+    def restore_files(self, key: tuple, files: list, pre: list, post: list) -> dict:
+        """Fig. 13: restore the named files of a disk backup onto its source mount."""
+        row = self.row(key)
+        self._disk_only(row, "restore_files")
+        answer = self._client(row["host"], "client_restore_files", row["mount_point"],
+                              row["device_id"], int(row["media_id"]), list(files), list(pre),
+                              list(post))
+        return {"row": row, "files": answer["files"], "bytes": answer["bytes"],
+                "transfers": answer["transfers"]}
+
+    def delete_backup(self, key: tuple) -> dict:
+        """Fig. 14: the array forgets the volume info (a snapshot goes), then the row goes."""
+        row = self.row(key)
+        self._disk_only(row, "delete_backup")
+        answer = self._client(row["host"], "client_delete", row["device_id"], int(row["media_id"]))
+        self.catalog.delete(key)
+        return {"row": row, "transfers": answer["transfers"]}
+
+    def copy_volume(self, key: tuple, to_array: str, to_volume: int) -> dict:
+        """Fig. 19: order the backup's array to copy it, with its volume info, to another
+        volume of the same array or of another array (over FC); a new row for the copy."""
+        row = self.row(key)
+        self._disk_only(row, "copy_volume")
+        source = self.array_of.get(row["device_id"])
+        if source is None:
+            raise SanError("NO_SUCH_VOLUME", f"no array with device ID {row['device_id']} is known")
+        volume = int(row["media_id"])
+        if to_array == source:
+            status, transfers = self._manage(source, "copy", volume, to_volume, True)
+        else:
+            port, lun = self._mapping(to_array, to_volume, source)
+            status, transfers = self._manage(source, "copy_remote", volume, to_array, to_volume,
+                                             port, lun, True)
+        destination = (self.device_of[to_array], str(to_volume), None)
+        self.catalog.delete(destination)   # accepted: whatever backup was there is overwritten
+        done, t = self._manage(source, "wait", status["job"])
+        copy = {**row, "device_id": self.device_of[to_array], "media_id": str(to_volume), "file": None}
+        added = self.catalog.add(copy)
+        return {"row": added, "key": row_key(added), "copied": done["copied"],
+                "transfers": transfers + t + done["transfers"]}
+
+    def _mapping(self, array: str, volume: int, initiator: str) -> tuple[str, int]:
+        """The port and LUN at which `array` shows `volume` to `initiator` (from the topology)."""
+        spec = next(a for a in self.topology.arrays if a.name == array)
+        vol = next((v for v in spec.volumes if v.number == volume), None)
+        if vol is None or vol.port is None or initiator not in vol.hosts:
+            raise SanError("NO_SUCH_PORT", f"{array} volume {volume} is not mapped to {initiator} "
+                                           "at any port, so it cannot receive a copy over FC")
+        return vol.port, vol.lun
+
+    def _disk_only(self, row: dict, op: str) -> None:
+        if row["type"] != "disk":
+            raise SanError("INVALID_INPUT", f"{op} of a tape copy is not available in this version")
+
+    # -- the catalog ------------------------------------------------------------------------------
+    def lose_catalog(self) -> dict:
+        lost = len(self.catalog.rows())
+        self.catalog.lose()
+        return {"lost": lost, "transfers": []}
+
+    def rebuild_catalog(self, sources: list | None) -> dict:
+        """Fig. 15: from each array, its volume list, then each volume's volume info."""
+        arrays = sources if sources is not None else [
+            a.name for a in self.topology.arrays if self.name in a.managers]
+        added, skipped, transfers = [], [], []
+        for array in arrays:
+            if array not in self.device_of:
+                raise SanError("INVALID_INPUT", f"rebuilding from tape library {array!r} is not "
+                                                "available in this version")
+            listing, t = self._manage(array, "volumes")
+            transfers += t
+            records = {}
+            for volume in listing["volumes"]:
+                records[volume], t = self._manage(array, "read_info", volume)
+                transfers += t
+            found = self.rebuild_from_array(listing["device_id"], records)
+            added += found["added"]
+            skipped += found["skipped"]
+        return {"added": len(added), "rows": added, "skipped": skipped, "transfers": transfers}
+
+    def schedule_of(self, name: str):
+        return self.definition(name).schedule
+
+    def catalog_rows(self) -> list[dict]:
+        return self.rows()
+
+    def key_exists(self, key: tuple) -> bool:
+        return self.catalog.find(tuple(key)) is not None
+
+
+__all__ = ["ServerNode", "Transfer"]

@@ -1,0 +1,54 @@
+"""The catalog in SQLite: rows, keys, transactions, loss, the other server tables."""
+import sqlite3
+
+import pytest
+
+from san.catalog import Catalog, row_key
+
+ROW = {"host": "host1", "mount_point": "/db", "type": "disk", "device_id": "HTC-0001",
+       "media_id": 1, "file": None, "label": "nightly", "timestamp": "2026-01-01T02:00:00Z"}
+
+
+def test_rows_are_text_and_survive_reopen(tmp_path):
+    cat = Catalog(tmp_path)
+    assert cat.add(ROW)["media_id"] == "1"
+    cat.close()
+    again = Catalog(tmp_path)
+    assert again.rows() == [{**ROW, "media_id": "1"}]
+    assert again.find(("HTC-0001", "1", None))["label"] == "nightly"
+    assert again.find(("HTC-0001", "2", None)) is None
+
+
+def test_replacing_drops_the_old_rows_in_the_same_transaction(tmp_path):
+    cat = Catalog(tmp_path)
+    cat.add(ROW)
+    cat.add({**ROW, "media_id": 2})
+    cat.add({**ROW, "label": "new"}, replacing=row_key(ROW))
+    assert [(r["media_id"], r["label"]) for r in cat.rows()] == [("2", "nightly"), ("1", "new")]
+
+
+def test_a_failed_transaction_leaves_nothing(tmp_path, monkeypatch):
+    cat = Catalog(tmp_path)
+    cat.add(ROW)
+    with pytest.raises(sqlite3.Error):
+        cat._tx([cat._delete_sql(row_key(ROW)), ("INSERT INTO nowhere VALUES (1)", ())])
+    assert len(cat.rows()) == 1
+
+
+def test_tape_keys_include_the_file_number(tmp_path):
+    cat = Catalog(tmp_path)
+    tape = {**ROW, "type": "tape", "device_id": "lib1", "media_id": "T00001", "file": 2}
+    cat.add(tape)
+    cat.add({**tape, "file": 3})
+    cat.delete(("lib1", "T00001", "2"))
+    assert [r["file"] for r in cat.rows()] == ["3"]
+
+
+def test_losing_the_catalog_keeps_definitions(tmp_path):
+    cat = Catalog(tmp_path)
+    cat.add(ROW)
+    cat.set_backup_volumes("host1", "/db", "HTC-0001", [1, 2])
+    cat.save_definition("d1", {"host": "host1"})
+    cat.lose()
+    assert cat.rows() == [] and cat.backup_volumes() == []
+    assert cat.definitions() == {"d1": {"host": "host1"}}
