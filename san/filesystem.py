@@ -62,12 +62,22 @@ Known pyfatfs 1.1.0 pitfalls, and what this module does about each:
   pyfatfs (and ``fsck.fat``) would read them back as live files: those clusters are zeroed.
 * Replacing an empty file with ``create(wipe=True)`` frees the chain of cluster 0 (FAT[0]):
   files are replaced here by freeing their own chain.
-* Long names are limited to 127 UTF-16 units (pyfatfs counts 255 *bytes*), lookups are
-  case-sensitive in pyfatfs: here they are case-insensitive, as FAT is.
+* Long names are limited to 127 UTF-16 units (pyfatfs counts 255 *bytes*).  pyfatfs looks
+  names up case-sensitively, decoding every name of the directory on every lookup (files
+  in a directory cost O(n^2)): here lookups are case-insensitive, as FAT's are, through a
+  per-directory index, and entries are created by this module (pyfatfs' short names).
+* pyfatfs' PyFilesystem2 layer (``PyFatFS``, ``FatIO``) imports ``fs``, which needs
+  setuptools' ``pkg_resources`` (removed in recent setuptools; a fresh venv on Python 3.12+
+  gets those): only pyfatfs' core (``PyFat``, directory entries) is used, never ``fs``.
+* pyfatfs parses the FAT entry by entry in Python and packs it the same way on every FAT
+  write: both are done with numpy here (FAT16/32).
 
 Names: FAT is case-insensitive and case-preserving.  A path names the same file whatever
 its case; a new file keeps the case it was written with, a replaced one keeps its stored name
-(``write_file('/A.TXT')`` over ``/a.txt`` leaves ``/a.txt``).  Paths are reported as stored.
+(``write_file('/A.TXT')`` over ``/a.txt`` leaves ``/a.txt``).  As on Windows, a file's 8.3
+alias names it too (``/LONGFI~1.TXT`` is ``/longfilename.txt``).  Paths are reported as
+stored.  A volume without a FAT boot sector (or one pyfatfs cannot parse) does not mount:
+``FSCK_FAILED``.  Timestamps are wall-clock UTC.
 
 Space: `FatVolume.write_file` counts the clusters it needs (data, new directories, growing
 directories, the FAT16 root directory's 512 entries) before it touches anything, and raises

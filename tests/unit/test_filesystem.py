@@ -280,7 +280,7 @@ def test_fat_label(label, expected):
     assert fat_label(label) == expected
 
 
-def test_round_trip_sizes_and_nested_dirs(vol64):
+def test_round_trip_sizes_and_nested_dirs(vol64, tmp_path):
     v, dev, fs = vol64
     sizes = {"empty": 0, "one.bin": 1, "s511": 511, "s512": 512, "s513": 513,
              "a/b/c/deep.dat": 70000, "a/b/sibling.txt": 4097,
@@ -295,6 +295,10 @@ def test_round_trip_sizes_and_nested_dirs(vol64):
         assert fs.read_file(path) == content(size, i + 1)
     assert fs.listdir("/a") == ["b", "several.mib"]
     assert fs.listdir("/a/b") == ["c", "sibling.txt"]
+    if FSCK is not None:
+        fs.flush()
+        ok, out = fsck(v.image(tmp_path / "img"))
+        assert ok, out
 
 
 def test_remove_and_no_such_file(vol64):
@@ -599,13 +603,14 @@ def test_fat32_above_2gib_keeps_its_free_count(tmp_path):
     fs = FatVolume(dev)
     assert fs.fat_type == 32
     fs.write_file("a/b.bin", 8 * MiB, 1)
+    fs.write_file("a/d/e/f", 70000, 3)
     fs.write_file("c", 5000, 2)
     fs.remove_file("c")
     fs.flush()
     ok, out = fsck(v.image(tmp_path / "img", v.extents()))
     assert ok, out                                           # includes the FSInfo free count
     fs.close()
-    assert list(FatVolume(v.device()).files()) == ["/a/b.bin"]
+    assert list(FatVolume(v.device()).files()) == ["/a/b.bin", "/a/d/e/f"]
 
 
 @needs_fsck

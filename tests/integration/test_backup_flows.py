@@ -1,0 +1,198 @@
+"""Every disk-backup flow end to end through Ray: rows, volume info, files, refusals."""
+import textwrap
+
+import pytest
+
+from san.runner import Runner
+from san.topology import load_scenario
+from san.volume_info import VolumeInfo
+
+from .conftest import TOPOLOGIES
+
+
+@pytest.fixture
+def scenario(build_san, tmp_path):
+    """scenario(steps_yaml, topology) -> (reports by index, runner, san)."""
+    def run(steps: str, topology: str = "two-arrays.yaml"):
+        path = tmp_path / "s.yaml"
+        path.write_text(f"name: t\ntopology: {TOPOLOGIES / topology}\nsteps:\n"
+                        + textwrap.indent(textwrap.dedent(steps), "  "))
+        loaded = load_scenario(path)
+        san = build_san(loaded.topology, tmp_path / "state")
+        runner = Runner(san, tmp_path / "state")
+        return runner.run(loaded.steps), runner, san
+    return run
+
+
+def outcome(report):
+    return report.error.code if report.error else "ok"
+
+
+def test_the_rebuilt_catalog_equals_the_lost_one_row_for_row(scenario):
+    reports, runner, san = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 8MiB, seed: 1}
+        - {op: backup, definition: db-mirror, as: m}
+        - {op: backup, definition: data-snap}
+        - {op: advance_clock, by: 13h}
+        - {op: copy_volume, backup: m, to: {array: array1, volume: 2}}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    before = runner.catalogs()["backup1"]
+    assert len(before) == 5  # mirror, snapshot, 2 scheduled snapshots, the copy
+    san.call("backup1", "lose_catalog")
+    assert runner.catalogs()["backup1"] == []
+    answer = san.call("backup1", "rebuild_catalog", None)
+    assert answer["added"] == 5 and answer["skipped"] == []
+    key = lambda r: sorted(r.items())
+    assert sorted(runner.catalogs()["backup1"], key=key) == sorted(before, key=key)
+
+
+def test_a_foreign_record_is_skipped_and_reported_not_fatal(scenario):
+    reports, runner, san = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
+        - {op: backup, definition: db-mirror}
+        """, "single-array.yaml")
+    san.call("array1", "mgmt_record_info", "backup1", 2, b"XXXX" + bytes(508))
+    san.call("backup1", "lose_catalog")
+    answer = san.call("backup1", "rebuild_catalog", ["array1"])
+    assert answer["added"] == 1
+    assert answer["skipped"] == [{"device_id": "HTC-1001", "volume": 2,
+                                  "reason": "format ID b'XXXX' is not b'SANV'"}]
+
+
+def test_backup_records_volume_info_beside_the_volume_and_a_row(scenario):
+    reports, runner, san = scenario("""\
+        - {op: write_files, host: host1, mount: /db, files: {x.bin: {size: 1MiB, seed: 1}}}
+        - {op: backup, definition: db-nightly, as: b1}
+        """)
+    row = reports[1].result["row"]
+    assert row == {"host": "host1", "mount_point": "/db", "type": "disk", "device_id": "HTC-0001",
+                   "media_id": "1", "file": None, "label": "orders DB, nightly consistent image",
+                   "timestamp": "2026-01-01T00:00:00Z"}
+    info = VolumeInfo.decode(san.call("array1", "mgmt_read_info", "backup1", 1))
+    assert (info.label, info.host, info.mount_point) == (row["label"], "host1", "/db")
+    assert san.call("array1", "size_of", 1) == 2 << 30   # the address space never changes
+
+
+def test_refused_backup_adds_no_row_records_nothing_and_drops_nothing(scenario):
+    reports, runner, san = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
+        - {op: backup, definition: db-mirror, as: good}
+        - {op: define, name: wrong, host: host1, mount_point: /db, type: disk, method: mirror, destination: {array: array1, volume: 3}, label: "not a destination"}
+        - {op: backup, definition: wrong, expect_error: NOT_A_COPY_DESTINATION}
+        - {op: define, name: elsewhere, host: host2, mount_point: /data, type: disk, method: mirror, destination: {array: array1, volume: 1}, label: "host2 into volume 1"}
+        - {op: backup, definition: elsewhere, expect_error: NOT_A_COPY_DESTINATION}
+        - {op: expect_catalog, server: backup1, count: 1, rows: [{media_id: "1", label: "host1 /db, mirror"}]}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert san.call("array1", "mgmt_read_info", "backup1", 3) is None
+    assert VolumeInfo.decode(san.call("array1", "mgmt_read_info", "backup1", 1)).label == "host1 /db, mirror"
+
+
+def test_backup_during_application_writes_is_consistent_and_checks_clean(scenario):
+    files = {f"app/f{i}.dat": {"size": (i + 1) * 300_000, "seed": 100 + i} for i in range(8)}
+    listing = ", ".join(f"{p}: {{size: {v['size']}, seed: {v['seed']}}}" for p, v in files.items())
+    new = ", ".join(f"{p}: {{size: {v['size'] + 4096}, seed: {v['seed'] + 50}}}" for p, v in files.items())
+    reports, runner, san = scenario(f"""\
+        - {{op: write_files, host: host1, mount: /db, files: {{{listing}}}}}
+        - {{op: checkpoint, as: old, host: host1, mount: /db}}
+        - op: concurrent
+          steps:
+            - {{op: backup, definition: db-nightly, as: b1}}
+            - {{op: write_files, host: host1, mount: /db, files: {{{new}}}}}
+        - {{op: checkpoint, as: new, host: host1, mount: /db}}
+        - {{op: checkpoint, as: backup, backup: b1}}
+        """)
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    old, new, backup = (runner.ctx.checkpoints[n][1]["files"] for n in ("old", "new", "backup"))
+    assert set(backup) == set(old) == set(new)
+    # each application write is in the backup whole, or not at all: per file, all or nothing,
+    # and the write_files step as a whole too (the gate let it in, or kept it out)
+    assert backup == old or backup == new
+    # the backup volume, attached at host1's restore port, passes fsck.fat -n
+    san.call("array1", "mgmt_attach", "backup1", 1, "fc0", 9, "host1")
+    report = san.call("host1", "fsck", "/db", "array1/fc0", 9)
+    assert report["clean"], report["output"]
+
+
+def test_file_restore_brings_back_exactly_the_named_files(scenario):
+    reports, runner, san = scenario("""\
+        - {op: write_files, host: host1, mount: /db, files: {keep.txt: {size: 5000, seed: 1}, lost.txt: {size: 7000, seed: 2}, changed.txt: {size: 100, seed: 3}}}
+        - {op: backup, definition: db-nightly, as: b1}
+        - {op: remove_files, host: host1, mount: /db, files: [lost.txt]}
+        - {op: write_files, host: host1, mount: /db, files: {changed.txt: {size: 200, seed: 4}, new.txt: {size: 10, seed: 5}}}
+        - {op: checkpoint, as: now, host: host1, mount: /db}
+        - {op: restore_files, backup: b1, files: [lost.txt]}
+        - {op: checkpoint, as: after, host: host1, mount: /db}
+        - {op: checkpoint, as: backup, backup: b1}
+        """)
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    now, after, backup = (runner.ctx.checkpoints[n][1]["files"] for n in ("now", "after", "backup"))
+    assert after["/lost.txt"] == backup["/lost.txt"]
+    assert {p: v for p, v in after.items() if p != "/lost.txt"} == now
+    assert after["/changed.txt"] != backup["/changed.txt"]
+    # the backup volume is detached again: the restore port LUN is free
+    assert san.call("array1", "report_luns", "host1/hba0", "fc0") == [0]
+
+
+@pytest.mark.parametrize("step,code", [
+    ("{op: write_files, host: host1, mount: /nope, files: {a: {size: 1, seed: 1}}}", "NO_SUCH_MOUNT"),
+    ("{op: remove_files, host: host1, mount: /db, files: [absent.txt]}", "NO_SUCH_FILE"),
+    ("{op: write_files, host: host1, mount: /db, files: {../../x: {size: 1, seed: 1}}}", "INVALID_INPUT"),
+    ("{op: write_files, host: host1, mount: /db, files: {huge.bin: {size: 3GiB, seed: 1}}}", "NO_SPACE"),
+    ("{op: list_destinations, host: host1, mount: /nope}", "NO_SUCH_MOUNT"),
+    ("{op: backup, definition: db-nightly, as: x}", "ok"),
+])
+def test_file_and_mount_refusals(scenario, step, code):
+    reports, _, _ = scenario(f"- {step}\n")
+    assert outcome(reports[0]) == code, reports[0].error
+
+
+def test_list_destinations_and_define(scenario):
+    reports, runner, san = scenario("""\
+        - {op: list_destinations, host: host1, mount: /db}
+        - {op: define, name: db-copy2, host: host1, mount_point: /db, type: disk, method: mirror, destination: {array: array1, volume: 2}, label: second copy}
+        - {op: write_files, host: host1, mount: /db, files: {a: {size: 1000, seed: 1}}}
+        - {op: backup, definition: db-copy2, as: c2}
+        - {op: expect_catalog, server: backup1, count: 1, rows: [{media_id: "2", label: second copy}]}
+        """)
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert reports[0].result == {"device_id": "HTC-0001", "destinations": [1, 2]}
+    assert [l.startswith("host1/lan") or l.startswith("backup1/lan") or l.startswith("array1/lan")
+            for l in [reports[0].busiest_link]] == [True]
+
+
+def test_unauthorized_host_cannot_order_its_array(scenario, tmp_path):
+    topo = (TOPOLOGIES / "two-arrays.yaml").read_text().replace(
+        "managers: [backup1, host1]", "managers: [backup1]")
+    (tmp_path / "t.yaml").write_text(topo)
+    reports, _, _ = scenario("""\
+        - {op: list_destinations, host: host1, mount: /db}
+        - {op: backup, definition: db-nightly, expect_error: UNAUTHORIZED}
+        - {op: expect_catalog, server: backup1, count: 0}
+        """, str(tmp_path / "t.yaml"))
+    assert outcome(reports[0]) == "UNAUTHORIZED"
+    assert all(r.ok for r in reports[1:]), [(r.op, r.error) for r in reports]
+
+
+def test_fsck_failure_stops_a_backup_and_resumes_the_application(scenario):
+    reports, runner, san = scenario("""\
+        - {op: write_files, host: host1, mount: /db, files: {a.txt: {size: 1000, seed: 1}}}
+        - {op: define, name: checked, host: host1, mount_point: /db, type: disk, method: mirror, destination: {array: array1, volume: 2}, pre: [quiesce, fsck], post: [resume], label: checked first}
+        - {op: backup, title: fsck before flush sees the dirty bit, definition: checked, expect_error: FSCK_FAILED}
+        - {op: write_files, title: the application was resumed, host: host1, mount: /db, files: {b.txt: {size: 10, seed: 2}}}
+        - {op: expect_catalog, server: backup1, count: 0}
+        """)
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+
+
+def test_restore_to_another_hosts_mount_and_across_arrays_is_refused(scenario):
+    reports, _, _ = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 4MiB, seed: 1}
+        - {op: backup, definition: db-mirror, as: b}
+        - {op: restore_volume, backup: b, to: {host: host2, mount: /data}, expect_error: CAPACITY_MISMATCH}
+        - {op: restore_volume, backup: b, to: {host: host2, mount: /nope}, expect_error: NO_SUCH_MOUNT}
+        - {op: delete_backup, backup: b}
+        - {op: restore_volume, backup: b, expect_error: NO_SUCH_BACKUP}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
