@@ -91,9 +91,11 @@ def test_volume_copy_to_another_array_crosses_the_fabric_with_its_volume_info(sa
     call(san, "array1", "array2", "record_info", 0, VolumeInfo("stale", "x", "/", 1).encode())
     status, _ = call(san, "backup1", "array1", "copy_remote", 0, "array2", 0, "fc0", 0, True)
     done, _ = call(san, "backup1", "array1", "wait", status["job"])
-    assert done["copied"] == 48 * MiB and done["dest_array"] == "array2"
+    stored = sum(length for _, length in san.call("array1", "extents", 0))  # FAT metadata too
+    assert stored >= 48 * MiB
+    assert done["copied"] == stored and done["dest_array"] == "array2"   # thin: only the data
     fc, lan = done["transfers"]
-    assert fc.resources == ("array1/fc1:tx", "array2/fc0:rx") and fc.nbytes == 48 * MiB
+    assert fc.resources == ("array1/fc1:tx", "array2/fc0:rx") and fc.nbytes == stored
     assert lan.resources == ("array1/lan:tx", "array2/lan:rx")
     assert san.call("array2", "digest_volume", 0) == san.call("array1", "digest_volume", 0)
     assert call(san, "backup1", "array2", "read_info", 0)[0] == record

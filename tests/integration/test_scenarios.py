@@ -24,7 +24,7 @@ def test_every_example_scenario_runs_as_expected(ray_session, tmp_path, path):
     assert report["totals"]["modeled_s"] > 0 and report["totals"]["bytes"] > 0
 
 
-def write_scenario(tmp_path, name, steps, topology=TOPOLOGIES / "two-arrays.yaml"):
+def write_scenario(tmp_path, name, steps, topology=TOPOLOGIES / "single-array.yaml"):
     path = tmp_path / f"{name}.yaml"
     path.write_text(f"name: {name}\ntopology: {topology}\nsteps:\n" + textwrap.indent(steps, "  "))
     return path
@@ -41,7 +41,7 @@ def test_report_has_the_contract_shape_and_modeled_time(ray_session, tmp_path):
         - {op: write, title: load, host: host1, mount: /db, offset: 0, size: 64MiB, seed: 1}
         - {op: checkpoint, as: c1, host: host1, mount: /db}
         - {op: verify, checkpoint: c1, array: array1, volume: 0}
-        - {op: write, host: host1, mount: /db, offset: 2GiB, size: 1MiB, seed: 3, expect_error: LBA_OUT_OF_RANGE}
+        - {op: write, host: host1, mount: /db, offset: 512MiB, size: 1MiB, seed: 3, expect_error: LBA_OUT_OF_RANGE}
         """))
     code, report = run(tmp_path, scenario)
     assert code == 0
@@ -57,7 +57,7 @@ def test_report_has_the_contract_shape_and_modeled_time(ray_session, tmp_path):
     assert checkpoint["modeled_s"] == 0 and checkpoint["bytes"] == 0
     assert verify["ok"] and verify["result"]["digest"] == checkpoint["result"]["digest"]
     assert bad["ok"] and bad["error"]["code"] == "LBA_OUT_OF_RANGE"
-    assert "2147483648" in bad["error"]["message"] or "past its end" in bad["error"]["message"]
+    assert "past its end (536870912 bytes" in bad["error"]["message"]
     assert report["totals"]["bytes"] == 64 << 20
 
 
@@ -66,7 +66,7 @@ def test_concurrent_writes_share_the_link_in_modeled_time(ray_session, tmp_path)
         - op: concurrent
           steps:
             - {op: write, title: a, host: host1, mount: /db, offset: 0, size: 32MiB, seed: 1}
-            - {op: write, title: b, host: host1, mount: /db, offset: 1GiB, size: 32MiB, seed: 2}
+            - {op: write, title: b, host: host1, mount: /db, offset: 256MiB, size: 32MiB, seed: 2}
         - {op: checkpoint, as: both, host: host1, mount: /db}
         """))
     code, report = run(tmp_path, scenario)
@@ -83,7 +83,7 @@ def test_concurrent_writes_share_the_link_in_modeled_time(ray_session, tmp_path)
 
 def test_unexpected_outcome_exits_1_and_reports_the_error(ray_session, tmp_path):
     scenario = write_scenario(tmp_path, "bad", textwrap.dedent("""\
-        - {op: write, host: host1, mount: /db, offset: 2GiB, size: 1MiB, seed: 3}
+        - {op: write, host: host1, mount: /db, offset: 512MiB, size: 1MiB, seed: 3}
         - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 3, expect_error: READ_ONLY}
         """))
     code, report = run(tmp_path, scenario)
