@@ -98,7 +98,8 @@ the trailer, and `read` checks the data's SHA-256 before it yields the last bloc
 `read_range` checks the digest when it builds its index of a file (first use, or after the
 image changed), and the length words of every record it touches.  Any failure is MEDIA_ERROR
 naming the medium, the record number and the byte offset.  Files before a damaged spot stay
-readable with `read`; `files()` and `append` refuse a damaged medium.
+readable with `read` (and are listed by ``files(partial=True)``); ``files()`` and `append`
+refuse a damaged medium; `damage()` returns the error, or None.
 
 Appending (crash safety): a new file starts where the logical end of tape was (the position of
 the second tape mark).  Everything but the new HDR1 record is written beyond the old
@@ -384,11 +385,6 @@ class _Reader:
             raise self.fail(f"expected {what}, found {_describe(kind, n, data)}")
         return data
 
-    def mark(self, what: str) -> None:
-        kind, n, data = self.next(payload=True)
-        if kind != "mark":
-            raise self.fail(f"expected a tape mark {what}, found {_describe(kind, n, data)}")
-
 
 def _describe(kind: str, n: int, data: bytes | None) -> str:
     if kind == "mark":
@@ -461,7 +457,7 @@ class TapeMedium:
             vol = self.media_id.upper()
             if vol1[4:10].decode("ascii", "replace").rstrip() != vol:
                 raise r.fail(f"this image holds volume {vol1[4:10].decode('ascii', 'replace').rstrip()!r}, "
-                             f"not {vol!r}")
+                             f"not {vol!r}", 0, 1)
             uvl, uvl_at = [], (r.obj + 1, r.pos)
             while True:
                 obj_pos = (r.obj + 1, r.pos)
@@ -580,12 +576,20 @@ class TapeMedium:
         key = self._stat_key()
         return 0 if key is None else key[1]
 
-    def files(self) -> list[dict]:
-        """[{file, row, blocks, bytes}] from the labels; MEDIA_ERROR if the image is damaged."""
+    def files(self, *, partial: bool = False) -> list[dict]:
+        """[{file, row, blocks, bytes}] from the labels; MEDIA_ERROR if the image is damaged.
+
+        With partial=True a damaged image gives the files that are intact before the damage
+        instead (what a catalog rebuild can still recover); `damage()` says what is wrong.
+        """
         scan = self._scan()
-        if scan.error is not None:
+        if scan.error is not None and not partial:
             raise scan.error
         return [f.public() for f in scan.files]
+
+    def damage(self) -> SanError | None:
+        """The MEDIA_ERROR the image's structure gives, or None if it is intact."""
+        return self._scan().error
 
     def _file(self, number) -> tuple[_Scan, _File]:
         scan = self._scan()
@@ -786,6 +790,8 @@ class TapeMedium:
                 sink.put(TAPE_MARK + TAPE_MARK + END_OF_MEDIUM)
                 sink.flush()
                 end = sink.pos - 8
+                if os.fstat(fd).st_size > sink.pos:     # leftovers of a crashed append
+                    os.ftruncate(fd, sink.pos)
                 os.fsync(fd)
                 if commit:
                     os.pwrite(fd, commit, begin)
@@ -832,23 +838,11 @@ class TapeMedium:
 
         for chunk in chunks:
             mv = _as_bytes(chunk)
-            total = len(mv)
-            if not total:
+            if not len(mv):
                 continue
             digest.update(mv)
-            nbytes += total
-            i = 0
-            if carry:
-                i = min(BLOCK - len(carry), total)
-                carry += mv[:i]
-                if len(carry) == BLOCK:
-                    emit(carry)
-                    carry = bytearray()
-            while total - i >= BLOCK:
-                emit(mv[i:i + BLOCK])
-                i += BLOCK
-            if i < total:
-                carry += mv[i:]
+            nbytes += len(mv)
+            carry = _reblock(emit, mv, carry)
             sink.flush()        # the caller may reuse its chunk buffer once we ask for the next
         if carry:
             emit(carry)
@@ -856,6 +850,24 @@ class TapeMedium:
             emit(FILLER)
         sink.flush()
         return blocks, nbytes, digest.hexdigest()
+
+
+
+def _reblock(emit, mv: memoryview, carry: bytearray) -> bytearray:
+    """Emit 64 KiB blocks of `carry` + `mv`; returns what is left over (less than a block)."""
+    total, i = len(mv), 0
+    if carry:
+        i = min(BLOCK - len(carry), total)
+        carry += mv[:i]
+        if len(carry) == BLOCK:
+            emit(carry)
+            carry = bytearray()
+    while total - i >= BLOCK:
+        emit(mv[i:i + BLOCK])
+        i += BLOCK
+    if i < total:
+        carry += mv[i:]
+    return carry
 
 
 def _as_bytes(chunk) -> memoryview:
