@@ -118,8 +118,35 @@ for _name in MGMT_METHODS:  # management calls run beside the I/O thread, in the
 
 
 class LibraryNode(TapeLibrary):
+    """A tape library that pulls a volume image from a host, chunk by chunk, onto a drive."""
+
+    def __init__(self, spec, state_dir, namespace: str, chunk_size: int, window: int = 4):
+        super().__init__(spec, state_dir)
+        self.namespace = namespace
+        self.chunk_size = chunk_size
+        self.window = window
+
     def ping(self) -> str:
         return self.name
+
+    def write_from_host(self, media: str, row: dict, host: str, port_ref: str, lun: int) -> dict:
+        """Append the image of the volume `host` reaches at port/LUN (its written extents)."""
+        self.medium(media)
+        node = lookup(host, self.namespace)
+        size, extents = get([node.capacity_at.remote(port_ref, lun),
+                             node.extents_at.remote(port_ref, lun)], host)
+        pieces = [p for off, length in extents for p in chunks(off, length, self.chunk_size)]
+
+        def pull():
+            inflight: deque = deque()
+            for off, length in pieces:
+                if len(inflight) >= self.window:
+                    yield get(inflight.popleft(), host)
+                inflight.append(node.read_at.remote(port_ref, lun, off, length))
+            while inflight:
+                yield get(inflight.popleft(), host)
+
+        return self.write_image(media, row, size, extents, pull())
 
 
 # Ray actor classes, one per YAML kind, and their actor options.
@@ -128,7 +155,7 @@ ACTORS = {
     "array": (ray.remote(concurrency_groups={"mgmt": 8})(ArrayNode), {}),
     "host": (ray.remote(HostNode), {"max_concurrency": 16}),
     "backup_server": (ray.remote(ServerNode), {"max_concurrency": 8}),
-    "tape_library": (ray.remote(LibraryNode), {}),
+    "tape_library": (ray.remote(LibraryNode), {"max_concurrency": 8}),
 }
 
 __all__ = ["ACTORS", "get", "lookup", "manage", "HostNode", "ServerNode"]

@@ -355,6 +355,100 @@ class HostNode(ClientHost):
         return {"clean": clean, "output": output,
                 "summary": "; ".join(lines[-3:]) if lines else "no output"}
 
+    # -- volume images (tape) ---------------------------------------------------------------------
+    def capacity_at(self, port_ref: str, lun: int) -> int:
+        return self._capacity(self._target(port_ref, lun))
+
+    def extents_at(self, port_ref: str, lun: int) -> list:
+        """GET LBA STATUS of a volume: the byte ranges that hold data."""
+        route, array, port, _ = self._target(port_ref, lun)
+        return get(array.lba_status.remote(route.initiator, port, lun), route.target)
+
+    def read_at(self, port_ref: str, lun: int, offset: int, length: int) -> np.ndarray:
+        return self._read_into(self._target(port_ref, lun), offset, length)[0]
+
+    def resources_at(self, port_ref: str, lun: int, toward_target: bool) -> tuple:
+        return self._grant(port_ref).resources(toward_target)
+
+    def client_attach(self, device_id: str, volume: int) -> dict:
+        """Attach a backup volume at this host's restore port of its array (Figs. 13, 16)."""
+        array = self.arrays_by_device.get(device_id)
+        restore = next((r for r in self.spec.restore_ports if r.port.split("/")[0] == array), None)
+        if restore is None:
+            raise SanError("NO_SUCH_PORT", f"{self.name} has no restore port on {array} "
+                                           f"(device {device_id})")
+        _, transfers = self.manage(array, "attach", volume, restore.port.split("/")[1],
+                                   restore.lun, self.name)
+        return {"port": restore.port, "lun": restore.lun, "transfers": transfers}
+
+    def client_detach(self, port_ref: str, lun: int) -> dict:
+        array, port = port_ref.split("/")
+        _, transfers = self.manage(array, "detach", port, lun)
+        return {"transfers": transfers}
+
+    def client_restore_tape(self, mount_point: str, library: str, media: str, file: int,
+                            pre: list, post: list, via: str) -> dict:
+        """Fig. 12 from tape: the image comes from the library (through the backup server in
+        modeled time) and is written onto the mount's volume; holes are unmapped first."""
+        lib = lookup(library, self.namespace)
+        size, extents = get([lib.image_size.remote(media, file),
+                             lib.image_extents.remote(media, file)], library)
+        transfers = self.actions(mount_point, pre)
+        path = self._path(mount_point)
+        route, array, port, lun = path
+        capacity = self._capacity(path)
+        if capacity != size:
+            raise SanError("CAPACITY_MISMATCH", f"the image on {media} file {file} is {size} bytes "
+                                                f"but {self.name}:{mount_point} is {capacity}")
+        with self.gate(mount_point).write():
+            get(array.prepare.remote(route.initiator, port, lun, 0, size // 512, True), route.target)
+            get(array.unmap.remote(route.initiator, port, lun, 0, size // 512), route.target)
+            pieces = [p for off, length in extents for p in chunks(off, length, self.chunk_size)]
+
+            def submit(piece):
+                off, length = piece
+                data = lib.read_image.remote(media, file, off, length)   # library -> array
+                return array.write.remote(route.initiator, port, lun, off // 512, data)
+
+            self._stream(submit, pieces, route.target)
+            self._drop_fs(mount_point)
+        moved = sum(length for _, length in extents)
+        transfers.append(Transfer((f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx")
+                                  + route.resources(True), moved))
+        transfers += self.actions(mount_point, post)
+        return {"copied": moved, "transfers": transfers}
+
+    def client_restore_files_tape(self, mount_point: str, library: str, media: str, file: int,
+                                  files: list, pre: list, post: list, via: str) -> dict:
+        """Fig. 13 from a tape copy: the files are read out of its volume image."""
+        from .filesystem import BlockDevice, FatVolume, normalize
+        self._fat(mount_point)
+        paths = [normalize(p) for p in files]
+        lib = lookup(library, self.namespace)
+        size = get(lib.image_size.remote(media, file), library)
+        counter = [0]
+
+        def read_fn(offset, length):
+            counter[0] += length
+            return get(lib.read_image.remote(media, file, offset, length), library)
+
+        transfers = self.actions(mount_point, pre)
+        image = FatVolume(BlockDevice(size, read_fn, readonly=True), readonly=True)
+        contents = {p: image.read_file(p) for p in paths}
+        image.close()
+        with self.fs_locks[mount_point]:
+            before = tuple(self.moved[mount_point])
+            fs = self.filesystem(mount_point)
+            for p, data in contents.items():
+                fs.write_bytes(p, data)
+            fs.device.flush()
+            transfers += self._fs_transfers(mount_point, before)
+        transfers.append(Transfer((f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx"),
+                                  counter[0]))
+        transfers += self.actions(mount_point, post)
+        return {"files": paths, "bytes": sum(len(d) for d in contents.values()),
+                "transfers": transfers}
+
     # -- the backup client program (Fig. 2a) ----------------------------------------------------
     def _array_of(self, mount_point: str):
         """(array name, port, LUN, device ID) of a mount, learnt by INQUIRY as Fig. 8 says."""

@@ -71,7 +71,9 @@ class San:
             directory = {a.device_id: a.name for a in self.topology.arrays}
             return (spec, self.namespace, self.chunk_size, self.window, directory)
         if kind == "backup_server":
-            return (spec, self.topology, self.state_dir, self.namespace)
+            return (spec, self.topology, self.state_dir, self.namespace, self.chunk_size)
+        if kind == "tape_library":
+            return (spec, self.state_dir, self.namespace, self.chunk_size)
         return (spec,)
 
     def _create(self, name: str):

@@ -134,8 +134,18 @@ def _content(ctx, step) -> tuple[str, dict]:
     if getattr(step, "array", None):
         return f"{step.array} volume {step.volume}", _stored_content(ctx, step.array, step.volume)
     server, key = ctx.backup(step.backup)
+    if key[2] is not None:   # a tape copy: the volume image in its file
+        library, media, file = key[0], key[1], int(key[2])
+        return (f"backup {step.backup} ({library} {media} file {file})",
+                _image_content(ctx, library, media, file))
     array = _array_of_device(ctx, key[0])
     return f"backup {step.backup} ({array} volume {key[1]})", _stored_content(ctx, array, int(key[1]))
+
+
+def _image_content(ctx, library: str, media: str, file: int) -> dict:
+    size = ctx.san.call(library, "image_size", media, file)
+    return _content_of(size, lambda off, n: ctx.san.call(library, "read_image", media, file, off, n),
+                       lambda: ctx.san.call(library, "image_digest", media, file))
 
 
 def _filesystem_of(ctx, host: str, mount: str) -> str:
@@ -155,20 +165,25 @@ def _array_of_device(ctx, device_id: str) -> str:
 
 def _stored_content(ctx, array: str, volume: int) -> dict:
     """The content of a volume as the array stores it (no host, no access control)."""
+    return _content_of(ctx.san.call(array, "size_of", volume),
+                       lambda off, n: ctx.san.call(array, "read_volume", volume, off, n),
+                       lambda: ctx.san.call(array, "digest_volume", volume))
+
+
+def _content_of(size: int, read_fn, digest_fn) -> dict:
+    """The files of a readable FAT image, else its volume digest."""
     from .filesystem import BlockDevice, FatVolume
-    size = ctx.san.call(array, "size_of", volume)
-    device = BlockDevice(size, lambda off, n: ctx.san.call(array, "read_volume", volume, off, n),
-                         readonly=True)
+    device = BlockDevice(size, read_fn, readonly=True)
     try:
         fs = FatVolume(device, readonly=True)
     except SanError as exc:
-        if exc.code in ("CHECKSUM_MISMATCH", "POOL_FULL", "ELEMENT_DOWN"):
+        if exc.code in ("CHECKSUM_MISMATCH", "POOL_FULL", "ELEMENT_DOWN", "MEDIA_ERROR"):
             raise
         fs = None
     except Exception:   # not a readable FAT: the volume digest, as for a raw volume
         fs = None
     if fs is None:
-        return {"kind": "volume", "digest": ctx.san.call(array, "digest_volume", volume)}
+        return {"kind": "volume", "digest": digest_fn()}
     try:
         return {"kind": "files", "files": {p: list(v) for p, v in fs.files().items()}}
     finally:
@@ -297,6 +312,22 @@ def op_copy_volume(ctx, step) -> Work:
     return _work(answer, row=answer["row"], copied=answer["copied"])
 
 
+@op("copy_to_tape")
+def op_copy_to_tape(ctx, step) -> Work:
+    server, key = ctx.backup(step.backup)
+    answer = ctx.san.call(server, "copy_to_tape", key, step.media, list(step.pre), list(step.post))
+    ctx.backups[step.as_] = (server, tuple(answer["key"]))
+    return _work(answer, row=answer["row"])
+
+
+@op("migrate")
+def op_migrate(ctx, step) -> Work:
+    server, key = ctx.backup(step.backup)
+    answer = ctx.san.call(server, "migrate", key, step.media, list(step.pre), list(step.post))
+    ctx.backups[step.as_] = (server, tuple(answer["key"]))
+    return _work(answer, row=answer["row"])
+
+
 @op("lose_catalog")
 def op_lose_catalog(ctx, step) -> Work:
     return _work(ctx.san.call(step.server, "lose_catalog"))
@@ -351,10 +382,13 @@ def op_fault(ctx, step) -> Work:
             raise SanError("INVALID_INPUT", f"{kind} takes a port or an ISL (got element {target!r})")
         san.set_link(target, kind == "link_up")
     elif kind == "corrupt":
-        if element != "array" or step.volume is None:
-            raise SanError("INVALID_INPUT", f"corrupt in this version takes an array and a volume "
-                                            f"(got target {target!r})")
-        san.call(target, "corrupt", step.volume, step.offset or 0, 1)
+        if element == "array" and step.volume is not None:
+            san.call(target, "corrupt", step.volume, step.offset or 0, 1)
+        elif element == "tape_library" and step.media is not None:
+            san.call(target, "corrupt", step.media, step.offset or 0, 1)
+        else:
+            raise SanError("INVALID_INPUT", "corrupt takes an array and a volume, or a tape "
+                                            f"library and a medium (got target {target!r})")
     return Work(result={"kind": kind, "target": target})
 
 

@@ -8,6 +8,8 @@ transfers it caused (LAN messages, copies inside arrays, FC traffic) for modeled
 """
 from __future__ import annotations
 
+import datetime as dt
+
 from .catalog import row_key
 from .elements.backup_server import BackupServer
 from .errors import SanError
@@ -16,9 +18,10 @@ from .timemodel import Transfer
 
 
 class ServerNode(BackupServer):
-    def __init__(self, spec, topology, state_dir, namespace: str):
+    def __init__(self, spec, topology, state_dir, namespace: str, chunk_size: int = 4 << 20):
         super().__init__(spec, topology, state_dir)
         self.namespace = namespace
+        self.chunk_size = chunk_size
 
     def ping(self) -> str:
         return self.name
@@ -47,9 +50,8 @@ class ServerNode(BackupServer):
     def backup(self, name: str, timestamp: int) -> dict:
         """Run a definition: Figs. 9-10 (mirror) or 17-18 (snapshot)."""
         d = self.definition(name)
-        if d.type != "disk":
-            raise SanError("INVALID_INPUT", f"definition {name!r} is a tape backup; tape backups "
-                                            "are not available in this version")
+        if d.type == "tape":
+            return self._tape_backup(d, timestamp)
         array = d.destination.array
         device_id = self.device_of[array]
         started = self._client(d.host, "client_backup_start", d.mount_point, d.method, array,
@@ -66,11 +68,84 @@ class ServerNode(BackupServer):
                                              started["volume"]))
         return {"row": row, "key": row_key(row), "transfers": transfers}
 
+    # -- tape -------------------------------------------------------------------------------
+    def _library(self) -> str:
+        if not self.spec.tape_library:
+            raise SanError("NO_SUCH_MEDIA", f"{self.name} has no tape library")
+        return self.spec.tape_library
+
+    def _to_tape(self, row: dict, media: str, host: str, port_ref: str, lun: int) -> dict:
+        """Write the image of the volume `host` reaches at port/LUN onto `media`, labelled
+        with `row` (Fig. 16: the management information first, then the data); the
+        transfer runs array -> FC -> host -> LAN -> this server -> drive."""
+        library = self._library()
+        lib = lookup(library, self.namespace)
+        resources = get(lookup(host, self.namespace).resources_at.remote(port_ref, lun, False), host)
+        written = get(lib.write_from_host.remote(media, row, host, port_ref, lun), library)
+        path = resources + (f"{host}/lan:tx", f"{self.name}/lan:rx", f"{library}/drive{written['drive']}")
+        return {**written, "transfers": [Transfer(path, written["bytes"])]}
+
+    def _tape_backup(self, d, timestamp: int) -> dict:
+        """An ordinary backup to tape: the mount's volume image, labelled with its row."""
+        from .units import format_time
+        from .volume_info import VolumeInfo
+        VolumeInfo(d.label, d.host, d.mount_point, timestamp)   # the same limits as a disk backup
+        spec = next(h for h in self.topology.hosts if h.name == d.host)
+        mount = next((m for m in spec.mounts if m.mount_point == d.mount_point), None)
+        if mount is None:
+            raise SanError("NO_SUCH_MOUNT", f"{d.host} has no mount {d.mount_point!r}")
+        library = self._library()
+        row = {"host": d.host, "mount_point": d.mount_point, "type": "tape", "device_id": library,
+               "media_id": d.destination.media, "file": None, "label": d.label,
+               "timestamp": format_time(dt.datetime.fromtimestamp(timestamp, dt.timezone.utc))}
+        host = lookup(d.host, self.namespace)
+        transfers = get(host.actions.remote(d.mount_point, list(d.pre)), d.host)
+        try:
+            written = self._to_tape(row, d.destination.media, d.host, mount.port, mount.lun)
+        finally:
+            post = get(host.actions.remote(d.mount_point, list(d.post)), d.host)
+        added = self.catalog.add(written["row"])
+        return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"] + post}
+
+    def copy_to_tape(self, key: tuple, media: str, pre: list, post: list) -> dict:
+        """Fig. 16: the client attaches the disk backup at its restore port, the server writes
+        the catalog row then the data onto the tape; a new row for the tape copy."""
+        row = self.row(key)
+        self._disk_only(row, "copy_to_tape")
+        host = row["host"]
+        node = lookup(host, self.namespace)
+        transfers = get(node.actions.remote(row["mount_point"], list(pre)), host)
+        attached = self._client(host, "client_attach", row["device_id"], int(row["media_id"]))
+        transfers += attached["transfers"]
+        try:
+            tape_row = {**row, "type": "tape", "device_id": self._library(), "media_id": media}
+            written = self._to_tape(tape_row, media, host, attached["port"], attached["lun"])
+        finally:
+            detached = self._client(host, "client_detach", attached["port"], attached["lun"])
+            transfers += detached["transfers"]
+            transfers += get(node.actions.remote(row["mount_point"], list(post)), host)
+        added = self.catalog.add(written["row"])
+        return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"]}
+
+    def migrate(self, key: tuple, media: str, pre: list, post: list) -> dict:
+        """Copy to tape, then delete the disk backup."""
+        copied = self.copy_to_tape(key, media, pre, post)
+        deleted = self.delete_backup(key)
+        return {**copied, "transfers": copied["transfers"] + deleted["transfers"]}
+
+    def _tape_location(self, row: dict) -> tuple[str, str, int]:
+        return row["device_id"], row["media_id"], int(row["file"])
+
     def restore_volume(self, key: tuple, host: str | None, mount_point: str | None,
                        pre: list, post: list) -> dict:
-        """Fig. 12: restore a disk backup onto its source mount, or onto `host:mount_point`."""
+        """Fig. 12: restore a backup onto its source mount, or onto `host:mount_point`."""
         row = self.row(key)
-        self._disk_only(row, "restore_volume")
+        if row["type"] == "tape":
+            library, media, file = self._tape_location(row)
+            answer = self._client(host or row["host"], "client_restore_tape",
+                                  mount_point or row["mount_point"], library, media, file,
+                                  list(pre), list(post), self.name)
+            return {"row": row, "copied": answer["copied"], "transfers": answer["transfers"]}
         answer = self._client(host or row["host"], "client_restore", mount_point or row["mount_point"],
                               row["device_id"], int(row["media_id"]), list(pre), list(post))
         return {"row": row, "copied": answer["copied"], "transfers": answer["transfers"]}
@@ -78,7 +153,13 @@ class ServerNode(BackupServer):
     def restore_files(self, key: tuple, files: list, pre: list, post: list) -> dict:
         """Fig. 13: restore the named files of a disk backup onto its source mount."""
         row = self.row(key)
-        self._disk_only(row, "restore_files")
+        if row["type"] == "tape":
+            library, media, file = self._tape_location(row)
+            answer = self._client(row["host"], "client_restore_files_tape", row["mount_point"],
+                                  library, media, file, list(files), list(pre), list(post),
+                                  self.name)
+            return {"row": row, "files": answer["files"], "bytes": answer["bytes"],
+                    "transfers": answer["transfers"]}
         answer = self._client(row["host"], "client_restore_files", row["mount_point"],
                               row["device_id"], int(row["media_id"]), list(files), list(pre),
                               list(post))
@@ -88,7 +169,9 @@ class ServerNode(BackupServer):
     def delete_backup(self, key: tuple) -> dict:
         """Fig. 14: the array forgets the volume info (a snapshot goes), then the row goes."""
         row = self.row(key)
-        self._disk_only(row, "delete_backup")
+        if row["type"] == "tape":   # a tape file stays on its medium; the catalog forgets it
+            self.catalog.delete(key)
+            return {"row": row, "transfers": []}
         answer = self._client(row["host"], "client_delete", row["device_id"], int(row["media_id"]))
         self.catalog.delete(key)
         return {"row": row, "transfers": answer["transfers"]}
@@ -140,10 +223,19 @@ class ServerNode(BackupServer):
         arrays = sources if sources is not None else [
             a.name for a in self.topology.arrays if self.name in a.managers]
         added, skipped, transfers = [], [], []
+        if sources is None and self.spec.tape_library:
+            arrays = arrays + [self.spec.tape_library]
+        errors = []
         for array in arrays:
-            if array not in self.device_of:
-                raise SanError("INVALID_INPUT", f"rebuilding from tape library {array!r} is not "
-                                                "available in this version")
+            if array not in self.device_of:   # a tape library: the rows are in its labels
+                scanned = get(lookup(array, self.namespace).scan.remote(), array)
+                have = {row_key(r) for r in self.catalog.rows()}
+                for row in scanned["rows"]:
+                    if row_key(row) not in have:
+                        added.append(self.catalog.add(row))
+                        have.add(row_key(row))
+                errors += scanned["errors"]
+                continue
             listing, t = self._manage(array, "volumes")
             transfers += t
             records = {}
@@ -153,6 +245,9 @@ class ServerNode(BackupServer):
             found = self.rebuild_from_array(listing["device_id"], records)
             added += found["added"]
             skipped += found["skipped"]
+        if errors:   # the other media and arrays are rebuilt; the damage is reported
+            raise SanError("MEDIA_ERROR", f"rebuilt {len(added)} row(s), but "
+                                          + "; ".join(e.message for e in errors))
         return {"added": len(added), "rows": added, "skipped": skipped, "transfers": transfers}
 
     def schedule_of(self, name: str):
