@@ -1,0 +1,110 @@
+"""The tape library element (no Ray): thin volume images, drives, media, rebuild scans."""
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from san.elements.tape_library import TapeLibrary, image_header, parse_header
+from san.errors import SanError
+from san.pattern import pattern
+
+
+@pytest.fixture
+def lib(tmp_path):
+    spec = SimpleNamespace(name="lib1", drives=2, drive_speed=160e6,
+                           media=["T00001", "T00002", "T00003"], media_capacity=16 << 20)
+    return TapeLibrary(spec, tmp_path)
+
+
+ROW = {"host": "h", "mount_point": "/m", "type": "tape", "device_id": "lib1", "media_id": "T00001",
+       "file": None, "label": "L", "timestamp": "2026-01-01T00:00:00Z"}
+
+
+def write(lib, media, size, extents, seed=1):
+    chunks = [pattern(seed, off, length) for off, length in extents]
+    return lib.write_image(media, {**ROW, "media_id": media}, size, extents, iter(chunks))
+
+
+def test_header_round_trip_and_bad_magic():
+    extents = [(0, 4096), (1 << 30, 512)]
+    head = image_header(2 << 30, extents)
+    assert len(head) % 512 == 0
+    assert parse_header(head, "x") == (2 << 30, extents, len(head))
+    with pytest.raises(SanError) as info:
+        parse_header(b"NOTANIMG" + bytes(100), "T00001 file 1")
+    assert info.value.code == "MEDIA_ERROR" and "T00001 file 1" in info.value.message
+
+
+def test_a_thin_image_reads_back_with_its_holes(lib):
+    size, extents = 8 << 20, [(0, 64 << 10), (3 << 20, 1 << 20)]
+    done = write(lib, "T00001", size, extents)
+    assert done["file"] == 1 and done["row"]["file"] == "1" and done["bytes"] == 512 + (1088 << 10)
+    image = lib.read_image("T00001", 1, 0, size)
+    expected = np.zeros(size, np.uint8)
+    for off, length in extents:
+        expected[off:off + length] = pattern(1, off, length)
+    assert np.array_equal(image, expected)
+    assert np.array_equal(lib.read_image("T00001", 1, (3 << 20) - 512, 1024), expected[(3 << 20) - 512:(3 << 20) + 512])
+    from san.storage import digest_of
+    assert lib.image_digest("T00001", 1) == digest_of(expected)
+    with pytest.raises(SanError) as info:
+        lib.read_image("T00001", 1, size - 512, 1024)
+    assert info.value.code == "LBA_OUT_OF_RANGE"
+
+
+def test_files_append_numbered_and_the_scan_returns_every_row(lib):
+    write(lib, "T00001", 1 << 20, [(0, 4096)])
+    write(lib, "T00001", 1 << 20, [(0, 8192)], seed=2)
+    write(lib, "T00002", 1 << 20, [])
+    rows = lib.scan()
+    assert rows["errors"] == []
+    assert [(r["media_id"], r["file"]) for r in rows["rows"]] == [("T00001", "1"), ("T00001", "2"), ("T00002", "1")]
+    assert lib.next_file("T00001") == 3 and lib.next_file("T00003") == 1
+
+
+def test_unknown_media_and_tape_full(lib):
+    with pytest.raises(SanError) as info:
+        write(lib, "T99999", 1 << 20, [(0, 512)])
+    assert info.value.code == "NO_SUCH_MEDIA" and "T00001, T00002, T00003" in info.value.message
+    write(lib, "T00003", 8 << 20, [(0, 4 << 20)])
+    with pytest.raises(SanError) as info:
+        write(lib, "T00003", 32 << 20, [(0, 16 << 20)])
+    assert info.value.code == "TAPE_FULL"
+    assert [f["file"] for f in lib.medium("T00003").files()] == [1]
+    assert np.array_equal(lib.read_image("T00003", 1, 0, 4096), pattern(1, 0, 4096))
+
+
+def test_a_drive_serves_one_medium_and_work_beyond_the_drives_waits(lib):
+    held, order = threading.Event(), []
+
+    def use(media, pause):
+        with lib.drive(media) as drive:
+            order.append((media, drive))
+            held.wait(pause)
+
+    threads = [threading.Thread(target=use, args=(m, 0.3)) for m in ("T00001", "T00002")]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    third = threading.Thread(target=use, args=("T00003", 0))
+    third.start()
+    time.sleep(0.05)
+    assert [m for m, _ in order] == ["T00001", "T00002"]   # the third waits for a drive
+    held.set()
+    for t in threads + [third]:
+        t.join()
+    assert sorted(d for _, d in order[:2]) == [0, 1] and order[2][0] == "T00003"
+
+
+def test_corrupting_a_label_is_a_media_error_in_the_scan(lib):
+    write(lib, "T00001", 1 << 20, [(0, 4096)])
+    write(lib, "T00002", 1 << 20, [(0, 4096)])
+    lib.corrupt("T00001", 512)
+    scanned = lib.scan()
+    assert [r["media_id"] for r in scanned["rows"]] == ["T00002"]
+    assert scanned["errors"][0].code == "MEDIA_ERROR" and "T00001" in scanned["errors"][0].message
+    with pytest.raises(SanError) as info:
+        lib.corrupt("T00003", 0)
+    assert info.value.code == "LBA_OUT_OF_RANGE"
