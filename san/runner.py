@@ -313,17 +313,11 @@ def op_copy_volume(ctx, step) -> Work:
 
 
 @op("copy_to_tape")
-def op_copy_to_tape(ctx, step) -> Work:
-    server, key = ctx.backup(step.backup)
-    answer = ctx.san.call(server, "copy_to_tape", key, step.media, list(step.pre), list(step.post))
-    ctx.backups[step.as_] = (server, tuple(answer["key"]))
-    return _work(answer, row=answer["row"])
-
-
 @op("migrate")
-def op_migrate(ctx, step) -> Work:
+def op_to_tape(ctx, step) -> Work:
+    """copy_to_tape (Fig. 16), or migrate: the same, then the disk backup is deleted."""
     server, key = ctx.backup(step.backup)
-    answer = ctx.san.call(server, "migrate", key, step.media, list(step.pre), list(step.post))
+    answer = ctx.san.call(server, step.op, key, step.media, list(step.pre), list(step.post))
     ctx.backups[step.as_] = (server, tuple(answer["key"]))
     return _work(answer, row=answer["row"])
 

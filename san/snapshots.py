@@ -63,7 +63,7 @@ import zlib
 import numpy as np
 
 from san.errors import SanError
-from san.storage import BLOCK, DIGEST_BLOCK, MAX_SIZE, DigestBuilder, VolumeStore
+from san.storage import BLOCK, DIGEST_BLOCK, MAX_SIZE, DigestBuilder, VolumeStore, granule_extents
 
 __all__ = ["GranulePool", "SnapshotView", "SnapshotEngine", "ZERO"]
 
@@ -407,15 +407,7 @@ class SnapshotView:
 
     def extents(self) -> list[tuple[int, int]]:
         """Merged (offset, length) byte ranges of the written granules, in order."""
-        out: list[tuple[int, int]] = []
-        G = self.granule
-        for g in self.written_granules():
-            start, ln = g * G, self._glen(g)
-            if out and out[-1][0] + out[-1][1] == start:
-                out[-1] = (out[-1][0], out[-1][1] + ln)
-            else:
-                out.append((start, ln))
-        return out
+        return granule_extents(self.written_granules(), self.granule, self._glen)
 
     @property
     def bytes_stored(self) -> int:

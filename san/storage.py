@@ -208,6 +208,19 @@ def _punch_hole(fd: int, offset: int, length: int) -> bool:
     return _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0
 
 
+def granule_extents(granules, granule: int, length_of) -> list[tuple[int, int]]:
+    """Merged (offset, length) byte ranges of sorted granule indexes (`length_of(g)` is the
+    byte length of granule g: the last granule of an odd-sized volume is short)."""
+    out: list[tuple[int, int]] = []
+    for g in granules:
+        start, ln = g * granule, length_of(g)
+        if out and out[-1][0] + out[-1][1] == start:
+            out[-1] = (out[-1][0], out[-1][1] + ln)
+        else:
+            out.append((start, ln))
+    return out
+
+
 class DigestBuilder:
     """The contract's volume digest, fed with pieces of the volume in increasing order.
 
@@ -581,15 +594,7 @@ class VolumeStore:
 
     def extents(self) -> list[tuple[int, int]]:
         """Merged (offset, length) byte ranges of the written granules, in order."""
-        out: list[tuple[int, int]] = []
-        G = self.granule
-        for g in self.written_granules():
-            start, ln = g * G, self._glen(g)
-            if out and out[-1][0] + out[-1][1] == start:
-                out[-1] = (out[-1][0], out[-1][1] + ln)
-            else:
-                out.append((start, ln))
-        return out
+        return granule_extents(self.written_granules(), self.granule, self._glen)
 
     @property
     def bytes_stored(self) -> int:
