@@ -196,3 +196,35 @@ def test_restore_to_another_hosts_mount_and_across_arrays_is_refused(scenario):
         - {op: restore_volume, backup: b, expect_error: NO_SUCH_BACKUP}
         """, "single-array.yaml")
     assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+
+
+def test_a_backup_failing_after_the_array_accepted_it_leaves_no_row_for_its_destination(scenario):
+    reports, runner, san = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 4MiB, seed: 1}
+        - {op: backup, definition: db-mirror, as: old}
+        - {op: write, host: host1, mount: /db, offset: 0, size: 4MiB, seed: 2}
+        - {op: fault, title: a byte rots on the primary, kind: corrupt, target: array1, volume: 0, offset: 8192}
+        - {op: backup, title: the copy reads it and fails, definition: db-mirror, expect_error: CHECKSUM_MISMATCH}
+        - {op: expect_catalog, server: backup1, count: 0}
+        - {op: checkpoint, as: x, backup: old, expect_error: NO_SUCH_BACKUP}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert san.call("array1", "mgmt_read_info", "backup1", 1) is None
+
+
+def test_copy_jobs_snapshots_and_deletes_through_the_management_interface(scenario):
+    from san.actors import manage
+    reports, runner, san = scenario("""\
+        - {op: write, host: host2, mount: /data, offset: 0, size: 2MiB, seed: 1}
+        """, "single-array.yaml")
+    snap, _ = manage("backup1", san.namespace, "array1", "snapshot", "fc1", 0)
+    assert snap == {"volume": 5}
+    status, _ = manage("backup1", san.namespace, "array1", "mirror", "fc0", 0, 2)
+    done, _ = manage("backup1", san.namespace, "array1", "wait", status["job"])
+    polled, _ = manage("backup1", san.namespace, "array1", "job", status["job"])
+    assert polled["state"] == done["state"] == "done" and polled["copied"] == done["copied"]
+    manage("backup1", san.namespace, "array1", "delete_backup", 5)
+    assert manage("backup1", san.namespace, "array1", "volumes")[0]["volumes"] == [0, 1, 2, 3, 4]
+    with pytest.raises(Exception) as info:
+        manage("backup1", san.namespace, "array1", "delete_snapshot", 5)
+    assert getattr(info.value, "code", None) == "NO_SUCH_VOLUME"
