@@ -84,8 +84,20 @@ class San:
         return cls.options(name=name, namespace=self.namespace, num_cpus=0,
                            resources=resources, max_restarts=0, **options).remote(*self._args(name))
 
+    def _check_placement(self) -> None:
+        """A `placement` no Ray node can satisfy would wait forever: refuse it now."""
+        offered = ray.cluster_resources()
+        for name, spec in self.specs.items():
+            placement = getattr(spec, "placement", None)
+            for resource, amount in (placement.resources.items() if placement else ()):
+                if offered.get(resource, 0) < amount:
+                    raise SanError("INVALID_INPUT", f"{name} wants {amount:g} of Ray resource "
+                                                    f"{resource!r}, but the cluster offers "
+                                                    f"{offered.get(resource, 0):g}")
+
     def start(self) -> "San":
         """Create every actor at once and wait until all answer."""
+        self._check_placement()
         self.handles = {name: self._create(name) for name in self.kinds}
         for name, handle in self.handles.items():
             get(handle.ping.remote(), name)

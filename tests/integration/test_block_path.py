@@ -171,3 +171,12 @@ def test_writes_to_one_volume_apply_in_the_order_sent(build_san, fabric_topo):
     get(refs)
     data, _ = san.call("h1", "read", "/data", 0, 8192)
     assert np.array_equal(data, pattern(200, 0, 8192))
+
+
+def test_a_placement_no_node_offers_is_refused_not_waited_for(build_san, tmp_path):
+    text = (TOPOLOGIES / "single-array.yaml").read_text().replace(
+        "  - name: array1\n", "  - name: array1\n    placement: {resources: {site_z: 1}}\n", 1)
+    (tmp_path / "t.yaml").write_text(text)
+    with pytest.raises(SanError) as info:
+        build_san(load_topology(tmp_path / "t.yaml"))
+    assert info.value.code == "INVALID_INPUT" and "site_z" in info.value.message
