@@ -68,15 +68,23 @@ class ArrayNode(DiskArray):
         if (last + 1) * block != size:
             raise SanError("CAPACITY_MISMATCH", f"{self.name} volume {source} is {size} bytes but "
                                                 f"{dest_array} volume {dest_volume} is {(last + 1) * block}")
-        with self._lock:
+        get(dest.prepare.remote(me, dest_port, dest_lun, 0, size // 512, True), dest_array)
+        with self._lock:   # no remote call under the lock: the other array may be calling us
             self._check_not_busy_source(source)
-            get(dest.prepare.remote(me, dest_port, dest_lun, 0, size // 512, True), dest_array)
-            get(dest.mgmt_delete_info.remote(self.name, dest_volume), dest_array)
+            for other in self.jobs.values():
+                if other.state == "running" and (other.dest_array, other.dest) == (dest_array, dest_volume):
+                    raise SanError("BUSY", f"{dest_array} volume {dest_volume} is already the "
+                                           f"destination of a running copy from {self.name}")
             extents = self.extents(source)
             job = CopyJob(next(self._job_ids), "copy", source, dest_volume, set(), [],
                           total=sum(length for _, length in extents), with_info=with_info,
                           dest_array=dest_array)
             self.jobs[job.id] = job
+        try:
+            get(dest.mgmt_delete_info.remote(self.name, dest_volume), dest_array)
+        except SanError as exc:
+            self.fail(job, exc)
+            raise
         threading.Thread(target=self._run_remote, daemon=True, name=f"{self.name}-copy-{job.id}",
                          args=(job, route, dest, dest_port, dest_lun, extents)).start()
         return job.status()
@@ -135,16 +143,10 @@ class LibraryNode(TapeLibrary):
         node = lookup(host, self.namespace)
         size, extents = get([node.capacity_at.remote(port_ref, lun),
                              node.extents_at.remote(port_ref, lun)], host)
-        pieces = [p for off, length in extents for p in chunks(off, length, self.chunk_size)]
-
         def pull():
-            inflight: deque = deque()
-            for off, length in pieces:
-                if len(inflight) >= self.window:
-                    yield get(inflight.popleft(), host)
-                inflight.append(node.read_at.remote(port_ref, lun, off, length))
-            while inflight:
-                yield get(inflight.popleft(), host)
+            stream = node.stream_extents.options(num_returns="streaming").remote(port_ref, lun, extents)
+            for ref in stream:
+                yield get(ref, host)
 
         return self.write_image(media, row, size, extents, pull())
 

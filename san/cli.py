@@ -138,11 +138,15 @@ def _open_state_dir(args, topology_name: str):
 def cmd_run(args, out, err) -> int:
     from .topology import load_scenario
     scenario = load_scenario(args.scenario)          # exit 2 before Ray starts
-    chunk = _chunk_size(args.chunk_size)
+    try:                                              # so is every other invalid input
+        chunk = _chunk_size(args.chunk_size)
+        state, temporary, lock = _open_state_dir(args, scenario.topology.name)
+    except SanError as exc:
+        err.print(str(exc))
+        return EXIT_INVALID
     quiet = args.quiet
     if quiet:
         out = Console(quiet=True)
-    state, temporary, lock = _open_state_dir(args, scenario.topology.name)
     try:
         return _run(scenario, args, out, state, chunk, quiet)
     finally:

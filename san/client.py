@@ -21,6 +21,7 @@ import os
 import tempfile
 import threading
 from collections import deque
+from contextlib import contextmanager
 
 import numpy as np
 import ray
@@ -367,6 +368,21 @@ class HostNode(ClientHost):
     def read_at(self, port_ref: str, lun: int, offset: int, length: int) -> np.ndarray:
         return self._read_into(self._target(port_ref, lun), offset, length)[0]
 
+    def stream_extents(self, port_ref: str, lun: int, extents: list):
+        """Read the given extents of a volume and yield them chunk by chunk (a Ray streaming
+        generator: one path grant for the whole image, `window` reads in flight)."""
+        route, array, port, _ = path = self._target(port_ref, lun)
+        size = self._capacity(path)
+        get(array.prepare.remote(route.initiator, port, lun, 0, size // 512, False), route.target)
+        pieces = [p for off, length in extents for p in chunks(off, length, self.chunk_size)]
+        inflight: deque = deque()
+        for off, length in pieces:
+            if len(inflight) >= self.window:
+                yield get(inflight.popleft(), route.target)
+            inflight.append(array.read.remote(route.initiator, port, lun, off // 512, length // 512))
+        while inflight:
+            yield get(inflight.popleft(), route.target)
+
     def resources_at(self, port_ref: str, lun: int, toward_target: bool) -> tuple:
         return self._grant(port_ref).resources(toward_target)
 
@@ -393,14 +409,14 @@ class HostNode(ClientHost):
         lib = lookup(library, self.namespace)
         size, extents = get([lib.image_size.remote(media, file),
                              lib.image_extents.remote(media, file)], library)
-        transfers = self.actions(mount_point, pre)
         path = self._path(mount_point)
         route, array, port, lun = path
         capacity = self._capacity(path)
         if capacity != size:
             raise SanError("CAPACITY_MISMATCH", f"the image on {media} file {file} is {size} bytes "
                                                 f"but {self.name}:{mount_point} is {capacity}")
-        with self.gate(mount_point).write():
+        transfers = self.actions(mount_point, pre)
+        with self._post_on_failure(mount_point, post):
             get(array.prepare.remote(route.initiator, port, lun, 0, size // 512, True), route.target)
             get(array.unmap.remote(route.initiator, port, lun, 0, size // 512), route.target)
             pieces = [p for off, length in extents for p in chunks(off, length, self.chunk_size)]
@@ -433,16 +449,17 @@ class HostNode(ClientHost):
             return get(lib.read_image.remote(media, file, offset, length), library)
 
         transfers = self.actions(mount_point, pre)
-        image = FatVolume(BlockDevice(size, read_fn, readonly=True), readonly=True)
-        contents = {p: image.read_file(p) for p in paths}
-        image.close()
-        with self.fs_locks[mount_point]:
-            before = tuple(self.moved[mount_point])
-            fs = self.filesystem(mount_point)
-            for p, data in contents.items():
-                fs.write_bytes(p, data)
-            fs.device.flush()
-            transfers += self._fs_transfers(mount_point, before)
+        with self._post_on_failure(mount_point, post):
+            image = FatVolume(BlockDevice(size, read_fn, readonly=True), readonly=True)
+            contents = {p: image.read_file(p) for p in paths}
+            image.close()
+            with self.fs_locks[mount_point]:
+                before = tuple(self.moved[mount_point])
+                fs = self.filesystem(mount_point)
+                for p, data in contents.items():
+                    fs.write_bytes(p, data)
+                fs.device.flush()
+                transfers += self._fs_transfers(mount_point, before)
         transfers.append(Transfer((f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx"),
                                   counter[0]))
         transfers += self.actions(mount_point, post)
@@ -505,6 +522,23 @@ class HostNode(ClientHost):
         _, t = self.manage(array, "record_info", started["volume"], started["info"])
         return {"transfers": transfers + t}
 
+    @contextmanager
+    def _post_on_failure(self, mount_point: str, post: list):
+        """If what follows the pre-processing fails, the post-processing still runs (so a
+        quiesced application is resumed) and the original failure is raised."""
+        try:
+            yield
+        except BaseException:
+            self._post_after_failure(mount_point, post)
+            raise
+
+    def _detach_quietly(self, array: str, port: str, lun: int) -> None:
+        """Detach after a failure; the failure that led here is the one reported."""
+        try:
+            self.manage(array, "detach", port, lun)
+        except SanError:
+            pass
+
     def _post_after_failure(self, mount_point: str, post: list) -> None:
         """A failed backup still resumes the application; the first failure is what counts."""
         for name in post:
@@ -517,14 +551,15 @@ class HostNode(ClientHost):
                        post: list) -> dict:
         """Fig. 12: restore a backup volume onto the volume behind a mount (same array)."""
         transfers = self.actions(mount_point, pre)
-        array, port, lun, mount_device = self._array_of(mount_point)
-        if mount_device != device_id:
-            raise SanError("INVALID_INPUT", f"the backup is on {device_id} but {self.name}:"
-                                            f"{mount_point} is on {mount_device}; copy_volume it "
-                                            "there first")
-        status, t = self.manage(array, "restore", volume, port, lun)
-        done, t2 = self.manage(array, "wait", status["job"])
-        self._drop_fs(mount_point)   # the volume changed under this host's cached view
+        with self._post_on_failure(mount_point, post):
+            array, port, lun, mount_device = self._array_of(mount_point)
+            if mount_device != device_id:
+                raise SanError("INVALID_INPUT", f"the backup is on {device_id} but {self.name}:"
+                                                f"{mount_point} is on {mount_device}; copy_volume "
+                                                "it there first")
+            status, t = self.manage(array, "restore", volume, port, lun)
+            done, t2 = self.manage(array, "wait", status["job"])
+            self._drop_fs(mount_point)   # the volume changed under this host's cached view
         transfers += t + t2 + done["transfers"]
         transfers += self.actions(mount_point, post)
         return {"copied": done["copied"], "transfers": transfers}
@@ -543,7 +578,8 @@ class HostNode(ClientHost):
                                            f"(device {device_id})")
         rport = restore.port.split("/")[1]
         transfers = self.actions(mount_point, pre)
-        _, t = self.manage(array, "attach", volume, rport, restore.lun, self.name)
+        with self._post_on_failure(mount_point, post):
+            _, t = self.manage(array, "attach", volume, rport, restore.lun, self.name)
         transfers += t
         try:
             path = self._target(restore.port, restore.lun)
@@ -560,9 +596,12 @@ class HostNode(ClientHost):
                     fs.write_bytes(p, data)
                 fs.device.flush()
                 transfers += self._fs_transfers(mount_point, before)
-        finally:
-            _, t = self.manage(array, "detach", rport, restore.lun)
-            transfers += t
+        except BaseException:
+            self._post_after_failure(mount_point, post)
+            self._detach_quietly(array, rport, restore.lun)
+            raise
+        _, t = self.manage(array, "detach", rport, restore.lun)
+        transfers += t
         transfers += self.actions(mount_point, post)
         return {"files": paths, "bytes": sum(len(d) for d in contents.values()),
                 "transfers": transfers}

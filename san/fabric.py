@@ -59,6 +59,7 @@ class San:
                 self.specs[spec.name] = spec
         self.handles: dict[str, object] = {}
         self.down: set[str] = set()
+        self.links_down: set[str] = set()
 
     # -- life cycle ---------------------------------------------------------------------------
     def _args(self, name: str) -> tuple:
@@ -163,7 +164,7 @@ class San:
         get(handle.ping.remote(), name)
         self.down.discard(name)
         if self.kinds[name] == "switch":
-            for other in self.down:  # a fresh switch learns what the fabric already knows
+            for other in self.down | self.links_down:  # a fresh switch learns what the fabric knows
                 get(handle.set_up.remote(other, False), name)
         self._tell_switches(name, True)
 
@@ -178,6 +179,7 @@ class San:
 
     def set_link(self, name: str, up: bool) -> None:
         """Bring a port (`array1/fc0`, `host1/hba0`) or an ISL down or up, fabric-wide."""
+        (self.links_down.discard if up else self.links_down.add)(name)
         self._tell_switches(name, up)
 
 

@@ -129,7 +129,11 @@ def _content(ctx, step) -> tuple[str, dict]:
     if getattr(step, "host", None):
         where = f"{step.host}:{step.mount}"
         if _filesystem_of(ctx, step.host, step.mount) == "fat":
-            return where, {"kind": "files", "files": _host_call(ctx, step.host, "files", step.mount)}
+            try:
+                return where, {"kind": "files", "files": _host_call(ctx, step.host, "files", step.mount)}
+            except SanError as exc:
+                if exc.code != "FSCK_FAILED":   # not a readable FAT: the volume digest, below
+                    raise
         return where, {"kind": "volume", "digest": _host_call(ctx, step.host, "digest", step.mount)}
     if getattr(step, "array", None):
         return f"{step.array} volume {step.volume}", _stored_content(ctx, step.array, step.volume)
@@ -391,18 +395,26 @@ def op_advance_clock(ctx, step) -> Work:
     """Move the clock; every scheduled definition falling due runs then, in time order,
     stamped with its due time."""
     end = ctx.clock.now + dt.timedelta(seconds=step.by)
-    chains, moved, ran = [], 0, []
+    chains, moved, ran, failed = [], 0, [], []
     while True:
         due = _next_due(ctx, end)
         if due is None:
             break
         moment, name = due
         ctx.clock.set(moment)
-        work = _run_backup(ctx, name, None)
+        try:
+            work = _run_backup(ctx, name, None)
+        except SanError as exc:   # a failed run does not stop the others, nor the clock
+            failed.append(exc)
+            ran.append({"definition": name, "at": ctx.clock.stamp(), "error": exc.to_dict()})
+            continue
         chains += work.chains
         moved += work.bytes
         ran.append({"definition": name, "at": ctx.clock.stamp(), "row": work.result["row"]})
     ctx.clock.set(end)
+    if failed:
+        raise SanError(failed[0].code, f"{len(failed)} of {len(ran)} scheduled backups failed; "
+                                       f"the first: {failed[0].message}")
     return Work(chains, moved, {"now": ctx.clock.stamp(), "ran": ran}, clock_set=True)
 
 
@@ -424,9 +436,15 @@ class Runner:
     """Runs steps in order on `san`; `on_step` is called after each top-level step."""
 
     def catalogs(self) -> dict:
-        """Every backup server's catalog rows now (for the report)."""
-        return {s.name: self.ctx.san.call(s.name, "catalog_rows")
-                for s in self.ctx.san.topology.backup_servers}
+        """Every backup server's catalog rows now (for the report); a server that is down
+        has none to show (null)."""
+        out = {}
+        for server in self.ctx.san.topology.backup_servers:
+            try:
+                out[server.name] = self.ctx.san.call(server.name, "catalog_rows")
+            except SanError:
+                out[server.name] = None
+        return out
 
     def __init__(self, san, state_dir: Path, on_step=None):
         self.ctx = Context(san=san, clock=Clock(state_dir, san.topology.start),
@@ -455,7 +473,7 @@ class Runner:
         chains: list[tuple[list[StepReport], list[Transfer]]] = []
         try:
             if step.op == "concurrent":
-                with ThreadPoolExecutor(max_workers=len(step.steps)) as pool:
+                with ThreadPoolExecutor(max_workers=max(1, len(step.steps))) as pool:
                     inner = list(pool.map(lambda pair: self._execute(*pair),
                                           enumerate(step.steps)))
                 for child, child_chains in inner:
@@ -478,6 +496,9 @@ class Runner:
                 chains = [([report], chain) for chain in work.chains]
         except SanError as exc:
             report.error = exc
+        except Exception as exc:  # a bug: this step fails with what happened, the run goes on
+            report.error = SanError("INVALID_INPUT", f"internal error in {step.op}: "
+                                                     f"{type(exc).__name__}: {exc}")
         report.wall_s = time.perf_counter() - started
         if step.op == "concurrent" and report.error is not None and step.expect_error is None:
             report.ok = False

@@ -99,13 +99,23 @@ class ServerNode(BackupServer):
                "media_id": d.destination.media, "file": None, "label": d.label,
                "timestamp": format_time(dt.datetime.fromtimestamp(timestamp, dt.timezone.utc))}
         host = lookup(d.host, self.namespace)
-        transfers = get(host.actions.remote(d.mount_point, list(d.pre)), d.host)
         try:
+            transfers = get(host.actions.remote(d.mount_point, list(d.pre)), d.host)
             written = self._to_tape(row, d.destination.media, d.host, mount.port, mount.lun)
-        finally:
-            post = get(host.actions.remote(d.mount_point, list(d.post)), d.host)
+        except BaseException:
+            self._post_quietly(d.host, d.mount_point, d.post)
+            raise
+        post = get(host.actions.remote(d.mount_point, list(d.post)), d.host)
         added = self.catalog.add(written["row"])
         return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"] + post}
+
+    def _post_quietly(self, host: str, mount_point: str, post) -> None:
+        """Post-processing after a failed flow (resume the application); the flow's own
+        failure is what gets reported."""
+        try:
+            get(lookup(host, self.namespace).actions.remote(mount_point, list(post)), host)
+        except SanError:
+            pass
 
     def copy_to_tape(self, key: tuple, media: str, pre: list, post: list) -> dict:
         """Fig. 16: the client attaches the disk backup at its restore port, the server writes
@@ -114,16 +124,25 @@ class ServerNode(BackupServer):
         self._disk_only(row, "copy_to_tape")
         host = row["host"]
         node = lookup(host, self.namespace)
-        transfers = get(node.actions.remote(row["mount_point"], list(pre)), host)
-        attached = self._client(host, "client_attach", row["device_id"], int(row["media_id"]))
+        tape_row = {**row, "type": "tape", "device_id": self._library(), "media_id": media}
+        try:
+            transfers = get(node.actions.remote(row["mount_point"], list(pre)), host)
+            attached = self._client(host, "client_attach", row["device_id"], int(row["media_id"]))
+        except BaseException:
+            self._post_quietly(host, row["mount_point"], post)
+            raise
         transfers += attached["transfers"]
         try:
-            tape_row = {**row, "type": "tape", "device_id": self._library(), "media_id": media}
             written = self._to_tape(tape_row, media, host, attached["port"], attached["lun"])
-        finally:
-            detached = self._client(host, "client_detach", attached["port"], attached["lun"])
-            transfers += detached["transfers"]
-            transfers += get(node.actions.remote(row["mount_point"], list(post)), host)
+        except BaseException:
+            try:
+                self._client(host, "client_detach", attached["port"], attached["lun"])
+            except SanError:
+                pass   # the failure that brought us here is the one to report
+            self._post_quietly(host, row["mount_point"], post)
+            raise
+        transfers += self._client(host, "client_detach", attached["port"], attached["lun"])["transfers"]
+        transfers += get(node.actions.remote(row["mount_point"], list(post)), host)
         added = self.catalog.add(written["row"])
         return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"]}
 
@@ -195,7 +214,7 @@ class ServerNode(BackupServer):
         self.catalog.delete(destination)   # accepted: whatever backup was there is overwritten
         done, t = self._manage(source, "wait", status["job"])
         copy = {**row, "device_id": self.device_of[to_array], "media_id": str(to_volume), "file": None}
-        added = self.catalog.add(copy)
+        added = self.catalog.add(copy, replacing=destination)
         return {"row": added, "key": row_key(added), "copied": done["copied"],
                 "transfers": transfers + t + done["transfers"]}
 

@@ -56,7 +56,7 @@ class Gate:
         self.name = name
         self.timeout = timeout
         self._cond = threading.Condition()
-        self._open = True
+        self._depth = 0
         self._inside = 0
 
     @contextmanager
@@ -74,14 +74,19 @@ class Gate:
                 self._cond.notify_all()
 
     def quiesce(self) -> None:
+        """Close the door (counted: two overlapping backups each quiesce and resume once)."""
         with self._cond:
-            self._open = False
+            self._depth += 1
             self._cond.wait_for(lambda: self._inside == 0)
 
     def resume(self) -> None:
         with self._cond:
-            self._open = True
+            self._depth = max(0, self._depth - 1)
             self._cond.notify_all()
+
+    @property
+    def _open(self) -> bool:
+        return self._depth == 0
 
     @property
     def quiesced(self) -> bool:

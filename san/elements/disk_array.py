@@ -177,7 +177,8 @@ class DiskArray:
 
     # -- volumes --------------------------------------------------------------------------------
     def numbers(self) -> list[int]:
-        return sorted(set(self.stores) | {n for n in self.ever_used if self.snaps.is_snapshot(n)})
+        with self._lock:
+            return sorted(set(self.stores) | {n for n in self.ever_used if self.snaps.is_snapshot(n)})
 
     def reader(self, number: int):
         """The readable content of a volume: its store, or a snapshot's view."""
@@ -221,7 +222,7 @@ class DiskArray:
         if self.snaps.is_snapshot(number):
             raise SanError("READ_ONLY", f"{self.name} volume {number} is a snapshot of volume "
                                         f"{self.snaps.source_of(number)}")
-        for job in self.jobs.values():
+        for job in list(self.jobs.values()):
             if job.state == "running" and job.dest == number and job.dest_array is None:
                 raise SanError("READ_ONLY", f"{self.name} volume {number} is the destination of a "
                                             f"running {job.kind} from volume {job.source}")
@@ -231,11 +232,12 @@ class DiskArray:
     def prepare(self, initiator: str, port: str, lun: int, lba: int, blocks: int,
                 write: bool) -> int:
         """All target checks for an I/O of `blocks` at `lba`, before any data moves."""
-        number = self.lookup(initiator, port, lun)
-        self.check_range(number, lba, blocks)
-        if write:
-            self.check_writable(number)
-        return number
+        with self._lock:   # jobs and snapshots change in management threads
+            number = self.lookup(initiator, port, lun)
+            self.check_range(number, lba, blocks)
+            if write:
+                self.check_writable(number)
+            return number
 
     # -- SCSI commands --------------------------------------------------------------------
     def inquiry(self, initiator: str, port: str, lun: int, page: int | None = None) -> bytes:
@@ -516,7 +518,7 @@ class DiskArray:
     # -- copy jobs ----------------------------------------------------------------------------
     def _running(self, number: int) -> CopyJob | None:
         """A running job that `number` is the destination or the source of, destinations first."""
-        running = [j for j in self.jobs.values() if j.state == "running"]
+        running = [j for j in list(self.jobs.values()) if j.state == "running"]
         return (next((j for j in running if j.dest == number and j.dest_array is None), None)
                 or next((j for j in running if j.source == number), None))
 

@@ -117,7 +117,7 @@ def test_a_state_dir_of_another_topology_is_refused(ray_session, tmp_path):
     (state / "topology").write_text("something-else\n")
     scenario = write_scenario(tmp_path, "other", "- {op: checkpoint, as: c, array: array1, volume: 0}\n")
     code, report = run(tmp_path, scenario, "--state-dir", str(state))
-    assert code == 1 and report is None
+    assert code == 2 and report is None
 
 
 def test_invalid_scenario_exits_2_before_ray_with_located_problems(tmp_path, capsys):
@@ -129,7 +129,7 @@ def test_invalid_scenario_exits_2_before_ray_with_located_problems(tmp_path, cap
 
 def test_bad_chunk_size_is_refused(tmp_path, capsys):
     scenario = write_scenario(tmp_path, "c", "- {op: checkpoint, as: c, array: array1, volume: 0}\n")
-    assert cli.main(["run", str(scenario), "--chunk-size", "1000"]) == 1
+    assert cli.main(["run", str(scenario), "--chunk-size", "1000"]) == 2
     assert "--chunk-size" in capsys.readouterr().err
 
 
