@@ -228,3 +228,29 @@ def test_copy_jobs_snapshots_and_deletes_through_the_management_interface(scenar
     with pytest.raises(Exception) as info:
         manage("backup1", san.namespace, "array1", "delete_snapshot", 5)
     assert getattr(info.value, "code", None) == "NO_SUCH_VOLUME"
+
+
+def test_a_failed_restore_still_resumes_the_application(scenario):
+    reports, runner, san = scenario("""\
+        - {op: write_files, host: host1, mount: /db, files: {a.txt: {size: 100, seed: 1}}}
+        - {op: backup, definition: db-nightly, as: b1}
+        - {op: restore_files, backup: b1, files: [nope.txt], pre: [quiesce], post: [resume], expect_error: NO_SUCH_FILE}
+        - {op: write_files, title: not stuck behind a closed gate, host: host1, mount: /db, files: {b.txt: {size: 10, seed: 2}}}
+        - {op: restore_volume, backup: b1, to: {host: host1, mount: /db}, pre: [quiesce, unmount], post: [mount, resume]}
+        - {op: write_files, host: host1, mount: /db, files: {c.txt: {size: 10, seed: 3}}}
+        - {op: concurrent, steps: []}
+        """)
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert san.call("array1", "report_luns", "host1/hba0", "fc0") == [0]   # detached again
+
+
+def test_advance_clock_goes_on_after_a_failed_scheduled_backup(scenario):
+    reports, runner, san = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
+        - {op: define, name: broken, host: host1, mount_point: /db, type: disk, method: mirror, destination: {array: array1, volume: 3}, label: never works, schedule: daily 01:00}
+        - {op: advance_clock, by: 1d, expect_error: NOT_A_COPY_DESTINATION}
+        - {op: expect_catalog, server: backup1, count: 4}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert runner.ctx.clock.stamp() == "2026-01-02T00:00:00Z"
+    assert "1 of 5 scheduled backups failed" in reports[2].error.message

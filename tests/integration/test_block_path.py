@@ -180,3 +180,12 @@ def test_a_placement_no_node_offers_is_refused_not_waited_for(build_san, tmp_pat
     with pytest.raises(SanError) as info:
         build_san(load_topology(tmp_path / "t.yaml"))
     assert info.value.code == "INVALID_INPUT" and "site_z" in info.value.message
+
+
+def test_a_restarted_switch_still_knows_which_links_are_down(build_san, fabric_topo):
+    san = build_san(fabric_topo)
+    san.set_link("h2/hba0", False)
+    san.kill("sw1")
+    san.restart("sw1")
+    err = error_code(san.call, "h2", "write", "/data", 0, MiB, 1)
+    assert err.code == "LINK_DOWN" and "h2/hba0" in err.message
