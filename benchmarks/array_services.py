@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from san.elements.disk_array import DiskArray  # noqa: E402
 from san.pattern import pattern  # noqa: E402
 from san.topology import load_topology  # noqa: E402
-from san.units import GiB, MiB, TiB, format_size, parse_size  # noqa: E402
+from san.units import GiB, MiB, format_size, parse_size  # noqa: E402
 
 ARRAY = """
 name: bench

@@ -63,12 +63,12 @@ import zlib
 import numpy as np
 
 from san.errors import SanError
-from san.storage import BLOCK, DIGEST_BLOCK, MAX_SIZE, DigestBuilder, VolumeStore, granule_extents
+from san.storage import (BLOCK, MAX_SIZE, VolumeStore, digest_extents,
+                         granule_extents)
 
 __all__ = ["GranulePool", "SnapshotView", "SnapshotEngine", "ZERO"]
 
 ZERO = -1                               # interval slot: the saved content is all zeros
-_DIGEST_PIECE = 64 * DIGEST_BLOCK       # 16 MiB read at a time by digest()
 
 
 def _hi(iv: tuple[int, int, int]) -> int:
@@ -416,24 +416,7 @@ class SnapshotView:
 
     def digest(self) -> str:
         """`VolumeStore.digest` of the image; cost follows its written data, not its size."""
-        blocks: list[int] = []
-        for start, ln in self.extents():
-            b0, b1 = start // DIGEST_BLOCK, (start + ln - 1) // DIGEST_BLOCK
-            if blocks and blocks[-1] >= b0:
-                b0 = blocks[-1] + 1
-            blocks.extend(range(b0, b1 + 1))
-        builder = DigestBuilder()
-        per = _DIGEST_PIECE // DIGEST_BLOCK
-        i = 0
-        while i < len(blocks):
-            j = i + 1
-            while j < len(blocks) and j - i < per and blocks[j] == blocks[j - 1] + 1:
-                j += 1
-            start = blocks[i] * DIGEST_BLOCK
-            stop = min(blocks[j - 1] * DIGEST_BLOCK + DIGEST_BLOCK, self.size)
-            builder.add(start, self.read(start, stop - start))
-            i = j
-        return builder.hexdigest()
+        return digest_extents(self.extents(), self.size, self.read)
 
     # ------------------------------------------------------------------ write side: refused
     def write(self, offset: int, data) -> None:

@@ -221,6 +221,30 @@ def granule_extents(granules, granule: int, length_of) -> list[tuple[int, int]]:
     return out
 
 
+def digest_extents(extents, size: int, read) -> str:
+    """The volume digest of an image whose data lies in `extents` (elsewhere zeros), reading
+    with `read(offset, length)`: every 256 KiB block an extent touches, in pieces of up to
+    `_DIGEST_PIECE` consecutive blocks, so the cost follows the data, not the size."""
+    blocks: list[int] = []
+    for start, ln in extents:
+        b0, b1 = start // DIGEST_BLOCK, (start + ln - 1) // DIGEST_BLOCK
+        if blocks and blocks[-1] >= b0:
+            b0 = blocks[-1] + 1
+        blocks.extend(range(b0, b1 + 1))
+    builder = DigestBuilder()
+    per = _DIGEST_PIECE // DIGEST_BLOCK
+    i = 0
+    while i < len(blocks):
+        j = i + 1           # a piece: up to `per` consecutive blocks
+        while j < len(blocks) and j - i < per and blocks[j] == blocks[j - 1] + 1:
+            j += 1
+        start = blocks[i] * DIGEST_BLOCK
+        stop = min(blocks[j - 1] * DIGEST_BLOCK + DIGEST_BLOCK, size)
+        builder.add(start, read(start, stop - start))
+        i = j
+    return builder.hexdigest()
+
+
 class DigestBuilder:
     """The contract's volume digest, fed with pieces of the volume in increasing order.
 
@@ -610,24 +634,7 @@ class VolumeStore:
         """The contract's volume digest (see module docstring); reads verify checksums."""
         with self._lock:
             self._check_open()
-            blocks: list[int] = []
-            for start, ln in self.extents():
-                b0, b1 = start // DIGEST_BLOCK, (start + ln - 1) // DIGEST_BLOCK
-                if blocks and blocks[-1] >= b0:
-                    b0 = blocks[-1] + 1
-                blocks.extend(range(b0, b1 + 1))
-            builder = DigestBuilder()
-            per = _DIGEST_PIECE // DIGEST_BLOCK
-            i = 0
-            while i < len(blocks):
-                j = i + 1           # a piece: up to `per` consecutive blocks
-                while j < len(blocks) and j - i < per and blocks[j] == blocks[j - 1] + 1:
-                    j += 1
-                start = blocks[i] * DIGEST_BLOCK
-                stop = min(blocks[j - 1] * DIGEST_BLOCK + DIGEST_BLOCK, self.size)
-                builder.add(start, self.read(start, stop - start))
-                i = j
-            return builder.hexdigest()
+            return digest_extents(self.extents(), self.size, self.read)
 
     def corrupt(self, offset: int, nbytes: int) -> int:
         """Flip every bit of the stored bytes in [offset, offset+nbytes) in the .data file.

@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SanError
-from ..storage import DigestBuilder
+from ..storage import digest_extents
 from ..tape import TapeMedium
 
 MAGIC = b"SANIMG01"
-DIGEST_BLOCK = 256 * 1024
 
 
 def image_header(size: int, extents: list[tuple[int, int]]) -> bytes:
@@ -161,13 +160,7 @@ class TapeLibrary:
     def image_digest(self, media_id: str, file: int) -> str:
         """The contract's volume digest of the image (as VolumeStore.digest of the volume)."""
         size, extents, _ = self.image_map(media_id, file)
-        blocks = sorted({b for off, length in extents
-                         for b in range(off // DIGEST_BLOCK, (off + length - 1) // DIGEST_BLOCK + 1)})
-        builder = DigestBuilder()
-        for b in blocks:
-            lo = b * DIGEST_BLOCK
-            builder.add(lo, self.read_image(media_id, file, lo, min(DIGEST_BLOCK, size - lo)))
-        return builder.hexdigest()
+        return digest_extents(extents, size, lambda off, n: self.read_image(media_id, file, off, n))
 
     def scan(self) -> dict:
         """Every backup file's row on every medium (blank media skipped); a damaged medium
