@@ -69,12 +69,24 @@ class ArrayNode(DiskArray):
             raise SanError("CAPACITY_MISMATCH", f"{self.name} volume {source} is {size} bytes but "
                                                 f"{dest_array} volume {dest_volume} is {(last + 1) * block}")
         get(dest.prepare.remote(me, dest_port, dest_lun, 0, size // 512, True), dest_array)
+        get(dest.mgmt_reserve.remote(self.name, dest_volume), dest_array)
+        try:
+            return self._start_remote(source, size, dest, dest_array, dest_volume, dest_port,
+                                      dest_lun, route, with_info)
+        except BaseException:
+            self._release(dest, dest_array, dest_volume)
+            raise
+
+    def _release(self, dest, dest_array: str, dest_volume: int) -> None:
+        try:
+            get(dest.mgmt_release.remote(self.name, dest_volume), dest_array)
+        except SanError:
+            pass   # the destination is down: its reservation went with it
+
+    def _start_remote(self, source, size, dest, dest_array, dest_volume, dest_port, dest_lun,
+                      route, with_info) -> dict:
         with self._lock:   # no remote call under the lock: the other array may be calling us
             self._check_not_busy_source(source)
-            for other in self.jobs.values():
-                if other.state == "running" and (other.dest_array, other.dest) == (dest_array, dest_volume):
-                    raise SanError("BUSY", f"{dest_array} volume {dest_volume} is already the "
-                                           f"destination of a running copy from {self.name}")
             extents = self.extents(source)
             job = CopyJob(next(self._job_ids), "copy", source, dest_volume, set(), [],
                           total=sum(length for _, length in extents), with_info=with_info,
@@ -114,9 +126,11 @@ class ArrayNode(DiskArray):
                 if info is not None:
                     get(dest.mgmt_record_info.remote(self.name, job.dest, info), job.dest_array)
                     job.transfers.append(lan_transfer(self.name, job.dest_array, len(info)))
+            self._release(dest, job.dest_array, job.dest)
             job.state = "done"
             job.done.set()
         except Exception as exc:  # a failure (or a bug) must end the job and reach the waiter
+            self._release(dest, job.dest_array, job.dest)
             self.fail(job, exc)
 
 

@@ -124,6 +124,7 @@ class DiskArray:
         self.pool = GranulePool(self.directory, granule, spec.snapshot_pool)
         self.snaps = SnapshotEngine(self.directory, self.pool, self.stores)
         self.read_only: set[int] = set()
+        self.reserved: dict[int, str] = {}   # volume -> the array copying into it over FC
         self.jobs: dict[int, CopyJob] = {}
         self._job_ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -218,7 +219,11 @@ class DiskArray:
                            f"(bytes {lba * BLOCK}+{blocks * BLOCK}) are past its end "
                            f"({size} bytes, {size // BLOCK} blocks)")
 
-    def check_writable(self, number: int) -> None:
+    def check_writable(self, number: int, initiator: str | None = None) -> None:
+        holder = self.reserved.get(number)
+        if holder is not None and (initiator is None or initiator.split("/")[0] != holder):
+            raise SanError("READ_ONLY", f"{self.name} volume {number} is the destination of a "
+                                        f"running copy from {holder}")
         if self.snaps.is_snapshot(number):
             raise SanError("READ_ONLY", f"{self.name} volume {number} is a snapshot of volume "
                                         f"{self.snaps.source_of(number)}")
@@ -236,7 +241,7 @@ class DiskArray:
             number = self.lookup(initiator, port, lun)
             self.check_range(number, lba, blocks)
             if write:
-                self.check_writable(number)
+                self.check_writable(number, initiator)
             return number
 
     # -- SCSI commands --------------------------------------------------------------------
@@ -496,6 +501,23 @@ class DiskArray:
             self._save_table()
             self._rebuild_luns()
 
+    def mgmt_reserve(self, caller: str, number: int) -> None:
+        """Another array (the caller) is about to copy into `number` over FC: until it
+        releases it, the volume is read-only to everyone else and BUSY for other copies."""
+        self.authorize(caller)
+        with self._lock:
+            self.reader(number)
+            self._check_not_busy(number, "the destination of a copy")
+            if number not in self.stores:
+                raise SanError("READ_ONLY", f"{self.name} volume {number} is a snapshot")
+            self.reserved[number] = caller
+
+    def mgmt_release(self, caller: str, number: int) -> None:
+        self.authorize(caller)
+        with self._lock:
+            if self.reserved.get(number) == caller:
+                del self.reserved[number]
+
     def mgmt_job(self, caller: str, job: int) -> dict:
         """Progress of a copy job."""
         self.authorize(caller)
@@ -523,6 +545,9 @@ class DiskArray:
                 or next((j for j in running if j.source == number), None))
 
     def _check_not_busy(self, number: int, what: str) -> None:
+        if number in self.reserved:
+            raise SanError("BUSY", f"{self.name} volume {number} cannot be {what}: it is the "
+                                   f"destination of a running copy from {self.reserved[number]}")
         job = self._running(number)
         if job is not None:
             raise SanError("BUSY", f"{self.name} volume {number} cannot be {what}: it is in a "

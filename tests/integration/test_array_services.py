@@ -111,3 +111,18 @@ def test_volume_copy_refusals(san):
     san.set_link("array1/fc1", False)
     err = raises(call, san, "backup1", "array1", "copy_remote", 0, "array2", 0, "fc0", 0, True)
     assert err.code == "ZONING_DENIED" and "array1/fc0 is not zoned with array2/fc0" in err.message
+
+
+def test_the_destination_of_a_copy_over_fc_is_reserved_while_it_runs(san):
+    san.call("host1", "write", "/db", 0, 4 * MiB, 7)
+    # array1 reserves array2 volume 0 as a running copy would, then releases it
+    call(san, "array1", "array2", "reserve", 0)
+    err = raises(call, san, "array1", "array2", "reserve", 0)
+    assert err.code == "BUSY" and "running copy from array1" in err.message
+    err = raises(call, san, "backup1", "array1", "copy_remote", 0, "array2", 0, "fc0", 0, True)
+    assert err.code == "BUSY"
+    call(san, "array1", "array2", "release", 0)
+    status, _ = call(san, "backup1", "array1", "copy_remote", 0, "array2", 0, "fc0", 0, True)
+    call(san, "backup1", "array1", "wait", status["job"])
+    call(san, "array1", "array2", "reserve", 0)   # released again when the copy ended
+    call(san, "array1", "array2", "release", 0)

@@ -333,3 +333,18 @@ def test_random_interleavings_match_the_model(array, seed):
         assert np.array_equal(content(array, n), model[n]), n
     for number, image in snaps.items():
         assert np.array_equal(content(array, number), image), number
+
+
+def test_a_volume_reserved_by_a_copy_over_fc_refuses_everyone_else(array):
+    array.mgmt_attach("srv", 1, "fc1", 0, "h2")
+    array.mgmt_reserve("h1", 1)          # h1 stands in for the array copying into volume 1
+    with pytest.raises(SanError) as info:
+        array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))
+    assert info.value.code == "READ_ONLY" and "running copy from h1" in info.value.message
+    assert code(array.mgmt_copy, "srv", 0, 1) == "BUSY"
+    assert code(array.mgmt_reserve, "srv", 1) == "BUSY"
+    assert code(array.mgmt_reserve, "h2", 1) == "UNAUTHORIZED"
+    array.mgmt_release("srv", 1)         # only the holder releases
+    assert code(array.mgmt_copy, "srv", 0, 1) == "BUSY"
+    array.mgmt_release("h1", 1)
+    array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))
