@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import random
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -317,19 +316,17 @@ def _create_many(tmp_path, size, n=1024):
     reads = []
     orig = arr.stores[0].read
     arr.stores[0].read = lambda *a: reads.append(a) or orig(*a)
-    t = time.perf_counter()
     for i in range(n):
         arr.eng.create(0, 1 + i)
-    dt = time.perf_counter() - t
     assert reads == [] and arr.pool.used_bytes == 0
-    return arr, dt
+    return arr, arr.eng.journal_records
 
 
 def test_1024_snapshots_are_cheap_and_o1(tmp_path):
-    small, t_small = _create_many(tmp_path / "small", 1 * MiB)
-    big, t_big = _create_many(tmp_path / "big", 1 * TiB)
-    assert t_small < 1.0 and t_big < 1.0, (t_small, t_big)
-    assert t_big < 3 * t_small + 0.05, (t_small, t_big)        # O(1) in the volume size
+    small, records_small = _create_many(tmp_path / "small", 1 * MiB)
+    big, records_big = _create_many(tmp_path / "big", 1 * TiB)
+    # O(1) in the volume size: no data read, no pool used, the same journal for both
+    assert records_small == records_big
     assert big.eng.snapshots_of(0) == list(range(1, 1025))
     assert all(big.eng.view(n).read(TiB - 4 * G, 4 * G).sum() == 0 for n in (1, 512, 1024))
     # the first write after 1024 snapshots saves one granule for all of them; later ones nothing

@@ -1,6 +1,5 @@
 """The tape library element (no Ray): thin volume images, drives, media, rebuild scans."""
 import threading
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -77,24 +76,25 @@ def test_unknown_media_and_tape_full(lib):
 
 
 def test_a_drive_serves_one_medium_and_work_beyond_the_drives_waits(lib):
-    held, order = threading.Event(), []
+    release, order = threading.Event(), []
+    entered = {m: threading.Event() for m in ("T00001", "T00002", "T00003")}
 
-    def use(media, pause):
+    def use(media):
         with lib.drive(media) as drive:
             order.append((media, drive))
-            held.wait(pause)
+            entered[media].set()
+            release.wait(10)
 
-    threads = [threading.Thread(target=use, args=(m, 0.3)) for m in ("T00001", "T00002")]
-    for t in threads:
-        t.start()
-    time.sleep(0.1)
-    third = threading.Thread(target=use, args=("T00003", 0))
-    third.start()
-    time.sleep(0.05)
-    assert [m for m, _ in order] == ["T00001", "T00002"]   # the third waits for a drive
-    held.set()
-    for t in threads + [third]:
-        t.join()
+    threads = {m: threading.Thread(target=use, args=(m,)) for m in entered}
+    threads["T00001"].start()
+    threads["T00002"].start()
+    assert entered["T00001"].wait(10) and entered["T00002"].wait(10)
+    threads["T00003"].start()
+    assert not entered["T00003"].wait(0.2)     # both drives are busy: the third waits
+    release.set()
+    for t in threads.values():
+        t.join(10)
+    assert entered["T00003"].is_set()
     assert sorted(d for _, d in order[:2]) == [0, 1] and order[2][0] == "T00003"
 
 
