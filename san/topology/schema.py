@@ -599,24 +599,9 @@ class ListDestinationsStep(StepBase):
     mount: Text
 
 
-class DefineStep(StepBase):
+class DefineStep(StepBase, Definition):
+    """A definition's fields (and its default method), plus the server that gets it."""
     server: Optional[Name] = None          # filled in when the topology has one server
-    name: Name
-    host: Name
-    mount_point: MountPoint
-    type: DefinitionType
-    method: Optional[Method] = None
-    destination: Destination
-    pre: list[Action] = []
-    post: list[Action] = []
-    label: Label
-    schedule: Optional[ScheduleT] = None
-
-    @model_validator(mode="after")
-    def _default_method(self):
-        if self.type == "disk" and self.method is None:
-            self.method = "mirror"
-        return self
 
     @property
     def definition(self) -> Definition:
