@@ -398,6 +398,20 @@ def _describe(kind: str, n: int, data: bytes | None) -> str:
 
 # --------------------------------------------------------------------------- the medium
 
+def _user_labels(r: "_Reader", prefix: bytes, number: int) -> tuple[list[bytes], tuple[int, int]]:
+    """The user labels (UHLn / UTLn) up to the next tape mark, and where they began."""
+    records, at = [], (r.obj + 1, r.pos)
+    while True:
+        kind, n, data = r.next(payload=True)
+        if kind == "record" and n == LABEL and data.startswith(prefix):
+            records.append(data)
+            continue
+        if kind != "mark":
+            raise r.fail(f"expected {prefix.decode()} labels then a tape mark in file {number}, "
+                         f"found {_describe(kind, n, data)}")
+        return records, at
+
+
 class TapeMedium:
     """One tape medium: the SIMH image at `path` (see the module docstring for the layout)."""
 
@@ -508,16 +522,7 @@ class TapeMedium:
 
         check_hdr1(hdr1, hdr_at, "HDR1")
         r.label(b"HDR2", f"HDR2 of file {number}")
-        uhl, uhl_at = [], (r.obj + 1, r.pos)
-        while True:
-            kind, n, data = r.next(payload=True)
-            if kind == "record" and n == LABEL and data.startswith(b"UHL"):
-                uhl.append(data)
-                continue
-            if kind != "mark":
-                raise r.fail(f"expected UHL labels then a tape mark in file {number}, found "
-                             f"{_describe(kind, n, data)}")
-            break
+        uhl, uhl_at = _user_labels(r, b"UHL", number)
         try:
             row = parse_labels("UHL", uhl)
         except _Damage as exc:
@@ -541,16 +546,7 @@ class TapeMedium:
         eof1 = r.label(b"EOF1", f"EOF1 of file {number}")
         check_hdr1(eof1, eof_at, "EOF1")
         r.label(b"EOF2", f"EOF2 of file {number}")
-        utl, utl_at = [], (r.obj + 1, r.pos)
-        while True:
-            kind, n, data = r.next(payload=True)
-            if kind == "record" and n == LABEL and data.startswith(b"UTL"):
-                utl.append(data)
-                continue
-            if kind != "mark":
-                raise r.fail(f"expected UTL labels then a tape mark in file {number}, found "
-                             f"{_describe(kind, n, data)}")
-            break
+        utl, utl_at = _user_labels(r, b"UTL", number)
         try:
             trailer = parse_labels("UTL", utl)
             nbytes, tblocks, sha = trailer["bytes"], trailer["blocks"], trailer["sha256"]
