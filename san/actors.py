@@ -12,6 +12,7 @@ import threading
 from collections import deque
 
 import ray
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
 from .client import HostNode
 from .elements.client_host import chunks, first_granted, parse_device_identification
@@ -40,6 +41,29 @@ class ArrayNode(DiskArray):
 
     def ping(self) -> str:
         return self.name
+
+    def mgmt_copying_into(self, caller: str, number: int) -> bool:
+        """Asked by array `caller` that this array holds a reservation of: is a copy from
+        here into its volume `number` still running?  (Not a manager's call: any array may ask
+        about its own volumes.)"""
+        return any(job.state == "running" and job.dest_array == caller and job.dest == number
+                   for job in list(self.jobs.values()))
+
+    def copy_holder_active(self, holder: str, number: int) -> bool:
+        """The holder of a reservation is asked; one that is down, or restarted and so runs no
+        copy, has left the reservation behind.  An answer that does not come within 10 s
+        counts as "still copying": a slow array must not lose its destination."""
+        try:
+            return bool(ray.get(lookup(holder, self.namespace).mgmt_copying_into.remote(self.name, number),
+                                timeout=10))
+        except GetTimeoutError:
+            return True
+        except (SanError, RayActorError, ActorUnavailableError):
+            return False
+        except RayTaskError as exc:
+            if isinstance(exc.cause, (RayActorError, ActorUnavailableError)):
+                return False
+            raise
 
     def mgmt_copy_remote(self, caller: str, source: int, dest_array: str, dest_volume: int,
                          dest_port: str, dest_lun: int, with_info: bool = True) -> dict:
@@ -114,6 +138,7 @@ class ArrayNode(DiskArray):
             pieces = [piece for off, length in extents for piece in chunks(off, length, self.chunk_size)]
             inflight: deque = deque()
             for off, length in pieces:
+                self.copies_go.wait()
                 if len(inflight) >= self.window:
                     job.copied += get(inflight.popleft(), job.dest_array)
                 ref = ray.put(self.read_volume(job.source, off, length))

@@ -47,6 +47,7 @@ class HostNode(ClientHost):
         self.gates = {m: Gate(f"{self.name}:{m}") for m in self.mounts}
         self.fs: dict[str, object] = {}
         self.fs_locks = {m: threading.RLock() for m in self.mounts}
+        self.fs_paths: dict[str, tuple] = {}    # the path of the host call running on a fat mount
         self.moved = {m: [0, 0] for m in self.mounts}           # filesystem bytes read, written
 
     def ping(self) -> str:
@@ -214,14 +215,39 @@ class HostNode(ClientHost):
         last, block = get(array.read_capacity.remote(route.initiator, port, lun), route.target)
         return (last + 1) * block
 
+    def _mount_device(self, mount_point: str, size: int):
+        """The block device under a fat mount: its I/O takes the path of the host call in
+        progress (`fs_paths`), never the one the mount was made with, so a link that went down
+        and up, or an array restarted, is seen by the next call."""
+        from .filesystem import BlockDevice
+        counter = self.moved[mount_point]
+
+        def read_fn(offset, length):
+            data, _ = self._read_into(self.fs_paths[mount_point], offset, length)
+            counter[0] += length
+            return data
+
+        def write_fn(offset, data):
+            self._write_to(self.fs_paths[mount_point], offset, len(data),
+                           lambda off, n: data[off - offset:off - offset + n])
+            counter[1] += len(data)
+
+        return BlockDevice(size, read_fn, write_fn)
+
     def filesystem(self, mount_point: str):
-        """The mounted FAT filesystem of a fat mount (mounting it on first use)."""
+        """The mounted FAT filesystem of a fat mount (mounting it on first use).
+
+        Each host call on a fat mount starts here (under the mount's lock): one path grant and
+        one actor lookup for the whole call, before any byte moves, so a call refused with
+        LINK_DOWN or ELEMENT_DOWN changes nothing on the array.  A call that fails midway
+        keeps the mount's cache (files already acknowledged stay); the next call takes a fresh
+        path and writes back what is still dirty."""
         from .filesystem import FatVolume
         self._fat(mount_point)
         with self.fs_locks[mount_point]:
+            path = self.fs_paths[mount_point] = self._path(mount_point)
             if mount_point not in self.fs:
-                path = self._path(mount_point)
-                device = self._device(path, self._capacity(path), self.moved[mount_point])
+                device = self._mount_device(mount_point, self._capacity(path))
                 try:
                     self.fs[mount_point] = FatVolume(device)
                 except SanError:
@@ -257,7 +283,9 @@ class HostNode(ClientHost):
 
     def _fs_transfers(self, mount_point: str, before: tuple[int, int]) -> list[Transfer]:
         read, written = (self.moved[mount_point][0] - before[0], self.moved[mount_point][1] - before[1])
-        route = self._path(mount_point)[0]
+        if not (read or written):
+            return []
+        route = self.fs_paths[mount_point][0]   # the path the call's bytes took
         out = []
         if written:
             out.append(Transfer(route.resources(True), written))
@@ -318,7 +346,7 @@ class HostNode(ClientHost):
             before = tuple(self.moved[mount_point])
             if name in ("flush", "unmount"):
                 if mount_point in self.fs:
-                    self.fs[mount_point].flush()
+                    self.filesystem(mount_point).flush()
                     if name == "unmount":
                         self.fs.pop(mount_point).close()
             elif name == "mount":
@@ -562,7 +590,7 @@ class HostNode(ClientHost):
             self._drop_fs(mount_point)   # the volume changed under this host's cached view
         transfers += t + t2 + done["transfers"]
         transfers += self.actions(mount_point, post)
-        return {"copied": done["copied"], "transfers": transfers}
+        return {"copied": done["copied"], "checked": done.get("checked", 0), "transfers": transfers}
 
     def client_restore_files(self, mount_point: str, device_id: str, volume: int, files: list,
                              pre: list, post: list) -> dict:

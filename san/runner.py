@@ -229,7 +229,7 @@ def _difference(expected: dict, actual: dict) -> str:
 
 
 def _transfers_bytes(transfers) -> int:
-    return sum(t.nbytes for t in transfers)
+    return sum(t.nbytes for t in transfers if t.counted)
 
 
 def _work(answer: dict, **result) -> Work:
@@ -289,7 +289,8 @@ def op_restore_volume(ctx, step) -> Work:
     to = step.to
     answer = ctx.san.call(server, "restore_volume", key, to.host if to else None,
                           to.mount if to else None, list(step.pre), list(step.post))
-    return _work(answer, row=answer["row"], copied=answer["copied"])
+    return _work(answer, row=answer["row"], copied=answer["copied"],
+                 checked=answer.get("checked", 0))
 
 
 @op("restore_files")
@@ -313,7 +314,8 @@ def op_copy_volume(ctx, step) -> Work:
     answer = ctx.san.call(server, "copy_volume", key, step.to.array, step.to.volume)
     if step.as_:
         ctx.backups[step.as_] = (server, tuple(answer["key"]))
-    return _work(answer, row=answer["row"], copied=answer["copied"])
+    return _work(answer, row=answer["row"], copied=answer["copied"],
+                 checked=answer.get("checked", 0))
 
 
 @op("copy_to_tape")
@@ -388,6 +390,22 @@ def op_fault(ctx, step) -> Work:
             raise SanError("INVALID_INPUT", "corrupt takes an array and a volume, or a tape "
                                             f"library and a medium (got target {target!r})")
     return Work(result={"kind": kind, "target": target})
+
+
+@op("scrub")
+def op_scrub(ctx, step) -> Work:
+    """Read and verify every written granule of a volume (or of the whole array); the bad
+    ranges are the result.  Nothing moves over a link: the checked bytes are charged on the
+    array's copy engine, and `bytes` stays 0."""
+    found = ctx.san.call(step.array, "scrub", step.volume)
+    result = {"checked_bytes": found["checked_bytes"], "bad": found["bad"]}
+    chains = [[Transfer((f"{step.array}/copy",), found["checked_bytes"], counted=False)]] \
+        if found["checked_bytes"] else []
+    if step.expect_bad is not None and len(found["bad"]) != step.expect_bad:
+        where = f"{step.array} volume {step.volume}" if step.volume is not None else step.array
+        raise SanError("VERIFY_MISMATCH", f"scrub of {where} found {len(found['bad'])} bad "
+                                          f"range(s), expected {step.expect_bad}: {found['bad']}")
+    return Work(chains, 0, result)
 
 
 @op("advance_clock")

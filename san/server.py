@@ -167,7 +167,8 @@ class ServerNode(BackupServer):
             return {"row": row, "copied": answer["copied"], "transfers": answer["transfers"]}
         answer = self._client(host or row["host"], "client_restore", mount_point or row["mount_point"],
                               row["device_id"], int(row["media_id"]), list(pre), list(post))
-        return {"row": row, "copied": answer["copied"], "transfers": answer["transfers"]}
+        return {"row": row, "copied": answer["copied"], "checked": answer["checked"],
+                "transfers": answer["transfers"]}
 
     def restore_files(self, key: tuple, files: list, pre: list, post: list) -> dict:
         """Fig. 13: restore the named files of a disk backup onto its source mount."""
@@ -216,7 +217,7 @@ class ServerNode(BackupServer):
         copy = {**row, "device_id": self.device_of[to_array], "media_id": str(to_volume), "file": None}
         added = self.catalog.add(copy, replacing=destination)
         return {"row": added, "key": row_key(added), "copied": done["copied"],
-                "transfers": transfers + t + done["transfers"]}
+                "checked": done.get("checked", 0), "transfers": transfers + t + done["transfers"]}
 
     def _mapping(self, array: str, volume: int, initiator: str) -> tuple[str, int]:
         """The port and LUN at which `array` shows `volume` to `initiator` (from the topology)."""

@@ -110,7 +110,8 @@ class GranulePool:
 
     NAME = "pool"
 
-    def __init__(self, directory: pathlib.Path, granule: int, capacity: int | None):
+    def __init__(self, directory: pathlib.Path, granule: int, capacity: int | None,
+                 label: str | None = None):
         if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer))
                                      or capacity < 0):
             raise SanError("INVALID_INPUT", f"snapshot pool capacity {capacity!r} must be a byte count >= 0 or None")
@@ -118,10 +119,12 @@ class GranulePool:
             raise SanError("INVALID_INPUT", f"snapshot pool granule {granule!r} must be a positive multiple of 512")
         self.directory = pathlib.Path(directory)
         self.capacity = None if capacity is None else int(capacity)
+        self.label = label or f"snapshot pool in {self.directory}"
         self._lock = threading.RLock()
         data = self.directory / f"{self.NAME}.data"
         if data.exists() and data.stat().st_size > 0:
-            self._store = VolumeStore(self.directory, self.NAME, data.stat().st_size, int(granule))
+            self._store = VolumeStore(self.directory, self.NAME, data.stat().st_size, int(granule),
+                                      label=self.label)
         else:
             self._store = self._create(int(granule))
         self.granule = self._store.granule
@@ -137,7 +140,7 @@ class GranulePool:
         for size in (MAX_SIZE, (1 << 44) - (1 << 24), 1 << 40):
             size -= size % granule
             try:
-                return VolumeStore(self.directory, self.NAME, size, granule)
+                return VolumeStore(self.directory, self.NAME, size, granule, label=self.label)
             except OSError as e:             # EFBIG: the file system caps file sizes (ext4: 16 TiB)
                 if e.errno not in (errno.EFBIG, errno.EINVAL):
                     raise
@@ -331,6 +334,7 @@ class SnapshotView:
         self.size = snap.size
         self.granule = engine.granule
         self.name = f"snapshot{snap.number}"
+        self.label = f"{engine.array} volume {snap.number}" if engine.array else f"snapshot volume {snap.number}"
 
     # ------------------------------------------------------------------ helpers
     def _snap(self) -> _Snap:
@@ -376,7 +380,7 @@ class SnapshotView:
             saved = [(g, slot) for g in cand if (slot := src.locate(g, e)) is not None]
             if not saved:
                 return store.read(offset, length)
-            kept = iter(eng.pool.read_many([slot for _, slot in saved if slot != ZERO]))
+            kept = iter(self._read_saved(saved))
             out = np.empty(length, dtype=np.uint8)
             pos = offset
             for g, slot in saved:
@@ -392,6 +396,63 @@ class SnapshotView:
             if pos < end:
                 out[pos - offset:] = store.read(pos, end - pos)
             return out
+
+    def _read_saved(self, saved: list[tuple[int, int]]) -> list[np.ndarray]:
+        """The pool slots of `saved` (granule, slot) pairs, ZERO ones left out.  Rot in a slot
+        is reported as rot in this snapshot's bytes, which is what the reader asked for."""
+        pool = self._engine.pool
+        kept = [(g, slot) for g, slot in saved if slot != ZERO]
+        try:
+            return pool.read_many([slot for _, slot in kept])
+        except SanError as exc:
+            if exc.code != "CHECKSUM_MISMATCH":
+                raise
+        for g, slot in kept:   # which one: slot by slot
+            try:
+                pool.read(slot)
+            except SanError as exc:
+                if exc.code != "CHECKSUM_MISMATCH":
+                    raise
+                start = g * self.granule
+                raise SanError("CHECKSUM_MISMATCH",
+                               f"{self.label} (a snapshot of volume {self.source}): bytes {start}.."
+                               f"{start + self._glen(g) - 1} (granule {g}, kept in pool slot {slot}) "
+                               f"fail their checksum") from None
+        return pool.read_many([slot for _, slot in kept])
+
+    def scrub(self, piece: int = 4 << 20) -> tuple[int, list[int]]:
+        """Read and verify every granule of the image: (bytes checked, bad granules).  A bad
+        granule shared with the source is rot in the source too, and is remembered there; one
+        kept in the pool is remembered by the pool.  Finding bad granules is not an error."""
+        eng, G = self._engine, self.granule
+        per = max(1, piece // G)
+        checked, bad = 0, []
+        with eng._lock:
+            gs = self.written_granules()
+            runs: list[list[int]] = []
+            for g in gs:
+                if runs and runs[-1][-1] == g - 1 and len(runs[-1]) < per:
+                    runs[-1].append(g)
+                else:
+                    runs.append([g])
+            for run in runs:
+                start = run[0] * G
+                length = run[-1] * G + self._glen(run[-1]) - start
+                checked += length
+                try:
+                    self.read(start, length)
+                    continue
+                except SanError as exc:
+                    if exc.code != "CHECKSUM_MISMATCH":
+                        raise
+                for g in run:
+                    try:
+                        self.read(g * G, self._glen(g))
+                    except SanError as exc:
+                        if exc.code != "CHECKSUM_MISMATCH":
+                            raise
+                        bad.append(g)
+        return checked, bad
 
     def written_granules(self) -> list[int]:
         """Granules holding data in the image: those written in the source at snapshot time,
@@ -440,7 +501,9 @@ class SnapshotEngine:
     LOG = "snapshots.log"
     COMPACT_MIN = 1024       # journal records tolerated beyond 4x the live ones
 
-    def __init__(self, directory: pathlib.Path, pool: GranulePool, stores: dict[int, VolumeStore]):
+    def __init__(self, directory: pathlib.Path, pool: GranulePool, stores: dict[int, VolumeStore],
+                 array: str | None = None):
+        self.array = array             # names the snapshots in messages ("array1 volume 4")
         self.directory = pathlib.Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.pool = pool
@@ -794,6 +857,14 @@ class SnapshotEngine:
                 self.pool.free(slot)
             self._maybe_compact()
 
+    def shared_granules(self, number) -> list[int]:
+        """Written granules of the source that snapshot `number` still shares with it (not
+        written since the snapshot): one copy of their bytes serves both volumes."""
+        with self._lock:
+            snap = self._get(number)
+            src = self._sources[snap.source]
+            return [g for g in self._store(snap.source).written_granules() if src.w(g) < snap.epoch]
+
     def restore_plan(self, number, exact: bool = True) -> list[int]:
         """Granules where snapshot `number` now differs from its source, ascending.
 
@@ -814,11 +885,17 @@ class SnapshotEngine:
             for g in cand:
                 slot = src.locate(g, snap.epoch)
                 gs, ln = g * self.granule, min(self.granule, snap.size - g * self.granule)
-                cur = store.read(gs, ln)
+                try:
+                    cur = store.read(gs, ln)
+                except SanError as exc:   # the source rotted there: the restore rewrites it
+                    if exc.code != "CHECKSUM_MISMATCH":
+                        raise
+                    out.append(g)
+                    continue
                 if slot == ZERO:
                     differs = bool(cur.any())
                 else:
-                    differs = not np.array_equal(cur, self.pool.read(slot)[:ln])
+                    differs = not np.array_equal(cur, SnapshotView(self, snap)._read_saved([(g, slot)])[0][:ln])
                 if differs:
                     out.append(g)
             return out

@@ -41,10 +41,15 @@ _EPS_BYTES = 1e-6
 
 @dataclass(frozen=True)
 class Transfer:
-    """`nbytes` moved across `resources` (ids in the capacity map) after `latency` seconds."""
+    """`nbytes` moved across `resources` (ids in the capacity map) after `latency` seconds.
+
+    `counted` is False for work that takes time but moves no payload (reading a destination
+    only to check it, a scrub): it is charged on its resources but not in a step's `bytes`.
+    """
     resources: tuple[str, ...]
     nbytes: int
     latency: float = LATENCY
+    counted: bool = True
 
 
 @dataclass

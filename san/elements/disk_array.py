@@ -45,7 +45,7 @@ import numpy as np
 
 from ..errors import SanError
 from ..snapshots import GranulePool, SnapshotEngine
-from ..storage import VolumeStore
+from ..storage import VolumeStore, granule_extents
 from ..timemodel import Transfer
 from ..units import BLOCK
 
@@ -93,6 +93,7 @@ class CopyJob:
     order: list
     total: int
     copied: int = 0
+    checked: int = 0                       # destination bytes read only to check them
     state: str = "running"
     error: SanError | None = None
     with_info: bool = False
@@ -103,7 +104,7 @@ class CopyJob:
     def status(self) -> dict:
         return {"job": self.id, "kind": self.kind, "source": self.source, "dest": self.dest,
                 "dest_array": self.dest_array, "state": self.state, "copied": self.copied,
-                "total": self.total, "error": self.error.to_dict() if self.error else None}
+                "checked": self.checked, "total": self.total, "error": self.error.to_dict() if self.error else None}
 
 
 class DiskArray:
@@ -119,20 +120,29 @@ class DiskArray:
         self.managers = frozenset(spec.managers)
         self.ports = {p.name: p for p in spec.ports}
         self.volumes = {v.number: v for v in spec.volumes}
-        self.stores = {v.number: VolumeStore(self.directory, f"vol-{v.number}", v.size, granule)
+        self.stores = {v.number: VolumeStore(self.directory, f"vol-{v.number}", v.size, granule,
+                                             label=f"{self.name} volume {v.number}")
                        for v in spec.volumes}
-        self.pool = GranulePool(self.directory, granule, spec.snapshot_pool)
-        self.snaps = SnapshotEngine(self.directory, self.pool, self.stores)
+        self.pool = GranulePool(self.directory, granule, spec.snapshot_pool,
+                                label=f"{self.name} snapshot pool")
+        self.snaps = SnapshotEngine(self.directory, self.pool, self.stores, array=self.name)
         self.read_only: set[int] = set()
         self.reserved: dict[int, str] = {}   # volume -> the array copying into it over FC
         self.jobs: dict[int, CopyJob] = {}
         self._job_ids = itertools.count(1)
         self._lock = threading.RLock()
         self.autostart = True  # tests turn it off and drive jobs with step() / finish()
+        self.copies_go = threading.Event()   # cleared: copy jobs wait before their next batch
+        self.copies_go.set()
         table = self._load_table()
         self.ever_used: set[int] = set(table["ever_used"]) | set(self.volumes)
-        self.attachments: list[dict] = table["attachments"]
+        # An attachment lives as long as the file restore or tape copy that made it; an array
+        # that (re)starts has none running, so one found in the table was left by a crash and
+        # would keep its LUN BUSY forever.  Reservations are never persisted, for the same reason.
+        self.attachments: list[dict] = []
         self.mirror_source: dict[int, int] = {int(k): v for k, v in table["mirror_source"].items()}
+        if table["attachments"]:
+            self._save_table()
         self._rebuild_luns()
 
     # -- the volume management table (Fig. 7), persisted -------------------------------------
@@ -219,9 +229,25 @@ class DiskArray:
                            f"(bytes {lba * BLOCK}+{blocks * BLOCK}) are past its end "
                            f"({size} bytes, {size // BLOCK} blocks)")
 
+    def copy_holder_active(self, holder: str, number: int) -> bool:
+        """Is array `holder` still copying into our volume `number`?  The plain array cannot
+        ask another element, so it trusts the reservation; the Ray layer asks the holder."""
+        return True
+
+    def _reservation(self, number: int) -> str | None:
+        """The array holding a reservation of `number`, or None; a reservation whose holder
+        died or restarted (and so runs no copy into it) is released here."""
+        holder = self.reserved.get(number)
+        if holder is not None and not self.copy_holder_active(holder, number):
+            if self.reserved.get(number) == holder:
+                del self.reserved[number]
+            return None
+        return holder
+
     def check_writable(self, number: int, initiator: str | None = None) -> None:
         holder = self.reserved.get(number)
-        if holder is not None and (initiator is None or initiator.split("/")[0] != holder):
+        if holder is not None and (initiator is None or initiator.split("/")[0] != holder) \
+                and self._reservation(number) is not None:
             raise SanError("READ_ONLY", f"{self.name} volume {number} is the destination of a "
                                         f"running copy from {holder}")
         if self.snaps.is_snapshot(number):
@@ -545,7 +571,7 @@ class DiskArray:
                 or next((j for j in running if j.source == number), None))
 
     def _check_not_busy(self, number: int, what: str) -> None:
-        if number in self.reserved:
+        if number in self.reserved and self._reservation(number) is not None:
             raise SanError("BUSY", f"{self.name} volume {number} cannot be {what}: it is the "
                                    f"destination of a running copy from {self.reserved[number]}")
         job = self._running(number)
@@ -553,15 +579,52 @@ class DiskArray:
             raise SanError("BUSY", f"{self.name} volume {number} cannot be {what}: it is in a "
                                    f"running {job.kind} ({job.source} -> {job.dest})")
 
-    def _plan(self, source: int, dest: int) -> list[int]:
-        """The granules where `dest` differs from `source`, in order, without reading data."""
+    def _plan(self, source: int, dest: int, kind: str) -> tuple[list[int], int]:
+        """(the granules to copy from `source` onto `dest`, in order; destination bytes read
+        to check them).
+
+        The stored checksums are collision-resistant, so granules whose checksums agree hold
+        the same bytes as far as the map knows; what the map cannot know is rot on disk.  So:
+        granules whose checksums differ are copied, and so are those the destination knows to
+        be bad (found by a scrub or a read); a restore or volume copy, which promises a
+        destination equal to its source byte for byte, also reads the destination's other
+        granules and copies those that fail their checksum (rot nobody had seen).  A mirror
+        does not pay that read: a bad granule it does not know of is reported by the next read.
+        A source with known-bad granules is refused: its data there is lost, and no backup
+        may claim to hold it.
+        """
         src, dst = self.reader(source), self.stores[dest]
+        if isinstance(src, VolumeStore) and src.bad_granules():
+            start, length = src.bad_extents()[0]
+            raise SanError("CHECKSUM_MISMATCH",
+                           f"{self.name} volume {source}: bytes {start}..{start + length - 1} fail "
+                           f"their checksum; it cannot be the source of a {kind}")
+        bad = set(dst.bad_granules())
+        exact = kind in ("restore", "copy")
         if isinstance(src, VolumeStore):
             union = set(src.written_granules()) | set(dst.written_granules())
-            return sorted(g for g in union if src.checksum(g) != dst.checksum(g))
+            copy = {g for g in union if src.checksum(g) != dst.checksum(g)} | bad
+            checked = []
+            if exact:
+                checked = sorted(g for g in union - copy if dst.checksum(g) is not None)
+                copy.update(dst.verify(checked))
+            return sorted(copy), sum(self._glen(dest, g) for g in checked)
         if self.snaps.source_of(source) == dest:
-            return sorted(self.snaps.restore_plan(source))
-        return sorted(set(src.written_granules()) | set(dst.written_granules()))
+            # restoring a snapshot onto its own source: the granules written since the
+            # snapshot are compared byte for byte; the others are *shared* by the two, so rot
+            # there is rot in the backup itself, and the restore cannot repair it
+            copy = set(self.snaps.restore_plan(source)) | bad
+            shared = sorted(g for g in self.snaps.shared_granules(source) if g not in copy)
+            rotten = dst.verify(shared)
+            if rotten:
+                start, length = granule_extents(rotten, self.granule, lambda g: self._glen(dest, g))[0]
+                raise SanError("CHECKSUM_MISMATCH",
+                               f"{self.name} volume {source} (a snapshot of volume {dest}): bytes "
+                               f"{start}..{start + length - 1} it shares with volume {dest} fail "
+                               f"their checksum")
+            return sorted(copy), sum(self._glen(dest, g) for g in shared)
+        # any other snapshot: every granule either side holds is copied (and so read)
+        return sorted(set(src.written_granules()) | set(dst.written_granules())), 0
 
     def _start(self, source: int, dest: int, kind: str, with_info: bool = False) -> CopyJob:
         """Check and start a copy job from `source` to `dest` (the lock is held)."""
@@ -580,11 +643,12 @@ class DiskArray:
         if job is not None and job.dest == source:
             raise SanError("BUSY", f"{self.name} volume {source} is still being written by a "
                                    f"running {job.kind} from volume {job.source}")
-        plan = self._plan(source, dest)
+        plan, checked = self._plan(source, dest, kind)
         if kind != "restore":   # the destination's old backup is being overwritten: its
             self.delete_info(dest)   # record goes now, so an interrupted copy claims nothing
         job = CopyJob(next(self._job_ids), kind, source, dest, set(plan), plan[::-1],
-                      total=sum(self._glen(dest, g) for g in plan), with_info=with_info)
+                      total=sum(self._glen(dest, g) for g in plan), with_info=with_info,
+                      checked=checked)
         self.jobs[job.id] = job
         if self.autostart:
             threading.Thread(target=self._run, args=(job,), name=f"{self.name}-{kind}-{job.id}",
@@ -620,8 +684,14 @@ class DiskArray:
         job.pending.difference_update(run)
         job.copied += end - offset
 
+    def hold_copies(self, hold: bool = True) -> None:
+        """Hold every copy job of this array before its next batch (True), or let them go on:
+        how tests and fault injection strike while a copy is known to be half done."""
+        (self.copies_go.clear if hold else self.copies_go.set)()
+
     def step(self, job: CopyJob, granules: int = BATCH) -> bool:
         """Copy up to `granules` more granules of a job; False once it has none left."""
+        self.copies_go.wait()
         with self._lock:
             batch = []
             while job.order and len(batch) < granules:
@@ -642,6 +712,8 @@ class DiskArray:
         """The end of a job whose granules are all copied: its volume info, its state."""
         with self._lock:
             job.transfers = [Transfer((f"{self.name}/copy",), job.copied)]
+            if job.checked:   # reading the destination to make sure: time, not payload
+                job.transfers.append(Transfer((f"{self.name}/copy",), job.checked, counted=False))
             if job.with_info:
                 info = self.read_info(job.source)
                 if info is not None:
@@ -683,6 +755,28 @@ class DiskArray:
             return self.stores[number].extents()
         with self._lock:
             return self.reader(number).extents()
+
+    def scrub(self, number: int | None = None) -> dict:
+        """Read and verify every written granule of volume `number` (default: every volume,
+        snapshots included); the bad ones are remembered in the state dir (the next copy onto
+        a volume rewrites them).  Finding bad granules is a result, not an error:
+        ``{"checked_bytes": N, "bad": [{"volume", "offset", "length"}, ...]}``, adjacent bad
+        granules merged, volumes in number order."""
+        numbers = self.numbers() if number is None else [number]
+        checked, bad = 0, []
+        for n in numbers:
+            reader = self.reader(n)
+            if number is None and self.snaps.is_snapshot(n) and self.snaps.is_broken(n):
+                continue   # a broken snapshot holds nothing left to check (reading it: POOL_FULL)
+            if isinstance(reader, VolumeStore):
+                nbytes, granules = reader.scrub()
+            else:
+                with self._lock:   # no copy-on-write between a snapshot's lookups and reads
+                    nbytes, granules = reader.scrub()
+            checked += nbytes
+            bad += [{"volume": n, "offset": off, "length": ln}
+                    for off, ln in granule_extents(granules, self.granule, reader._glen)]
+        return {"checked_bytes": checked, "bad": bad}
 
     def corrupt(self, number: int, offset: int, nbytes: int = 1) -> None:
         """Flip stored bytes behind the array's back (the `corrupt` fault)."""

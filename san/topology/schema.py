@@ -691,6 +691,13 @@ class FaultStep(StepBase):
     when: Optional[When] = None
 
 
+class ScrubStep(StepBase):
+    """Read and verify every written granule of one volume of an array, or of all of them."""
+    array: Name
+    volume: Optional[Number] = None
+    expect_bad: Optional[Number] = None
+
+
 class ConcurrentStep(StepBase):
     steps: RawList                          # the loader replaces it by the validated steps
 
@@ -715,6 +722,7 @@ OPS: dict[str, type[StepBase]] = {
     "expect_catalog": ExpectCatalogStep,
     "advance_clock": AdvanceClockStep,
     "fault": FaultStep,
+    "scrub": ScrubStep,
     "concurrent": ConcurrentStep,
 }
 SERVER_OPS = ("define", "lose_catalog", "rebuild_catalog", "expect_catalog")

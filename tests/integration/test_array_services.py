@@ -115,12 +115,15 @@ def test_volume_copy_refusals(san):
 
 def test_the_destination_of_a_copy_over_fc_is_reserved_while_it_runs(san):
     san.call("host1", "write", "/db", 0, 4 * MiB, 7)
-    # array1 reserves array2 volume 0 as a running copy would, then releases it
-    call(san, "array1", "array2", "reserve", 0)
+    san.call("array1", "hold_copies", True)      # the copy starts, then waits half done
+    status, _ = call(san, "backup1", "array1", "copy_remote", 0, "array2", 0, "fc0", 0, True)
     err = raises(call, san, "array1", "array2", "reserve", 0)
     assert err.code == "BUSY" and "running copy from array1" in err.message
     err = raises(call, san, "backup1", "array1", "copy_remote", 0, "array2", 0, "fc0", 0, True)
     assert err.code == "BUSY"
+    san.call("array1", "hold_copies", False)
+    call(san, "backup1", "array1", "wait", status["job"])
+    call(san, "array1", "array2", "reserve", 0)   # released when the copy ended
     call(san, "array1", "array2", "release", 0)
     status, _ = call(san, "backup1", "array1", "copy_remote", 0, "array2", 0, "fc0", 0, True)
     call(san, "backup1", "array1", "wait", status["job"])

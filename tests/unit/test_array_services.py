@@ -262,7 +262,7 @@ def test_attach_and_detach(array):
     assert code(array.mgmt_detach, "srv", "fc0", 0) == "NO_SUCH_PORT"   # a topology mapping stays
 
 
-def test_everything_survives_a_restart(array, topo, tmp_path):
+def test_everything_but_attachments_survives_a_restart(array, topo, tmp_path):
     data = rand(16, SIZE)
     host_write(array, 0, data)
     snap = array.snapshot(0)
@@ -273,6 +273,9 @@ def test_everything_survives_a_restart(array, topo, tmp_path):
     array.close()
     again = DiskArray(topo.arrays[0], tmp_path / "state", granule=G)
     assert np.array_equal(content(again, snap), data)
+    # an attachment lives as long as the file restore that made it: a restart drops it
+    assert ("fc1", 2) not in again.luns
+    again.mgmt_attach("srv", snap, "fc1", 2, "h2")
     assert again.read("h2/hba0", "fc1", 2, 0, 1).tobytes() == data[:512].tobytes()
     assert VolumeInfo.decode(again.read_info(snap)).label == "s"
     assert again.snapshot(0) == snap + 1

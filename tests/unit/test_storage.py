@@ -9,9 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+import xxhash
 
 from san.errors import SanError
-from san.storage import DIGEST_BLOCK, DigestBuilder, VolumeStore, checksums, digest_of
+from san.storage import DIGEST_BLOCK, DigestBuilder, VolumeStore, _pair_checksums, checksums, digest_of
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 G = 4 * KiB     # small granules make read-modify-write common
@@ -229,10 +230,10 @@ def test_journal_record_format(tmp_path):
     s.discard(3 * G, G)
     s.close()
     raw = (tmp_path / "v.map").read_bytes()
-    assert raw[:24] == struct.pack("<8sQQ", b"SANMAP01", G, MiB)
-    g, a, b = struct.unpack_from("<QQQ", raw, 24)
-    cs = checksums(np.full(G, 1, np.uint8), G)[0].tolist()
-    assert (g, a, b) == (3, cs[0], cs[1])
+    assert raw[:24] == struct.pack("<8sQQ", b"SANMAP02", G, MiB)
+    g, lo, hi = struct.unpack_from("<QQQ", raw, 24)
+    h = xxhash.xxh3_128_intdigest(b"\x01" * G)
+    assert (g, lo, hi) == (3, h & (2 ** 64 - 1), h >> 64)
     assert struct.unpack_from("<QQQ", raw, 48) == (3 | (1 << 63), 0, 0)
 
 
@@ -316,6 +317,123 @@ def test_checksums_vectorized_equals_per_granule(rng):
     all_at_once = checksums(data, G)
     one_by_one = np.stack([checksums(data[i * G:(i + 1) * G], G)[0] for i in range(16)])
     assert np.array_equal(all_at_once, one_by_one)
+
+
+def xxh3_pair(data) -> tuple[int, int]:
+    h = xxhash.xxh3_128_intdigest(bytes(data))
+    return h & (2 ** 64 - 1), h >> 64
+
+
+def test_checksums_are_xxh3_128_halves(rng):
+    data = rand_bytes(rng, 3 * G)
+    assert checksums(data, G).tolist() == [list(xxh3_pair(data[i * G:(i + 1) * G])) for i in range(3)]
+    assert checksums(data[:0], G).shape == (0, 2)
+    # not 8-byte aligned in memory, read-only, bytes: hashed in place all the same
+    backing = np.empty(G + 3, np.uint8)
+    backing[3:] = data[:G]
+    ro = data[:G].copy()
+    ro.flags.writeable = False
+    for view in (backing[3:], ro, data[:G].tobytes()):
+        assert checksums(view, G).tolist() == [list(xxh3_pair(data[:G]))]
+    with pytest.raises(ValueError):
+        checksums(data[:G + 512], G)
+
+
+def _plus_minus(words: np.ndarray, i: int) -> None:      # +1, -2, +1: both linear sums unchanged
+    words[i:i + 3] += np.array([1, 2 ** 64 - 2, 1], dtype=np.uint64)
+
+
+def _flip(bit: int):
+    def edit(words: np.ndarray) -> None:
+        words.view(np.uint8)[bit // 8] ^= np.uint8(1 << (bit % 8))
+    return edit
+
+
+def _swap(i: int, j: int):
+    def edit(words: np.ndarray) -> None:
+        words[[i, j]] = words[[j, i]]
+    return edit
+
+
+EDITS = {
+    "+1-2+1 at word 0": lambda w: _plus_minus(w, 0),
+    "+1-2+1 at word 100": lambda w: _plus_minus(w, 100),
+    "+1-2+1 at the last words": lambda w: _plus_minus(w, G // 8 - 3),
+    "bit 0": _flip(0),
+    "bit 7": _flip(7),
+    "bit 63 of word 9": _flip(9 * 64 + 63),
+    "middle bit": _flip(G * 4 + 3),
+    "last bit": _flip(G * 8 - 1),
+    "swap adjacent words": _swap(3, 4),
+    "swap distant words": _swap(3, 300),
+    "swap first and last word": _swap(0, G // 8 - 1),
+    "zeroed sector": lambda w: w.__setitem__(slice(64, 128), 0),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS), ids=list(EDITS))
+def test_edit_of_stored_granule_is_detected_by_read(tmp_path, rng, edit):
+    s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    data = rand_bytes(rng, 4 * G)
+    s.write(0, data)
+    words = data[2 * G:3 * G].view(np.uint64).copy()
+    EDITS[edit](words)
+    assert not np.array_equal(words.view(np.uint8), data[2 * G:3 * G])
+    with open(tmp_path / "v.data", "r+b") as f:
+        f.seek(2 * G)
+        f.write(words.tobytes())
+    with pytest.raises(SanError) as e:
+        s.read(2 * G + 512, 512)
+    assert e.value.code == "CHECKSUM_MISMATCH" and "granule 2," in e.value.message
+    assert np.array_equal(s.read(0, 2 * G), data[:2 * G])      # the others still read
+    s.close()
+
+
+def test_linear_edit_fooled_the_old_pair_not_the_new_checksum(tmp_path, rng):
+    """+1/-2/+1 on adjacent words keeps both linear sums: two stores differing by it claimed the
+    same checksum, so an incremental copy skipped the granule.  XXH3-128 tells them apart."""
+    data = rand_bytes(rng, G)
+    edited = data.copy()
+    _plus_minus(edited.view(np.uint64), 10)
+    assert not np.array_equal(edited, data)
+    assert _pair_checksums(edited, G).tolist() == _pair_checksums(data, G).tolist()
+    assert checksums(edited, G).tolist() != checksums(data, G).tolist()
+    a = VolumeStore(tmp_path, "a", 64 * KiB, granule=G)
+    b = VolumeStore(tmp_path, "b", 64 * KiB, granule=G)
+    a.write(G, data)
+    b.write(G, edited)
+    assert a.checksum(1) != b.checksum(1)
+    assert a.checksum(1) == xxh3_pair(data) and isinstance(hash(a.checksum(1)), int)
+    b.write(G, data)
+    assert a.checksum(1) == b.checksum(1)
+    assert a.checksum(0) is None
+    a.close()
+    b.close()
+
+
+def test_mismatch_message_names_label_and_byte_range(tmp_path, rng):
+    size = 1 * MiB + 512                    # granule 4 is the short last one (512 bytes)
+    s = VolumeStore(tmp_path, "vol-0", size, label="array1 volume 0")
+    assert s.label == "array1 volume 0"
+    s.write(0, rand_bytes(rng, size))
+    s.corrupt(MiB + 300, 1)
+    s.corrupt(256 * KiB + 5, 1)
+    with pytest.raises(SanError) as e:
+        s.read(MiB, 512)
+    assert e.value.message == ("array1 volume 0: bytes 1048576..1049087 (granule 4, 512 bytes) "
+                               "fail their checksum")
+    with pytest.raises(SanError) as e:
+        s.read(0, size)
+    assert e.value.message == ("array1 volume 0: bytes 262144..524287 (granule 1, 262144 bytes) "
+                               "fail their checksum")
+    s.close()
+    d = VolumeStore(tmp_path, "w", 1 * MiB)            # the default label
+    d.write(0, b"\x01" * 512)
+    d.corrupt(0, 1)
+    with pytest.raises(SanError) as e:
+        d.digest()
+    assert e.value.message.startswith("volume store w: bytes 0..262143 (granule 0, 262144 bytes)")
+    d.close()
 
 
 # ---------------------------------------------------------------- errors
@@ -437,4 +555,205 @@ def test_extents_merge(tmp_path):
     s.write(5 * G + 512, b"\x01" * 512)
     assert s.extents() == [(0, 2 * G), (5 * G, G)]
     assert s.bytes_stored == 3 * G
+    s.close()
+
+
+# ---------------------------------------------------------------- bad granules
+def write_v1_store(directory, name, size, granule, data_by_granule, discarded=()):
+    """A version-1 store as the previous code wrote it: SANMAP01 and the linear pair."""
+    with open(directory / f"{name}.data", "wb") as f:
+        f.truncate(size)
+        for g, data in data_by_granule.items():
+            f.seek(g * granule)
+            f.write(data.tobytes())
+    recs = [struct.pack("<8sQQ", b"SANMAP01", granule, size)]
+    for g, data in data_by_granule.items():
+        lo, w = _pair_checksums(data, len(data))[0].tolist()
+        recs.append(struct.pack("<QQQ", g, lo, w))
+    recs += [struct.pack("<QQQ", g | (1 << 63), 0, 0) for g in discarded]
+    (directory / f"{name}.map").write_bytes(b"".join(recs))
+
+
+def test_v1_store_is_converted_on_open(tmp_path, rng):
+    size = 10 * G + 512                                 # granule 10 is short
+    data = {g: rand_bytes(rng, G) for g in (0, 1, 2, 5, 7, 8)}
+    data[10] = rand_bytes(rng, 512)
+    write_v1_store(tmp_path, "v", size, G, data, discarded=[7])
+    # rot before the conversion: in the middle of granule 2 and at the end of granule 8
+    # (with +1/-2/+1 the old pair would not see it: then it cannot be told from good data)
+    with open(tmp_path / "v.data", "r+b") as f:
+        for pos in (2 * G + 100, 9 * G - 1):
+            f.seek(pos)
+            b = f.read(1)
+            f.seek(pos)
+            f.write(bytes([b[0] ^ 0x40]))
+    s = VolumeStore(tmp_path, "v", size, granule=64 * KiB)
+    assert s.converted and s.converted_bad == [2, 8]
+    assert s.granule == G
+    assert s.written_granules() == [0, 1, 2, 5, 8, 10]
+    assert s.bad_granules() == [2, 8] and s.bad_extents() == [(2 * G, G), (8 * G, G)]
+    for g in (0, 1, 5, 10):
+        assert np.array_equal(s.read(g * G, len(data[g])), data[g])
+        assert s.checksum(g) == xxh3_pair(data[g])
+    assert not s.read(7 * G, G).any()                   # discarded in v1: still unwritten
+    for g in (2, 8):
+        with pytest.raises(SanError) as e:
+            s.read(g * G, 512)
+        assert e.value.code == "CHECKSUM_MISMATCH" and f"granule {g}," in e.value.message
+        # its checksum matches neither its good bytes nor its current bytes
+        assert s.checksum(g) != xxh3_pair(data[g])
+    raw = (tmp_path / "v.map").read_bytes()
+    assert raw[:24] == struct.pack("<8sQQ", b"SANMAP02", G, size)
+    assert len(raw) == 24 * (1 + 6) and not (tmp_path / "v.map.tmp").exists()
+    s.close()
+    s = VolumeStore(tmp_path, "v", size, granule=G)
+    assert not s.converted and s.converted_bad == []
+    assert s.bad_granules() == [2, 8]
+    with pytest.raises(SanError):
+        s.read(8 * G, G)
+    assert np.array_equal(s.read(5 * G, G), data[5])
+    s.write(2 * G, data[2])                             # a whole rewrite heals it
+    assert s.bad_granules() == [8] and np.array_equal(s.read(2 * G, G), data[2])
+    s.close()
+
+
+def test_v1_store_with_nothing_written_converts_to_an_empty_v2(tmp_path):
+    write_v1_store(tmp_path, "v", MiB, G, {})
+    s = VolumeStore(tmp_path, "v", MiB, granule=G)
+    assert s.converted and s.converted_bad == [] and s.written_granules() == []
+    assert not (tmp_path / "v.bad").exists()
+    s.close()
+    assert (tmp_path / "v.map").read_bytes()[:8] == b"SANMAP02"
+
+
+def test_unknown_map_header_is_refused(tmp_path):
+    VolumeStore(tmp_path, "v", MiB, granule=G).close()
+    (tmp_path / "v.map").write_bytes(struct.pack("<8sQQ", b"SANMAP09", G, MiB))
+    with pytest.raises(SanError) as e:
+        VolumeStore(tmp_path, "v", MiB)
+    assert e.value.code == "INVALID_INPUT" and "SANMAP09" in e.value.message
+
+
+def test_bad_set_is_recorded_persisted_and_cleared(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    data = rand_bytes(rng, 16 * G)
+    s.write(0, data)
+    assert s.bad_granules() == [] and not (tmp_path / "v.bad").exists()
+    s.corrupt(3 * G, 8)
+    s.corrupt(9 * G + 4000, 1)
+    assert s.bad_granules() == []                       # rot is unseen until read
+    with pytest.raises(SanError):
+        s.read(3 * G + 512, 512)                        # a partial read of the granule
+    assert s.bad_granules() == [3]
+    with pytest.raises(SanError):
+        s.read(0, 16 * G)                               # run: fails at 3, records 3 and 9
+    assert s.bad_granules() == [3, 9]
+    s.close()
+    s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    assert s.bad_granules() == [3, 9] and s.bad_extents() == [(3 * G, G), (9 * G, G)]
+    # a partial write of a bad granule must read it first: refused, and nothing written
+    with pytest.raises(SanError) as e:
+        s.write(2 * G + 512, b"\x07" * (G + 512))      # partial 2 (good) and partial 3 (bad)
+    assert e.value.code == "CHECKSUM_MISMATCH" and "granule 3," in e.value.message
+    assert np.array_equal(s.read(2 * G, G), data[2 * G:3 * G])
+    assert s.bad_granules() == [3, 9]
+    s.write(2 * G, b"\x07" * (2 * G))                   # covers 3 whole: new data
+    assert s.bad_granules() == [9] and (s.read(3 * G, G) == 7).all()
+    assert s.discard(9 * G, G) == 1
+    assert s.bad_granules() == [] and not (tmp_path / "v.bad").exists()
+    s.close()
+    s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    assert s.bad_granules() == []
+    s.close()
+
+
+def test_digest_records_bad_granules(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    s.write(0, rand_bytes(rng, 8 * G))
+    s.corrupt(6 * G, 1)
+    with pytest.raises(SanError):
+        s.digest()
+    assert s.bad_granules() == [6]
+    s.close()
+
+
+def test_mark_bad(tmp_path):
+    s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    s.write(0, b"\x01" * (4 * G))
+    s.mark_bad([2, 1, 2])
+    s.mark_bad(np.array([200], dtype=np.uint64))        # unwritten: recorded all the same
+    s.mark_bad(3)
+    assert s.bad_granules() == [1, 2, 3, 200]
+    assert s.bad_extents() == [(G, 3 * G), (200 * G, G)]
+    assert (s.read(G, G) == 1).all()                    # a record, not a gate: bytes verify
+    for bad in ([256], [-1], ["x"], [1.5]):
+        with pytest.raises(SanError) as e:
+            s.mark_bad(bad)
+        assert e.value.code == "INVALID_INPUT" and repr(bad[0]).strip("'") in e.value.message
+    s.close()
+    raw = (tmp_path / "v.bad").read_bytes()
+    assert raw == b"SANBAD01" + struct.pack("<4Q", 1, 2, 3, 200)
+    s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    assert s.bad_granules() == [1, 2, 3, 200]
+    s.discard(0, MiB)                                   # clears written and unwritten alike
+    assert s.bad_granules() == []
+    s.close()
+
+
+def test_scrub_finds_every_bad_granule(tmp_path, rng):
+    size = 24 * MiB + 512
+    s = VolumeStore(tmp_path, "v", size, granule=G)
+    s.write(0, rand_bytes(rng, 9 * MiB))                # runs of 4 MiB: 1024 granules each
+    s.write(12 * MiB, rand_bytes(rng, 3 * G))
+    s.write(size - 512, b"\x05" * 512)                  # the short last granule
+    written = 9 * MiB + 3 * G + 512
+    assert s.bad_granules() == [] and s.scrub() == (written, [])
+    bad = [5, 6, 7, 100, 1023, 1024, 2047, 2303, 12 * MiB // G + 1, s.n_granules - 1]
+    for g in bad:
+        s.corrupt(g * G + 17, 1)
+    s.mark_bad([300, 5000])                             # written and verifies; unwritten
+    checked, found = s.scrub()
+    assert checked == written == s.bytes_stored
+    assert found == bad
+    # the scrub's findings replace the entries of written granules; 5000 is unwritten
+    assert s.bad_granules() == sorted(bad + [5000])
+    s.close()
+    s = VolumeStore(tmp_path, "v", size, granule=G)
+    assert s.bad_granules() == sorted(bad + [5000])
+    s.corrupt(7 * G + 17, 1)                            # flipped back: granule 7 is good again
+    assert s.scrub() == (written, [g for g in bad if g != 7])
+    assert 7 not in s.bad_granules()
+    s.close()
+
+
+def test_verify(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 8 * MiB, granule=G)
+    data = rand_bytes(rng, 2 * MiB)
+    s.write(0, data)
+    for g in (3, 4, 40, 300):
+        s.corrupt(g * G, 512)
+    assert s.verify([]) == []
+    assert s.verify(range(0, 3)) == [] and s.bad_granules() == []
+    assert s.verify([300, 4, 3, 1000, 40, 39, 3]) == [3, 4, 40, 300]   # 1000 is unwritten
+    assert s.bad_granules() == [3, 4, 40, 300]
+    assert s.verify(np.arange(512)) == [3, 4, 40, 300]
+    with pytest.raises(SanError) as e:
+        s.verify([2048])
+    assert e.value.code == "INVALID_INPUT" and "2048" in e.value.message
+    s.close()
+    s = VolumeStore(tmp_path, "v", 8 * MiB, granule=G)
+    assert s.bad_granules() == [3, 4, 40, 300]
+    s.close()
+
+
+def test_stale_temp_files_are_ignored(tmp_path):
+    s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    s.write(0, b"\x01" * G)
+    s.mark_bad([0])
+    s.close()
+    (tmp_path / "v.map.tmp").write_bytes(b"junk")       # a rewrite that died before os.replace
+    (tmp_path / "v.bad.tmp").write_bytes(b"junk")
+    s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    assert s.bad_granules() == [0] and (s.read(0, G) == 1).all()
+    assert not (tmp_path / "v.map.tmp").exists() and not (tmp_path / "v.bad.tmp").exists()
     s.close()

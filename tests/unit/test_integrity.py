@@ -1,0 +1,260 @@
+"""What an array says it holds, it holds: copies onto rot, copies from rot, scrub, leftovers.
+
+Plain `DiskArray`s (no Ray), driven job by job, with 4 KiB granules so that every case is a
+few granules of real bytes.  The byte-for-byte reference is the source's content read back.
+"""
+import numpy as np
+import pytest
+
+from san.elements.disk_array import DiskArray
+from san.errors import SanError
+
+from .test_array_services import G, SIZE, content, host_write, rand, topo  # noqa: F401 (fixture)
+
+INFO = b"SANV" + bytes(508)
+
+
+@pytest.fixture
+def make(topo, tmp_path):
+    made = []
+
+    def build(cls=DiskArray):
+        arr = cls(topo.arrays[0], tmp_path / "state", granule=G)
+        arr.autostart = False
+        made.append(arr)
+        return arr
+
+    yield build
+    for arr in made:
+        arr.close()
+
+
+@pytest.fixture
+def array(make):
+    return make()
+
+
+def drive(arr, status):
+    """Run a job to its end as the array's own thread would: done, or failed with its error."""
+    job = arr.jobs[status["job"]]
+    try:
+        while arr.step(job):
+            pass
+        arr.finish(job)
+    except SanError as exc:
+        arr.fail(job, exc)
+    return job
+
+
+def rot(arr, number, granule):
+    """Flip a byte of a stored granule behind the array's back (nobody has read it since)."""
+    arr.corrupt(number, granule * G + 100, 1)
+
+
+def raises(code, fn, *args):
+    with pytest.raises(SanError) as info:
+        fn(*args)
+    assert info.value.code == code, info.value
+    return info.value.message
+
+
+def fill(arr, seed=1, granules=16):
+    data = rand(seed, granules * G)
+    host_write(arr, 0, data)
+    return data
+
+
+# -- the checksum is an identity -----------------------------------------------------------------
+def test_a_resync_sees_an_edit_that_keeps_sums_and_weighted_sums(array):
+    """+1, -2, +1 on three adjacent 64-bit words left the old linear pair unchanged: the
+    resync copied nothing and the secondary kept the old bytes."""
+    data = fill(array)
+    drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    words = data.copy().view("<u8")
+    words[40:43] += np.array([1, -2 & (2**64 - 1), 1], dtype=np.uint64)
+    host_write(array, 0, words.view(np.uint8))
+    job = drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    assert job.state == "done" and job.copied == G
+    assert np.array_equal(content(array, 1), content(array, 0))
+
+
+# -- copies onto rot -----------------------------------------------------------------------------
+def test_a_restore_repairs_unseen_rot_on_its_destination(array):
+    fill(array)
+    drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    good = content(array, 1)
+    rot(array, 0, 5)
+    raises("CHECKSUM_MISMATCH", content, array, 0)
+    job = drive(array, array.mgmt_restore("srv", 1, "fc0", 0))
+    assert job.state == "done" and job.copied == G         # only the rotten granule moved
+    assert job.checked == 15 * G                           # the others were read to make sure
+    assert np.array_equal(content(array, 0), good)
+    assert array.stores[0].bad_granules() == []
+
+
+def test_a_volume_copy_repairs_unseen_rot_on_its_destination(array):
+    fill(array)
+    drive(array, array.mgmt_copy("srv", 0, 2))
+    rot(array, 2, 0)
+    rot(array, 2, 15)
+    job = drive(array, array.mgmt_copy("srv", 0, 2))
+    assert job.state == "done" and job.copied == 2 * G
+    assert np.array_equal(content(array, 2), content(array, 0))
+
+
+def test_a_restore_of_equal_volumes_copies_nothing_but_checks_everything(array):
+    fill(array)
+    drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    job = drive(array, array.mgmt_restore("srv", 1, "fc0", 0))
+    assert (job.copied, job.checked) == (0, 16 * G)
+    assert [t.counted for t in job.transfers] == [True, False]
+    assert job.transfers[1].nbytes == 16 * G
+
+
+def test_a_mirror_rewrites_what_a_scrub_found_bad_and_leaves_unknown_rot_to_the_next_read(array):
+    fill(array)
+    drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    rot(array, 1, 3)
+    rot(array, 1, 9)
+    found = array.scrub(1)
+    assert found["bad"] == [{"volume": 1, "offset": 3 * G, "length": G},
+                            {"volume": 1, "offset": 9 * G, "length": G}]
+    rot(array, 1, 12)                                        # rot nobody has seen
+    job = drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    assert job.state == "done" and job.copied == 2 * G and job.checked == 0
+    message = raises("CHECKSUM_MISMATCH", array.read_volume, 1, 12 * G, G)
+    assert f"a1 volume 1: bytes {12 * G}..{13 * G - 1}" in message
+    assert np.array_equal(array.read_volume(1, 0, 12 * G), array.read_volume(0, 0, 12 * G))
+
+
+def test_a_mirror_rewrites_a_granule_a_read_found_bad(array):
+    fill(array)
+    drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    rot(array, 1, 7)
+    raises("CHECKSUM_MISMATCH", array.read_volume, 1, 0, SIZE)
+    job = drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    assert job.copied == G
+    assert np.array_equal(content(array, 1), content(array, 0))
+
+
+# -- copies from rot -----------------------------------------------------------------------------
+def test_a_copy_from_a_rotten_source_fails_naming_array_volume_and_bytes_and_records_nothing(array):
+    fill(array)
+    drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    array.record_info(1, INFO)
+    host_write(array, 0, rand(7, 16 * G))                  # every granule differs now
+    rot(array, 0, 6)                                        # unseen until the mirror reads it
+    job = drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    assert job.state == "failed" and job.error.code == "CHECKSUM_MISMATCH"
+    assert f"a1 volume 0: bytes {6 * G}..{7 * G - 1}" in job.error.message
+    assert array.read_info(1) is None                       # no record claims the result
+    # the read remembered the bad granule: the next copy from it is refused at once
+    message = raises("CHECKSUM_MISMATCH", array.mgmt_copy, "srv", 0, 2)
+    assert f"a1 volume 0: bytes {6 * G}..{7 * G - 1}" in message
+
+
+def test_a_source_with_known_bad_granules_is_refused_and_nothing_changes(array):
+    fill(array)
+    drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    array.record_info(1, INFO)
+    rot(array, 0, 2)
+    array.scrub(0)
+    message = raises("CHECKSUM_MISMATCH", array.mgmt_mirror, "srv", "fc0", 0, 1)
+    assert f"a1 volume 0: bytes {2 * G}..{3 * G - 1}" in message
+    assert array.read_info(1) == INFO and len(array.jobs) == 1   # only the first mirror
+
+
+def test_a_snapshot_restore_over_rot_it_shares_fails(array):
+    fill(array)
+    snap = array.snapshot(0)
+    host_write(array, 0, rand(9, G))                        # granule 0 changes, 1..15 shared
+    rot(array, 0, 4)
+    message = raises("CHECKSUM_MISMATCH", array.mgmt_restore, "srv", snap, "fc0", 0)
+    assert f"bytes {4 * G}..{5 * G - 1}" in message and f"volume {snap}" in message
+
+
+def test_a_snapshot_restore_repairs_rot_in_what_it_kept(array):
+    data = fill(array)
+    snap = array.snapshot(0)
+    host_write(array, 0, rand(9, 2 * G))                    # granules 0, 1 saved in the pool
+    rot(array, 0, 1)                                        # the source's new granule 1 rots
+    job = drive(array, array.mgmt_restore("srv", snap, "fc0", 0))
+    assert job.state == "done" and job.copied == 2 * G
+    assert np.array_equal(content(array, 0), np.concatenate([data, np.zeros(SIZE - len(data), np.uint8)]))
+
+
+def test_rot_in_the_pool_is_reported_as_the_snapshots_bytes(array):
+    fill(array)
+    snap = array.snapshot(0)
+    host_write(array, 3 * G, rand(9, G))                    # granule 3 kept in the pool
+    slot = array.pool.used_slots()[0]
+    array.pool._store.corrupt(slot * G + 10, 1)
+    message = raises("CHECKSUM_MISMATCH", array.read_volume, snap, 0, SIZE)
+    assert f"a1 volume {snap}" in message and f"bytes {3 * G}..{4 * G - 1}" in message
+
+
+# -- scrub ---------------------------------------------------------------------------------------
+def test_scrub_finds_every_bad_range_merged_snapshots_included_and_remembers_them(make):
+    array = make()
+    fill(array)
+    drive(array, array.mgmt_copy("srv", 0, 2))
+    snap = array.snapshot(0)
+    for g in (1, 2, 3, 10):
+        rot(array, 0, g)
+    rot(array, 2, 15)
+    found = array.scrub()
+    assert found["bad"] == [
+        {"volume": 0, "offset": G, "length": 3 * G},
+        {"volume": 0, "offset": 10 * G, "length": G},
+        {"volume": 2, "offset": 15 * G, "length": G},
+        {"volume": snap, "offset": G, "length": 3 * G},     # it shares them with volume 0
+        {"volume": snap, "offset": 10 * G, "length": G}]
+    assert found["checked_bytes"] == 3 * 16 * G
+    array.close()
+    again = make()                                          # the list is in the state dir
+    assert again.stores[0].bad_granules() == [1, 2, 3, 10]
+    assert again.stores[2].bad_granules() == [15]
+    assert again.scrub(4) == {"checked_bytes": 0, "bad": []}
+
+
+def test_scrub_of_a_clean_array_finds_nothing(array):
+    fill(array)
+    assert array.scrub() == {"checked_bytes": 16 * G, "bad": []}
+
+
+# -- leftovers -----------------------------------------------------------------------------------
+def test_an_array_drops_its_attachments_when_it_restarts(make):
+    array = make()
+    array.mgmt_attach("srv", 1, "fc1", 0, "h2")
+    raises("BUSY", array.mgmt_attach, "srv", 2, "fc1", 0, "h2")
+    array.close()
+    again = make()
+    assert ("fc1", 0) not in again.luns
+    again.mgmt_attach("srv", 2, "fc1", 0, "h2")
+    assert again.luns[("fc1", 0)][0] == 2
+
+
+class Orphaned(DiskArray):
+    """An array whose reservation holders have all died (the Ray layer asks them)."""
+    asked: list = []
+
+    def copy_holder_active(self, holder, number):
+        self.asked.append((holder, number))
+        return False
+
+
+def test_a_reservation_whose_holder_died_is_released_when_found(make):
+    array = make(Orphaned)
+    array.mgmt_reserve("h1", 1)                              # h1 stands in for the copying array
+    drive(array, array.mgmt_copy("srv", 0, 1))               # not BUSY: the holder is gone
+    assert 1 not in array.reserved and Orphaned.asked == [("h1", 1)]
+    array.mgmt_attach("srv", 2, "fc1", 0, "h2")
+    array.mgmt_reserve("h1", 2)
+    array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))       # not READ_ONLY either
+    assert 2 not in array.reserved
+
+
+def test_a_live_holder_keeps_its_reservation(array):
+    array.mgmt_reserve("h1", 1)
+    raises("BUSY", array.mgmt_copy, "srv", 0, 1)
+    assert array.reserved == {1: "h1"}
