@@ -3,15 +3,25 @@
 Exit codes: 0 all as expected, 1 a step not as expected (or the SAN failed to run), 2 invalid
 input.  No Python traceback ever reaches the user: problems are printed as located lines,
 failures as ``CODE: message``; set SAN_DEBUG=1 to see the traceback of an internal error.
+
+`san run` refuses bad input before Ray starts, each with exit 2 and one ``INVALID_INPUT: ...``
+line naming the bad value: a topology file given as the scenario, a `--state-dir` that is a
+file or cannot be created or written, a `--json` whose folder is missing or not writable, and
+an `--address` where no Ray cluster answers within SAN_CONNECT_TIMEOUT seconds (default 30).
 """
 from __future__ import annotations
 
 import argparse
 import fcntl
+import math
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -111,36 +121,209 @@ def _chunk_size(text: str) -> int:
     return size
 
 
+def _blocker(path: Path) -> Path | None:
+    """The nearest existing ancestor of `path` when it is not a folder (so `path` cannot be one)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _check_state_dir(text: str) -> Path:
+    """The --state-dir folder, created (mode 0700) if missing; refused if it cannot be used."""
+    path = Path(text)
+    try:
+        if path.exists() and not path.is_dir():
+            raise SanError("INVALID_INPUT", f"--state-dir {text} is a file, not a folder")
+        if not path.exists():
+            blocker = _blocker(path)
+            if blocker is not None:
+                raise SanError("INVALID_INPUT", f"--state-dir {text} cannot be created: "
+                                                f"{blocker} is a file, not a folder")
+            try:
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SanError("INVALID_INPUT", f"--state-dir {text} cannot be created: "
+                                                f"{exc.strerror or exc}") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise SanError("INVALID_INPUT", f"--state-dir {text} is not writable")
+    except OSError as exc:      # e.g. a parent we may not look into
+        raise SanError("INVALID_INPUT", f"--state-dir {text} cannot be used: "
+                                        f"{exc.strerror or exc}") from None
+    return path
+
+
 def _open_state_dir(args, topology_name: str):
     """(path, temporary?, lock fd): a private state directory that one run holds at a time."""
     if args.state_dir:
-        path = Path(args.state_dir)
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = _check_state_dir(args.state_dir)
         temporary = False
     else:
         path = Path(tempfile.mkdtemp(prefix="san-state-"))
         temporary = not args.keep_state
-    lock = os.open(path / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        lock = os.open(path / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError as exc:      # e.g. a read-only file system: os.access does not see it
+        raise SanError("INVALID_INPUT", f"state dir {path} is not writable "
+                                        f"({exc.strerror or exc})") from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(lock)
         raise SanError("INVALID_INPUT", f"state dir {path} is in use by another san run") from None
     marker = path / "topology"
-    if marker.exists() and marker.read_text().strip() != topology_name:
+    try:
+        if marker.exists() and marker.read_text().strip() != topology_name:
+            raise SanError("INVALID_INPUT", f"state dir {path} holds the SAN of topology "
+                                            f"{marker.read_text().strip()!r}, not {topology_name!r}")
+        marker.write_text(topology_name + "\n")
+    except OSError as exc:      # e.g. `topology` there is a folder
         os.close(lock)
-        raise SanError("INVALID_INPUT", f"state dir {path} holds the SAN of topology "
-                                        f"{marker.read_text().strip()!r}, not {topology_name!r}")
-    marker.write_text(topology_name + "\n")
+        raise SanError("INVALID_INPUT", f"state dir {path}: cannot use {marker} "
+                                        f"({exc.strerror or exc})") from None
+    except SanError:
+        os.close(lock)
+        raise
     return path, temporary, lock
 
 
-def cmd_run(args, out, err) -> int:
+def _check_json_out(text: str | None) -> None:
+    """Refuse a --json OUT that could not be written, before the run rather than after it."""
+    if not text:
+        return
+    path = Path(text)
+    folder = path.parent
+    try:
+        if path.is_dir():
+            raise SanError("INVALID_INPUT", f"--json {text} is a folder; expected a file name")
+        if not folder.exists():
+            blocker = _blocker(path)
+            if blocker is not None:
+                raise SanError("INVALID_INPUT", f"--json {text}: {blocker} is a file, not a folder")
+            raise SanError("INVALID_INPUT", f"--json {text}: folder {folder} does not exist")
+        if not folder.is_dir():
+            raise SanError("INVALID_INPUT", f"--json {text}: {folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise SanError("INVALID_INPUT", f"--json {text}: folder {folder} is not writable")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise SanError("INVALID_INPUT", f"--json {text} is not writable")
+    except OSError as exc:      # e.g. a parent we may not look into
+        raise SanError("INVALID_INPUT", f"--json {text} cannot be written: "
+                                        f"{exc.strerror or exc}") from None
+
+
+# keys only a topology has at its top level; a scenario has `topology:` and `steps:` instead
+_TOPOLOGY_KEYS = frozenset({"fabric", "arrays", "hosts", "backup_servers", "tape_libraries", "lan"})
+
+
+def _is_topology_file(path) -> bool:
+    """A valid topology file (given where a scenario belongs): a mapping with topology keys,
+    without `steps` or `topology`, that loads as a topology."""
+    import yaml
+    from .topology import load_topology
+    try:
+        root = yaml.compose(Path(path).read_bytes().decode("utf-8-sig"), Loader=yaml.SafeLoader)
+    except Exception:
+        return False
+    if not isinstance(root, yaml.MappingNode):
+        return False
+    keys = {k.value for k, _ in root.value if isinstance(k, yaml.ScalarNode)}
+    if keys & {"steps", "topology"} or not keys & _TOPOLOGY_KEYS:
+        return False
+    try:
+        load_topology(path)
+    except ValidationFailed:
+        return False        # not a topology either: the scenario's located problems say more
+    return True
+
+
+def _load_run_scenario(path):
     from .topology import load_scenario
-    scenario = load_scenario(args.scenario)          # exit 2 before Ray starts
-    try:                                              # so is every other invalid input
+    try:
+        return load_scenario(path)
+    except ValidationFailed:
+        if _is_topology_file(path):
+            raise SanError("INVALID_INPUT", f"{path} is a topology file; san run needs a scenario "
+                                            f"(a file with topology: and steps:)") from None
+        raise
+
+
+CONNECT_TIMEOUT_S = 30.0
+
+# ray.init on an address that accepts TCP but never answers as Ray retries for minutes, one
+# warning line per attempt, and cannot be interrupted from another thread; so the attempt
+# runs in a child process that is killed at the deadline, its output kept off the terminal.
+_PROBE = ("import logging, sys, ray\n"
+          "ray.init(address=sys.argv[1], logging_level=logging.ERROR, log_to_driver=False)\n"
+          "ray.shutdown()\n")
+
+
+def _connect_timeout() -> float:
+    text = os.environ.get("SAN_CONNECT_TIMEOUT")
+    if text is None:
+        return CONNECT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise SanError("INVALID_INPUT", f"SAN_CONNECT_TIMEOUT must be a number of seconds above 0 "
+                                        f"(got {text!r})")
+    return value
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of `host:port`, `[v6]:port` or `ray://host:port`; None for e.g. `auto`."""
+    rest = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _check_ray_address(address: str) -> None:
+    """Refuse --address unless a Ray cluster answers there before the connect deadline.
+
+    A closed port (or an unknown host) fails at once on a plain TCP connect; anything else is
+    settled by a real `ray.init` in a child process, given what is left of the deadline."""
+    deadline = time.monotonic() + _connect_timeout()
+    nobody = SanError("INVALID_INPUT", f"no Ray cluster at {address}")
+    target = _host_port(address)
+    if target is not None:
+        try:
+            socket.create_connection(target, timeout=max(0.1, deadline - time.monotonic())).close()
+        except OSError:
+            raise nobody from None
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    # its own session: ours to kill whole at the deadline, and out of reach of the terminal's ^C
+    probe = subprocess.Popen([sys.executable, "-c", _PROBE, address], env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _, said = probe.communicate(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise nobody from None
+    finally:
+        if probe.poll() is None:         # not yet reaped, so its pid is still its own
+            os.killpg(probe.pid, signal.SIGKILL)
+            probe.communicate()
+    if probe.returncode != 0:
+        if b"AuthenticationError" in said:
+            raise SanError("INVALID_INPUT", f"the Ray cluster at {address} wants an authentication "
+                                            f"token (set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN)")
+        raise nobody
+
+
+def cmd_run(args, out, err) -> int:
+    try:                                              # every invalid input: exit 2 before Ray starts
+        scenario = _load_run_scenario(args.scenario)
         chunk = _chunk_size(args.chunk_size)
+        _check_json_out(args.json)
+        if args.address:                              # before the state dir: a refusal leaves no trace
+            _check_ray_address(args.address)
         state, temporary, lock = _open_state_dir(args, scenario.topology.name)
+    except ValidationFailed:
+        raise                                         # main prints every located problem
     except SanError as exc:
         err.print(str(exc))
         return EXIT_INVALID
@@ -148,7 +331,13 @@ def cmd_run(args, out, err) -> int:
     if quiet:
         out = Console(quiet=True)
     try:
-        return _run(scenario, args, out, state, chunk, quiet)
+        from .fabric import start_ray
+        try:
+            started_here = start_ray(args.address)
+        except SanError as exc:                       # the cluster went away since the check
+            err.print(str(exc))
+            return EXIT_INVALID
+        return _run(scenario, args, out, state, chunk, quiet, started_here)
     finally:
         os.close(lock)
         if temporary:
@@ -157,14 +346,13 @@ def cmd_run(args, out, err) -> int:
             out.print(f"state kept in {state}", highlight=False)
 
 
-def _run(scenario, args, out, state: Path, chunk: int, quiet: bool) -> int:
+def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here: bool) -> int:
     import ray
     from rich.progress import Progress
     from . import report as report_mod
-    from .fabric import San, start_ray
+    from .fabric import San
     from .runner import Runner
 
-    started_here = start_ray(args.address)
     san = San(scenario.topology, state, chunk_size=chunk)
     try:
         with out.status(f"building {scenario.topology.name}", spinner="dots") if out.is_terminal and not quiet else _null():

@@ -25,16 +25,26 @@ DEFAULT_CHUNK = 4 << 20
 
 
 def start_ray(address: str | None = None, object_store_memory: int = 2 << 30) -> bool:
-    """Start a local Ray instance (or connect to `address`); False if one was already running."""
+    """Join the cluster at `address`, or start a Ray instance of our own; False if this process
+    had already initialized Ray (the tests do), which is then used as it is.
+
+    Without `address` it is always a new local instance (`address="local"`): a bare
+    `ray.init()` would join a cluster that `ray start` left on this machine, or RAY_ADDRESS's,
+    and then refuse `object_store_memory`.  The CLI first checks that `address` answers within
+    its deadline (`san.cli._check_ray_address`): `ray.init` itself retries for minutes.
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return False
     kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
                   configure_logging=True)
     if address:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, ValueError):       # refused, gone, or not an address at all
+            raise SanError("INVALID_INPUT", f"no Ray cluster at {address}") from None
     else:
-        ray.init(object_store_memory=object_store_memory, **kwargs)
+        ray.init(address="local", object_store_memory=object_store_memory, **kwargs)
     return True
 
 

@@ -1,5 +1,8 @@
 """The command line's verbs that never start Ray: validate, inspect, and run's refusals."""
 import json
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -72,6 +75,105 @@ def test_run_refuses_invalid_input_before_starting_ray(tmp_path, capsys, monkeyp
     assert cli.main(["run", str(bad), "--json", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml:4:" in err and not (tmp_path / "r.json").exists()
+
+
+SCENARIO = TOPOLOGIES / "scenarios" / "block-io.yaml"
+
+
+# each case: (id, extra arguments of `san run SCENARIO` given tmp_path with a regular file `f`
+# in it, the one line expected on stderr); the scenario itself is valid
+REFUSALS = [
+    ("state-dir-is-a-file", lambda t: ["--state-dir", f"{t}/f"],
+     "INVALID_INPUT: --state-dir {t}/f is a file, not a folder"),
+    ("state-dir-under-a-file", lambda t: ["--state-dir", f"{t}/f/sub"],
+     "INVALID_INPUT: --state-dir {t}/f/sub cannot be created: {t}/f is a file, not a folder"),
+    ("json-folder-missing", lambda t: ["--json", f"{t}/nope/r.json"],
+     "INVALID_INPUT: --json {t}/nope/r.json: folder {t}/nope does not exist"),
+    ("json-under-a-file", lambda t: ["--json", f"{t}/f/r.json"],
+     "INVALID_INPUT: --json {t}/f/r.json: {t}/f is a file, not a folder"),
+    ("json-deep-under-a-file", lambda t: ["--json", f"{t}/f/sub/r.json"],
+     "INVALID_INPUT: --json {t}/f/sub/r.json: {t}/f is a file, not a folder"),
+    ("json-is-a-folder", lambda t: ["--json", f"{t}"],
+     "INVALID_INPUT: --json {t} is a folder; expected a file name"),
+    ("address-refused", lambda t: ["--address", "127.0.0.1:1"],
+     "INVALID_INPUT: no Ray cluster at 127.0.0.1:1"),
+]
+
+
+@pytest.fixture
+def ray_must_not_start(monkeypatch):
+    """Fail the test if `san run` got as far as starting Ray or a connection probe."""
+    import san.fabric
+    monkeypatch.setattr(san.fabric, "start_ray", lambda *a: pytest.fail("Ray was started"))
+    monkeypatch.setattr(cli.subprocess, "Popen", lambda *a, **k: pytest.fail("Ray was probed"))
+    yield
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
+
+
+@pytest.mark.parametrize("extra,expected", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_run_refuses_bad_arguments_in_one_line_before_ray(tmp_path, capsys, ray_must_not_start,
+                                                          extra, expected):
+    (tmp_path / "f").write_text("a regular file\n")
+    before = sorted(tmp_path.rglob("*"))
+    started = time.monotonic()
+    assert cli.main(["run", str(SCENARIO), *extra(tmp_path)]) == 2
+    assert time.monotonic() - started < 5          # a refused port answers at once
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [expected.format(t=tmp_path)]
+    assert captured.out == ""
+    assert sorted(tmp_path.rglob("*")) == before   # nothing created
+
+
+@pytest.mark.parametrize("option,expected", [
+    ("--state-dir", "INVALID_INPUT: --state-dir {t}/ro is not writable"),
+    ("--json", "INVALID_INPUT: --json {t}/ro/r.json: folder {t}/ro is not writable"),
+])
+def test_run_refuses_a_folder_it_cannot_write(tmp_path, capsys, monkeypatch, ray_must_not_start,
+                                              option, expected):
+    # the tests run as root, for whom every folder is writable: os.access says otherwise here
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    real_access = cli.os.access
+    monkeypatch.setattr(cli.os, "access", lambda p, mode: Path(p) != readonly and real_access(p, mode))
+    value = str(readonly) if option == "--state-dir" else str(readonly / "r.json")
+    assert cli.main(["run", str(SCENARIO), option, value]) == 2
+    assert capsys.readouterr().err.splitlines() == [expected.format(t=tmp_path)]
+    assert list(readonly.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["two-arrays.yaml", "single-array.yaml", "two-switches.yaml"])
+def test_run_given_a_topology_says_so_in_one_line(capsys, ray_must_not_start, name):
+    topology = TOPOLOGIES / name
+    assert cli.main(["run", str(topology)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"INVALID_INPUT: {topology} is a topology file; san run needs a scenario "
+        f"(a file with topology: and steps:)"]
+
+
+def test_run_given_an_invalid_topology_shows_its_located_problems(tmp_path, capsys,
+                                                                  ray_must_not_start):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\narrays: 7\n")
+    assert cli.main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml:1:1: steps: missing required key" in err and "topology file" not in err
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "nan", "inf"])
+def test_connect_timeout_must_be_positive_seconds(monkeypatch, capsys, ray_must_not_start, value):
+    monkeypatch.setenv("SAN_CONNECT_TIMEOUT", value)
+    assert cli.main(["run", str(SCENARIO), "--address", "127.0.0.1:1"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"INVALID_INPUT: SAN_CONNECT_TIMEOUT must be a number of seconds above 0 (got {value!r})"]
+
+
+@pytest.mark.parametrize("address,expected", [
+    ("127.0.0.1:6379", ("127.0.0.1", 6379)), ("ray://head:10001", ("head", 10001)),
+    ("[::1]:6379", ("::1", 6379)), ("auto", None), ("host:", None), ("host:99999", None),
+])
+def test_host_port_of_an_address(address, expected):
+    assert cli._host_port(address) == expected
 
 
 @pytest.mark.parametrize("size", ["1000", "0", "lots", "1GiB"])
