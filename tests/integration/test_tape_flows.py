@@ -164,3 +164,18 @@ def test_a_damaged_medium_is_media_error_and_the_others_still_rebuild(scenario):
     for index, medium in ((7, "T00001"), (10, "T00002")):
         message = reports[index].error.message
         assert f"medium {medium}" in message and "record" in message, message
+
+
+def test_a_migrate_from_a_rotten_backup_fails_and_keeps_the_disk_backup(scenario):
+    reports, runner, san = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 8MiB, seed: 1}
+        - {op: backup, definition: db-mirror, as: mirror}
+        - {op: fault, kind: corrupt, target: array1, volume: 1, offset: 5MiB}
+        - {op: migrate, backup: mirror, media: T00002, as: t, expect_error: CHECKSUM_MISMATCH}
+        - {op: copy_to_tape, backup: mirror, media: T00002, as: t2, expect_error: CHECKSUM_MISMATCH}
+        """)
+    assert not ok(reports)
+    migrate = reports[-2]
+    assert "array1 volume 1: bytes 5242880..5505023" in migrate.error.message
+    rows = runner.catalogs()["backup1"]
+    assert [(r["type"], r["media_id"]) for r in rows] == [("disk", "1")]   # no tape row, disk kept

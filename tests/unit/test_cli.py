@@ -1,7 +1,6 @@
 """The command line's verbs that never start Ray: validate, inspect, and run's refusals."""
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -106,9 +105,13 @@ def ray_must_not_start(monkeypatch):
     import san.fabric
     monkeypatch.setattr(san.fabric, "start_ray", lambda *a: pytest.fail("Ray was started"))
     monkeypatch.setattr(cli.subprocess, "Popen", lambda *a, **k: pytest.fail("Ray was probed"))
+
+    def initialized():      # the integration tests' session Ray may already be up: no change
+        ray = sys.modules.get("ray")
+        return ray is not None and ray.is_initialized()
+    was = initialized()
     yield
-    ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized()
+    assert initialized() == was
 
 
 @pytest.mark.parametrize("extra,expected", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
@@ -116,9 +119,7 @@ def test_run_refuses_bad_arguments_in_one_line_before_ray(tmp_path, capsys, ray_
                                                           extra, expected):
     (tmp_path / "f").write_text("a regular file\n")
     before = sorted(tmp_path.rglob("*"))
-    started = time.monotonic()
     assert cli.main(["run", str(SCENARIO), *extra(tmp_path)]) == 2
-    assert time.monotonic() - started < 5          # a refused port answers at once
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [expected.format(t=tmp_path)]
     assert captured.out == ""
