@@ -29,6 +29,7 @@ import ray
 from .elements.client_host import (ClientHost, Gate, blocks_of, chunks,
                                    parse_device_identification, parse_standard_inquiry)
 from .errors import SanError
+from .filesystem import FAT_EPOCH
 from .pattern import first_mismatch, pattern
 from .remote import get, lookup, manage
 from .timemodel import Transfer
@@ -38,8 +39,9 @@ class HostNode(ClientHost):
     """A client host: initiator, filesystems, backup client (the actor class)."""
 
     def __init__(self, spec, namespace: str, chunk_size: int, window: int = 8,
-                 arrays_by_device: dict | None = None):
+                 arrays_by_device: dict | None = None, now=None):
         super().__init__(spec)
+        self.now = now or FAT_EPOCH      # the simulated clock, as the runner last told it
         self.namespace = namespace
         self.chunk_size = chunk_size
         self.window = window
@@ -52,6 +54,10 @@ class HostNode(ClientHost):
 
     def ping(self) -> str:
         return self.name
+
+    def set_time(self, now) -> None:
+        """The simulated time (a datetime): what this host stamps on the files it writes."""
+        self.now = now
 
     # -- paths --------------------------------------------------------------------------------
     def _grant(self, port_ref: str):
@@ -249,7 +255,7 @@ class HostNode(ClientHost):
             if mount_point not in self.fs:
                 device = self._mount_device(mount_point, self._capacity(path))
                 try:
-                    self.fs[mount_point] = FatVolume(device)
+                    self.fs[mount_point] = FatVolume(device, now=lambda: self.now)
                 except SanError:
                     raise
                 except Exception as exc:
@@ -272,7 +278,7 @@ class HostNode(ClientHost):
             if first.any():
                 continue
             label = (mount_point.strip("/").replace("/", "_") or "ROOT")[:11].upper()
-            format_volume(self._device(path, self._capacity(path), None), label)
+            format_volume(self._device(path, self._capacity(path), None), label, now=self.now)
             done.append(mount_point)
         return done
 

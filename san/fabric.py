@@ -80,7 +80,7 @@ class San:
             return (spec, self.state_dir, self.granule, self.namespace, self.chunk_size, self.window)
         if kind == "host":
             directory = {a.device_id: a.name for a in self.topology.arrays}
-            return (spec, self.namespace, self.chunk_size, self.window, directory)
+            return (spec, self.namespace, self.chunk_size, self.window, directory, self.topology.start)
         if kind == "backup_server":
             return (spec, self.topology, self.state_dir, self.namespace, self.chunk_size)
         if kind == "tape_library":
@@ -137,6 +137,15 @@ class San:
         if name in self.down:
             raise SanError("ELEMENT_DOWN", f"{name} is down")
         return self.handles[name]
+
+    def set_time(self, now) -> None:
+        """Tell every host that is up the simulated time (what it stamps on files)."""
+        hosts = [n for n, k in self.kinds.items() if k == "host" and n not in self.down]
+        for name, ref in [(n, self.handles[n].set_time.remote(now)) for n in hosts]:
+            try:
+                get(ref, name)
+            except SanError:
+                pass   # a host that died since: it will be told when it is asked to work
 
     def call(self, name: str, method: str, *args):
         """Call `method` on element `name` and wait: the driver's management-LAN call."""

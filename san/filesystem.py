@@ -751,14 +751,42 @@ def _fat_type_for(size: int) -> tuple[int, int]:
     return 32, min(sectors * SECTOR, FAT32_MAX_FS)
 
 
-def _mkfs_image(path: str, fat_type: int, fs_size: int, label: str):
+FAT_EPOCH = datetime.datetime(1980, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def _dos_stamp(entry, moment: datetime.datetime, created: bool) -> None:
+    """Set a directory entry's times to `moment` (the host's simulated clock, never the
+    machine's: a volume's bytes must not depend on when the simulation ran)."""
+    from pyfatfs.DosDateTime import DosDateTime
+    dos = DosDateTime(*moment.timetuple()[:6])
+    entry.wrttime, entry.wrtdate = dos.serialize_time(), dos.serialize_date()
+    entry.lstaccessdate = dos.serialize_date()
+    if created:
+        entry.crttime, entry.crtdate, entry.crttimetenth = dos.serialize_time(), dos.serialize_date(), 0
+
+
+def _volume_id(moment: datetime.datetime) -> int:
+    """The serial number mkfs derives from the time of formatting (here, simulated time)."""
+    cdate = ((moment.year - 1980) << 9) | (moment.month << 5) | moment.day
+    ctime = (moment.hour << 11) | (moment.minute << 5) | (moment.second // 2)
+    return cdate << 16 | ctime
+
+
+def _mkfs_image(path: str, fat_type: int, fs_size: int, label: str, moment: datetime.datetime):
     """Run pyfatfs' mkfs on the file `path`; return (header facts, pyfatfs warnings)."""
     PyFat = _pyfatfs()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pf = PyFat()
-        pf.mkfs(path, fat_type, size=fs_size, label=label)
+        pf.mkfs(path, fat_type, size=fs_size, label=label, volume_id=_volume_id(moment))
         pf.close()
+        stamp = PyFat()                 # mkfs stamps the label's entry with the machine's time
+        stamp.open(path)
+        for entry in stamp.root_dir._get_entries_raw():
+            if entry.is_volume_id():
+                _dos_stamp(entry, moment, created=True)
+        stamp.update_directory_entry(stamp.root_dir)
+        stamp.close()
         check = PyFat()
         check.open(path, read_only=True)
         spc = check.bpb_header["BPB_SecPerClus"]
@@ -771,7 +799,7 @@ def _mkfs_image(path: str, fat_type: int, fs_size: int, label: str):
     return facts, [str(w.message) for w in caught]
 
 
-def format_volume(device: BlockDevice, label: str) -> None:
+def format_volume(device: BlockDevice, label: str, now: datetime.datetime = FAT_EPOCH) -> None:
     """Make a FAT filesystem on `device` (see the module doc for the FAT type per size).
 
     pyfatfs' mkfs runs on a sparse temporary file of the device's size; the metadata area is
@@ -790,7 +818,7 @@ def format_volume(device: BlockDevice, label: str) -> None:
         for _ in range(8):
             with open(image, "wb") as f:
                 f.truncate(device.size)
-            facts, notes = _mkfs_image(image, fat_type, fs_size, label)
+            facts, notes = _mkfs_image(image, fat_type, fs_size, label, now)
             excess = facts["clusters"] - FAT16_MAX_CLUSTERS
             doubt = any("determine FAT type" in note for note in notes)
             if facts["type"] == 16 and (excess > 0 or doubt):
@@ -877,8 +905,9 @@ class FatVolume:
     filesystem not cleanly unmounted).  Thread-safe (one lock).
     """
 
-    def __init__(self, device: BlockDevice, readonly: bool = False):
+    def __init__(self, device: BlockDevice, readonly: bool = False, now=None):
         self.device = device
+        self._now = now or (lambda: FAT_EPOCH)   # file times: the host's simulated clock
         self.readonly = bool(readonly) or not device.writable()
         _PyFat, PyFATException = _classes()
         self._PyFATException = PyFATException
@@ -1019,6 +1048,7 @@ class FatVolume:
             short.set_str_name(self._short_name(name, taken))
         entry = FATDirectoryEntry.new(name=short, tz=datetime.timezone.utc,
                                       encoding=pf.encoding, attr=attr)
+        _dos_stamp(entry, self._now(), created=True)
         if short.get_unpadded_filename() != name:
             entry.set_lfn_entry(make_lfn_entry(name, short))
         return entry
@@ -1280,11 +1310,7 @@ class FatVolume:
             return size
 
     def _touch_times(self, entry) -> None:
-        from pyfatfs.DosDateTime import DosDateTime
-        now = DosDateTime.now(tz=datetime.timezone.utc)
-        entry.wrttime = now.serialize_time()
-        entry.wrtdate = now.serialize_date()
-        entry.lstaccessdate = now.serialize_date()
+        _dos_stamp(entry, self._now(), created=False)
 
     def _write_runs(self, runs, pieces, size: int) -> None:
         starts = [r[0] for r in runs]

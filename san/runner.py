@@ -474,6 +474,7 @@ class Runner:
     def run(self, steps) -> list[StepReport]:
         reports = []
         for index, step in enumerate(steps):
+            self.ctx.san.set_time(self.ctx.clock.now)
             report, chains = self._execute(index, step)
             self._settle(report, chains)
             if not report.clock_set:
