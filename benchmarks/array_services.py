@@ -153,7 +153,7 @@ def resync(arr, size) -> dict:
 
 def inter_array(size, tmp) -> dict:
     import ray
-    from san.actors import manage
+    from san.remote import manage
     from san.fabric import San
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(object_store_memory=4 << 30, include_dashboard=False, logging_level=logging.ERROR,

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
 
 import ray
 
-from .actors import ACTORS, get, lookup
 from .elements.disk_array import GRANULE
 from .errors import SanError
+from .kinds import KINDS, resolve, specs
+from .remote import get, lookup
 
 DEFAULT_CHUNK = 4 << 20
 
@@ -61,39 +63,35 @@ class San:
         self.namespace = namespace or f"san-{topology.name}-{uuid.uuid4().hex[:8]}"
         self.kinds: dict[str, str] = {}
         self.specs: dict[str, object] = {}
-        for kind, specs in (("switch", topology.fabric.switches), ("array", topology.arrays),
-                            ("host", topology.hosts), ("backup_server", topology.backup_servers),
-                            ("tape_library", topology.tape_libraries)):
-            for spec in specs:
-                self.kinds[spec.name] = kind
+        self._kind = {}
+        for kind in KINDS:
+            for spec in specs(topology, kind):
+                self.kinds[spec.name] = kind.name
                 self.specs[spec.name] = spec
+                self._kind[spec.name] = kind
+        self.names = frozenset(self.kinds)
         self.handles: dict[str, object] = {}
+        self._classes: dict[str, object] = {}
         self.down: set[str] = set()
         self.links_down: set[str] = set()
 
     # -- life cycle ---------------------------------------------------------------------------
-    def _args(self, name: str) -> tuple:
-        kind, spec = self.kinds[name], self.specs[name]
-        if kind == "switch":
-            return (name, self.topology)
-        if kind == "array":
-            return (spec, self.state_dir, self.granule, self.namespace, self.chunk_size, self.window)
-        if kind == "host":
-            directory = {a.device_id: a.name for a in self.topology.arrays}
-            return (spec, self.namespace, self.chunk_size, self.window, directory, self.topology.start)
-        if kind == "backup_server":
-            return (spec, self.topology, self.state_dir, self.namespace, self.chunk_size)
-        if kind == "tape_library":
-            return (spec, self.state_dir, self.namespace, self.chunk_size)
-        return (spec,)
+    def _actor_class(self, kind):
+        cls = self._classes.get(kind.name)
+        if cls is None:
+            cls = resolve(kind.actor)
+            cls = ray.remote(concurrency_groups=kind.concurrency_groups)(cls) \
+                if kind.concurrency_groups else ray.remote(cls)
+            self._classes[kind.name] = cls
+        return cls
 
     def _create(self, name: str):
-        cls, options = ACTORS[self.kinds[name]]
-        spec = self.specs[name]
+        kind, spec = self._kind[name], self.specs[name]
         placement = getattr(spec, "placement", None)
         resources = dict(placement.resources) if placement else {}
-        return cls.options(name=name, namespace=self.namespace, num_cpus=0,
-                           resources=resources, max_restarts=0, **options).remote(*self._args(name))
+        return self._actor_class(kind).options(
+            name=name, namespace=self.namespace, num_cpus=0, resources=resources, max_restarts=0,
+            **kind.options).remote(*kind.args(spec, self))
 
     def _check_placement(self) -> None:
         """A `placement` no Ray node can satisfy would wait forever: refuse it now."""
@@ -188,7 +186,6 @@ class San:
         self._tell_switches(name, True)
 
     def _create_when_free(self, name: str):
-        import time
         for _ in range(200):
             try:
                 return self._create(name)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from san.actors import manage
+from san.remote import manage
 from san.errors import SanError
 from san.pattern import pattern
 from san.topology import load_topology

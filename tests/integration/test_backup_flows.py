@@ -1,8 +1,11 @@
-"""Every disk-backup flow end to end through Ray: rows, volume info, files, refusals."""
+"""Every disk-backup flow end to end: rows, volume info, files, refusals.
+
+Run here on Ray actors, and by `tests/unit/test_flows_backup.py` on plain elements in process."""
 import textwrap
 
 import pytest
 
+from san.errors import SanError
 from san.runner import Runner
 from san.topology import load_scenario
 from san.volume_info import VolumeInfo
@@ -213,21 +216,23 @@ def test_a_backup_failing_after_the_array_accepted_it_leaves_no_row_for_its_dest
 
 
 def test_copy_jobs_snapshots_and_deletes_through_the_management_interface(scenario):
-    from san.actors import manage
     reports, runner, san = scenario("""\
         - {op: write, host: host2, mount: /data, offset: 0, size: 2MiB, seed: 1}
         """, "single-array.yaml")
-    snap, _ = manage("backup1", san.namespace, "array1", "snapshot", "fc1", 0)
-    assert snap == {"volume": 5}
-    status, _ = manage("backup1", san.namespace, "array1", "mirror", "fc0", 0, 2)
-    done, _ = manage("backup1", san.namespace, "array1", "wait", status["job"])
-    polled, _ = manage("backup1", san.namespace, "array1", "job", status["job"])
+
+    def manage(method, *args):     # the backup server's management calls to array1
+        return san.call("array1", f"mgmt_{method}", "backup1", *args)
+
+    assert manage("snapshot", "fc1", 0) == {"volume": 5}
+    status = manage("mirror", "fc0", 0, 2)
+    done = manage("wait", status["job"])
+    polled = manage("job", status["job"])
     assert polled["state"] == done["state"] == "done" and polled["copied"] == done["copied"]
-    manage("backup1", san.namespace, "array1", "delete_backup", 5)
-    assert manage("backup1", san.namespace, "array1", "volumes")[0]["volumes"] == [0, 1, 2, 3, 4]
-    with pytest.raises(Exception) as info:
-        manage("backup1", san.namespace, "array1", "delete_snapshot", 5)
-    assert getattr(info.value, "code", None) == "NO_SUCH_VOLUME"
+    manage("delete_backup", 5)
+    assert manage("volumes")["volumes"] == [0, 1, 2, 3, 4]
+    with pytest.raises(SanError) as info:
+        manage("delete_snapshot", 5)
+    assert info.value.code == "NO_SUCH_VOLUME"
 
 
 def test_a_failed_restore_still_resumes_the_application(scenario):

@@ -4,7 +4,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from san.actors import get
+from san.remote import get
 from san.errors import SanError
 from san.pattern import pattern
 from san.topology import load_topology

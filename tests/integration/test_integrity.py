@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from san.actors import manage
+from san.remote import manage
 from san.errors import SanError
 from san.runner import Runner
 from san.topology import load_scenario, load_topology

@@ -1,6 +1,5 @@
 """Every scenario in topologies/ runs as expected; the CLI's run verb end to end."""
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -9,29 +8,18 @@ import pytest
 
 from san import cli
 
+from ..goldens import check_golden
 from .conftest import ROOT, TOPOLOGIES
 
 SCENARIOS = sorted((TOPOLOGIES / "scenarios").glob("*.yaml"))
 
 
-GOLDEN = ROOT / "tests" / "golden"
-
-
-def without_wall_time(value):
-    """The report as a run on any machine gives it: every `wall_s` dropped."""
-    if isinstance(value, dict):
-        return {k: without_wall_time(v) for k, v in value.items() if k != "wall_s"}
-    if isinstance(value, list):
-        return [without_wall_time(v) for v in value]
-    return value
-
-
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_every_example_scenario_runs_as_expected_and_as_its_golden_report(ray_session, tmp_path, path):
     """Each shipped scenario runs as expected and gives the report committed in tests/golden/
-    (modeled times, bytes, results, catalogs; wall times aside).  After a change meant to alter
-    a report, `SAN_UPDATE_GOLDEN=1 python -m pytest tests/integration/test_scenarios.py`
-    rewrites the files, and the diff shows what changed."""
+    (modeled times, bytes, results, catalogs; wall times aside: see `tests/goldens.py`).  After
+    a change meant to alter a report, `SAN_UPDATE_GOLDEN=1 python -m pytest
+    tests/integration/test_scenarios.py` rewrites the files, and the diff shows what changed."""
     out = tmp_path / "report.json"
     code = cli.main(["run", str(path), "--json", str(out), "--quiet",
                      "--state-dir", str(tmp_path / "state")])
@@ -39,13 +27,7 @@ def test_every_example_scenario_runs_as_expected_and_as_its_golden_report(ray_se
     assert code == 0, [s for s in report["steps"] if not s["ok"]]
     assert report["ok"] is True and report["steps"]
     assert report["totals"]["modeled_s"] > 0 and report["totals"]["bytes"] > 0
-    golden = GOLDEN / f"{path.stem}.json"
-    got = without_wall_time(report)
-    if os.environ.get("SAN_UPDATE_GOLDEN"):
-        golden.parent.mkdir(exist_ok=True)
-        golden.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
-    assert golden.exists(), f"no golden report {golden}: run with SAN_UPDATE_GOLDEN=1"
-    assert got == json.loads(golden.read_text())
+    check_golden(path.stem, report)
 
 
 def write_scenario(tmp_path, name, steps, topology=TOPOLOGIES / "single-array.yaml"):

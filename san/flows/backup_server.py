@@ -1,40 +1,48 @@
-"""The backup server as an actor: the server side of every disk-backup flow (SPEC.md Fig. 2b).
+"""The backup server program's flows (SPEC.md Fig. 2b), in plain Python.
 
-Part of the Ray layer.  The server keeps its tables in `BackupServer` (plain: catalog,
-definitions, backup volume table) and runs the flows by ordering the client hosts' backup
-client programs (`san.client.HostNode.client_*`) and, for a volume copy and a catalog
-rebuild, the arrays, over the LAN.  Every flow returns the catalog rows it touched and the
-transfers it caused (LAN messages, copies inside arrays, FC traffic) for modeled time.
+`Server` adds to `BackupServer` (the plain tables: catalog, definitions, backup volume table)
+the flows of every backup operation: it orders the client hosts' backup client programs
+(`san.flows.backup_client`) and, for a volume copy and a catalog rebuild, the arrays, over
+the LAN, and for tapes the library.  Every flow returns the catalog rows it touched and the
+transfers it caused (LAN messages, copies inside arrays, FC traffic) for modeled time.  It
+reaches other elements through `Peers` (`san.flows.peers`); `san.actors` makes it an actor.
 """
 from __future__ import annotations
 
 import datetime as dt
 
-from .catalog import row_key
-from .elements.backup_server import BackupServer
-from .errors import SanError
-from .remote import get, lan_transfer, lookup, manage
-from .timemodel import Transfer
+from ..catalog import row_key
+from ..elements.backup_server import BackupServer
+from ..errors import SanError
+from ..timemodel import Transfer
+from ..units import format_time
+from ..volume_info import VolumeInfo
+from .lan import lan_transfer, manage
 
 
-class ServerNode(BackupServer):
-    def __init__(self, spec, topology, state_dir, namespace: str, chunk_size: int = 4 << 20):
+class Server(BackupServer):
+    """A backup server: its tables and its flows; its peers reached by `peers`."""
+
+    def __init__(self, spec, topology, state_dir, peers):
         super().__init__(spec, topology, state_dir)
-        self.namespace = namespace
-        self.chunk_size = chunk_size
+        self.peers = peers
 
     def ping(self) -> str:
         return self.name
 
+    def _host(self, host: str, method: str, *args):
+        """A call to a host that is not a backup-client order (pre/post actions, paths)."""
+        return self.peers.element(host).call(method, *args)
+
     def _client(self, host: str, method: str, *args) -> dict:
         """Order a host's backup client over the LAN; its answer carries its own transfers."""
-        answer = get(getattr(lookup(host, self.namespace), method).remote(*args), host)
+        answer = self.peers.element(host).call(method, *args)
         answer["transfers"] = ([lan_transfer(self.name, host, 0)] + answer.get("transfers", [])
                                + [lan_transfer(host, self.name, 0)])
         return answer
 
     def _manage(self, array: str, method: str, *args):
-        return manage(self.name, self.namespace, array, method, *args)
+        return manage(self.name, self.peers, array, method, *args)
 
     # -- flows ------------------------------------------------------------------------------
     def list_destinations(self, host: str, mount_point: str) -> dict:
@@ -63,7 +71,6 @@ class ServerNode(BackupServer):
         finished = self._client(d.host, "client_backup_finish",
                                 {k: v for k, v in started.items() if k != "transfers"})
         transfers += finished["transfers"]
-        from .volume_info import VolumeInfo
         row = self.catalog.add(self.disk_row(VolumeInfo.decode(started["info"]), device_id,
                                              started["volume"]))
         return {"row": row, "key": row_key(row), "transfers": transfers}
@@ -79,16 +86,13 @@ class ServerNode(BackupServer):
         with `row` (Fig. 16: the management information first, then the data); the
         transfer runs array -> FC -> host -> LAN -> this server -> drive."""
         library = self._library()
-        lib = lookup(library, self.namespace)
-        resources = get(lookup(host, self.namespace).resources_at.remote(port_ref, lun, False), host)
-        written = get(lib.write_from_host.remote(media, row, host, port_ref, lun), library)
+        resources = self._host(host, "resources_at", port_ref, lun, False)
+        written = self.peers.element(library).call("write_from_host", media, row, host, port_ref, lun)
         path = resources + (f"{host}/lan:tx", f"{self.name}/lan:rx", f"{library}/drive{written['drive']}")
         return {**written, "transfers": [Transfer(path, written["bytes"])]}
 
     def _tape_backup(self, d, timestamp: int) -> dict:
         """An ordinary backup to tape: the mount's volume image, labelled with its row."""
-        from .units import format_time
-        from .volume_info import VolumeInfo
         VolumeInfo(d.label, d.host, d.mount_point, timestamp)   # the same limits as a disk backup
         spec = next(h for h in self.topology.hosts if h.name == d.host)
         mount = next((m for m in spec.mounts if m.mount_point == d.mount_point), None)
@@ -98,14 +102,13 @@ class ServerNode(BackupServer):
         row = {"host": d.host, "mount_point": d.mount_point, "type": "tape", "device_id": library,
                "media_id": d.destination.media, "file": None, "label": d.label,
                "timestamp": format_time(dt.datetime.fromtimestamp(timestamp, dt.timezone.utc))}
-        host = lookup(d.host, self.namespace)
         try:
-            transfers = get(host.actions.remote(d.mount_point, list(d.pre)), d.host)
+            transfers = self._host(d.host, "actions", d.mount_point, list(d.pre))
             written = self._to_tape(row, d.destination.media, d.host, mount.port, mount.lun)
         except BaseException:
             self._post_quietly(d.host, d.mount_point, d.post)
             raise
-        post = get(host.actions.remote(d.mount_point, list(d.post)), d.host)
+        post = self._host(d.host, "actions", d.mount_point, list(d.post))
         added = self.catalog.add(written["row"])
         return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"] + post}
 
@@ -113,7 +116,7 @@ class ServerNode(BackupServer):
         """Post-processing after a failed flow (resume the application); the flow's own
         failure is what gets reported."""
         try:
-            get(lookup(host, self.namespace).actions.remote(mount_point, list(post)), host)
+            self._host(host, "actions", mount_point, list(post))
         except SanError:
             pass
 
@@ -123,10 +126,9 @@ class ServerNode(BackupServer):
         row = self.row(key)
         self._disk_only(row, "copy_to_tape")
         host = row["host"]
-        node = lookup(host, self.namespace)
         tape_row = {**row, "type": "tape", "device_id": self._library(), "media_id": media}
         try:
-            transfers = get(node.actions.remote(row["mount_point"], list(pre)), host)
+            transfers = self._host(host, "actions", row["mount_point"], list(pre))
             attached = self._client(host, "client_attach", row["device_id"], int(row["media_id"]))
         except BaseException:
             self._post_quietly(host, row["mount_point"], post)
@@ -142,7 +144,7 @@ class ServerNode(BackupServer):
             self._post_quietly(host, row["mount_point"], post)
             raise
         transfers += self._client(host, "client_detach", attached["port"], attached["lun"])["transfers"]
-        transfers += get(node.actions.remote(row["mount_point"], list(post)), host)
+        transfers += self._host(host, "actions", row["mount_point"], list(post))
         added = self.catalog.add(written["row"])
         return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"]}
 
@@ -248,7 +250,7 @@ class ServerNode(BackupServer):
         errors = []
         for array in arrays:
             if array not in self.device_of:   # a tape library: the rows are in its labels
-                scanned = get(lookup(array, self.namespace).scan.remote(), array)
+                scanned = self.peers.element(array).call("scan")
                 have = {row_key(r) for r in self.catalog.rows()}
                 for row in scanned["rows"]:
                     if row_key(row) not in have:
@@ -280,4 +282,4 @@ class ServerNode(BackupServer):
         return self.catalog.find(tuple(key)) is not None
 
 
-__all__ = ["ServerNode", "Transfer"]
+__all__ = ["Server"]

@@ -1,0 +1,252 @@
+"""The backup client program of a client host (SPEC.md Fig. 2a), in plain Python.
+
+The backup server orders it over the LAN; it learns which array and volume hold a mount
+(INQUIRY over FC, Fig. 8), runs the mount's pre- and post-processing, orders the array over
+the LAN (mirror, snapshot, restore, attach, delete: Figs. 9-14, 16-18) and reads or writes
+files through FC where a flow needs the host (file restores, restores from tape).  Every
+method returns the transfers it caused, for modeled time.  A failure after the
+pre-processing still runs the post-processing (a quiesced application resumes) and reports
+the first failure.
+
+`BackupClient` is a mixin of `san.flows.client_host.Host`: it uses the host's paths, mounts,
+filesystems and actions.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from ..elements.client_host import chunks
+from ..errors import SanError
+from ..filesystem import BlockDevice, FatVolume, normalize
+from ..timemodel import Transfer
+from ..units import BLOCK
+from ..volume_info import VolumeInfo
+from .peers import windowed
+
+
+class BackupClient:
+    """The ``client_*`` flows of a host; mixed into `Host`."""
+
+    def client_attach(self, device_id: str, volume: int) -> dict:
+        """Attach a backup volume at this host's restore port of its array (Figs. 13, 16)."""
+        array = self.arrays_by_device.get(device_id)
+        restore = next((r for r in self.spec.restore_ports if r.port.split("/")[0] == array), None)
+        if restore is None:
+            raise SanError("NO_SUCH_PORT", f"{self.name} has no restore port on {array} "
+                                           f"(device {device_id})")
+        _, transfers = self.manage(array, "attach", volume, restore.port.split("/")[1],
+                                   restore.lun, self.name)
+        return {"port": restore.port, "lun": restore.lun, "transfers": transfers}
+
+    def client_detach(self, port_ref: str, lun: int) -> dict:
+        array, port = port_ref.split("/")
+        _, transfers = self.manage(array, "detach", port, lun)
+        return {"transfers": transfers}
+
+    def client_restore_tape(self, mount_point: str, library: str, media: str, file: int,
+                            pre: list, post: list, via: str) -> dict:
+        """Fig. 12 from tape: the image comes from the library (through the backup server in
+        modeled time) and is written onto the mount's volume; holes are unmapped first."""
+        lib = self.peers.element(library)
+        size, extents = [f.result() for f in (lib.start("image_size", media, file),
+                                              lib.start("image_extents", media, file))]
+        path = self._path(mount_point)
+        route, array, port, lun = path
+        capacity = self._capacity(path)
+        if capacity != size:
+            raise SanError("CAPACITY_MISMATCH", f"the image on {media} file {file} is {size} bytes "
+                                                f"but {self.name}:{mount_point} is {capacity}")
+        transfers = self.actions(mount_point, pre)
+        with self._post_on_failure(mount_point, post):
+            array.call("prepare", route.initiator, port, lun, 0, size // BLOCK, True)
+            array.call("unmap", route.initiator, port, lun, 0, size // BLOCK)
+            pieces = [p for off, length in extents for p in chunks(off, length, self.chunk_size)]
+
+            def submit(piece):
+                off, length = piece
+                data = lib.start("read_image", media, file, off, length)   # library -> array
+                return array.start("write", route.initiator, port, lun, off // BLOCK, data)
+
+            windowed(pieces, submit, window=self.window)
+            self._drop_fs(mount_point)
+        moved = sum(length for _, length in extents)
+        transfers.append(Transfer((f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx")
+                                  + route.resources(True), moved))
+        transfers += self.actions(mount_point, post)
+        return {"copied": moved, "transfers": transfers}
+
+    def client_restore_files_tape(self, mount_point: str, library: str, media: str, file: int,
+                                  files: list, pre: list, post: list, via: str) -> dict:
+        """Fig. 13 from a tape copy: the files are read out of its volume image."""
+        self._fat(mount_point)
+        paths = [normalize(p) for p in files]
+        lib = self.peers.element(library)
+        size = lib.call("image_size", media, file)
+        counter = [0]
+
+        def read_fn(offset, length):
+            counter[0] += length
+            return lib.call("read_image", media, file, offset, length)
+
+        transfers = self.actions(mount_point, pre)
+        with self._post_on_failure(mount_point, post):
+            image = FatVolume(BlockDevice(size, read_fn, readonly=True), readonly=True)
+            contents = {p: image.read_file(p) for p in paths}
+            image.close()
+            transfers += self._put_files(mount_point, contents)
+        transfers.append(Transfer((f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx"),
+                                  counter[0]))
+        transfers += self.actions(mount_point, post)
+        return {"files": paths, "bytes": sum(len(d) for d in contents.values()),
+                "transfers": transfers}
+
+    def _put_files(self, mount_point: str, contents: dict) -> list:
+        """Write restored files {path: bytes} onto a live fat mount, flushed; the transfers."""
+        with self.fs_locks[mount_point]:
+            before = tuple(self.moved[mount_point])
+            fs = self.filesystem(mount_point)
+            for p, data in contents.items():
+                fs.write_bytes(p, data)
+            fs.device.flush()
+            return self._fs_transfers(mount_point, before)
+
+    # -- the backup client program (Fig. 2a) ----------------------------------------------------
+    def _array_of(self, mount_point: str):
+        """(array name, port, LUN, device ID) of a mount, learnt by INQUIRY as Fig. 8 says."""
+        mount = self.mount(mount_point)
+        device_id = self.scsi_identify(mount_point)["device_id"]
+        array = self.arrays_by_device.get(device_id)
+        if array is None:
+            raise SanError("NO_SUCH_VOLUME", f"no array with device ID {device_id} is on the LAN")
+        _, port = mount.port.split("/")
+        return array, port, mount.lun, device_id
+
+    def client_list_destinations(self, mount_point: str) -> dict:
+        """Fig. 8: the copy-destination list of a mount's volume, from its array."""
+        array, port, lun, device_id = self._array_of(mount_point)
+        answer, transfers = self.manage(array, "copy_destinations", port, lun)
+        return {"host": self.name, "mount_point": mount_point, "device_id": answer["device_id"],
+                "destinations": answer["destinations"], "transfers": transfers}
+
+    def client_backup_start(self, mount_point: str, method: str, array_name: str,
+                            volume: int | None, pre: list, post: list, label: str,
+                            timestamp: int) -> dict:
+        """Figs. 9-10 (mirror) and 17-18 (snapshot), first half: pre-processing, the order to
+        the array, and post-processing once the array has accepted it (the point in time is
+        fixed then, so the application need not wait for the copy).  A refusal runs the
+        post-processing too (the application resumes) and raises the array's error."""
+        info = VolumeInfo(label, self.name, mount_point, timestamp)   # checked before anything runs
+        transfers = []
+        try:
+            transfers += self.actions(mount_point, pre)
+            array, port, lun, device_id = self._array_of(mount_point)
+            if array != array_name:
+                raise SanError("INVALID_INPUT", f"{self.name}:{mount_point} is on {array}, not on "
+                                                f"{array_name}: a disk backup stays in its array")
+            if method == "mirror":
+                status, t = self.manage(array, "mirror", port, lun, volume)
+            else:
+                status, t = self.manage(array, "snapshot", port, lun)
+                volume = status["volume"]
+            transfers += t
+        except BaseException:
+            self._post_after_failure(mount_point, post)
+            raise
+        transfers += self.actions(mount_point, post)
+        return {"array": array, "device_id": device_id, "volume": volume,
+                "job": status.get("job"), "info": info.encode(), "transfers": transfers}
+
+    def client_backup_finish(self, started: dict) -> dict:
+        """Second half: wait until the data is complete, then record the volume info."""
+        array, transfers = started["array"], []
+        if started["job"] is not None:
+            done, t = self.manage(array, "wait", started["job"])
+            transfers += t + done["transfers"]
+        _, t = self.manage(array, "record_info", started["volume"], started["info"])
+        return {"transfers": transfers + t}
+
+    @contextmanager
+    def _post_on_failure(self, mount_point: str, post: list):
+        """If what follows the pre-processing fails, the post-processing still runs (so a
+        quiesced application is resumed) and the original failure is raised."""
+        try:
+            yield
+        except BaseException:
+            self._post_after_failure(mount_point, post)
+            raise
+
+    def _detach_quietly(self, array: str, port: str, lun: int) -> None:
+        """Detach after a failure; the failure that led here is the one reported."""
+        try:
+            self.manage(array, "detach", port, lun)
+        except SanError:
+            pass
+
+    def _post_after_failure(self, mount_point: str, post: list) -> None:
+        """A failed backup still resumes the application; the first failure is what counts."""
+        for name in post:
+            try:
+                self.action(mount_point, name)
+            except SanError:
+                pass  # the original failure is re-raised by the caller
+
+    def client_restore(self, mount_point: str, device_id: str, volume: int, pre: list,
+                       post: list) -> dict:
+        """Fig. 12: restore a backup volume onto the volume behind a mount (same array)."""
+        transfers = self.actions(mount_point, pre)
+        with self._post_on_failure(mount_point, post):
+            array, port, lun, mount_device = self._array_of(mount_point)
+            if mount_device != device_id:
+                raise SanError("INVALID_INPUT", f"the backup is on {device_id} but {self.name}:"
+                                                f"{mount_point} is on {mount_device}; copy_volume "
+                                                "it there first")
+            status, t = self.manage(array, "restore", volume, port, lun)
+            done, t2 = self.manage(array, "wait", status["job"])
+            self._drop_fs(mount_point)   # the volume changed under this host's cached view
+        transfers += t + t2 + done["transfers"]
+        transfers += self.actions(mount_point, post)
+        return {"copied": done["copied"], "checked": done.get("checked", 0), "transfers": transfers}
+
+    def client_restore_files(self, mount_point: str, device_id: str, volume: int, files: list,
+                             pre: list, post: list) -> dict:
+        """Fig. 13: attach the backup volume at this host's restore port of its array, copy
+        the named files from it onto the mount, detach."""
+        self._fat(mount_point)
+        paths = [normalize(p) for p in files]
+        array = self.arrays_by_device.get(device_id)
+        restore = next((r for r in self.spec.restore_ports if r.port.split("/")[0] == array), None)
+        if restore is None:
+            raise SanError("NO_SUCH_PORT", f"{self.name} has no restore port on {array} "
+                                           f"(device {device_id})")
+        rport = restore.port.split("/")[1]
+        transfers = self.actions(mount_point, pre)
+        with self._post_on_failure(mount_point, post):
+            _, t = self.manage(array, "attach", volume, rport, restore.lun, self.name)
+        transfers += t
+        try:
+            path = self._target(restore.port, restore.lun)
+            counter = [0, 0]
+            backup_fs = FatVolume(self._device(path, self._capacity(path), counter, readonly=True),
+                                  readonly=True)
+            contents = {p: backup_fs.read_file(p) for p in paths}
+            backup_fs.close()
+            transfers.append(Transfer(path[0].resources(False), counter[0]))
+            transfers += self._put_files(mount_point, contents)
+        except BaseException:
+            self._post_after_failure(mount_point, post)
+            self._detach_quietly(array, rport, restore.lun)
+            raise
+        _, t = self.manage(array, "detach", rport, restore.lun)
+        transfers += t
+        transfers += self.actions(mount_point, post)
+        return {"files": paths, "bytes": sum(len(d) for d in contents.values()),
+                "transfers": transfers}
+
+    def client_delete(self, device_id: str, volume: int) -> dict:
+        """Fig. 14: the array deletes the backup's volume info (and a snapshot itself)."""
+        array = self.arrays_by_device.get(device_id)
+        if array is None:
+            raise SanError("NO_SUCH_VOLUME", f"no array with device ID {device_id} is on the LAN")
+        _, transfers = self.manage(array, "delete_backup", volume)
+        return {"transfers": transfers}
+

@@ -1,0 +1,400 @@
+"""The client host's programs, in plain Python: its I/O loop, its filesystems, the backup client.
+
+A `Host` is what runs on a client host of SPEC.md (Figs. 1, 2a): it streams a transfer as
+commands of at most one chunk each, `window` in flight, each chunk a `Payload` the array
+receives by reference (the switch only grants the path); it keeps a FAT filesystem
+(`san.filesystem`) over each ``fat`` mount, behind a write-back cache; its application writes
+pass the mount's `Gate` (`quiesce` / `resume`); and its backup client program (the
+``client_*`` methods, Figs. 8-19) is ordered by the backup server over the LAN and orders the
+arrays in turn.  Each returns the transfers it caused, for modeled time.
+
+It reaches every other element through `Peers` (`san.flows.peers`): one path grant and one
+lookup of the array per host call, before any byte moves, never per chunk.  `san.actors`
+makes it an actor (threaded: two steps of a `concurrent` can use one host); unit tests run it
+on in-process elements.
+
+`write_files` puts file data on the array at once but leaves the filesystem marked in use
+until a `flush` (or `unmount`) writes it back clean.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections import deque
+
+import numpy as np
+
+from ..elements.client_host import (ClientHost, Gate, blocks_of, chunks,
+                                    parse_device_identification, parse_standard_inquiry)
+from ..errors import SanError
+from ..filesystem import (FAT_EPOCH, BlockDevice, FatVolume, format_volume, fsck,
+                          normalize)
+from ..pattern import first_mismatch, pattern
+from ..timemodel import Transfer
+from ..units import BLOCK
+from .backup_client import BackupClient
+from .lan import manage
+from .peers import WINDOW, Payload, windowed
+
+
+class Host(BackupClient, ClientHost):
+    """A client host: initiator, filesystems, backup client; its peers reached by `peers`."""
+
+    def __init__(self, spec, peers, chunk_size: int, window: int = WINDOW,
+                 arrays_by_device: dict | None = None, now=None):
+        super().__init__(spec)
+        self.now = now or FAT_EPOCH      # the simulated clock, as the runner last told it
+        self.peers = peers
+        self.chunk_size = chunk_size
+        self.window = window
+        self.arrays_by_device = dict(arrays_by_device or {})   # the LAN directory
+        self.gates = {m: Gate(f"{self.name}:{m}") for m in self.mounts}
+        self.fs: dict[str, object] = {}
+        self.fs_locks = {m: threading.RLock() for m in self.mounts}
+        self.fs_paths: dict[str, tuple] = {}    # the path of the host call running on a fat mount
+        self.moved = {m: [0, 0] for m in self.mounts}           # filesystem bytes read, written
+
+    def ping(self) -> str:
+        return self.name
+
+    def set_time(self, now) -> None:
+        """The simulated time (a datetime): what this host stamps on the files it writes."""
+        self.now = now
+
+    # -- paths --------------------------------------------------------------------------------
+    def _grant(self, port_ref: str):
+        """The route of the first HBA the fabric grants a path to `port_ref` from."""
+        def grant(hba):
+            return self.peers.element(self.hba_switch[hba]).call("grant", hba, port_ref)
+        return self.first_granted(grant)
+
+    def _target(self, port_ref: str, lun: int):
+        """(route, array actor, port, LUN) to any array port and LUN."""
+        route = self._grant(port_ref)
+        array, port = port_ref.split("/")
+        return route, self.peers.element(array), port, lun
+
+    def _path(self, mount_point: str):
+        mount = self.mount(mount_point)
+        return self._target(mount.port, mount.lun)
+
+    # -- block I/O ----------------------------------------------------------------------------
+    def _write_to(self, path, offset: int, size: int, piece_of) -> list[Transfer]:
+        route, array, port, lun = path
+        lba, blocks = blocks_of(offset, size)
+        array.call("prepare", route.initiator, port, lun, lba, blocks, True)
+
+        def submit(piece):
+            off, length = piece
+            return array.start("write", route.initiator, port, lun, off // BLOCK,
+                               Payload(piece_of(off, length)))
+
+        windowed(chunks(offset, size, self.chunk_size), submit, window=self.window)
+        return [Transfer(route.resources(True), size)]
+
+    def _read_from(self, path, offset: int, size: int, consume) -> list[Transfer]:
+        route, array, port, lun = path
+        lba, blocks = blocks_of(offset, size)
+        array.call("prepare", route.initiator, port, lun, lba, blocks, False)
+
+        def submit(piece):
+            off, length = piece
+            return array.start("read", route.initiator, port, lun, off // BLOCK, length // BLOCK)
+
+        windowed(chunks(offset, size, self.chunk_size), submit, consume, self.window)
+        return [Transfer(route.resources(False), size)]
+
+    def write(self, mount_point: str, offset: int, size: int, seed: int) -> list[Transfer]:
+        """WRITE the pattern of (seed, offset) over [offset, offset + size) of a mount (the
+        `write` op: an application write, so it waits while the mount is quiesced)."""
+        with self.gate(mount_point).write():
+            transfers = self._write_to(self._path(mount_point), offset, size,
+                                       lambda off, length: pattern(seed, off, length))
+            self._drop_fs(mount_point)   # raw writes under a filesystem: its cached view is stale
+            return transfers
+
+    def write_data(self, mount_point: str, offset: int, data) -> list[Transfer]:
+        """WRITE the given bytes (the filesystem's device and tests use it)."""
+        data = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+        return self._write_to(self._path(mount_point), offset, len(data),
+                              lambda off, length: data[off - offset:off - offset + length])
+
+    def read(self, mount_point: str, offset: int, size: int) -> tuple[np.ndarray, list[Transfer]]:
+        """READ [offset, offset + size) of a mount; returns the bytes and the transfers."""
+        return self._read_into(self._path(mount_point), offset, size)
+
+    def _read_into(self, path, offset: int, size: int):
+        out = np.empty(size, dtype=np.uint8)
+
+        def consume(piece, data):
+            off, length = piece
+            out[off - offset:off - offset + length] = data
+
+        return out, self._read_from(path, offset, size, consume)
+
+    def read_discard(self, mount_point: str, offset: int, size: int) -> list[Transfer]:
+        """READ a range and drop the data (what a benchmark of the read path needs)."""
+        return self._read_from(self._path(mount_point), offset, size, None)
+
+    def read_compare(self, mount_point: str, offset: int, size: int, seed: int) -> dict:
+        """READ a range and compare every byte with the `write` pattern of `seed`."""
+        bad: list[int] = []
+
+        def consume(piece, data):
+            where = first_mismatch(data, seed, piece[0])
+            if where is not None:
+                bad.append(where)
+
+        transfers = self._read_from(self._path(mount_point), offset, size, consume)
+        return {"bytes": size, "first_mismatch": min(bad) if bad else None,
+                "transfers": transfers}
+
+    # -- SCSI control commands ----------------------------------------------------------------
+    def scsi_identify(self, mount_point: str) -> dict:
+        """INQUIRY (standard and VPD 0x83), READ CAPACITY and REPORT LUNS for a mount."""
+        route, array, port, lun = self._path(mount_point)
+        std, vpd, (last_lba, block), luns = [f.result() for f in (
+            array.start("inquiry", route.initiator, port, lun),
+            array.start("inquiry", route.initiator, port, lun, 0x83),
+            array.start("read_capacity", route.initiator, port, lun),
+            array.start("report_luns", route.initiator, port))]
+        ident = parse_device_identification(vpd)
+        info = parse_standard_inquiry(std)
+        return {**info, "device_id": ident["target"], "lu_id": ident["lu"],
+                "capacity": (last_lba + 1) * block, "block_size": block, "luns": luns,
+                "hba": route.initiator, "transfers": [
+                    Transfer(route.resources(False), len(std) + len(vpd) + 32 + 8 * len(luns))]}
+
+    def digest(self, mount_point: str) -> str:
+        """The volume digest of a mount, computed by the array behind the granted path."""
+        route, array, port, lun = self._path(mount_point)
+        return array.call("digest_lun", route.initiator, port, lun)
+
+    def manage(self, array: str, method: str, *args):
+        """A management (LAN) call from this host to an array: (answer, transfers)."""
+        return manage(self.name, self.peers, array, method, *args)
+
+    # -- filesystems --------------------------------------------------------------------------
+    def gate(self, mount_point: str) -> Gate:
+        self.mount(mount_point)
+        return self.gates[mount_point]
+
+    def _fat(self, mount_point: str):
+        mount = self.mount(mount_point)
+        if mount.filesystem != "fat":
+            raise SanError("INVALID_INPUT", f"{self.name}:{mount_point} is a raw mount "
+                                            "(filesystem: none); file operations need a fat mount")
+        return mount
+
+    def _device(self, path, size: int, counter: list | None, readonly: bool = False):
+        def read_fn(offset, length):
+            data, _ = self._read_into(path, offset, length)
+            if counter is not None:
+                counter[0] += length
+            return data
+
+        def write_fn(offset, data):
+            self._write_to(path, offset, len(data), lambda off, n: data[off - offset:off - offset + n])
+            if counter is not None:
+                counter[1] += len(data)
+
+        return BlockDevice(size, read_fn, None if readonly else write_fn, readonly=readonly)
+
+    def _capacity(self, path) -> int:
+        route, array, port, lun = path
+        last, block = array.call("read_capacity", route.initiator, port, lun)
+        return (last + 1) * block
+
+    def _mount_device(self, mount_point: str, size: int):
+        """The block device under a fat mount: its I/O takes the path of the host call in
+        progress (`fs_paths`), never the one the mount was made with, so a link that went down
+        and up, or an array restarted, is seen by the next call."""
+        counter = self.moved[mount_point]
+
+        def read_fn(offset, length):
+            data, _ = self._read_into(self.fs_paths[mount_point], offset, length)
+            counter[0] += length
+            return data
+
+        def write_fn(offset, data):
+            self._write_to(self.fs_paths[mount_point], offset, len(data),
+                           lambda off, n: data[off - offset:off - offset + n])
+            counter[1] += len(data)
+
+        return BlockDevice(size, read_fn, write_fn)
+
+    def filesystem(self, mount_point: str):
+        """The mounted FAT filesystem of a fat mount (mounting it on first use).
+
+        Each host call on a fat mount starts here (under the mount's lock): one path grant and
+        one actor lookup for the whole call, before any byte moves, so a call refused with
+        LINK_DOWN or ELEMENT_DOWN changes nothing on the array.  A call that fails midway
+        keeps the mount's cache (files already acknowledged stay); the next call takes a fresh
+        path and writes back what is still dirty."""
+        self._fat(mount_point)
+        with self.fs_locks[mount_point]:
+            path = self.fs_paths[mount_point] = self._path(mount_point)
+            if mount_point not in self.fs:
+                device = self._mount_device(mount_point, self._capacity(path))
+                try:
+                    self.fs[mount_point] = FatVolume(device, now=lambda: self.now)
+                except SanError:
+                    raise
+                except Exception as exc:
+                    raise SanError("FSCK_FAILED", f"{self.name}:{mount_point} holds no readable "
+                                                  f"FAT filesystem ({exc})") from None
+            return self.fs[mount_point]
+
+    def format_blank(self) -> list[str]:
+        """Format every blank fat mount (done once, when the SAN is first built)."""
+        done = []
+        for mount_point, mount in self.mounts.items():
+            if mount.filesystem != "fat":
+                continue
+            try:
+                path = self._path(mount_point)
+                first, _ = self._read_into(path, 0, 4096)
+            except SanError:
+                continue   # a path the SAN denies: its I/O fails later, with its code
+            if first.any():
+                continue
+            label = (mount_point.strip("/").replace("/", "_") or "ROOT")[:11].upper()
+            format_volume(self._device(path, self._capacity(path), None), label, now=self.now)
+            done.append(mount_point)
+        return done
+
+    def _drop_fs(self, mount_point: str) -> None:
+        """Forget the cached view of a filesystem (its volume changed behind its back)."""
+        with self.fs_locks[mount_point]:
+            self.fs.pop(mount_point, None)
+
+    def _fs_transfers(self, mount_point: str, before: tuple[int, int]) -> list[Transfer]:
+        read, written = (self.moved[mount_point][0] - before[0], self.moved[mount_point][1] - before[1])
+        if not (read or written):
+            return []
+        route = self.fs_paths[mount_point][0]   # the path the call's bytes took
+        out = []
+        if written:
+            out.append(Transfer(route.resources(True), written))
+        if read:
+            out.append(Transfer(route.resources(False), read))
+        return out
+
+    def write_files(self, mount_point: str, files: dict) -> dict:
+        """Write files {path: (size, seed)} into a fat mount; data reaches the array now, the
+        filesystem stays marked in use until a flush (an application write: gated)."""
+        self._fat(mount_point)
+        paths = {normalize(p): spec for p, spec in files.items()}
+        with self.gate(mount_point).write(), self.fs_locks[mount_point]:
+            before = tuple(self.moved[mount_point])
+            fs = self.filesystem(mount_point)
+            written = sum(fs.write_file(p, size, seed) for p, (size, seed) in paths.items())
+            fs.device.flush()
+            return {"files": sorted(paths), "bytes": written,
+                    "transfers": self._fs_transfers(mount_point, before)}
+
+    def remove_files(self, mount_point: str, files: list) -> dict:
+        self._fat(mount_point)
+        paths = [normalize(p) for p in files]
+        with self.gate(mount_point).write(), self.fs_locks[mount_point]:
+            before = tuple(self.moved[mount_point])
+            fs = self.filesystem(mount_point)
+            for p in paths:
+                fs.remove_file(p)
+            fs.device.flush()
+            return {"files": paths, "transfers": self._fs_transfers(mount_point, before)}
+
+    def files(self, mount_point: str) -> dict:
+        """{path: [size, sha256]} of a fat mount, as this host sees it (its cache included)."""
+        with self.fs_locks[mount_point]:
+            return {p: list(v) for p, v in self.filesystem(mount_point).files().items()}
+
+    # -- pre / post processing ----------------------------------------------------------------
+    def actions(self, mount_point: str, names: list) -> list[Transfer]:
+        """Run pre- or post-processing actions on a mount, in order."""
+        transfers: list[Transfer] = []
+        for name in names:
+            transfers += self.action(mount_point, name)
+        return transfers
+
+    def action(self, mount_point: str, name: str) -> list[Transfer]:
+        mount = self.mount(mount_point)
+        if name == "quiesce":
+            self.gates[mount_point].quiesce()
+            return []
+        if name == "resume":
+            self.gates[mount_point].resume()
+            return []
+        if mount.filesystem != "fat":
+            return []          # flush, mount, unmount and fsck do nothing on a raw mount
+        with self.fs_locks[mount_point]:
+            before = tuple(self.moved[mount_point])
+            if name in ("flush", "unmount"):
+                if mount_point in self.fs:
+                    self.filesystem(mount_point).flush()
+                    if name == "unmount":
+                        self.fs.pop(mount_point).close()
+            elif name == "mount":
+                self.filesystem(mount_point)
+            elif name == "fsck":
+                report = self.fsck(mount_point)
+                if not report["clean"]:
+                    raise SanError("FSCK_FAILED", f"fsck.fat found problems on {self.name}:"
+                                                  f"{mount_point}: {report['summary']}")
+            else:
+                raise SanError("INVALID_INPUT", f"unknown action {name!r}")
+            return self._fs_transfers(mount_point, before)
+
+    def fsck(self, mount_point: str, port_ref: str | None = None, lun: int | None = None) -> dict:
+        """`fsck.fat -n` on the volume's image as the array holds it (what is on the SAN,
+        not this host's cache): its written extents are read into a sparse image file."""
+        if port_ref is None:
+            mount = self.mount(mount_point)
+            port_ref, lun = mount.port, mount.lun
+        path = self._target(port_ref, lun)
+        route, array, port, _ = path
+        size = self._capacity(path)
+        extents = array.call("lba_status", route.initiator, port, lun)
+        with tempfile.TemporaryDirectory(prefix="san-fsck-") as tmp:
+            image = os.path.join(tmp, "volume.img")
+            with open(image, "wb") as out:
+                out.truncate(size)
+                for offset, length in extents:
+                    data, _ = self._read_into(path, offset, length)
+                    out.seek(offset)
+                    out.write(data.tobytes())
+            clean, output = fsck(image)
+        lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+        return {"clean": clean, "output": output,
+                "summary": "; ".join(lines[-3:]) if lines else "no output"}
+
+    # -- volume images (tape) ---------------------------------------------------------------------
+    def capacity_at(self, port_ref: str, lun: int) -> int:
+        return self._capacity(self._target(port_ref, lun))
+
+    def extents_at(self, port_ref: str, lun: int) -> list:
+        """GET LBA STATUS of a volume: the byte ranges that hold data."""
+        route, array, port, _ = self._target(port_ref, lun)
+        return array.call("lba_status", route.initiator, port, lun)
+
+    def read_at(self, port_ref: str, lun: int, offset: int, length: int) -> np.ndarray:
+        return self._read_into(self._target(port_ref, lun), offset, length)[0]
+
+    def stream_extents(self, port_ref: str, lun: int, extents: list):
+        """Read the given extents of a volume and yield them chunk by chunk (a generator the
+        library pulls from: one path grant for the whole image, `window` reads in flight)."""
+        route, array, port, _ = path = self._target(port_ref, lun)
+        size = self._capacity(path)
+        array.call("prepare", route.initiator, port, lun, 0, size // BLOCK, False)
+        pieces = [p for off, length in extents for p in chunks(off, length, self.chunk_size)]
+        inflight: deque = deque()
+        for off, length in pieces:
+            if len(inflight) >= self.window:
+                yield inflight.popleft().result()
+            inflight.append(array.start("read", route.initiator, port, lun, off // BLOCK, length // BLOCK))
+        while inflight:
+            yield inflight.popleft().result()
+
+    def resources_at(self, port_ref: str, lun: int, toward_target: bool) -> tuple:
+        return self._grant(port_ref).resources(toward_target)

@@ -1,0 +1,146 @@
+"""A disk array acting as an initiator: volume copies to another array over FC (Fig. 19).
+
+`ArrayInitiator` is mixed into a `san.elements.disk_array.DiskArray` that is given `peers`
+(`san.flows.peers`).  For a copy to another array, the source array: asks the fabric for a
+path from the first of its ports zoned with the destination port; checks the destination
+LUN (INQUIRY VPD 0x83 names the volume, READ CAPACITY its size); reserves the destination
+volume on its array (read-only to others, BUSY for other copies) and deletes the old volume
+info there; then, in a thread of its own, UNMAPs the destination and writes every written
+extent of the source, `window` chunks in flight, each chunk a `Payload` the destination
+receives by reference; only once the data is complete does it send the source's volume info
+over the LAN.  The reservation is released whatever happens.  One path grant and one lookup
+of the destination per copy attempt, never per chunk.
+
+It also answers, and asks, whether a reservation is still held by a running copy: an array
+that died or restarted while copying leaves its reservation behind, and the destination
+releases it when a BUSY check finds it (`DiskArray._reservation`).
+"""
+from __future__ import annotations
+
+import threading
+
+from ..elements.client_host import chunks, first_granted, parse_device_identification
+from ..elements.disk_array import CopyJob
+from ..errors import SanError
+from ..timemodel import Transfer
+from ..units import BLOCK
+from .lan import lan_transfer
+from .peers import Payload, windowed
+
+HOLDER_TIMEOUT = 10.0     # seconds a reservation's holder has to say it still copies
+
+
+class ArrayInitiator:
+    """Copies to other arrays; needs `peers`, `chunk_size` and `window` on the array."""
+
+    def mgmt_copying_into(self, caller: str, number: int) -> bool:
+        """Asked by array `caller` that this array holds a reservation of: is a copy from
+        here into its volume `number` still running?  (Not a manager's call: any array may ask
+        about its own volumes.)"""
+        return any(job.state == "running" and job.dest_array == caller and job.dest == number
+                   for job in list(self.jobs.values()))
+
+    def copy_holder_active(self, holder: str, number: int) -> bool:
+        """The holder of a reservation is asked; one that is down, or restarted and so runs no
+        copy, has left the reservation behind.  An answer that does not come within
+        `HOLDER_TIMEOUT` counts as "still copying": a slow array must not lose its destination."""
+        try:
+            asked = self.peers.element(holder).start("mgmt_copying_into", self.name, number)
+            return bool(asked.result(timeout=HOLDER_TIMEOUT))
+        except TimeoutError:
+            return True
+        except SanError as exc:
+            if exc.code == "ELEMENT_DOWN":
+                return False
+            raise
+
+    def mgmt_copy_remote(self, caller: str, source: int, dest_array: str, dest_volume: int,
+                         dest_port: str, dest_lun: int, with_info: bool = True) -> dict:
+        """Volume copy to another array (Fig. 19): this array writes the data over FC from
+        the first of its ports zoned with the destination port, then sends the source's volume
+        info over the LAN to the destination array (only if the data copy succeeded)."""
+        self.authorize(caller)
+        if dest_array == self.name:
+            return self.mgmt_copy(caller, source, dest_volume, with_info)
+        size = self.size_of(source)
+        target = f"{dest_array}/{dest_port}"
+
+        def grant(port):
+            return self.peers.element(self.ports[port].switch).call("grant", f"{self.name}/{port}", target)
+
+        route = first_granted([p.name for p in self.spec.ports], grant, self.name)
+        dest = self.peers.element(dest_array)
+        me = route.initiator
+        last, block = dest.call("read_capacity", me, dest_port, dest_lun)
+        ident = parse_device_identification(dest.call("inquiry", me, dest_port, dest_lun, 0x83))
+        if not ident["lu"].endswith(f".{dest_volume:05d}"):
+            raise SanError("INVALID_INPUT", f"{target} LUN {dest_lun} is {ident['lu']}, "
+                                            f"not volume {dest_volume} of {dest_array}")
+        if (last + 1) * block != size:
+            raise SanError("CAPACITY_MISMATCH", f"{self.name} volume {source} is {size} bytes but "
+                                                f"{dest_array} volume {dest_volume} is {(last + 1) * block}")
+        dest.call("prepare", me, dest_port, dest_lun, 0, size // BLOCK, True)
+        dest.call("mgmt_reserve", self.name, dest_volume)
+        try:
+            return self._start_remote(source, dest, dest_volume, dest_port, dest_lun, route, with_info)
+        except BaseException:
+            self._release_remote(dest, dest_volume)
+            raise
+
+    def _release_remote(self, dest, dest_volume: int) -> None:
+        try:
+            dest.call("mgmt_release", self.name, dest_volume)
+        except SanError:
+            pass   # the destination is down: its reservation went with it
+
+    def _start_remote(self, source, dest, dest_volume, dest_port, dest_lun, route, with_info) -> dict:
+        with self._lock:   # no remote call under the lock: the other array may be calling us
+            self._check_not_busy_source(source)
+            extents = self.extents(source)
+            job = CopyJob(next(self._job_ids), "copy", source, dest_volume, set(), [],
+                          total=sum(length for _, length in extents), with_info=with_info,
+                          dest_array=dest.name)
+            self.jobs[job.id] = job
+        try:
+            dest.call("mgmt_delete_info", self.name, dest_volume)
+        except SanError as exc:
+            self.fail(job, exc)
+            raise
+        threading.Thread(target=self._run_remote, daemon=True, name=f"{self.name}-copy-{job.id}",
+                         args=(job, route, dest, dest_port, dest_lun, extents)).start()
+        return job.status()
+
+    def _check_not_busy_source(self, source: int) -> None:
+        job = self._running(source)
+        if job is not None and job.dest == source and job.dest_array is None:
+            raise SanError("BUSY", f"{self.name} volume {source} is still being written by a "
+                                   f"running {job.kind} from volume {job.source}")
+
+    def _run_remote(self, job, route, dest, port, lun, extents) -> None:
+        me, size = route.initiator, self.size_of(job.source)
+        try:
+            dest.call("unmap", me, port, lun, 0, size // BLOCK)
+
+            def submit(piece):
+                off, length = piece
+                self.copies_go.wait()
+                return dest.start("write", me, port, lun, off // BLOCK,
+                                  Payload(self.read_volume(job.source, off, length)))
+
+            def consume(piece, written):
+                job.copied += written
+
+            pieces = [piece for off, length in extents for piece in chunks(off, length, self.chunk_size)]
+            windowed(pieces, submit, consume, self.window)
+            job.transfers = [Transfer(route.resources(True), job.copied)]
+            if job.with_info:
+                info = self.read_info(job.source)
+                if info is not None:
+                    dest.call("mgmt_record_info", self.name, job.dest, info)
+                    job.transfers.append(lan_transfer(self.name, job.dest_array, len(info)))
+            self._release_remote(dest, job.dest)
+            job.state = "done"
+            job.done.set()
+        except Exception as exc:  # a failure (or a bug) must end the job and reach the waiter
+            self._release_remote(dest, job.dest)
+            self.fail(job, exc)

@@ -1,0 +1,148 @@
+"""How an element reaches the others: the one interface every flow talks through.
+
+A flow (a host writing through the fabric, the backup server ordering a client, an array
+copying to another array) never holds another element; it asks `Peers` for it by name,
+once per operation, and calls its methods.  Two implementations:
+
+- `san.remote.RayPeers`: each element is a Ray actor in the SAN's namespace; a call is an
+  actor call, a `Payload` is `ray.put` once and passed by reference, so bulk data goes from
+  the sender's object store straight to the receiver (a switch only grants paths);
+- `LocalPeers` (here): the elements are plain objects in this process; a call is a method
+  call.  Unit tests run every flow on it, without Ray.
+
+A call returns a `Future`; `result()` gives the answer or raises what the callee raised
+(`SanError` as itself; an element that is not there is ``ELEMENT_DOWN``).  A future may be
+passed as an argument of another call: the callee receives its value (with Ray, the object
+goes from the first callee to the second without passing through the caller).  `windowed`
+keeps a number of calls in flight, oldest answered first: the I/O loop of every bulk transfer.
+
+Lookups: `Peers.element(name)` finds the element *now* (``ELEMENT_DOWN`` if it is down; a name
+the SAN does not have is ``INVALID_INPUT``).  Flows take one per operation (a host call, a copy
+job attempt), never per chunk, and keep none across operations: an element restarted since
+is found again.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Iterable, Iterator, Protocol
+
+from ..errors import SanError
+
+__all__ = ["Payload", "Future", "Peer", "Peers", "LocalPeers", "windowed", "WINDOW"]
+
+WINDOW = 8      # commands in flight per transfer: enough to keep a 4 MiB-chunk pipe full
+
+
+class Payload:
+    """Bulk data sent as an argument (a chunk of a volume): put once, passed by reference."""
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+
+class Future(Protocol):
+    def result(self, timeout: float | None = None):
+        """The call's answer, or the exception it raised (TimeoutError: none in time)."""
+
+
+class Peer(Protocol):
+    name: str
+
+    def start(self, method: str, *args) -> Future:
+        """Send the call; its answer comes with `result()`."""
+
+    def call(self, method: str, *args):
+        """Send the call and wait for its answer."""
+
+    def iterate(self, method: str, *args) -> Iterator:
+        """Call a generator method of the element; its items, as they come."""
+
+
+class Peers(Protocol):
+    def element(self, name: str) -> Peer:
+        """The element `name` as it is now (ELEMENT_DOWN if it is down)."""
+
+
+def windowed(pieces: Iterable, submit: Callable, consume: Callable | None = None,
+             window: int = WINDOW) -> None:
+    """Submit one call per piece (`submit(piece) -> Future`), at most `window` in flight;
+    answers are taken oldest first and handed to `consume(piece, answer)`."""
+    inflight: deque = deque()
+    for piece in pieces:
+        if len(inflight) >= window:
+            done, future = inflight.popleft()
+            answer = future.result()
+            if consume:
+                consume(done, answer)
+        inflight.append((piece, submit(piece)))
+    while inflight:
+        done, future = inflight.popleft()
+        answer = future.result()
+        if consume:
+            consume(done, answer)
+
+
+# ---------------------------------------------------------------------- in this process
+class _Done:
+    """A local call's outcome: run at once, reported when asked (as a remote one would be)."""
+    __slots__ = ("_value", "_error")
+
+    def __init__(self, value=None, error: BaseException | None = None):
+        self._value, self._error = value, error
+
+    def result(self, timeout: float | None = None):
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _resolve(arg):
+    if isinstance(arg, Payload):
+        return arg.data
+    if isinstance(arg, _Done):
+        return arg.result()
+    return arg
+
+
+class LocalPeer:
+    def __init__(self, peers: "LocalPeers", name: str, obj):
+        self.name = name
+        self._peers = peers
+        self._obj = obj
+
+    def _method(self, method: str):
+        if self.name in self._peers.down:       # it died since it was looked up
+            raise SanError("ELEMENT_DOWN", f"{self.name} is down")
+        return getattr(self._obj, method)
+
+    def start(self, method: str, *args) -> _Done:
+        try:
+            return _Done(self._method(method)(*[_resolve(a) for a in args]))
+        except SanError as exc:
+            return _Done(error=exc)
+
+    def call(self, method: str, *args):
+        return self.start(method, *args).result()
+
+    def iterate(self, method: str, *args) -> Iterator:
+        yield from self._method(method)(*[_resolve(a) for a in args])
+
+
+class LocalPeers:
+    """Plain elements by name, in this process; `down` holds the names of killed ones."""
+
+    def __init__(self, elements: dict | None = None):
+        self.elements: dict[str, object] = dict(elements or {})
+        self.down: set[str] = set()
+
+    def add(self, name: str, obj) -> None:
+        self.elements[name] = obj
+
+    def element(self, name: str) -> LocalPeer:
+        if name not in self.elements:
+            raise SanError("INVALID_INPUT", f"no element named {name!r} in this SAN "
+                                            f"(elements: {', '.join(sorted(self.elements))})")
+        if name in self.down:
+            raise SanError("ELEMENT_DOWN", f"{name} is down")
+        return LocalPeer(self, name, self.elements[name])

@@ -1,0 +1,398 @@
+"""The scenario ops: what each step of a scenario does on a built SAN.
+
+Each op is a function `op_NAME(ctx, step) -> Work` registered in `OPS` by `@op("NAME")`.  It
+does the work for real on the elements (through `ctx.san.call`, whether the SAN is actors or
+plain objects) and returns what it moved: the transfers, in order (one chain per piece of
+concurrent work), which the time model (`san.timemodel`) turns into modeled seconds, and its
+result for the report.  A failure is a `SanError`; the runner (`san.runner`) records it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import SanError
+from .filesystem import BlockDevice, FatVolume
+from .timemodel import Transfer
+
+if TYPE_CHECKING:   # the runner imports this module
+    from .runner import Clock
+
+@dataclass
+class Work:
+    """What an op did: its transfers in order (`chains` of concurrent work) and its result."""
+    chains: list[list[Transfer]] = field(default_factory=list)
+    bytes: int = 0
+    result: dict = field(default_factory=dict)
+    clock_set: bool = False   # the op moved the clock itself (advance_clock)
+
+
+
+@dataclass
+class Context:
+    san: object
+    clock: Clock
+    capacity: dict
+    checkpoints: dict = field(default_factory=dict)
+    backups: dict = field(default_factory=dict)       # `as:` name -> (server, catalog key)
+    definitions: dict = field(default_factory=dict)   # definition name -> its server
+
+    def server_of(self, definition: str) -> str:
+        return self.definitions[definition]
+
+    def backup(self, name: str) -> tuple[str, tuple]:
+        """(server, key) of a backup named by `as:`; NO_SUCH_BACKUP if it has no row now."""
+        if name not in self.backups:
+            raise SanError("NO_SUCH_BACKUP", f"backup {name!r} was never made (its step failed)")
+        server, key = self.backups[name]
+        if not self.san.call(server, "key_exists", key):
+            raise SanError("NO_SUCH_BACKUP", f"backup {name!r} ({key[0]} media {key[1]}) has no "
+                                             f"catalog row on {server} now")
+        return server, key
+
+
+
+OPS = {}
+
+
+def op(name):
+    def register(fn):
+        OPS[name] = fn
+        return fn
+    return register
+
+
+def _host_call(ctx, host, method, *args):
+    return ctx.san.call(host, method, *args)
+
+
+@op("write")
+def op_write(ctx, step) -> Work:
+    transfers = _host_call(ctx, step.host, "write", step.mount, step.offset, step.size, step.seed)
+    return Work([transfers], step.size)
+
+
+def _content(ctx, step) -> tuple[str, dict]:
+    """(description, content) of a checkpoint / verify target: the files of a readable FAT,
+    otherwise the volume digest."""
+    if getattr(step, "host", None):
+        where = f"{step.host}:{step.mount}"
+        if _filesystem_of(ctx, step.host, step.mount) == "fat":
+            try:
+                return where, {"kind": "files", "files": _host_call(ctx, step.host, "files", step.mount)}
+            except SanError as exc:
+                if exc.code != "FSCK_FAILED":   # not a readable FAT: the volume digest, below
+                    raise
+        return where, {"kind": "volume", "digest": _host_call(ctx, step.host, "digest", step.mount)}
+    if getattr(step, "array", None):
+        return f"{step.array} volume {step.volume}", _stored_content(ctx, step.array, step.volume)
+    server, key = ctx.backup(step.backup)
+    if key[2] is not None:   # a tape copy: the volume image in its file
+        library, media, file = key[0], key[1], int(key[2])
+        return (f"backup {step.backup} ({library} {media} file {file})",
+                _image_content(ctx, library, media, file))
+    array = _array_of_device(ctx, key[0])
+    return f"backup {step.backup} ({array} volume {key[1]})", _stored_content(ctx, array, int(key[1]))
+
+
+def _image_content(ctx, library: str, media: str, file: int) -> dict:
+    size = ctx.san.call(library, "image_size", media, file)
+    return _content_of(size, lambda off, n: ctx.san.call(library, "read_image", media, file, off, n),
+                       lambda: ctx.san.call(library, "image_digest", media, file))
+
+
+def _filesystem_of(ctx, host: str, mount: str) -> str:
+    spec = next(h for h in ctx.san.topology.hosts if h.name == host)
+    found = next((m for m in spec.mounts if m.mount_point == mount), None)
+    if found is None:
+        raise SanError("NO_SUCH_MOUNT", f"{host} has no mount {mount!r}")
+    return found.filesystem
+
+
+def _array_of_device(ctx, device_id: str) -> str:
+    for array in ctx.san.topology.arrays:
+        if array.device_id == device_id:
+            return array.name
+    raise SanError("NO_SUCH_VOLUME", f"no array has device ID {device_id}")
+
+
+def _stored_content(ctx, array: str, volume: int) -> dict:
+    """The content of a volume as the array stores it (no host, no access control)."""
+    return _content_of(ctx.san.call(array, "size_of", volume),
+                       lambda off, n: ctx.san.call(array, "read_volume", volume, off, n),
+                       lambda: ctx.san.call(array, "digest_volume", volume))
+
+
+def _content_of(size: int, read_fn, digest_fn) -> dict:
+    """The files of a readable FAT image, else its volume digest."""
+    device = BlockDevice(size, read_fn, readonly=True)
+    try:
+        fs = FatVolume(device, readonly=True)
+    except SanError as exc:
+        if exc.code in ("CHECKSUM_MISMATCH", "POOL_FULL", "ELEMENT_DOWN", "MEDIA_ERROR"):
+            raise
+        fs = None
+    except Exception:   # not a readable FAT: the volume digest, as for a raw volume
+        fs = None
+    if fs is None:
+        return {"kind": "volume", "digest": digest_fn()}
+    try:
+        return {"kind": "files", "files": {p: list(v) for p, v in fs.files().items()}}
+    finally:
+        fs.close()
+
+
+@op("checkpoint")
+def op_checkpoint(ctx, step) -> Work:
+    where, content = _content(ctx, step)
+    ctx.checkpoints[step.as_] = (where, content)
+    return Work(result={"target": where, **content})
+
+
+@op("verify")
+def op_verify(ctx, step) -> Work:
+    if step.checkpoint not in ctx.checkpoints:
+        raise SanError("INVALID_INPUT", f"checkpoint {step.checkpoint!r} was not taken "
+                                        "(its step failed)")
+    taken_of, expected = ctx.checkpoints[step.checkpoint]
+    where, actual = _content(ctx, step)
+    if actual != expected:
+        raise SanError("VERIFY_MISMATCH", f"{where} differs from checkpoint {step.checkpoint!r} "
+                                          f"taken of {taken_of}: {_difference(expected, actual)}")
+    return Work(result={"target": where, "checkpoint": step.checkpoint, **actual})
+
+
+def _difference(expected: dict, actual: dict) -> str:
+    if expected["kind"] != actual["kind"]:
+        return f"it holds {actual['kind']}, the checkpoint {expected['kind']}"
+    if expected["kind"] == "volume":
+        return f"digest {actual['digest'][:16]}... vs {expected['digest'][:16]}..."
+    want, have = expected["files"], actual["files"]
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    changed = sorted(p for p in set(want) & set(have) if want[p] != have[p])
+    parts = [f"{label} {', '.join(paths[:5])}" for label, paths in
+             (("missing", missing), ("unexpected", extra), ("changed", changed)) if paths]
+    return "; ".join(parts)
+
+
+def _transfers_bytes(transfers) -> int:
+    return sum(t.nbytes for t in transfers if t.counted)
+
+
+def _work(answer: dict, **result) -> Work:
+    transfers = answer.pop("transfers", [])
+    return Work([transfers], _transfers_bytes(transfers), result)
+
+
+@op("write_files")
+def op_write_files(ctx, step) -> Work:
+    files = {path: (spec.size, spec.seed) for path, spec in step.files.items()}
+    answer = _host_call(ctx, step.host, "write_files", step.mount, files)
+    return _work(answer, files=answer["files"], file_bytes=answer["bytes"])
+
+
+@op("remove_files")
+def op_remove_files(ctx, step) -> Work:
+    answer = _host_call(ctx, step.host, "remove_files", step.mount, list(step.files))
+    return _work(answer, files=answer["files"])
+
+
+def _only_server(ctx) -> str:
+    servers = ctx.san.topology.backup_servers
+    if not servers:
+        raise SanError("INVALID_INPUT", "the topology has no backup server")
+    return servers[0].name
+
+
+@op("list_destinations")
+def op_list_destinations(ctx, step) -> Work:
+    answer = ctx.san.call(_only_server(ctx), "list_destinations", step.host, step.mount)
+    return _work(answer, device_id=answer["device_id"], destinations=answer["destinations"])
+
+
+@op("define")
+def op_define(ctx, step) -> Work:
+    answer = ctx.san.call(step.server, "define", step.definition)
+    ctx.definitions[step.name] = step.server
+    return _work(answer, definition=step.name)
+
+
+def _run_backup(ctx, definition: str, name: str | None) -> Work:
+    server = ctx.server_of(definition)
+    answer = ctx.san.call(server, "backup", definition, int(ctx.clock.now.timestamp()))
+    if name:
+        ctx.backups[name] = (server, tuple(answer["key"]))
+    return _work(answer, row=answer["row"])
+
+
+@op("backup")
+def op_backup(ctx, step) -> Work:
+    return _run_backup(ctx, step.definition, step.as_)
+
+
+@op("restore_volume")
+def op_restore_volume(ctx, step) -> Work:
+    server, key = ctx.backup(step.backup)
+    to = step.to
+    answer = ctx.san.call(server, "restore_volume", key, to.host if to else None,
+                          to.mount if to else None, list(step.pre), list(step.post))
+    return _work(answer, row=answer["row"], copied=answer["copied"],
+                 checked=answer.get("checked", 0))
+
+
+@op("restore_files")
+def op_restore_files(ctx, step) -> Work:
+    server, key = ctx.backup(step.backup)
+    answer = ctx.san.call(server, "restore_files", key, list(step.files), list(step.pre),
+                          list(step.post))
+    return _work(answer, files=answer["files"], file_bytes=answer["bytes"])
+
+
+@op("delete_backup")
+def op_delete_backup(ctx, step) -> Work:
+    server, key = ctx.backup(step.backup)
+    answer = ctx.san.call(server, "delete_backup", key)
+    return _work(answer, row=answer["row"])
+
+
+@op("copy_volume")
+def op_copy_volume(ctx, step) -> Work:
+    server, key = ctx.backup(step.backup)
+    answer = ctx.san.call(server, "copy_volume", key, step.to.array, step.to.volume)
+    if step.as_:
+        ctx.backups[step.as_] = (server, tuple(answer["key"]))
+    return _work(answer, row=answer["row"], copied=answer["copied"],
+                 checked=answer.get("checked", 0))
+
+
+@op("copy_to_tape")
+@op("migrate")
+def op_to_tape(ctx, step) -> Work:
+    """copy_to_tape (Fig. 16), or migrate: the same, then the disk backup is deleted."""
+    server, key = ctx.backup(step.backup)
+    answer = ctx.san.call(server, step.op, key, step.media, list(step.pre), list(step.post))
+    ctx.backups[step.as_] = (server, tuple(answer["key"]))
+    return _work(answer, row=answer["row"])
+
+
+@op("lose_catalog")
+def op_lose_catalog(ctx, step) -> Work:
+    return _work(ctx.san.call(step.server, "lose_catalog"))
+
+
+@op("rebuild_catalog")
+def op_rebuild_catalog(ctx, step) -> Work:
+    sources = list(step.from_) if step.from_ is not None else None
+    answer = ctx.san.call(step.server, "rebuild_catalog", sources)
+    return _work(answer, added=answer["added"], skipped=answer["skipped"])
+
+
+@op("expect_catalog")
+def op_expect_catalog(ctx, step) -> Work:
+    rows = ctx.san.call(step.server, "catalog_rows")
+    wanted = [{k: None if v is None else str(v) for k, v in row.items()} for row in (step.rows or [])]
+    if len(rows) != step.count:
+        raise SanError("CATALOG_MISMATCH", f"{step.server} has {len(rows)} catalog rows, "
+                                           f"expected {step.count}")
+    if not _match(wanted, rows):
+        raise SanError("CATALOG_MISMATCH", f"{step.server}'s rows do not match the {len(wanted)} "
+                                           f"expected (each to a different row): {wanted}")
+    return Work(result={"rows": rows})
+
+
+def _match(wanted: list[dict], rows: list[dict]) -> bool:
+    """Whether each partial row matches a different row (a small bipartite matching)."""
+    def fits(part, row):
+        return all(row.get(k) == v for k, v in part.items())
+
+    def assign(i, used):
+        if i == len(wanted):
+            return True
+        return any(assign(i + 1, used | {j}) for j, row in enumerate(rows)
+                   if j not in used and fits(wanted[i], row))
+    return assign(0, frozenset())
+
+
+@op("fault")
+def op_fault(ctx, step) -> Work:
+    if getattr(step, "when", None) is not None:
+        raise SanError("INVALID_INPUT", "fault `when:` (striking mid-step) is not available "
+                                        "in this version; put the fault between steps")
+    san, kind, target = ctx.san, step.kind, step.target
+    element = san.kind(target)
+    if kind in ("kill", "restart"):
+        if element is None:
+            raise SanError("INVALID_INPUT", f"{kind} takes an element (got {target!r}, a link)")
+        (san.kill if kind == "kill" else san.restart)(target)
+    elif kind in ("link_down", "link_up"):
+        if element is not None:
+            raise SanError("INVALID_INPUT", f"{kind} takes a port or an ISL (got element {target!r})")
+        san.set_link(target, kind == "link_up")
+    elif kind == "corrupt":
+        if element == "array" and step.volume is not None:
+            san.call(target, "corrupt", step.volume, step.offset or 0, 1)
+        elif element == "tape_library" and step.media is not None:
+            san.call(target, "corrupt", step.media, step.offset or 0, 1)
+        else:
+            raise SanError("INVALID_INPUT", "corrupt takes an array and a volume, or a tape "
+                                            f"library and a medium (got target {target!r})")
+    return Work(result={"kind": kind, "target": target})
+
+
+@op("scrub")
+def op_scrub(ctx, step) -> Work:
+    """Read and verify every written granule of a volume (or of the whole array); the bad
+    ranges are the result.  Nothing moves over a link: the checked bytes are charged on the
+    array's copy engine, and `bytes` stays 0."""
+    found = ctx.san.call(step.array, "scrub", step.volume)
+    result = {"checked_bytes": found["checked_bytes"], "bad": found["bad"]}
+    chains = [[Transfer((f"{step.array}/copy",), found["checked_bytes"], counted=False)]] \
+        if found["checked_bytes"] else []
+    if step.expect_bad is not None and len(found["bad"]) != step.expect_bad:
+        where = f"{step.array} volume {step.volume}" if step.volume is not None else step.array
+        raise SanError("VERIFY_MISMATCH", f"scrub of {where} found {len(found['bad'])} bad "
+                                          f"range(s), expected {step.expect_bad}: {found['bad']}")
+    return Work(chains, 0, result)
+
+
+@op("advance_clock")
+def op_advance_clock(ctx, step) -> Work:
+    """Move the clock; every scheduled definition falling due runs then, in time order,
+    stamped with its due time."""
+    end = ctx.clock.now + dt.timedelta(seconds=step.by)
+    chains, moved, ran, failed = [], 0, [], []
+    while True:
+        due = _next_due(ctx, end)
+        if due is None:
+            break
+        moment, name = due
+        ctx.clock.set(moment)
+        try:
+            work = _run_backup(ctx, name, None)
+        except SanError as exc:   # a failed run does not stop the others, nor the clock
+            failed.append(exc)
+            ran.append({"definition": name, "at": ctx.clock.stamp(), "error": exc.to_dict()})
+            continue
+        chains += work.chains
+        moved += work.bytes
+        ran.append({"definition": name, "at": ctx.clock.stamp(), "row": work.result["row"]})
+    ctx.clock.set(end)
+    if failed:
+        raise SanError(failed[0].code, f"{len(failed)} of {len(ran)} scheduled backups failed; "
+                                       f"the first: {failed[0].message}")
+    return Work(chains, moved, {"now": ctx.clock.stamp(), "ran": ran}, clock_set=True)
+
+
+def _next_due(ctx, end: dt.datetime):
+    """The earliest (due time, definition) after now and at or before `end`, ties by name."""
+    topo, best = ctx.san.topology, None
+    for name, server in sorted(ctx.definitions.items()):
+        schedule = ctx.san.call(server, "schedule_of", name)
+        if schedule is None:
+            continue
+        moment = schedule.next_after(ctx.clock.now, topo.start)
+        if moment is not None and moment <= end and (best is None or moment < best[0]):
+            best = (moment, name)
+    return best
