@@ -15,6 +15,8 @@ time model (`san.timemodel`) stays independent of the topology.
 """
 from __future__ import annotations
 
+from .kinds import KINDS, specs
+
 TX, RX = "tx", "rx"
 
 
@@ -54,7 +56,5 @@ def capacities(topology) -> dict[str, float]:
 
 
 def element_names(topology) -> list[str]:
-    """Every element that is an actor (and has a NIC on the LAN)."""
-    return ([s.name for s in topology.fabric.switches] + [a.name for a in topology.arrays]
-            + [h.name for h in topology.hosts] + [b.name for b in topology.backup_servers]
-            + [t.name for t in topology.tape_libraries])
+    """Every element (each has a NIC on the LAN), kind by kind in the registry's order."""
+    return [spec.name for kind in KINDS for spec in specs(topology, kind)]
