@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import SanError
-from .filesystem import BlockDevice, FatVolume
+from .fat import BlockDevice, FatVolume
 from .timemodel import Transfer
 
 if TYPE_CHECKING:   # the runner imports this module

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from ..elements.client_host import chunks
 from ..errors import SanError
-from ..filesystem import BlockDevice, FatVolume, normalize
+from ..fat import BlockDevice, FatVolume, normalize
 from ..timemodel import Transfer
 from ..units import BLOCK
 from ..volume_info import VolumeInfo

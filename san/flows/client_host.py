@@ -3,7 +3,7 @@
 A `Host` is what runs on a client host of SPEC.md (Figs. 1, 2a): it streams a transfer as
 commands of at most one chunk each, `window` in flight, each chunk a `Payload` the array
 receives by reference (the switch only grants the path); it keeps a FAT filesystem
-(`san.filesystem`) over each ``fat`` mount, behind a write-back cache; its application writes
+(`san.fat`) over each ``fat`` mount, behind a write-back cache; its application writes
 pass the mount's `Gate` (`quiesce` / `resume`); and its backup client program (the
 ``client_*`` methods, Figs. 8-19) is ordered by the backup server over the LAN and orders the
 arrays in turn.  Each returns the transfers it caused, for modeled time.
@@ -28,7 +28,7 @@ import numpy as np
 from ..elements.client_host import (ClientHost, Gate, blocks_of, chunks,
                                     parse_device_identification, parse_standard_inquiry)
 from ..errors import SanError
-from ..filesystem import (FAT_EPOCH, BlockDevice, FatVolume, format_volume, fsck,
+from ..fat import (FAT_EPOCH, BlockDevice, FatVolume, format_volume, fsck,
                           normalize)
 from ..pattern import first_mismatch, pattern
 from ..timemodel import Transfer

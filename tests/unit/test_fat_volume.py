@@ -1,0 +1,290 @@
+"""san.fat.volume: the mounted FAT filesystem (pyfatfs) on a block device: files, names,
+space, flush / close / discard, read-only mounts."""
+from __future__ import annotations
+
+import pytest
+
+from san.errors import SanError
+from san.fat import FatVolume, format_volume, fsck, is_formatted, normalize
+
+from .test_fat_support import (FSCK, KiB, MiB, Volume, assert_fsck_clean, content, needs_fsck,
+                               sha, vol64)  # noqa: F401 (fixture)
+
+
+# ---------------------------------------------------------------- files
+def test_round_trip_sizes_and_nested_dirs(vol64, tmp_path):
+    v, dev, fs = vol64
+    sizes = {"empty": 0, "one.bin": 1, "s511": 511, "s512": 512, "s513": 513,
+             "a/b/c/deep.dat": 70000, "a/b/sibling.txt": 4097,
+             "Mixed Case/Long file name.tar.gz": 3 * MiB + 7, "a/several.mib": 5 * MiB + 123}
+    for i, (path, size) in enumerate(sizes.items()):
+        assert fs.write_file(path, size, seed=i + 1) == size
+    listed = fs.files()
+    assert list(listed) == sorted(listed)
+    assert listed == {normalize(p): (s, sha(content(s, i + 1)))
+                      for i, (p, s) in enumerate(sizes.items())}
+    for i, (path, size) in enumerate(sizes.items()):
+        assert fs.read_file(path) == content(size, i + 1)
+    assert fs.listdir("/a") == ["b", "several.mib"]
+    assert fs.listdir("/a/b") == ["c", "sibling.txt"]
+    if FSCK is not None:
+        fs.flush()
+        ok, out = fsck(v.image(tmp_path / "img"))
+        assert ok, out
+
+
+def test_remove_and_no_such_file(vol64):
+    v, dev, fs = vol64
+    fs.write_file("d/x.txt", 10, 1)
+    fs.write_file("d/y.txt", 20, 2)
+    free = fs.free_bytes()
+    fs.remove_file("/d/x.txt")
+    assert list(fs.files()) == ["/d/y.txt"]
+    assert fs.free_bytes() == free + fs.cluster_size
+    for bad in ("d/x.txt", "nowhere/y.txt", "d/Z"):
+        for call in (fs.read_file, fs.remove_file):
+            with pytest.raises(SanError) as err:
+                call(bad)
+            assert err.value.code == "NO_SUCH_FILE" and normalize(bad) in err.value.message
+    with pytest.raises(SanError) as err:
+        fs.remove_file("d")                  # a directory is not a file
+    assert err.value.code == "NO_SUCH_FILE"
+    with pytest.raises(SanError) as err:
+        fs.write_file("d/y.txt/under", 1, 1)  # a file is not a directory
+    assert err.value.code == "INVALID_INPUT"
+    with pytest.raises(SanError) as err:
+        fs.write_file("d", 1, 1)
+    assert err.value.code == "INVALID_INPUT"
+    with pytest.raises(SanError) as err:
+        fs.read_file("../escape")
+    assert err.value.code == "INVALID_INPUT"
+
+
+@needs_fsck
+def test_overwrite_replaces_and_frees(vol64, tmp_path):
+    v, dev, fs = vol64
+    free0 = fs.free_bytes()
+    fs.write_file("f.bin", 2 * MiB, 1)
+    fs.write_file("f.bin", 100, 2)               # smaller
+    assert fs.read_file("f.bin") == content(100, 2)
+    assert fs.free_bytes() == free0 - fs.cluster_size
+    fs.write_file("f.bin", 3 * MiB, 3)           # bigger
+    assert fs.read_file("f.bin") == content(3 * MiB, 3)
+    fs.write_file("f.bin", 0, 4)                 # empty
+    fs.write_file("f.bin", 0, 5)                 # empty over empty (pyfatfs would free FAT[0])
+    fs.write_file("f.bin", 5, 6)
+    assert fs.files() == {"/f.bin": (5, sha(content(5, 6)))}
+    fs.write_bytes("/f.bin", b"restored bytes")
+    assert fs.read_file("F.BIN") == b"restored bytes"
+    fs.flush()
+    assert_fsck_clean(v, tmp_path)
+
+
+def test_names_are_case_insensitive_and_kept_as_stored(vol64):
+    v, dev, fs = vol64
+    fs.write_file("Data/Report.TXT", 10, 1)
+    fs.write_file("data/REPORT.txt", 20, 2)       # the same file: replaced, stored name kept
+    fs.write_file("DATA/notes.md", 30, 3)         # into the same directory
+    fs.write_file("readme", 1, 1)
+    fs.write_file("README", 2, 2)
+    fs.write_file("na\u00efve \u65e5\u672c.txt", 3, 3)
+    assert {p: s for p, (s, _) in fs.files().items()} == {
+        "/Data/Report.TXT": 20, "/Data/notes.md": 30, "/readme": 2, "/na\u00efve \u65e5\u672c.txt": 3}
+    assert fs.read_file("dAtA/rEpOrT.tXt") == content(20, 2)
+    fs.remove_file("/DATA/NOTES.MD")
+    assert "/Data/notes.md" not in fs.files()
+
+
+# ---------------------------------------------------------------- running out of space
+@needs_fsck
+def test_no_space_leaves_earlier_files_intact(tmp_path):
+    v = Volume(8 * MiB)
+    dev = v.device()
+    format_volume(dev, "small")
+    fs = FatVolume(dev)
+    fs.write_file("keep/a.bin", 3 * MiB, 1)
+    fs.write_file("b.txt", 1000, 2)
+    before, free = fs.files(), fs.free_bytes()
+    for path, size in (("c.bin", 6 * MiB), ("new/dir/c.bin", 6 * MiB), ("keep/a.bin", 9 * MiB)):
+        with pytest.raises(SanError) as err:
+            fs.write_file(path, size, 3)
+        assert err.value.code == "NO_SPACE" and normalize(path) in err.value.message
+        assert fs.files() == before and fs.free_bytes() == free
+    assert fs.read_file("keep/a.bin") == content(3 * MiB, 1)
+    # exactly the free space fits (and fills every cluster, up to the very last)
+    fs.write_file("fill.bin", free, 4)
+    assert fs.free_bytes() == 0
+    with pytest.raises(SanError) as err:
+        fs.write_file("one-more", 1, 5)
+    assert err.value.code == "NO_SPACE"
+    fs.write_file("empty-still-fits", 0, 5)
+    assert fs.read_file("fill.bin") == content(free, 4)
+    fs.flush()
+    out = assert_fsck_clean(v, tmp_path)
+    assert "files" in out
+    fs.remove_file("fill.bin")
+    fs.close()
+    again = FatVolume(v.device())
+    assert again.files() == {**before, "/empty-still-fits": (0, sha(b""))}
+
+
+@needs_fsck
+def test_no_space_half_way_is_undone(tmp_path, monkeypatch):
+    v = Volume(8 * MiB)
+    dev = v.device()
+    format_volume(dev, "small")
+    fs = FatVolume(dev)
+    fs.write_file("a.bin", 1 * MiB, 1)
+    before, free = fs.files(), fs.free_bytes()
+    monkeypatch.setattr(FatVolume, "_needed_clusters", lambda *a: 0)   # skip the pre-check
+    with pytest.raises(SanError) as err:
+        fs.write_file("x/y/z.bin", 8 * MiB, 2)
+    assert err.value.code == "NO_SPACE"
+    assert fs.files() == before and fs.free_bytes() == free
+    fs.flush()
+    assert_fsck_clean(v, tmp_path)
+    assert FatVolume(v.device()).files() == before
+
+
+@needs_fsck
+def test_root_directory_full_is_no_space(tmp_path):
+    v = Volume(8 * MiB)
+    dev = v.device()
+    format_volume(dev, "small")
+    fs = FatVolume(dev)
+    n = 0
+    with pytest.raises(SanError) as err:
+        while True:
+            fs.write_file(f"F{n}.BIN", 0, 1)     # 8.3 names: one entry each, 511 fit beside the label
+            n += 1
+    assert err.value.code == "NO_SPACE" and "root directory" in err.value.message
+    assert n == 511
+    fs.remove_file("F0.BIN")
+    fs.write_file("F0.BIN", 3, 1)
+    fs.flush()
+    assert_fsck_clean(v, tmp_path)
+    assert len(FatVolume(v.device()).files()) == 511
+
+
+@needs_fsck
+def test_shrinking_directory_leaves_no_ghosts(vol64, tmp_path):
+    v, dev, fs = vol64
+    for i in range(100):                      # LFN names: ~3 entries each, several clusters
+        fs.write_file(f"d/a long file name {i}.txt", 100, i)
+    for i in range(90):
+        fs.remove_file(f"d/a long file name {i}.txt")
+    fs.close()
+    again = FatVolume(v.device())
+    assert len(again.files()) == 10
+    assert_fsck_clean(v, tmp_path)
+
+
+# ---------------------------------------------------------------- flush, mounts
+@needs_fsck
+def test_flush_leaves_a_clean_filesystem_while_mounted(vol64, tmp_path):
+    v, dev, fs = vol64
+    fs.write_file("a/b.bin", 300 * KiB, 1)
+    dev.flush()                               # data on the volume, filesystem still in use
+    ok, out = fsck(v.image(tmp_path / "dirty"))
+    assert not ok and "Dirty bit" in out
+    fs.flush()
+    assert dev.dirty_bytes == 0
+    assert_fsck_clean(v, tmp_path, "flushed")
+    fs.write_file("a/c.bin", 10, 2)           # still mounted: the next change marks it dirty
+    dev.flush()
+    assert not fsck(v.image(tmp_path / "dirty2"))[0]
+    fs.close()
+    assert_fsck_clean(v, tmp_path, "closed")
+
+
+def test_mount_writes_nothing_and_flush_without_changes_writes_nothing(vol64):
+    v, dev, fs = vol64
+    fs.close()
+    writes = len(v.writes)
+    fs2 = FatVolume(v.device())
+    fs2.files()
+    fs2.flush()
+    fs2.close()
+    assert len(v.writes) == writes
+
+
+def test_remount_after_close_sees_the_same_files(vol64):
+    v, dev, fs = vol64
+    fs.write_file("x/y.bin", 123457, 7)
+    fs.write_file("z", 1, 8)
+    fs.remove_file("z")
+    expected = fs.files()
+    fs.close()
+    again = FatVolume(v.device())              # a new host cache over the same volume
+    assert again.files() == expected and again.warnings == []
+    again.write_file("x/w", 5, 1)
+    again.close()
+    assert set(FatVolume(v.device()).files()) == {"/x/y.bin", "/x/w"}
+
+
+def test_readonly_mount_reads_but_never_writes(vol64):
+    v, dev, fs = vol64
+    fs.write_file("snap/file.bin", 200 * KiB, 3)
+    fs.write_file("dirty", 10, 4)
+    dev.flush()                               # a snapshot of a filesystem in use
+    expected = fs.files()
+    writes = len(v.writes)
+    for ro in (FatVolume(v.readonly_device()), FatVolume(v.device(), readonly=True)):
+        assert ro.readonly and ro.files() == expected
+        assert ro.read_file("SNAP/FILE.BIN") == content(200 * KiB, 3)
+        for call in (lambda: ro.write_file("n", 1, 1), lambda: ro.remove_file("dirty"),
+                     lambda: ro.write_bytes("dirty", b"x")):
+            with pytest.raises(SanError) as err:
+                call()
+            assert err.value.code == "READ_ONLY"
+        ro.flush()
+        ro.close()
+        assert any("not cleanly unmounted" in w for w in ro.warnings)
+    assert len(v.writes) == writes
+
+
+def test_blank_volume_is_not_a_filesystem():
+    v = Volume(8 * MiB)
+    with pytest.raises(SanError) as err:
+        FatVolume(v.readonly_device())
+    assert err.value.code == "FSCK_FAILED"
+    assert not is_formatted(v.readonly_device())
+
+
+def test_discard_drops_a_stale_view(vol64):
+    v, dev, fs = vol64
+    fs.write_file("a", 10, 1)
+    fs.flush()
+    image = v.data.copy()                     # a "backup"
+    fs.write_file("b", 10, 2)
+    fs.flush()
+    v.data[:] = image                         # restored behind the host's back
+    fs.discard()                              # forget everything, write nothing
+    writes = len(v.writes)
+    del fs
+    assert len(v.writes) == writes
+    assert list(FatVolume(dev).files()) == ["/a"]
+
+
+# ---------------------------------------------------------------- big files
+def test_large_file_streams_with_bounded_memory():
+    v = Volume(192 * MiB)
+    dev = v.device()
+    format_volume(dev, "stream")
+    fs = FatVolume(dev)
+    peak = []
+    real = dev.pwrite
+
+    def watch(offset, data):
+        n = real(offset, data)
+        peak.append(dev.cached_bytes)
+        return n
+
+    dev.pwrite = watch
+    fs.write_file("big.bin", 120 * MiB, 5)
+    assert max(peak) <= dev.max_cached + 4 * MiB
+    assert max(n for _, n in v.writes) == 4 * MiB          # written back in 4 MiB calls
+    assert len(v.writes) < 60
+    size, digest = fs.file_digest("big.bin")
+    assert (size, digest) == (120 * MiB, sha(content(120 * MiB, 5)))
+    assert dev.cached_bytes <= dev.max_cached
