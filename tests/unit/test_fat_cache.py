@@ -9,7 +9,7 @@ import pytest
 from san.errors import SanError
 from san.fat.cache import ReadOnlyView
 
-from .test_fat_support import KiB, MiB, Volume
+from .fat_support import KiB, MiB, Volume
 
 
 def test_device_is_a_file():

@@ -9,7 +9,7 @@ import pytest
 from san.errors import SanError
 from san.fat import dosfsck, fsck, image_to_file
 
-from .test_fat_support import KiB, MiB, Volume, needs_fsck, vol64  # noqa: F401 (fixture)
+from .fat_support import KiB, MiB, Volume, needs_fsck, vol64  # noqa: F401 (fixture)
 
 
 @needs_fsck

@@ -11,7 +11,7 @@ from san.errors import SanError
 from san.fat import FAT_EPOCH, FatVolume, format_volume, fsck, is_formatted
 from san.fat.pyfatfs_adapter import DosDateTime
 
-from .test_fat_support import (GiB, KiB, MiB, Volume, assert_fsck_clean, content, needs_fsck,
+from .fat_support import (GiB, KiB, MiB, Volume, assert_fsck_clean, content, needs_fsck,
                                sha, sparse_volume)
 
 

@@ -99,7 +99,7 @@ def test_mount_writes_nothing_and_defers_the_dirty_mark(tmp_path):
     """pyfatfs marks a filesystem dirty on mount: `mount` defers that to the first change."""
     from san.fat import format_volume
 
-    from .test_fat_support import MiB, Volume
+    from .fat_support import MiB, Volume
     v = Volume(8 * MiB)
     dev = v.device()
     format_volume(dev, "x")

@@ -7,7 +7,7 @@ import pytest
 from san.errors import SanError
 from san.fat import FatVolume, format_volume, fsck, is_formatted, normalize
 
-from .test_fat_support import (FSCK, KiB, MiB, Volume, assert_fsck_clean, content, needs_fsck,
+from .fat_support import (FSCK, KiB, MiB, Volume, assert_fsck_clean, content, needs_fsck,
                                sha, vol64)  # noqa: F401 (fixture)
 
 
