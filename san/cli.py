@@ -1,4 +1,4 @@
-"""The command line: `san validate`, `san run`, `san inspect` (CONTRACT.md, "Commands").
+"""The command line: `san validate`, `run`, `inspect` and `schema` (README, "The command line").
 
 Exit codes: 0 all as expected, 1 a step not as expected (or the SAN failed to run), 2 invalid
 input.  No Python traceback ever reaches the user: problems are printed as located lines,
@@ -8,6 +8,8 @@ failures as ``CODE: message``; set SAN_DEBUG=1 to see the traceback of an intern
 line naming the bad value: a topology file given as the scenario, a `--state-dir` that is a
 file or cannot be created or written, a `--json` whose folder is missing or not writable, and
 an `--address` where no Ray cluster answers within SAN_CONNECT_TIMEOUT seconds (default 30).
+`san schema` refuses an unknown kind and an `-o` it cannot write the same way.  Only `san run`
+imports Ray.
 """
 from __future__ import annotations
 
@@ -24,9 +26,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from rich.console import Console
+from rich.progress import Progress
 
+from . import report as report_mod
 from .errors import SanError, ValidationFailed
+from .topology import load_scenario, load_topology, validate_files
+from .topology.inspect import render_inspect
+from .topology.json_schema import KINDS as SCHEMA_KINDS
+from .topology.json_schema import schema_text
+from .units import parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -46,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="print nothing but problems")
     i = sub.add_parser("inspect", help="show a topology as tables")
     i.add_argument("file", metavar="FILE")
+    s = sub.add_parser("schema", help="print the JSON Schema of topology or scenario files")
+    s.add_argument("kind", metavar="KIND", help="topology or scenario")
+    s.add_argument("-o", "--output", metavar="OUT", help="write it to this file instead")
     return p
 
 
@@ -66,7 +79,9 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     out, err = _console(), _Err()
     try:
-        return {"validate": cmd_validate, "run": cmd_run, "inspect": cmd_inspect}[args.command](args, out, err)
+        command = {"validate": cmd_validate, "run": cmd_run, "inspect": cmd_inspect,
+                   "schema": cmd_schema}[args.command]
+        return command(args, out, err)
     except ValidationFailed as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False, highlight=False)
@@ -86,7 +101,6 @@ def main(argv=None) -> int:
 
 
 def cmd_validate(args, out, err) -> int:
-    from .topology import validate_files
     problems = validate_files(args.files)
     for problem in problems:
         err.print(str(problem), markup=False, highlight=False)
@@ -96,8 +110,6 @@ def cmd_validate(args, out, err) -> int:
 
 
 def cmd_inspect(args, out, err) -> int:
-    from .topology import load_scenario, load_topology, validate_files
-    from .topology.inspect import render_inspect
     problems = validate_files([args.file])
     if problems:
         raise ValidationFailed(problems)
@@ -109,8 +121,25 @@ def cmd_inspect(args, out, err) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args, out, err) -> int:
+    """The JSON Schema of topology or scenario files, on stdout or into -o OUT."""
+    if args.kind not in SCHEMA_KINDS:
+        err.print(f"INVALID_INPUT: unknown schema kind {args.kind!r} "
+                  f"(expected one of: {', '.join(SCHEMA_KINDS)})")
+        return EXIT_INVALID
+    text = schema_text(args.kind)
+    if not args.output:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        Path(args.output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        err.print(f"INVALID_INPUT: -o {args.output} cannot be written: {exc.strerror or exc}")
+        return EXIT_INVALID
+    return EXIT_OK
+
+
 def _chunk_size(text: str) -> int:
-    from .units import parse_size
     try:
         size = parse_size(text)
     except ValueError as exc:
@@ -219,8 +248,6 @@ _TOPOLOGY_KEYS = frozenset({"fabric", "arrays", "hosts", "backup_servers", "tape
 def _is_topology_file(path) -> bool:
     """A valid topology file (given where a scenario belongs): a mapping with topology keys,
     without `steps` or `topology`, that loads as a topology."""
-    import yaml
-    from .topology import load_topology
     try:
         root = yaml.compose(Path(path).read_bytes().decode("utf-8-sig"), Loader=yaml.SafeLoader)
     except Exception:
@@ -238,7 +265,6 @@ def _is_topology_file(path) -> bool:
 
 
 def _load_run_scenario(path):
-    from .topology import load_scenario
     try:
         return load_scenario(path)
     except ValidationFailed:
@@ -331,7 +357,7 @@ def cmd_run(args, out, err) -> int:
     if quiet:
         out = Console(quiet=True)
     try:
-        from .fabric import start_ray
+        from .fabric import start_ray                 # Ray: only `san run` loads it, and late
         try:
             started_here = start_ray(args.address)
         except SanError as exc:                       # the cluster went away since the check
@@ -347,9 +373,8 @@ def cmd_run(args, out, err) -> int:
 
 
 def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here: bool) -> int:
+    # Ray and what drives it load only here, so validate, inspect and schema never import Ray
     import ray
-    from rich.progress import Progress
-    from . import report as report_mod
     from .fabric import San
     from .runner import Runner
 

@@ -10,7 +10,7 @@ from collections import deque
 from rich.console import Console
 from rich.table import Table
 
-from san.topology.schema import Array, Host, Topology
+from san.topology.models import Array, Host, Topology
 from san.units import format_size, format_speed
 
 DENIED_NO_PORT = "denied: no such port"

@@ -1,12 +1,16 @@
-"""The command line's verbs that never start Ray: validate, inspect, and run's refusals."""
+"""The command line's verbs that never start Ray: validate, inspect, schema, and run's refusals."""
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from san import cli
+from san import cli, report
 from san.errors import SanError
+from san.runner import StepReport
+from san.topology import load_scenario
 
 from ..integration.conftest import TOPOLOGIES
 
@@ -67,7 +71,7 @@ def test_inspect_of_an_invalid_file_exits_2(tmp_path, capsys):
 
 
 def test_run_refuses_invalid_input_before_starting_ray(tmp_path, capsys, monkeypatch):
-    import san.fabric
+    import san.fabric           # imports Ray: only the tests that stub it load it
     monkeypatch.setattr(san.fabric, "start_ray", lambda *a: pytest.fail("Ray was started"))
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\ntopology: ../two-arrays.yaml\nsteps:\n  - {op: write, host: nobody}\n")
@@ -102,7 +106,7 @@ REFUSALS = [
 @pytest.fixture
 def ray_must_not_start(monkeypatch):
     """Fail the test if `san run` got as far as starting Ray or a connection probe."""
-    import san.fabric
+    import san.fabric           # imports Ray: only the tests that stub it load it
     monkeypatch.setattr(san.fabric, "start_ray", lambda *a: pytest.fail("Ray was started"))
     monkeypatch.setattr(cli.subprocess, "Popen", lambda *a, **k: pytest.fail("Ray was probed"))
 
@@ -196,7 +200,6 @@ def test_a_state_dir_is_held_by_one_run_at_a_time(tmp_path):
     assert not temporary and (path.stat().st_mode & 0o777) == 0o700
     with pytest.raises(SanError, match="in use by another san run"):
         cli._open_state_dir(Args, "topo")
-    import os
     os.close(lock)
     _, _, lock = cli._open_state_dir(Args, "topo")
     os.close(lock)
@@ -205,15 +208,80 @@ def test_a_state_dir_is_held_by_one_run_at_a_time(tmp_path):
 
 
 def test_report_json_shape_from_plain_step_reports(tmp_path):
-    from san import report
-    from san.errors import SanError as E
-    from san.runner import StepReport
-    from san.topology import load_scenario
     scenario = load_scenario(TOPOLOGIES / "scenarios" / "quickstart.yaml")
     steps = [StepReport(0, "t", "write", ok=True, bytes=5, modeled_s=0.5, wall_s=0.1),
-             StepReport(1, None, "verify", ok=False, error=E("VERIFY_MISMATCH", "x"))]
+             StepReport(1, None, "verify", ok=False, error=SanError("VERIFY_MISMATCH", "x"))]
     data = report.build(scenario, steps, {"backup1": []})
     report.write_json(data, tmp_path / "r.json")
     again = json.loads((tmp_path / "r.json").read_text())
     assert again["ok"] is False and again["totals"] == {"wall_s": 0.1, "modeled_s": 0.5, "bytes": 5}
     assert again["steps"][1]["error"] == {"code": "VERIFY_MISMATCH", "message": "x"}
+
+
+# ------------------------------------------------------------------------------ san schema
+
+@pytest.mark.parametrize("kind", ["topology", "scenario"])
+def test_schema_prints_a_draft_2020_12_document(capsys, kind):
+    assert cli.main(["schema", kind]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["type"] == "object" and "name" in schema["required"]
+
+
+@pytest.mark.parametrize("kind", ["topology", "scenario"])
+def test_schema_dash_o_writes_what_it_prints(tmp_path, capsys, kind):
+    assert cli.main(["schema", kind]) == 0
+    printed = capsys.readouterr().out
+    assert cli.main(["schema", kind, "-o", str(tmp_path / "s.json")]) == 0
+    assert capsys.readouterr().out == ""
+    assert (tmp_path / "s.json").read_text() == printed
+
+
+# each case: (id, arguments given tmp_path with a regular file `f` in it, the one line expected)
+SCHEMA_REFUSALS = [
+    ("unknown-kind", lambda t: ["topologies"],
+     "INVALID_INPUT: unknown schema kind 'topologies' (expected one of: topology, scenario)"),
+    ("out-is-a-folder", lambda t: ["topology", "-o", f"{t}"],
+     "INVALID_INPUT: -o {t} cannot be written: Is a directory"),
+    ("out-folder-missing", lambda t: ["scenario", "-o", f"{t}/nope/s.json"],
+     "INVALID_INPUT: -o {t}/nope/s.json cannot be written: No such file or directory"),
+    ("out-under-a-file", lambda t: ["scenario", "-o", f"{t}/f/s.json"],
+     "INVALID_INPUT: -o {t}/f/s.json cannot be written: Not a directory"),
+]
+
+
+@pytest.mark.parametrize("args,expected", [r[1:] for r in SCHEMA_REFUSALS],
+                         ids=[r[0] for r in SCHEMA_REFUSALS])
+def test_schema_refuses_in_one_line_with_exit_2(tmp_path, capsys, args, expected):
+    (tmp_path / "f").write_text("a regular file\n")
+    assert cli.main(["schema", *args(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [expected.format(t=tmp_path)]
+    assert captured.out == ""
+
+
+# ------------------------------------------------------------------------------ no Ray
+
+ROOT = TOPOLOGIES.parent
+
+# each case: (id, the python command line); none of them may import Ray, valid input or not
+# (importing san.topology alone: tests/unit/test_topology.py)
+NO_RAY = [
+    ("san-validate", ["-m", "san", "validate", str(TOPOLOGIES / "scenarios" / "quickstart.yaml")]),
+    ("san-validate-invalid", ["-m", "san", "validate", str(ROOT / "pyproject.toml")]),
+    ("san-inspect", ["-m", "san", "inspect", str(TOPOLOGIES / "two-switches.yaml")]),
+    ("san-schema", ["-m", "san", "schema", "scenario"]),
+]
+
+
+@pytest.mark.parametrize("argv", [r[1] for r in NO_RAY], ids=[r[0] for r in NO_RAY])
+def test_commands_that_never_import_ray(argv):
+    """`-X importtime` lists every module the command imports, on stderr."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-X", "importtime", *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode in (0, 2), done.stderr[-2000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "san.topology" in imported
+    assert [m for m in imported if m == "ray" or m.startswith("ray.")] == []

@@ -7,7 +7,7 @@ import pytest
 
 from san.errors import ValidationFailed
 from san.topology import OPS, Scenario, Topology, load_scenario, validate_files
-from san.topology import schema as S
+from san.topology.steps import WriteStep
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
@@ -77,7 +77,7 @@ def test_contract_quickstart_loads():
     assert vf.checkpoint == "before"
     assert (wr.offset, wr.size, wr.seed, wr.expect_error) == (2 * 2**30, 2**20, 3,
                                                               "LBA_OUT_OF_RANGE")
-    assert isinstance(wr, S.WriteStep)
+    assert isinstance(wr, WriteStep)
 
 
 def test_every_op_with_inline_topology():

@@ -1,8 +1,12 @@
 """Topology files: good files load, every bad file gives located problems (never a traceback)."""
 from __future__ import annotations
 
+import ast
 import glob
+import importlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,16 +104,6 @@ def test_shipped_topologies_load(name):
             assert isinstance(hba.speed, float)
     for isl in topology.fabric.isls:
         assert isinstance(isl.speed, float)
-
-
-def test_two_arrays_is_the_contract_example():
-    contract = ROOT.parent / "shared" / "CONTRACT.md"
-    if not contract.exists():
-        pytest.skip("no shared contract beside the project")
-    text = contract.read_text()
-    start = text.index("```yaml\n", text.index("## Topology file")) + len("```yaml\n")
-    example = text[start:text.index("```", start)]
-    assert (ROOT / "topologies" / "two-arrays.yaml").read_text() == example
 
 
 def test_two_arrays_values():
@@ -591,3 +585,81 @@ def test_unquoted_wwpn_and_numeric_device_id(tmp_path):
     t = load_topology(path)
     assert t.hosts[0].hbas[0].wwpn == "21:00:00:00:00:00:00:01"
     assert t.arrays[0].device_id == "0001"
+
+
+# ------------------------------------------------------------------------------ the package
+
+# each case: (module, the names its importers use: san/, tests/, benchmarks/ and the names
+# `san.topology.schema` had before it was split into fields, models and steps)
+PUBLIC = [
+    ("san.topology", "load_topology load_scenario validate_files is_scenario_file format_path "
+                     "Problem Topology Scenario Step StepBase OPS ACTIONS FAULT_KINDS "
+                     "CATALOG_FIELDS Switch Isl Zone Fabric Lan Array ArrayPort Volume Host Hba "
+                     "Mount RestorePort BackupServer Definition Destination TapeLibrary "
+                     "Placement FileSpec render_inspect path_status"),
+    ("san.topology.schema", "NAME_RE NAME_EXPECTED WWPN_RE WWPN_EXPECTED ACTIONS FILESYSTEMS "
+                            "DEFINITION_TYPES METHODS FAULT_KINDS CATALOG_FIELDS ERROR_CODES "
+                            "LABEL_MAX MOUNT_POINT_MAX DEFAULT_START bad one_of article int_type "
+                            "size_type choice Name Text Label MountPoint PortRef TargetRef Wwpn "
+                            "Speed Duration Time ScheduleT Amount RawList RowValue Number Lun "
+                            "Count Seed VolumeSize IoSize Offset FileSize Capacity PoolSize "
+                            "Threshold Action Filesystem DefinitionType Method FaultKind ErrorCode "
+                            "CatalogField SanModel Placement Switch Isl Zone Fabric Lan ArrayPort "
+                            "Volume Array Hba Mount RestorePort Host Destination Definition "
+                            "BackupServer TapeLibrary ELEMENT_KINDS Topology StepBase WriteStep "
+                            "FileSpec WriteFilesStep RemoveFilesStep CheckpointStep VerifyStep "
+                            "ListDestinationsStep DefineStep BackupStep RestoreTarget "
+                            "RestoreVolumeStep RestoreFilesStep DeleteBackupStep VolumeTarget "
+                            "CopyVolumeStep CopyToTapeStep MigrateStep LoseCatalogStep "
+                            "RebuildCatalogStep ExpectCatalogStep AdvanceClockStep When FaultStep "
+                            "ScrubStep ConcurrentStep OPS SERVER_OPS Step ScenarioHead Scenario"),
+    ("san.topology.loader", "Problem format_path load_topology load_scenario validate_files "
+                            "is_scenario_file"),
+    ("san.topology.inspect", "render_inspect path_status"),
+]
+
+
+@pytest.mark.parametrize("module,names", PUBLIC, ids=[m for m, _ in PUBLIC])
+def test_public_names_stay_importable(module, names):
+    imported = importlib.import_module(module)
+    assert [n for n in names.split() if not hasattr(imported, n)] == []
+
+
+PACKAGE = ROOT / "san" / "topology"
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
+def test_each_module_is_one_room_with_a_docstring(path):
+    tree = ast.parse(path.read_text())
+    assert ast.get_docstring(tree), f"{path.name} does not say what it is for"
+    assert len(path.read_text().splitlines()) <= 600, f"{path.name} is too large to read"
+
+
+def test_the_modules_of_the_package_import_each_other_without_a_cycle():
+    """Imports anywhere in a module count, inside functions too."""
+    graph = {}
+    for path in PACKAGE.glob("*.py"):
+        uses = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                name = node.module
+                uses |= {f"{name}.{a.name}" for a in node.names} if name == "san.topology" \
+                    else {name}
+            elif isinstance(node, ast.Import):
+                uses |= {a.name for a in node.names}
+        graph[f"san.topology.{path.stem}"] = {u for u in uses if u.startswith("san.topology.")}
+    graph["san.topology.__init__"] = set()          # the package re-exports; nobody needs it
+
+    def visit(module, trail):
+        assert module not in trail, " -> ".join(trail + [module])
+        for used in graph.get(module, ()):
+            visit(used, trail + [module])
+    for module in graph:
+        visit(module, [])
+
+
+def test_importing_the_topology_package_never_imports_ray():
+    done = subprocess.run(
+        [sys.executable, "-c", "import san.topology, sys; assert 'ray' not in sys.modules"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
