@@ -5,9 +5,9 @@ and copies trust "same stored checksum" as "same bytes", so the checksum must be
 collision-resistant (>= 128 bits) *and* cheap next to the ~1 GB/s of the store's write path.
 This measures, on this machine, each candidate hashing a buffer granule by granule:
 
-- ``xxh3-128``: `xxhash.xxh3_128_intdigest` per granule (what `san.storage.checksums` does);
+- ``xxh3-128``: `xxhash.xxh3_128_intdigest` per granule (what `san.checksums.checksums` does);
 - ``blake3``:   `blake3.blake3(granule).digest()` per granule (256-bit, cryptographic);
-- ``pair``:     the old linear (sum, index-weighted sum) pair, `san.storage._pair_checksums`
+- ``pair``:     the old linear (sum, index-weighted sum) pair, `san.storage_v1._pair_checksums`
   (kept only to convert v1 state dirs; not collision-resistant, shown as the baseline);
 - ``store``:    `checksums()` as the store calls it (XXH3-128 into an (n, 2) uint64 array).
 
@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from san import storage  # noqa: E402
+from san.checksums import checksums  # noqa: E402
+from san.storage_v1 import _pair_checksums  # noqa: E402
 from san.units import format_size, parse_size  # noqa: E402
 
 
@@ -55,11 +56,11 @@ def _blake3(buf: np.ndarray, granule: int) -> None:
 
 
 def _pair(buf: np.ndarray, granule: int) -> None:
-    storage._pair_checksums(buf, granule)
+    _pair_checksums(buf, granule)
 
 
 def _store(buf: np.ndarray, granule: int) -> None:
-    storage.checksums(buf, granule)
+    checksums(buf, granule)
 
 
 CANDIDATES = {"xxh3-128": _xxh3_128, "blake3": _blake3, "pair": _pair, "store": _store}

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import ray
 
-from .elements.disk_array import GRANULE
 from .errors import SanError
 from .kinds import KINDS, resolve, specs
 from .remote import get, lookup
+from .units import DEFAULT_CHUNK, DEFAULT_GRANULE
 
-DEFAULT_CHUNK = 4 << 20
 
 
 def start_ray(address: str | None = None, object_store_memory: int = 2 << 30) -> bool:
@@ -54,7 +53,7 @@ class San:
     """A running SAN: the actors built from one topology, in their own namespace."""
 
     def __init__(self, topology, state_dir: Path, chunk_size: int = DEFAULT_CHUNK,
-                 granule: int = GRANULE, namespace: str | None = None, window: int = 8):
+                 granule: int = DEFAULT_GRANULE, namespace: str | None = None, window: int = 8):
         self.topology = topology
         self.state_dir = Path(state_dir)
         self.chunk_size = chunk_size

@@ -3,7 +3,7 @@
 A snapshot is a read-only point-in-time image of an ordinary volume (its *source*).  Creating
 one costs O(1) whatever the source's size: nothing is read or copied.  Afterwards, the first
 write to a granule of the source saves the granule's old content once, into the array's
-`GranulePool`, shared by every snapshot that still needs it; later writes to that granule cost
+`GranulePool` (`san.pool`), shared by every snapshot that still needs it; later writes to that granule cost
 nothing until the next snapshot of the source.
 
 Epochs
@@ -29,8 +29,9 @@ needed the lost content (epoch in ``(w(g), E]``) becomes *broken* (persisted), r
 
 Persistence
 -----------
-``directory/snapshots.log``: an append-only journal of 64-byte records (8 little-endian int64:
-kind, 6 fields, CRC-32 of the first 56 bytes): a header (granule size), ``EPOCH``, ``CREATE``,
+``directory/snapshots.log``: an append-only journal (`san.journal.Journal`: torn tails cut,
+compaction atomic) of 64-byte records (8 little-endian int64: kind, 6 fields, CRC-32 of the
+first 56 bytes, `san.journal.seal`): a header (granule size), ``EPOCH``, ``CREATE``,
 ``COW`` (an interval saved), ``BROKEN`` and ``DELETE``.  Freed slots are not journaled: they are a
 deterministic consequence of ``BROKEN``/``DELETE``, and replay recomputes them.  Every record of a
 `SnapshotEngine.before_write` is appended (``os.write`` on an ``O_APPEND`` descriptor) before it returns, i.e. before the
@@ -52,21 +53,22 @@ store's lock while calling the engine.
 from __future__ import annotations
 
 import bisect
-import errno
-import heapq
-import os
 import pathlib
 import struct
 import threading
-import zlib
 
 import numpy as np
 
+from san.digest import digest_extents
 from san.errors import SanError
-from san.storage import (BLOCK, MAX_SIZE, VolumeStore, digest_extents,
-                         granule_extents)
+from san.granules import granule_extents, present, runs
+from san.journal import Journal, seal, sealed
+from san.pool import GranulePool
+from san.storage import VERIFY_RUN, VolumeStore
+from san.units import BLOCK
 
-__all__ = ["GranulePool", "SnapshotView", "SnapshotEngine", "ZERO"]
+__all__ = ["SnapshotView", "SnapshotEngine", "ZERO",
+           "GranulePool"]          # re-exported from san.pool, its home
 
 ZERO = -1                               # interval slot: the saved content is all zeros
 
@@ -75,201 +77,15 @@ def _hi(iv: tuple[int, int, int]) -> int:
     return iv[1]
 
 
-# ====================================================================== the pool
-def _adjacent(pieces: list, G: int) -> np.ndarray | None:
-    """One array over `pieces` when they are whole granules lying end to end in one buffer
-    (slices of one source read): the pool then writes straight from it, without a copy."""
-    first = pieces[0]
-    if not all(isinstance(p, np.ndarray) and p.dtype == np.uint8 and p.ndim == 1 and len(p) == G
-               and p.flags.c_contiguous for p in pieces):
-        return None
-    base = first.base if first.base is not None else first
-    start = first.__array_interface__["data"][0]
-    for k, p in enumerate(pieces):
-        if p.__array_interface__["data"][0] != start + k * G or (p.base if p.base is not None else p) is not base:
-            return None
-    if not isinstance(base, np.ndarray):
-        return None
-    b0 = base.__array_interface__["data"][0]
-    if base.dtype != np.uint8 or base.ndim != 1 or not base.flags.c_contiguous or \
-            start < b0 or start + len(pieces) * G > b0 + len(base):
-        return None
-    off = start - b0
-    return base[off: off + len(pieces) * G]
-
-
-class GranulePool:
-    """Where saved (copy-on-write) granules live: one per array.
-
-    A thin `VolumeStore` named ``pool`` in `directory`; a *slot* is a granule index of that store.
-    Free slots are reused lowest first.  `capacity` (bytes, or None for no cap) limits the slots
-    to ``capacity // granule``; the store itself is created as large as the file system allows
-    (1 PiB, else ~16 TiB, else 1 TiB: it is sparse, so size costs nothing), so a pool re-opened with
-    another capacity keeps its slots.  On re-open the used slots are the store's written granules.
-    """
-
-    NAME = "pool"
-
-    def __init__(self, directory: pathlib.Path, granule: int, capacity: int | None,
-                 label: str | None = None):
-        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer))
-                                     or capacity < 0):
-            raise SanError("INVALID_INPUT", f"snapshot pool capacity {capacity!r} must be a byte count >= 0 or None")
-        if isinstance(granule, bool) or not isinstance(granule, (int, np.integer)) or granule <= 0 or granule % BLOCK:
-            raise SanError("INVALID_INPUT", f"snapshot pool granule {granule!r} must be a positive multiple of 512")
-        self.directory = pathlib.Path(directory)
-        self.capacity = None if capacity is None else int(capacity)
-        self.label = label or f"snapshot pool in {self.directory}"
-        self._lock = threading.RLock()
-        data = self.directory / f"{self.NAME}.data"
-        if data.exists() and data.stat().st_size > 0:
-            self._store = VolumeStore(self.directory, self.NAME, data.stat().st_size, int(granule),
-                                      label=self.label)
-        else:
-            self._store = self._create(int(granule))
-        self.granule = self._store.granule
-        slots = self._store.size // self.granule
-        self._limit = slots if self.capacity is None else min(slots, self.capacity // self.granule)   # slots in use at most
-        used = self._store.written_granules()
-        self._used: set[int] = set(used)
-        self._high = used[-1] + 1 if used else 0       # slots >= _high were never used
-        self._free = [s for s in range(self._high) if s not in self._used]   # sorted: a heap
-
-    def _create(self, granule: int) -> VolumeStore:
-        last: OSError | None = None
-        for size in (MAX_SIZE, (1 << 44) - (1 << 24), 1 << 40):
-            size -= size % granule
-            try:
-                return VolumeStore(self.directory, self.NAME, size, granule, label=self.label)
-            except OSError as e:             # EFBIG: the file system caps file sizes (ext4: 16 TiB)
-                if e.errno not in (errno.EFBIG, errno.EINVAL):
-                    raise
-                last = e
-        raise SanError("NO_SPACE", f"cannot create the snapshot pool in {self.directory}: {last}")
-
-    @property
-    def slots(self) -> int:
-        """How many slots the pool may hold (its capacity in granules)."""
-        return self._limit
-
-    @property
-    def used_bytes(self) -> int:
-        with self._lock:
-            return len(self._used) * self.granule
-
-    def used_slots(self) -> list[int]:
-        with self._lock:
-            return sorted(self._used)
-
-    def save(self, data) -> int | None:
-        """Store one granule (`data`: at most `granule` bytes, zero-padded); its slot, or None when full."""
-        arr = np.asarray(data, dtype=np.uint8).reshape(-1)
-        G = self.granule
-        if len(arr) > G:
-            raise SanError("INVALID_INPUT", f"snapshot pool: {len(arr)} bytes do not fit one {G}-byte granule")
-        if len(arr) < G:
-            buf = np.zeros(G, dtype=np.uint8)
-            buf[: len(arr)] = arr
-            arr = buf
-        with self._lock:
-            if len(self._used) >= self._limit:
-                return None
-            if self._free:
-                slot = heapq.heappop(self._free)
-            elif self._high < self._store.size // G:
-                slot = self._high
-                self._high += 1
-            else:
-                return None
-            try:
-                self._store.write(slot * G, arr)
-            except BaseException:
-                heapq.heappush(self._free, slot)
-                raise
-            self._used.add(slot)
-            return slot
-
-    def save_many(self, pieces: list[np.ndarray]) -> list[int | None]:
-        """`save` for several granules at once: one store write per run of consecutive slots.
-
-        Slots go lowest first; when the pool fills up, the remaining pieces get None.
-        """
-        G = self.granule
-        with self._lock:
-            slots: list[int | None] = []
-            for _ in pieces:
-                if len(self._used) + len(slots) >= self._limit:
-                    break
-                if self._free:
-                    slots.append(heapq.heappop(self._free))
-                elif self._high < self._store.size // G:
-                    slots.append(self._high)
-                    self._high += 1
-                else:
-                    break
-            done = 0
-            try:
-                while done < len(slots):
-                    end = done + 1
-                    while end < len(slots) and slots[end] == slots[end - 1] + 1:
-                        end += 1
-                    buf = _adjacent(pieces[done:end], G)
-                    if buf is None:
-                        buf = np.zeros((end - done) * G, dtype=np.uint8)
-                        for k in range(done, end):
-                            arr = np.asarray(pieces[k], dtype=np.uint8).reshape(-1)
-                            if len(arr) > G:
-                                raise SanError("INVALID_INPUT",
-                                               f"snapshot pool: {len(arr)} bytes do not fit one {G}-byte granule")
-                            buf[(k - done) * G: (k - done) * G + len(arr)] = arr
-                    self._store.write(slots[done] * G, buf)
-                    self._used.update(slots[done:end])
-                    done = end
-            except BaseException:
-                for slot in slots[done:]:
-                    heapq.heappush(self._free, slot)
-                raise
-            return slots + [None] * (len(pieces) - len(slots))
-
-    def read_many(self, slots: list[int]) -> list[np.ndarray]:
-        """`read` for several slots: one store read per run of consecutive slots."""
-        G = self.granule
-        out: list[np.ndarray] = []
-        with self._lock:
-            for slot in slots:
-                if slot not in self._used:
-                    raise SanError("INVALID_INPUT", f"snapshot pool slot {slot} is not in use")
-            i = 0
-            while i < len(slots):
-                j = i + 1
-                while j < len(slots) and slots[j] == slots[j - 1] + 1:
-                    j += 1
-                buf = self._store.read(slots[i] * G, (j - i) * G)
-                out.extend(buf[k * G:(k + 1) * G] for k in range(j - i))
-                i = j
-        return out
-
-    def read(self, slot: int) -> np.ndarray:
-        """The granule saved in `slot` (checksum verified by the store)."""
-        with self._lock:
-            if slot not in self._used:
-                raise SanError("INVALID_INPUT", f"snapshot pool slot {slot} is not in use")
-            return self._store.read(slot * self.granule, self.granule)
-
-    def free(self, slot: int) -> None:
-        """Give `slot` back (its disk space too); freeing a free slot does nothing."""
-        with self._lock:
-            if slot not in self._used:
-                return
-            self._store.discard(slot * self.granule, self.granule)
-            self._used.discard(slot)
-            heapq.heappush(self._free, slot)
-
-    def close(self) -> None:
-        self._store.close()
-
-    def __repr__(self) -> str:
-        return f"GranulePool({str(self.directory)!r}, granule={self.granule}, capacity={self.capacity}, used={self.used_bytes})"
+def _fails_checksum(read, *args) -> bool:
+    """Does `read(*args)` fail CHECKSUM_MISMATCH?  (Any other error is raised.)"""
+    try:
+        read(*args)
+    except SanError as exc:
+        if exc.code != "CHECKSUM_MISMATCH":
+            raise
+        return True
+    return False
 
 
 # ====================================================================== journal records
@@ -277,12 +93,11 @@ _REC = struct.Struct("<7qQ")            # kind, 6 fields, crc32 of the first 56 
 _RECLEN = _REC.size                     # 64
 _MAGIC = 0x3130504E53534E41             # b"ANSSNP01" as a little-endian int64: the header's kind
 _EPOCH, _CREATE, _COW, _BROKEN, _DELETE = 1, 2, 3, 4, 5
+_KINDS = (_EPOCH, _CREATE, _COW, _BROKEN, _DELETE)
 
 
 def _pack(kind: int, *fields: int) -> bytes:
-    vals = (kind, *fields) + (0,) * (6 - len(fields))
-    body = struct.pack("<7q", *vals)
-    return body + struct.pack("<Q", zlib.crc32(body))
+    return seal(struct.pack("<7q", kind, *fields, *(0,) * (6 - len(fields))))
 
 
 # ====================================================================== engine state
@@ -362,7 +177,7 @@ class SnapshotView:
             snap = self._snap()
             if offset % BLOCK or length % BLOCK:
                 raise SanError("INVALID_INPUT", f"snapshot volume {self.number}: read at offset {offset}, "
-                                                f"length {length} is not aligned to 512 bytes")
+                                                f"length {length} is not aligned to {BLOCK} bytes")
             if offset < 0 or length < 0 or offset + length > self.size:
                 raise SanError("LBA_OUT_OF_RANGE", f"snapshot volume {self.number}: read at offset {offset}, "
                                                    f"length {length} is outside the volume of {self.size} bytes")
@@ -372,12 +187,7 @@ class SnapshotView:
             store = eng._store(snap.source)
             G, e, end = self.granule, snap.epoch, offset + length
             g0, g1 = offset // G, (end - 1) // G
-            cow = src.cow
-            if g1 - g0 + 1 <= len(cow):
-                cand = [g for g in range(g0, g1 + 1) if g in cow]
-            else:
-                cand = sorted(g for g in cow if g0 <= g <= g1)
-            saved = [(g, slot) for g in cand if (slot := src.locate(g, e)) is not None]
+            saved = [(g, slot) for g in present(src.cow, g0, g1 + 1) if (slot := src.locate(g, e)) is not None]
             if not saved:
                 return store.read(offset, length)
             kept = iter(self._read_saved(saved))
@@ -408,11 +218,7 @@ class SnapshotView:
             if exc.code != "CHECKSUM_MISMATCH":
                 raise
         for g, slot in kept:   # which one: slot by slot
-            try:
-                pool.read(slot)
-            except SanError as exc:
-                if exc.code != "CHECKSUM_MISMATCH":
-                    raise
+            if _fails_checksum(pool.read, slot):
                 start = g * self.granule
                 raise SanError("CHECKSUM_MISMATCH",
                                f"{self.label} (a snapshot of volume {self.source}): bytes {start}.."
@@ -420,7 +226,7 @@ class SnapshotView:
                                f"fail their checksum") from None
         return pool.read_many([slot for _, slot in kept])
 
-    def scrub(self, piece: int = 4 << 20) -> tuple[int, list[int]]:
+    def scrub(self, piece: int = VERIFY_RUN) -> tuple[int, list[int]]:
         """Read and verify every granule of the image: (bytes checked, bad granules).  A bad
         granule shared with the source is rot in the source too, and is remembered there; one
         kept in the pool is remembered by the pool.  Finding bad granules is not an error."""
@@ -428,30 +234,12 @@ class SnapshotView:
         per = max(1, piece // G)
         checked, bad = 0, []
         with eng._lock:
-            gs = self.written_granules()
-            runs: list[list[int]] = []
-            for g in gs:
-                if runs and runs[-1][-1] == g - 1 and len(runs[-1]) < per:
-                    runs[-1].append(g)
-                else:
-                    runs.append([g])
-            for run in runs:
+            for run in runs(self.written_granules(), per):
                 start = run[0] * G
                 length = run[-1] * G + self._glen(run[-1]) - start
                 checked += length
-                try:
-                    self.read(start, length)
-                    continue
-                except SanError as exc:
-                    if exc.code != "CHECKSUM_MISMATCH":
-                        raise
-                for g in run:
-                    try:
-                        self.read(g * G, self._glen(g))
-                    except SanError as exc:
-                        if exc.code != "CHECKSUM_MISMATCH":
-                            raise
-                        bad.append(g)
+                if _fails_checksum(self.read, start, length):
+                    bad.extend(g for g in run if _fails_checksum(self.read, g * G, self._glen(g)))
         return checked, bad
 
     def written_granules(self) -> list[int]:
@@ -514,49 +302,24 @@ class SnapshotEngine:
         self._snaps: dict[int, _Snap] = {}
         self._sources: dict[int, _Source] = {}
         self._n_ivs = 0            # intervals held, all sources
-        self._records = 0          # journal records after the header
-        self._fd = -1
+        self._journal = Journal(self.log_path, _RECLEN)
         self._replay()
-        self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
         self._reconcile()
 
     # ------------------------------------------------------------------ journal
     def _replay(self) -> None:
-        tmp = self.log_path.with_name(self.LOG + ".tmp")
-        if tmp.exists():
-            tmp.unlink()
-        raw = self.log_path.read_bytes() if self.log_path.exists() else b""
-        if len(raw) < _RECLEN or not self._header_ok(raw[:_RECLEN]):
-            if len(raw) >= _RECLEN:
-                raise SanError("INVALID_INPUT", f"{self.log_path} is not a snapshot journal")
-            with open(self.log_path, "wb") as f:       # new (or torn while being created)
-                f.write(_pack(_MAGIC, self.granule))
-            os.chmod(self.log_path, 0o600)
-            return
-        n = len(raw) // _RECLEN - 1
-        good = 0
-        for i in range(n):
-            rec = raw[(i + 1) * _RECLEN: (i + 2) * _RECLEN]
-            vals = _REC.unpack(rec)
-            if zlib.crc32(rec[:56]) != vals[7] or vals[0] not in (_EPOCH, _CREATE, _COW, _BROKEN, _DELETE):
-                if i != n - 1:
-                    raise SanError("INVALID_INPUT", f"{self.log_path}: record {i} (byte {(i + 1) * _RECLEN}) "
-                                                    f"is damaged and is not the last one")
-                break                                  # a garbled last record: as torn
-            self._apply(vals)
-            good += 1
-        self._records = good
-        if len(raw) != (good + 1) * _RECLEN:           # cut off a torn or garbled tail
-            os.truncate(self.log_path, (good + 1) * _RECLEN)
+        _, body = self._journal.replay(_pack(_MAGIC, self.granule), check_header=self._check_header,
+                                       valid=lambda rec: sealed(rec) and _REC.unpack(rec)[0] in _KINDS)
+        for at in range(0, len(body), _RECLEN):
+            self._apply(_REC.unpack_from(body, at))
 
-    def _header_ok(self, rec: bytes) -> bool:
+    def _check_header(self, rec: bytes) -> None:
         vals = _REC.unpack(rec)
-        if vals[0] != _MAGIC or zlib.crc32(rec[:56]) != vals[7]:
-            return False
+        if vals[0] != _MAGIC or not sealed(rec):
+            raise SanError("INVALID_INPUT", f"{self.log_path} is not a snapshot journal")
         if vals[1] != self.granule:
             raise SanError("INVALID_INPUT", f"{self.log_path} was written for {vals[1]}-byte granules, "
                                             f"the snapshot pool has {self.granule}-byte granules")
-        return True
 
     def _apply(self, vals) -> list[int]:
         kind = vals[0]
@@ -574,17 +337,10 @@ class SnapshotEngine:
         return []
 
     def _append(self, recs: list[bytes]) -> None:
-        if not recs:
-            return
-        data = b"".join(recs)
-        mv = memoryview(data)
-        while len(mv):
-            k = os.write(self._fd, mv)
-            mv = mv[k:]
-        self._records += len(recs)
+        self._journal.append(b"".join(recs))
 
     def _maybe_compact(self) -> None:
-        if self._records > 4 * (len(self._sources) + len(self._snaps) + self._n_ivs) + self.COMPACT_MIN:
+        if self._journal.records > 4 * (len(self._sources) + len(self._snaps) + self._n_ivs) + self.COMPACT_MIN:
             self.compact()
 
     def compact(self) -> None:
@@ -601,22 +357,11 @@ class SnapshotEngine:
                 for g in sorted(src.cow):
                     for lo, hi, slot in src.cow[g]:
                         recs.append(_pack(_COW, number, g, lo, hi, slot))
-            tmp = self.log_path.with_name(self.LOG + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                data = memoryview(b"".join(recs))
-                while len(data):
-                    data = data[os.write(fd, data):]
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.log_path)
-            os.close(self._fd)
-            self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
-            self._records = len(recs) - 1
+            self._journal.rewrite(recs[0], b"".join(recs[1:]))
 
     @property
     def journal_records(self) -> int:
-        return self._records
+        return self._journal.records
 
     # ------------------------------------------------------------------ state transitions (live and replay)
     def _source(self, number: int) -> _Source:
@@ -797,32 +542,29 @@ class SnapshotEngine:
             G, E = self.granule, src.epoch
             g0, g1 = offset // G, (offset + length - 1) // G
             cow = src.cow
-            todo = []
+            todo: dict[int, int] = {}       # granule -> w(g), ascending
             for g in range(g0, g1 + 1):
                 ivs = cow.get(g)
                 w = ivs[-1][1] if ivs else 0
                 if w < E and src.needed(w, E):
-                    todo.append((g, w))
+                    todo[g] = w
             if not todo:
                 return 0
             saved = 0
             recs: list[bytes] = []
             try:
-                i = 0
-                while i < len(todo):           # one source read per run of consecutive granules
-                    j = i + 1
-                    while j < len(todo) and todo[j][0] == todo[j - 1][0] + 1:
-                        j += 1
-                    start = todo[i][0] * G
-                    stop = min(todo[j - 1][0] * G + G, store.size)
+                for run in runs(todo):    # one source read per run of consecutive granules
+                    start = run[0] * G
+                    stop = min(run[-1] * G + G, store.size)
                     old = store.read(start, stop - start)
-                    pieces = [old[g * G - start: min(g * G + G, store.size) - start] for g, _ in todo[i:j]]
+                    pieces = [old[g * G - start: min(g * G + G, store.size) - start] for g in run]
                     nfull = len(old) // G            # all but a short last granule of the volume
                     nonzero = old[: nfull * G].reshape(nfull, G).any(axis=1).tolist()
                     if len(pieces) > nfull:
                         nonzero.append(bool(pieces[-1].any()))
                     slots = iter(self.pool.save_many([p for p, nz in zip(pieces, nonzero) if nz]))
-                    for (g, w), piece, nz in zip(todo[i:j], pieces, nonzero):
+                    for g, piece, nz in zip(run, pieces, nonzero):
+                        w = todo[g]
                         slot = next(slots) if nz else ZERO
                         if slot is None and src.needed(w, E):
                             slot = self.pool.save(piece)      # a break earlier in this run may have made room
@@ -841,7 +583,6 @@ class SnapshotEngine:
                             saved += G
                         self._apply_cow(source, g, w, E, slot)
                         recs.append(_pack(_COW, source, g, w, E, slot))
-                    i = j
             finally:
                 self._append(recs)
             self._maybe_compact()
@@ -902,15 +643,7 @@ class SnapshotEngine:
 
     def close(self) -> None:
         with self._lock:
-            if self._fd >= 0:
-                fd, self._fd = self._fd, -1
-                os.close(fd)
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+            self._journal.close()
 
     def __repr__(self) -> str:
         return f"SnapshotEngine({str(self.directory)!r}, snapshots={len(self._snaps)}, pool={self.pool.used_bytes})"

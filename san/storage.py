@@ -29,22 +29,17 @@ File layout (in ``directory``)
     live granule, into ``NAME.map.tmp`` (fsync-ed) and moved over the journal with
     ``os.replace``.
 ``NAME.bad``
-    The granules known to be bad (see "Bad granules"), only while there are any: ``b"SANBAD01"``
-    then their sorted indexes as u64 little-endian.  Rewritten whole (``NAME.bad.tmp``,
-    fsync, ``os.replace``) only when the set changes; removed when it becomes empty.
+    The granules known to be bad (see "Bad granules"), only while there are any; its layout
+    is `san.bad_granules`'s.
 
 The granule size of an existing store is fixed by its header: re-opening with another
 ``granule`` argument uses the stored one (the bytes on disk are laid out for it).  Re-opening
 with another ``size`` raises ``INVALID_INPUT`` naming both sizes.
 
-Version 1 maps (``b"SANMAP01"``) held a linear checksum pair per granule (below).  Opening
-such a store *converts* it once: every written granule is read and checked against its old
-pair; a good one gets its XXH3-128 recorded, a bad one is put in the bad set and gets a
-checksum that cannot match its current bytes (its XXH3-128 with the lowest bit flipped), so
-it keeps failing reads exactly as before.  The new map is written to ``NAME.map.tmp``,
-fsync-ed and moved over the old one with ``os.replace`` (the bad set is written first), so a
-crash during conversion leaves the v1 map, converted again on the next open.
-`VolumeStore.converted` and `VolumeStore.converted_bad` tell what the conversion found.
+Version 1 maps (``b"SANMAP01"``, written by san 0.1) held a linear checksum pair per
+granule; opening such a store converts it once (`san.storage_v1` says how, and what a crash
+during the conversion leaves).  `VolumeStore.converted` and `VolumeStore.converted_bad` tell
+what the conversion found.
 
 Durability
 ----------
@@ -60,345 +55,69 @@ writes a store at a time; others may read it (and `VolumeStore.corrupt` it).
 
 Checksum
 --------
-Per granule, XXH3-128 (``xxhash.xxh3_128_intdigest``, seed 0) of its bytes, kept as
-``(lo, hi)`` 64-bit halves.  Copies between stores trust "same stored checksum" as "same
-bytes" (incremental resync compares checksums without reading data), so the checksum must be
-collision-resistant, and it is on the write path of every byte, so it must be fast.  Measured
-on this machine (``python benchmarks/checksums.py --store``: 256 KiB granules over 64 MiB of
-random bytes, median of 5, three runs; a 2-core VM):
-
-================  ===========  ==============================================
-candidate         GB/s         notes
-================  ===========  ==============================================
-XXH3-128          13.6 - 14.0  128-bit, non-cryptographic; chosen
-BLAKE3             5.3 -  5.8  256-bit, cryptographic (one thread)
-old linear pair    6.1 -  7.7  ``_pair_checksums``: numpy sum + weighted sum
-================  ===========  ==============================================
-
-The store's own write path (1 GiB in 4 MiB pieces over written granules, into the page
-cache) runs at ~4.3 GB/s with XXH3-128 against ~3.5 GB/s with the old pair (reads: ~4.8
-against ~4.1 GB/s).  Hashing at 14 GB/s is ~30% of a write's time; BLAKE3 would be ~50% and
-bring writes to ~3 GB/s, slower than before, for a strength (against deliberate collisions)
-that integrity against rot and incremental copies do not need.
-
-Guarantees: XXH3-128 is not linear, so no structured class of edits is invisible to it.  A
-change to a granule's bytes (a flipped bit anywhere, a torn or zeroed sector, swapped words,
-+1/-2/+1 on three adjacent words, which left both old sums unchanged) goes unseen only if the
-new bytes collide by accident, with probability about 2**-128, which is also the chance that
-two different contents in two stores show equal checksums.  It is no defense against someone *crafting*
-collisions (it is neither keyed nor cryptographic); BLAKE3 would be, at the cost above.
-Every read of a written granule reads it whole and verifies it, with no cache: bytes changed
-under the store by anyone are seen by the next read.
-
-The old pair, kept as `_pair_checksums` to convert v1 stores, was a Fletcher-style pair over
-little-endian u64 words ``w``: ``(sum(w), sum((i+1) * w[i])) mod 2**64``.  It caught every
-change confined to one word, but being linear it was blind to any edit whose deltas ``d[i]``
-have ``sum(d) = sum(i * d[i]) = 0`` (e.g. +1, -2, +1 on three adjacent words).
+Per granule, XXH3-128 of its bytes, kept as ``(lo, hi)`` 64-bit halves: collision-resistant,
+so copies between stores trust "same stored checksum" as "same bytes", and fast enough for the
+write path of every byte.  `san.checksums` gives the measurements behind the choice and what
+it guarantees.  Every read of a written granule reads it whole and verifies it, with no
+cache: bytes changed under the store by anyone are seen by the next read.
 
 Bad granules
 ------------
-A store remembers which granules it found bad, in ``NAME.bad``, so the array can repair them
-(a mirror rewrites them) and report them (`VolumeStore.bad_extents`).  Any read that finds a
-granule failing its checksum (`read`, the read-modify-write of a partial `write`, `digest`,
-`scrub`, `verify`) records it; `mark_bad` records granules the array learned of elsewhere;
-the conversion of a v1 store records what failed its old pair.  A write covering a granule
-whole, or a discard of it, removes it (its data is new); `scrub` replaces the entries of the
-written granules with what it finds.  The set is a record, not a gate: reads verify the bytes
-against the checksum and that alone decides whether they fail.  `corrupt` marks nothing: rot
-is unseen until read.  ``CHECKSUM_MISMATCH`` names the store's label and the failing granule's
-byte range: ``"array1 volume 0: bytes 262144..524287 (granule 1, 262144 bytes) fail their
+A store remembers the granules it found bad (``NAME.bad``), so the array can repair and
+report them; `san.bad_granules` says when a granule enters and leaves that set.  The set is a
+record, not a gate: reads verify the bytes against the checksum and that alone decides whether
+they fail.  ``CHECKSUM_MISMATCH`` names the store's label and the failing granule's byte
+range: ``"array1 volume 0: bytes 262144..524287 (granule 1, 262144 bytes) fail their
 checksum"``.
 
 Digest
 ------
-`VolumeStore.digest` is the contract's volume digest (``checkpoint`` op): hex SHA-256 over,
-for each 256 KiB block (`DIGEST_BLOCK`, whatever the granule) that is not all zeros, in block
-order, the block index as 8-byte little-endian followed by the 32-byte SHA-256 of the block
-(the last block of a volume whose size is not a multiple of 256 KiB is the shorter remainder).
-Its cost follows the data written; `digest_of` computes the same for an in-memory image and
-`DigestBuilder` is the incremental form both use.
+`VolumeStore.digest` is the contract's volume digest (``checkpoint`` op), defined in
+`san.digest`; its cost follows the data written.
+
+Where the rest lives
+-------------------
+The journal mechanics (header, torn tail, compaction) are `san.journal.Journal`'s, the file
+I/O primitives `san.fileio`'s.  Names other modules import from here are re-exported from
+their homes: `checksums` (`san.checksums`), `_pair_checksums` (`san.storage_v1`),
+`DigestBuilder`, `digest_of`, `digest_extents`, `DIGEST_BLOCK` (`san.digest`),
+`granule_extents` (`san.granules`), `BLOCK`, `DEFAULT_GRANULE` (`san.units`).
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import hashlib
-import operator
 import os
 import pathlib
 import struct
 import threading
 
 import numpy as np
-import xxhash
 
+from san.bad_granules import BadGranules, granule_list
+from san.checksums import checksums, granule_checksums
+from san.digest import DIGEST_BLOCK, DigestBuilder, digest_extents, digest_of
 from san.errors import SanError
+from san.fileio import FdOwner, as_bytes_array, close_fd, pread_into, punch_hole, pwrite_all
+from san.granules import granule_extents, present, runs
+from san.journal import Journal
+from san.storage_v1 import MAGIC_V1, _pair_checksums, rechecksum
+from san.units import BLOCK, DEFAULT_GRANULE, MiB, PiB
 
-__all__ = ["VolumeStore", "DigestBuilder", "digest_of", "checksums", "DIGEST_BLOCK",
-           "BLOCK", "MAX_SIZE", "DEFAULT_GRANULE"]
+__all__ = ["VolumeStore", "MAX_SIZE", "VERIFY_RUN",
+           # re-exported from their own modules, for the importers of san.storage
+           "DigestBuilder", "digest_of", "digest_extents", "granule_extents", "DIGEST_BLOCK",
+           "checksums", "_pair_checksums", "BLOCK", "DEFAULT_GRANULE"]
 
-BLOCK = 512
-MAX_SIZE = 1 << 50                      # 1 PiB
-DEFAULT_GRANULE = 256 * 1024
-DIGEST_BLOCK = 256 * 1024
+MAX_SIZE = PiB                          # the largest volume
+VERIFY_RUN = 4 * MiB                    # bytes read at a time by scrub(), verify(), conversion
 _MAGIC = b"SANMAP02"
-_MAGIC_V1 = b"SANMAP01"                 # linear pair checksums: converted on open
-_BAD_MAGIC = b"SANBAD01"
 _HEADER = struct.Struct("<8sQQ")
 _REC_DTYPE = np.dtype([("g", "<u8"), ("lo", "<u8"), ("hi", "<u8")])
 _REC = _REC_DTYPE.itemsize              # 24 bytes, same as the header
 _DELETED = np.uint64(1 << 63)
-_DIGEST_PIECE = 64 * DIGEST_BLOCK       # 16 MiB read at a time by digest()
-_VERIFY_RUN = 4 << 20                   # bytes read at a time by scrub(), verify(), conversion
-_M64 = (1 << 64) - 1
 assert _HEADER.size == _REC
 
 
-def checksums(data: np.ndarray, granule: int) -> np.ndarray:
-    """Checksums of consecutive granules of `data` (uint8, length a multiple of `granule`).
-
-    Returns a (n, 2) uint64 array: per granule (low 64 bits, high 64 bits) of its XXH3-128.
-    Each granule is hashed in place (a memoryview slice, no copy).
-
-    >>> d = xxhash.xxh3_128_intdigest(bytes(8))
-    >>> checksums(np.zeros(16, np.uint8), 8).tolist() == [[d & _M64, d >> 64]] * 2
-    True
-    """
-    n, rem = divmod(len(data), granule)
-    if rem or granule <= 0:
-        raise ValueError(f"checksums: {len(data)} bytes is not a whole number of {granule}-byte granules")
-    mv = memoryview(data).cast("B")
-    h = xxhash.xxh3_128_intdigest
-    ds = [h(mv[i:i + granule]) for i in range(0, n * granule, granule)]
-    out = np.empty((n, 2), dtype=np.uint64)
-    out[:, 0] = [d & _M64 for d in ds]
-    out[:, 1] = [d >> 64 for d in ds]
-    return out
-
-
-# ------------------------------------------------------------------ the v1 pair (conversion)
-_weights_cache: dict[int, np.ndarray] = {}
-
-
-def _weights(words: int) -> np.ndarray:
-    w = _weights_cache.get(words)
-    if w is None:
-        w = _weights_cache[words] = np.arange(1, words + 1, dtype=np.uint64)
-        w.flags.writeable = False
-    return w
-
-
-def _pair_checksums(data: np.ndarray, granule: int) -> np.ndarray:
-    """The version-1 checksums: per granule (sum of u64 words, index-weighted sum) mod 2**64.
-
-    Linear, hence not collision-resistant; only kept to verify v1 stores while converting them
-    (and as the benchmark's baseline).  `granule` must be a multiple of 8.
-
-    >>> _pair_checksums(np.array([1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0], np.uint8), 16).tolist()
-    [[3, 5]]
-    """
-    n, rem = divmod(len(data), granule)
-    if rem or granule % 8:
-        raise ValueError(f"_pair_checksums: {len(data)} bytes is not a whole number of {granule}-byte granules")
-    words = data.view("<u8").reshape(n, granule // 8)
-    out = np.empty((n, 2), dtype=np.uint64)
-    if granule >= _SPLIT_MIN and (granule // 8) % _SPLIT == 0:
-        _checksums_split(words, out)
-        return out
-    np.sum(words, axis=1, dtype=np.uint64, out=out[:, 0])
-    out[:, 1] = np.einsum("ij,j->i", words, _weights(granule // 8))
-    return out
-
-
-# Large granules: word i = k * L + j is summed twice while the granule sits in the CPU's
-# cache, as columns (vector adds over k) and rows (over j); then
-#   sum((i+1) * w[i]) = L * sum(k * row[k]) + sum((j+1) * col[j])   (mod 2**64)
-# which gives the same pair as the einsum at ~1.5x its speed on data fresh from memory.
-_SPLIT, _SPLIT_MIN = 512, 64 * 1024
-
-
-def _checksums_split(words: np.ndarray, out: np.ndarray) -> None:
-    n, nwords = words.shape
-    rows_of = nwords // _SPLIT
-    row_w = np.arange(rows_of, dtype=np.uint64) * np.uint64(_SPLIT)
-    col_w = _weights(_SPLIT)
-    cols = np.empty((n, _SPLIT), dtype=np.uint64)
-    rows = np.empty((n, rows_of), dtype=np.uint64)
-    for g in range(n):
-        grid = words[g].reshape(rows_of, _SPLIT)
-        cols[g] = grid.sum(axis=0)
-        rows[g] = grid.sum(axis=1)
-    np.sum(cols, axis=1, dtype=np.uint64, out=out[:, 0])
-    out[:, 1] = np.einsum("ij,j->i", rows, row_w) + np.einsum("ij,j->i", cols, col_w)
-
-
-def _granule_checksums(piece: np.ndarray, granule: int, fn=checksums) -> np.ndarray:
-    """`fn` over the granules of `piece`, whose last granule may be short (end of volume)."""
-    nfull = len(piece) // granule
-    cs = fn(piece[: nfull * granule], granule) if nfull else np.empty((0, 2), np.uint64)
-    if nfull * granule != len(piece):
-        cs = np.concatenate([cs, fn(piece[nfull * granule:], len(piece) - nfull * granule)])
-    return cs
-
-
-def _write_replace(path: pathlib.Path, payload: bytes) -> None:
-    """Replace `path` by `payload` atomically: a crash leaves the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        _pwrite_all(fd, payload, 0)
-        os.fsync(fd)            # else a power loss may leave the rename and an empty file
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _as_bytes_array(data) -> np.ndarray:
-    """A 1-D uint8 view of `data` (ndarray, bytes, bytearray, memoryview), without copying."""
-    if isinstance(data, np.ndarray):
-        arr = data if data.flags.c_contiguous else np.ascontiguousarray(data)   # strided: one copy
-        if arr.dtype != np.uint8:
-            arr = arr.reshape(-1).view(np.uint8)
-        elif arr.ndim != 1:
-            arr = arr.reshape(-1)
-        return arr
-    try:
-        return np.frombuffer(data, dtype=np.uint8)
-    except TypeError:
-        raise SanError("INVALID_INPUT",
-                       f"data must be a uint8 numpy array, bytes or memoryview (got {type(data).__name__})") from None
-
-
-def _pwrite_all(fd: int, buf, offset: int) -> None:
-    mv = memoryview(buf).cast("B")
-    while len(mv):
-        n = os.pwrite(fd, mv, offset)
-        if n <= 0:
-            raise OSError(f"pwrite wrote {n} bytes")
-        mv = mv[n:]
-        offset += n
-
-
-def _pread_into(fd: int, arr: np.ndarray, offset: int) -> None:
-    """Fill the writable contiguous uint8 array `arr` from `fd` at `offset`."""
-    mv = memoryview(arr).cast("B")
-    while len(mv):
-        n = os.preadv(fd, [mv], offset)
-        if n <= 0:  # past the end of the file (cannot happen for a file of `size` bytes)
-            mv[:] = b"\0" * len(mv)
-            return
-        mv = mv[n:]
-        offset += n
-
-
-_FALLOC_FL_KEEP_SIZE = 0x01
-_FALLOC_FL_PUNCH_HOLE = 0x02
-_fallocate = None
-try:  # Linux: punch holes to give discarded granules back to the file system
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    _fallocate = _libc.fallocate
-    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    _fallocate.restype = ctypes.c_int
-except (OSError, AttributeError):  # pragma: no cover - not Linux
-    _fallocate = None
-
-
-def _punch_hole(fd: int, offset: int, length: int) -> bool:
-    if _fallocate is None:
-        return False
-    return _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0
-
-
-def granule_extents(granules, granule: int, length_of) -> list[tuple[int, int]]:
-    """Merged (offset, length) byte ranges of sorted granule indexes (`length_of(g)` is the
-    byte length of granule g: the last granule of an odd-sized volume is short)."""
-    out: list[tuple[int, int]] = []
-    for g in granules:
-        start, ln = g * granule, length_of(g)
-        if out and out[-1][0] + out[-1][1] == start:
-            out[-1] = (out[-1][0], out[-1][1] + ln)
-        else:
-            out.append((start, ln))
-    return out
-
-
-def digest_extents(extents, size: int, read) -> str:
-    """The volume digest of an image whose data lies in `extents` (elsewhere zeros), reading
-    with `read(offset, length)`: every 256 KiB block an extent touches, in pieces of up to
-    `_DIGEST_PIECE` consecutive blocks, so the cost follows the data, not the size."""
-    blocks: list[int] = []
-    for start, ln in extents:
-        b0, b1 = start // DIGEST_BLOCK, (start + ln - 1) // DIGEST_BLOCK
-        if blocks and blocks[-1] >= b0:
-            b0 = blocks[-1] + 1
-        blocks.extend(range(b0, b1 + 1))
-    builder = DigestBuilder()
-    per = _DIGEST_PIECE // DIGEST_BLOCK
-    i = 0
-    while i < len(blocks):
-        j = i + 1           # a piece: up to `per` consecutive blocks
-        while j < len(blocks) and j - i < per and blocks[j] == blocks[j - 1] + 1:
-            j += 1
-        start = blocks[i] * DIGEST_BLOCK
-        stop = min(blocks[j - 1] * DIGEST_BLOCK + DIGEST_BLOCK, size)
-        builder.add(start, read(start, stop - start))
-        i = j
-    return builder.hexdigest()
-
-
-class DigestBuilder:
-    """The contract's volume digest, fed with pieces of the volume in increasing order.
-
-    `add(offset, data)`: `offset` a multiple of 256 KiB, not before the end of the previous
-    piece (gaps read as zeros, i.e. contribute nothing); `data` a whole number of 256 KiB
-    blocks, except for the last piece of a volume, which may end with a shorter block.
-    All-zero blocks are skipped.
-
-    >>> b = DigestBuilder(); b.add(0, np.zeros(DIGEST_BLOCK, np.uint8)); b.hexdigest() == hashlib.sha256().hexdigest()
-    True
-    """
-
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-        self._next = 0          # lowest offset the next piece may start at
-        self._short = False     # a short (final) block was added: nothing may follow
-
-    def add(self, offset: int, data) -> None:
-        arr = _as_bytes_array(data)
-        if offset % DIGEST_BLOCK or offset < self._next or self._short:
-            raise SanError("INVALID_INPUT",
-                           f"digest piece at offset {offset} must be 256 KiB aligned and follow the "
-                           f"previous piece (next allowed offset {self._next})")
-        full, rem = divmod(len(arr), DIGEST_BLOCK)
-        first = offset // DIGEST_BLOCK
-        if full:
-            body = arr[: full * DIGEST_BLOCK]
-            nonzero = np.flatnonzero(body.view("<u8").reshape(full, DIGEST_BLOCK // 8).any(axis=1))
-            for i in nonzero.tolist():
-                self._block(first + i, body[i * DIGEST_BLOCK:(i + 1) * DIGEST_BLOCK])
-        if rem:
-            tail = arr[full * DIGEST_BLOCK:]
-            if tail.any():
-                self._block(first + full, tail)
-            self._short = True
-        self._next = offset + len(arr)
-
-    def _block(self, index: int, block: np.ndarray) -> None:
-        self._h.update(struct.pack("<Q", index))
-        self._h.update(hashlib.sha256(memoryview(block)).digest())
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
-
-
-def digest_of(array) -> str:
-    """The volume digest of an in-memory volume image (1-D uint8 array or bytes)."""
-    b = DigestBuilder()
-    b.add(0, array)
-    return b.hexdigest()
-
-
-class VolumeStore:
+class VolumeStore(FdOwner):
     """One volume of `size` bytes stored thinly in `directory/NAME.data` + `NAME.map`.
 
     `label` names the store in error messages (default ``"volume store NAME"``; a disk array
@@ -418,9 +137,9 @@ class VolumeStore:
             raise SanError("INVALID_INPUT", f"store name {name!r} cannot be a file name")
         if not isinstance(size, (int, np.integer)) or not 0 < size <= MAX_SIZE or size % BLOCK:
             raise SanError("INVALID_INPUT",
-                           f"{self.label}: size {size!r} must be a multiple of 512 in (0, 1 PiB]")
+                           f"{self.label}: size {size!r} must be a multiple of {BLOCK} in (0, 1 PiB]")
         if not isinstance(granule, (int, np.integer)) or granule <= 0 or granule % BLOCK:
-            raise SanError("INVALID_INPUT", f"{self.label}: granule {granule!r} must be a positive multiple of 512")
+            raise SanError("INVALID_INPUT", f"{self.label}: granule {granule!r} must be a positive multiple of {BLOCK}")
         self.name = name
         self.size = int(size)
         self.granule = int(granule)
@@ -430,10 +149,9 @@ class VolumeStore:
         self.bad_path = self.directory / f"{name}.bad"
         self._lock = threading.RLock()
         self._map: dict[int, tuple[int, int]] = {}
-        self._bad: set[int] = set()
-        self._records = 0
+        self._bad: BadGranules | None = None    # loaded once the map fixes the granule size
         self._data_fd = -1
-        self._map_fd = -1
+        self._map_journal = Journal(self.map_path, _REC)
         self.converted = False
         self.converted_bad: list[int] = []
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -457,10 +175,9 @@ class VolumeStore:
         self._data_fd = fd
         try:
             magic = self._replay()          # fixes the granule size, hence the granule count
-            self._load_bad()
-            if magic == _MAGIC_V1:
+            self._bad = BadGranules(self.bad_path, self.label, self.n_granules)
+            if magic == MAGIC_V1:
                 self._convert_v1()
-            self._map_fd = os.open(self.map_path, os.O_WRONLY | os.O_APPEND)
             self._maybe_compact()
         except BaseException:
             self.close()
@@ -468,31 +185,12 @@ class VolumeStore:
 
     def _replay(self) -> bytes:
         """Load the journal into `_map`; returns its magic (v1 maps still hold the old pair)."""
-        tmp = self.map_path.with_name(self.map_path.name + ".tmp")
-        if tmp.exists():        # a compaction or conversion that died before its os.replace
-            tmp.unlink()
-        raw = self.map_path.read_bytes() if self.map_path.exists() else b""
-        if len(raw) < _REC:
-            header = _HEADER.pack(_MAGIC, self.granule, self.size)
-            with open(self.map_path, "wb") as f:
-                f.write(header)
-            os.chmod(self.map_path, 0o600)
-            raw = header
-        magic, granule, size = _HEADER.unpack_from(raw)
-        if magic not in (_MAGIC, _MAGIC_V1) or granule <= 0 or granule % BLOCK:
-            raise SanError("INVALID_INPUT",
-                           f"{self.label}: {self.map_path} is not a volume map (header {magic!r}, "
-                           f"granule {granule}; expected {_MAGIC!r} or {_MAGIC_V1!r} and a multiple of 512)")
-        if size != self.size:
-            raise SanError("INVALID_INPUT",
-                           f"{self.label}: stored with size {size} bytes in {self.map_path}, "
-                           f"opened with size {self.size} bytes")
+        header, body = self._map_journal.replay(_HEADER.pack(_MAGIC, self.granule, self.size),
+                                                check_header=self._check_header)
+        magic, granule, _ = _HEADER.unpack(header)
         self.granule = int(granule)
-        nrec, torn = divmod(len(raw) - _REC, _REC)
-        if torn:                # a crash in the middle of an append: drop the partial record
-            os.truncate(self.map_path, _REC * (nrec + 1))
-        recs = np.frombuffer(raw, dtype=_REC_DTYPE, count=nrec, offset=_REC)
-        self._records = nrec
+        recs = np.frombuffer(body, dtype=_REC_DTYPE)
+        nrec = len(recs)
         live: dict[int, tuple[int, int]] = {}
         if nrec:
             g = recs["g"] & ~_DELETED
@@ -510,34 +208,39 @@ class VolumeStore:
         self._map = live
         return magic
 
+    def _check_header(self, header: bytes) -> None:
+        magic, granule, size = _HEADER.unpack(header)
+        if magic not in (_MAGIC, MAGIC_V1) or granule <= 0 or granule % BLOCK:
+            raise SanError("INVALID_INPUT",
+                           f"{self.label}: {self.map_path} is not a volume map (header {magic!r}, "
+                           f"granule {granule}; expected {_MAGIC!r} or {MAGIC_V1!r} and a multiple of {BLOCK})")
+        if size != self.size:
+            raise SanError("INVALID_INPUT",
+                           f"{self.label}: stored with size {size} bytes in {self.map_path}, "
+                           f"opened with size {self.size} bytes")
+
     def _convert_v1(self) -> None:
         """Re-checksum a v1 store with XXH3-128, trusting only granules that pass the old pair."""
-        G = self.granule
-        buf = np.empty(max(_VERIFY_RUN, G), dtype=np.uint8)
+        buf = np.empty(max(VERIFY_RUN, self.granule), dtype=np.uint8)
         bad: list[int] = []
         for run in self._runs(sorted(self._map)):
             piece = self._pread_run(run, buf)
-            old = _granule_checksums(piece, G, _pair_checksums)
-            new = _granule_checksums(piece, G)
-            want = np.array([self._map[g] for g in run], dtype=np.uint64)
-            for i in np.flatnonzero((old != want).any(axis=1)).tolist():
-                new[i, 0] ^= np.uint64(1)       # can never match these bytes: reads keep failing
-                bad.append(run[i])
+            old = np.array([self._map[g] for g in run], dtype=np.uint64)
+            new, failed = rechecksum(piece, self.granule, old)
+            bad.extend(run[i] for i in failed)
             self._map.update(zip(run, zip(new[:, 0].tolist(), new[:, 1].tolist())))
         # the bad set first: a crash before the map's os.replace converts again from v1
-        self._bad.update(bad)
-        self._save_bad()
+        self._bad.add(bad)
         self._write_map()
         self.converted = True
         self.converted_bad = sorted(bad)
 
     def _journal(self, recs: np.ndarray) -> None:
-        os.write(self._map_fd, recs.tobytes())
-        self._records += len(recs)
+        self._map_journal.append(recs)
         self._maybe_compact()
 
     def _maybe_compact(self) -> None:
-        if self._records > 4 * len(self._map) + self.COMPACT_MIN:
+        if self._map_journal.records > 4 * len(self._map) + self.COMPACT_MIN:
             self.compact()
 
     def _write_map(self) -> None:
@@ -547,86 +250,25 @@ class VolumeStore:
         recs["g"] = gs
         recs["lo"] = [self._map[g][0] for g in gs]
         recs["hi"] = [self._map[g][1] for g in gs]
-        _write_replace(self.map_path, _HEADER.pack(_MAGIC, self.granule, self.size) + recs.tobytes())
-        self._records = len(gs)
+        self._map_journal.rewrite(_HEADER.pack(_MAGIC, self.granule, self.size), recs)
 
     def compact(self) -> None:
         """Rewrite the journal with one record per live granule (atomically)."""
         with self._lock:
             self._check_open()
             self._write_map()
-            os.close(self._map_fd)
-            self._map_fd = os.open(self.map_path, os.O_WRONLY | os.O_APPEND)
 
     @property
     def journal_records(self) -> int:
         """Records in the journal after its header (for tests and diagnostics)."""
-        return self._records
+        return self._map_journal.records
 
     # ------------------------------------------------------------------ the bad set
-    def _load_bad(self) -> None:
-        tmp = self.bad_path.with_name(self.bad_path.name + ".tmp")
-        if tmp.exists():        # a rewrite that died before its os.replace
-            tmp.unlink()
-        if not self.bad_path.exists():
-            return
-        raw = self.bad_path.read_bytes()
-        if raw[:8] != _BAD_MAGIC or len(raw) % 8:
-            raise SanError("INVALID_INPUT",
-                           f"{self.label}: {self.bad_path} is not a bad-granule list "
-                           f"(header {raw[:8]!r}, {len(raw)} bytes; expected {_BAD_MAGIC!r} + u64 indexes)")
-        gs = np.frombuffer(raw, dtype="<u8", offset=8)
-        if len(gs) and int(gs.max()) >= self.n_granules:
-            raise SanError("INVALID_INPUT",
-                           f"{self.label}: {self.bad_path} names granule {int(gs.max())} "
-                           f"beyond the volume's {self.n_granules} granules")
-        self._bad = set(gs.tolist())
-
-    def _save_bad(self) -> None:
-        if self._bad:
-            _write_replace(self.bad_path, _BAD_MAGIC + np.array(sorted(self._bad), dtype="<u8").tobytes())
-        elif self.bad_path.exists():
-            self.bad_path.unlink()
-
-    def _add_bad(self, gs) -> None:
-        new = set(gs) - self._bad
-        if new:
-            self._bad |= new
-            self._save_bad()
-
-    def _clear_bad(self, g0: int, g1: int) -> None:
-        """Forget bad granules in [g0, g1): their data was just replaced or discarded."""
-        if not self._bad:       # the common case costs one test
-            return
-        gone = [g for g in self._bad if g0 <= g < g1]
-        if gone:
-            self._bad.difference_update(gone)
-            self._save_bad()
-
-    def _granule_list(self, what: str, granules) -> list[int]:
-        """`granules` (an index, or an iterable / array of them) as sorted distinct ints, each
-        a granule of this volume."""
-        if isinstance(granules, (int, np.integer)):
-            granules = [granules]
-        vals = granules.reshape(-1).tolist() if isinstance(granules, np.ndarray) else list(granules)
-        try:
-            out = sorted({operator.index(g) for g in vals})
-        except TypeError:
-            bad = next(g for g in vals if not isinstance(g, (int, np.integer)))
-            raise SanError("INVALID_INPUT",
-                           f"{self.label}: {what} granule {bad!r} is not an integer index") from None
-        if out and (out[0] < 0 or out[-1] >= self.n_granules):
-            badg = out[0] if out[0] < 0 else out[-1]
-            raise SanError("INVALID_INPUT",
-                           f"{self.label}: {what} granule {badg} is outside the volume's "
-                           f"{self.n_granules} granules of {self.granule} bytes")
-        return out
-
     def bad_granules(self) -> list[int]:
         """The granules known to be bad (found by a read, scrub, verify, conversion or
         `mark_bad`, and not rewritten or discarded since), sorted."""
         with self._lock:
-            return sorted(self._bad)
+            return self._bad.sorted()
 
     def bad_extents(self) -> list[tuple[int, int]]:
         """Merged (offset, length) byte ranges of `bad_granules`."""
@@ -636,7 +278,7 @@ class VolumeStore:
         """Add `granules` (indexes of this volume) to the bad set, persistently."""
         with self._lock:
             self._check_open()
-            self._add_bad(self._granule_list("mark_bad", granules))
+            self._bad.add(granule_list(self.label, "mark_bad", granules, self.n_granules, self.granule))
 
     def verify(self, granules) -> list[int]:
         """Read and verify `granules` (unwritten ones hold no data and are skipped); record the
@@ -644,9 +286,10 @@ class VolumeStore:
         CHECKSUM_MISMATCH: finding bad granules is the result."""
         with self._lock:
             self._check_open()
-            gs = [g for g in self._granule_list("verify", granules) if g in self._map]
+            gs = granule_list(self.label, "verify", granules, self.n_granules, self.granule)
+            gs = [g for g in gs if g in self._map]
             bad = self._verify_granules(gs)
-            self._add_bad(bad)
+            self._bad.add(bad)
             return bad
 
     def scrub(self) -> tuple[int, list[int]]:
@@ -662,46 +305,33 @@ class VolumeStore:
             todo = sorted(self._map)
         checked = 0
         found: list[int] = []
-        buf = np.empty(max(_VERIFY_RUN, self.granule), dtype=np.uint8)
+        buf = np.empty(max(VERIFY_RUN, self.granule), dtype=np.uint8)
         for run in self._runs(todo):
             with self._lock:
                 self._check_open()
                 run = [g for g in run if g in self._map]     # discarded since the list was made
                 bad = self._verify_granules(run, buf)
                 checked += sum(self._glen(g) for g in run)
-                now_bad = set(bad)
-                healed = [g for g in run if g in self._bad and g not in now_bad]
-                if healed or not now_bad <= self._bad:
-                    self._bad.difference_update(healed)
-                    self._bad |= now_bad
-                    self._save_bad()
+                self._bad.settle(run, bad)
                 found.extend(bad)
         return checked, sorted(found)
 
     def _runs(self, gs: list[int]):
-        """Sorted granules `gs` cut into runs of consecutive indexes of at most `_VERIFY_RUN` bytes."""
-        per = max(1, _VERIFY_RUN // self.granule)
-        run: list[int] = []
-        for g in gs:
-            if run and (g != run[-1] + 1 or len(run) == per):
-                yield run
-                run = []
-            run.append(g)
-        if run:
-            yield run
+        """Sorted granules `gs` cut into runs of consecutive indexes of at most `VERIFY_RUN` bytes."""
+        return runs(gs, max(1, VERIFY_RUN // self.granule))
 
     def _pread_run(self, run: list[int], buf: np.ndarray) -> np.ndarray:
         """The bytes of consecutive granules `run`, read with one pread into the front of `buf`."""
         start = run[0] * self.granule
         stop = run[-1] * self.granule + self._glen(run[-1])
         piece = buf[: stop - start]
-        _pread_into(self._data_fd, piece, start)
+        pread_into(self._data_fd, piece, start)
         return piece
 
     def _verify_granules(self, gs: list[int], buf: np.ndarray | None = None) -> list[int]:
         """The written granules among sorted `gs` that fail their checksum (records nothing)."""
         if buf is None:
-            buf = np.empty(max(_VERIFY_RUN, self.granule), dtype=np.uint8)
+            buf = np.empty(max(VERIFY_RUN, self.granule), dtype=np.uint8)
         bad: list[int] = []
         for run in self._runs(gs):
             piece = self._pread_run(run, buf)
@@ -710,7 +340,7 @@ class VolumeStore:
 
     def _failing(self, run: list[int], piece: np.ndarray) -> list[int]:
         """The granules of consecutive `run` whose bytes `piece` fail their stored checksum."""
-        cs = _granule_checksums(piece, self.granule)
+        cs = granule_checksums(piece, self.granule)
         want = np.array([self._map[g] for g in run], dtype=np.uint64)
         return [run[i] for i in np.flatnonzero((cs != want).any(axis=1)).tolist()]
 
@@ -726,7 +356,7 @@ class VolumeStore:
         if offset % BLOCK or length % BLOCK:
             raise SanError("INVALID_INPUT",
                            f"{self.label}: {what} at offset {offset}, length {length} is not "
-                           f"aligned to 512 bytes")
+                           f"aligned to {BLOCK} bytes")
         if offset < 0 or length < 0 or offset + length > self.size:
             raise SanError("LBA_OUT_OF_RANGE",
                            f"{self.label}: {what} at offset {offset}, length {length} is outside "
@@ -738,7 +368,7 @@ class VolumeStore:
 
     def _mismatch(self, bad: list[int]) -> SanError:
         """Record `bad` (granules a read found failing) and the error naming the first."""
-        self._add_bad(bad)
+        self._bad.add(bad)
         g = bad[0]
         start, length = g * self.granule, self._glen(g)
         return SanError("CHECKSUM_MISMATCH",
@@ -749,7 +379,7 @@ class VolumeStore:
     def _read_granule(self, g: int) -> np.ndarray:
         """The verified content of written granule `g` (a new array)."""
         buf = np.empty(self._glen(g), dtype=np.uint8)
-        _pread_into(self._data_fd, buf, g * self.granule)
+        pread_into(self._data_fd, buf, g * self.granule)
         if self._failing([g], buf):
             raise self._mismatch([g])
         return buf
@@ -762,7 +392,7 @@ class VolumeStore:
         set); granules it covers in part are read and verified first (CHECKSUM_MISMATCH if one
         fails, before anything is written).
         """
-        arr = _as_bytes_array(data)
+        arr = as_bytes_array(data)
         offset = int(offset)
         length = len(arr)
         with self._lock:
@@ -785,7 +415,7 @@ class VolumeStore:
                 recs.append(self._write_whole(f0, f1, arr[f0 * G - offset: min(f1 * G, self.size) - offset]))
             self._journal(np.concatenate(recs) if len(recs) > 1 else recs[0])
             if f1 > f0:
-                self._clear_bad(f0, f1)
+                self._bad.clear(f0, f1)
 
     def _rmw(self, g: int, buf: np.ndarray, offset: int, arr: np.ndarray) -> np.ndarray:
         """Write granule `g`, whose old bytes are `buf`, partly overwritten by `arr` at `offset`."""
@@ -794,13 +424,13 @@ class VolumeStore:
         hi = min(offset + len(arr), gstart + len(buf))
         buf[lo - gstart: hi - gstart] = arr[lo - offset: hi - offset]
         cs = checksums(buf, len(buf))
-        _pwrite_all(self._data_fd, buf, gstart)
+        pwrite_all(self._data_fd, buf, gstart)
         return self._commit(g, cs)
 
     def _write_whole(self, f0: int, f1: int, piece: np.ndarray) -> np.ndarray:
         """Write granules [f0, f1) from `piece` (their exact bytes) directly from the buffer."""
-        cs = _granule_checksums(piece, self.granule)
-        _pwrite_all(self._data_fd, piece, f0 * self.granule)
+        cs = granule_checksums(piece, self.granule)
+        pwrite_all(self._data_fd, piece, f0 * self.granule)
         return self._commit(np.arange(f0, f1, dtype=np.uint64), cs)
 
     def _commit(self, gs, cs: np.ndarray) -> np.ndarray:
@@ -823,10 +453,7 @@ class VolumeStore:
             G = self.granule
             end = offset + length
             g0, g1 = offset // G, (end - 1) // G
-            if g1 - g0 + 1 <= len(self._map):
-                touched = [g for g in range(g0, g1 + 1) if g in self._map]
-            else:
-                touched = sorted(g for g in self._map if g0 <= g <= g1)
+            touched = present(self._map, g0, g1 + 1)
             # zero-filling 4 MiB costs a third of reading it: only when some granule is a hole
             full = len(touched) == g1 - g0 + 1
             out = np.empty(length, dtype=np.uint8) if full else np.zeros(length, dtype=np.uint8)
@@ -872,20 +499,17 @@ class VolumeStore:
             f1 = end // G
             if end == self.size and length:
                 f1 = self.n_granules
-            if f1 - f0 <= len(self._map):
-                gone = [g for g in range(f0, f1) if g in self._map]
-            else:
-                gone = sorted(g for g in self._map if f0 <= g < f1)
+            gone = present(self._map, f0, f1)
             if gone:
                 for g in gone:
-                    if not _punch_hole(self._data_fd, g * G, self._glen(g)):
-                        _pwrite_all(self._data_fd, np.zeros(self._glen(g), np.uint8), g * G)
+                    if not punch_hole(self._data_fd, g * G, self._glen(g)):
+                        pwrite_all(self._data_fd, np.zeros(self._glen(g), np.uint8), g * G)
                     del self._map[g]
                 recs = np.zeros(len(gone), dtype=_REC_DTYPE)
                 recs["g"] = np.asarray(gone, dtype=np.uint64) | _DELETED
                 self._journal(recs)
             # after the journal: a crash in between leaves a stale entry, never a lost one
-            self._clear_bad(f0, f1)
+            self._bad.clear(f0, f1)
             return len(gone)
 
     def checksum(self, g: int) -> tuple[int, int] | None:
@@ -949,34 +573,17 @@ class VolumeStore:
                 if lo >= hi:
                     continue
                 buf = np.empty(hi - lo, dtype=np.uint8)
-                _pread_into(self._data_fd, buf, lo)
+                pread_into(self._data_fd, buf, lo)
                 np.bitwise_xor(buf, 0xFF, out=buf)
-                _pwrite_all(self._data_fd, buf, lo)
+                pwrite_all(self._data_fd, buf, lo)
                 flipped += hi - lo
             return flipped
 
     def close(self) -> None:
         with self._lock:
-            for attr in ("_data_fd", "_map_fd"):
-                fd = getattr(self, attr, -1)
-                if fd >= 0:
-                    setattr(self, attr, -1)
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
-
-    def __enter__(self) -> "VolumeStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+            fd, self._data_fd = self._data_fd, -1
+            close_fd(fd)
+            self._map_journal.close()
 
     def __repr__(self) -> str:
         return (f"VolumeStore({str(self.directory)!r}, {self.name!r}, size={self.size}, "

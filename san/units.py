@@ -11,6 +11,10 @@ located problem (``FILE:LINE:COL: path: ... (got '3 furlongs'; expected ...)``).
 (800000000.0, 125000000.0, 160000000.0)
 >>> parse_duration("5m")
 300.0
+
+It also defines, once, the sizes of the block path the rest of the SAN shares: `BLOCK` (a
+512-byte sector), `DEFAULT_GRANULE` (256 KiB, an array's unit of allocation and integrity)
+and `DEFAULT_CHUNK` (4 MiB, what one transfer command carries by default).
 """
 from __future__ import annotations
 
@@ -18,8 +22,14 @@ import datetime as _dt
 import re
 from dataclasses import dataclass
 
-BLOCK = 512
 KiB, MiB, GiB, TiB, PiB = (1 << 10), (1 << 20), (1 << 30), (1 << 40), (1 << 50)
+
+# Sizes of the block path, defined here once.  Three different quantities that must not be
+# confused with each other (nor with the patent's 512-byte volume-info record, which is
+# `san.volume_info.SIZE`: a record, not a sector):
+BLOCK = 512                     # a SCSI logical block (sector): LBAs count these
+DEFAULT_GRANULE = 256 * KiB     # an array's unit of allocation and integrity (`san.storage`)
+DEFAULT_CHUNK = 4 * MiB         # bytes one transfer command carries (``--chunk-size``)
 
 SIZE_UNITS = {
     "B": 1, "KiB": KiB, "MiB": MiB, "GiB": GiB, "TiB": TiB, "PiB": PiB,

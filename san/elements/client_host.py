@@ -4,16 +4,21 @@ A host reaches a volume through a mount of its port table (Fig. 3): mount point 
 (array port, LUN).  It sends I/O through the first of its HBAs, in listed order, that the
 fabric grants a path from; when none does, the first HBA's failure is reported (so a dead
 primary path says LINK_DOWN rather than whatever the spare HBA lacks).  This module is the
-plain logic; `san.actors` runs the I/O loop (chunks, window, object refs).
+plain logic; `san.actors` runs the I/O loop (chunks, window, object refs).  What the
+initiator parses (INQUIRY data, VPD page 0x83) and how it addresses blocks is `san.scsi`'s.
 """
 from __future__ import annotations
 
-import struct
 import threading
 from contextlib import contextmanager
 
 from ..errors import SanError
-from ..units import BLOCK
+# The initiator's SCSI parsers and block addressing live in san.scsi beside the target's
+# encoders; re-exported here for the modules that import them from this one.
+from ..scsi import blocks_of, parse_device_identification, parse_standard_inquiry  # noqa: F401
+
+__all__ = ["ClientHost", "Gate", "first_granted", "chunks",
+           "blocks_of", "parse_device_identification", "parse_standard_inquiry"]
 
 
 class ClientHost:
@@ -109,14 +114,6 @@ def first_granted(ports, grant, owner: str):
     raise first or SanError("LINK_DOWN", f"{owner} has no FC port")
 
 
-def blocks_of(offset: int, size: int) -> tuple[int, int]:
-    """(LBA, block count) of a byte range, which must be whole 512-byte blocks."""
-    if offset % BLOCK or size % BLOCK or offset < 0 or size < 0:
-        raise SanError("INVALID_INPUT", f"I/O must be whole {BLOCK}-byte blocks "
-                                        f"(got offset {offset}, size {size})")
-    return offset // BLOCK, size // BLOCK
-
-
 def chunks(offset: int, size: int, chunk: int):
     """(offset, length) pieces of at most `chunk` bytes covering [offset, offset + size)."""
     end = offset + size
@@ -124,27 +121,3 @@ def chunks(offset: int, size: int, chunk: int):
         length = min(chunk, end - offset)
         yield offset, length
         offset += length
-
-
-def parse_standard_inquiry(data: bytes) -> dict:
-    return {"device_type": data[0] & 0x1F,
-            "vendor": data[8:16].decode("ascii").rstrip(),
-            "product": data[16:32].decode("ascii").rstrip(),
-            "revision": data[32:36].decode("ascii").rstrip()}
-
-
-def parse_device_identification(page: bytes) -> dict:
-    """The designators of VPD page 0x83; returns {'lu': ..., 'target': device ID}."""
-    if len(page) < 4 or page[1] != 0x83:
-        raise SanError("INVALID_INPUT", f"not a device-identification page: {page[:4]!r}")
-    (length,) = struct.unpack(">H", page[2:4])
-    found, at, end = {}, 4, 4 + length
-    while at + 4 <= end:
-        association, dlen = (page[at + 1] >> 4) & 0x3, page[at + 3]
-        ident = page[at + 4:at + 4 + dlen]
-        key = {0: "lu", 2: "target"}.get(association)
-        if key:
-            found[key] = ident[8:].decode("ascii")
-            found["vendor"] = ident[:8].decode("ascii").rstrip()
-        at += 4 + dlen
-    return found

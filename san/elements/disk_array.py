@@ -6,8 +6,8 @@ in the order sent; management calls and copies in their own threads).
 
 Block path.  Volumes are thin, checksummed `VolumeStore`s under ``STATE_DIR/arrays/NAME/``.
 An initiator (a host HBA, or another array's port) sends INQUIRY (standard data and the
-device-identification VPD page 0x83 carrying the array's device ID), REPORT LUNS, READ
-CAPACITY, READ, WRITE and UNMAP.  Target-side checks, in the contract's path order after the
+device-identification VPD page 0x83 carrying the array's device ID; both encoded by
+`san.scsi`), REPORT LUNS, READ CAPACITY, READ, WRITE and UNMAP.  Target-side checks, in the contract's path order after the
 fabric's own: ``NO_SUCH_PORT`` (no such port, or no volume at that LUN), ``LUN_NOT_MAPPED``
 (the initiator's element is not among the LUN's hosts), ``LBA_OUT_OF_RANGE``, ``READ_ONLY``
 (a snapshot, or the destination of a running copy).
@@ -20,14 +20,11 @@ list and the volume management table (Fig. 7), the copy-destination list of a po
 mirror, a restore, a snapshot and a volume copy, attach / detach a volume at a port and LUN,
 and query or wait for a copy.
 
-Copies.  A mirror, a restore and an intra-array volume copy are *copy jobs* run by a thread
-of the array: the job copies only the granules where source and destination differ (their
-stored checksums disagree: incremental resync, with no dirty-map to keep), in batches, while
-hosts keep writing.  A host write to a granule that a running job from that volume has not
-copied yet first copies that granule, so the destination ends equal to the source *as it was
-when the job started* (the mirror's point-in-time promise).  While a job runs, its destination
-is read-only to hosts and ``BUSY`` for other copies; its old volume info is deleted when the
-job starts, so an interrupted copy never leaves a record claiming a complete backup.
+Copies.  A mirror, a restore and an intra-array volume copy are *copy jobs*, run by the
+copy engine this class mixes in (`san.elements.copy_jobs.CopyEngine`): incremental (only the
+granules whose checksums differ move), point-in-time (a host write first copies what a running
+job still owes), with the destination read-only to hosts and ``BUSY`` for other copies while
+the job runs, and its old volume info gone when the job starts.
 Snapshots are copy-on-write (`san.snapshots`); they take the lowest volume number the array
 has never used, and persist across restarts like everything else here.
 """
@@ -36,78 +33,26 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import struct
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SanError
-from ..snapshots import GranulePool, SnapshotEngine
-from ..storage import VolumeStore, granule_extents
-from ..timemodel import Transfer
-from ..units import BLOCK
+from ..granules import granule_extents
+from ..pool import GranulePool
+from ..scsi import (VPD_DEVICE_IDENTIFICATION, device_identification, read_capacity_data,
+                    standard_inquiry)
+from ..snapshots import SnapshotEngine
+from ..storage import VolumeStore
+from ..units import BLOCK, DEFAULT_GRANULE as GRANULE
+from ..volume_info import SIZE as INFO_SIZE    # the patent's 512-byte record (not a block)
+from .copy_jobs import BATCH, CopyEngine, CopyJob  # noqa: F401  (CopyJob, BATCH: re-exported)
 
-VENDOR = "HITACHI"
-PRODUCT = "SAN-SIM ARRAY"
-REVISION = "0100"
-GRANULE = 256 * 1024
-INFO_SIZE = 512
-BATCH = 16  # granules a copy job moves per turn of its lock (4 MiB at the default granule)
-
-
-def _pad(text: str, width: int) -> bytes:
-    return text.encode("ascii")[:width].ljust(width, b" ")
+__all__ = ["DiskArray", "GRANULE", "INFO_SIZE", "CopyJob", "BATCH"]
 
 
-def standard_inquiry() -> bytes:
-    """The 36-byte standard INQUIRY data of a direct-access block device (SPC-4)."""
-    head = bytes([0x00, 0x00, 0x06, 0x02, 31, 0x00, 0x00, 0x02])
-    return head + _pad(VENDOR, 8) + _pad(PRODUCT, 16) + _pad(REVISION, 4)
-
-
-def device_identification(device_id: str, volume: int) -> bytes:
-    """VPD page 0x83: a T10-vendor-ID designator for the LU and one for the target device.
-
-    Each designator: code set 2 (ASCII), PIV 0, association (0 = logical unit,
-    2 = target device), type 1 (T10 vendor ID), then 8 bytes of vendor and the identifier.
-    The target-device designator's identifier is the array's device ID.
-    """
-    def designator(association: int, ident: str) -> bytes:
-        body = _pad(VENDOR, 8) + ident.encode("ascii")
-        return bytes([0x02, (association << 4) | 0x01, 0x00, len(body)]) + body
-
-    page = designator(0, f"{device_id}.{volume:05d}") + designator(2, device_id)
-    return bytes([0x00, 0x83]) + struct.pack(">H", len(page)) + page
-
-
-@dataclass
-class CopyJob:
-    """A copy running (or run) inside the array: mirror, restore or volume copy."""
-    id: int
-    kind: str
-    source: int
-    dest: int
-    pending: set
-    order: list
-    total: int
-    copied: int = 0
-    checked: int = 0                       # destination bytes read only to check them
-    state: str = "running"
-    error: SanError | None = None
-    with_info: bool = False
-    dest_array: str | None = None          # another array (a copy over FC), or None: this one
-    transfers: list = field(default_factory=list)
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def status(self) -> dict:
-        return {"job": self.id, "kind": self.kind, "source": self.source, "dest": self.dest,
-                "dest_array": self.dest_array, "state": self.state, "copied": self.copied,
-                "checked": self.checked, "total": self.total, "error": self.error.to_dict() if self.error else None}
-
-
-class DiskArray:
+class DiskArray(CopyEngine):
     """One disk array: volumes, LUN map, SCSI target, management interface and copies."""
 
     def __init__(self, spec, state_dir: Path, granule: int = GRANULE):
@@ -128,12 +73,8 @@ class DiskArray:
         self.snaps = SnapshotEngine(self.directory, self.pool, self.stores, array=self.name)
         self.read_only: set[int] = set()
         self.reserved: dict[int, str] = {}   # volume -> the array copying into it over FC
-        self.jobs: dict[int, CopyJob] = {}
-        self._job_ids = itertools.count(1)
         self._lock = threading.RLock()
-        self.autostart = True  # tests turn it off and drive jobs with step() / finish()
-        self.copies_go = threading.Event()   # cleared: copy jobs wait before their next batch
-        self.copies_go.set()
+        self._init_copy_jobs()
         table = self._load_table()
         self.ever_used: set[int] = set(table["ever_used"]) | set(self.volumes)
         # An attachment lives as long as the file restore or tape copy that made it; an array
@@ -209,12 +150,7 @@ class DiskArray:
     # -- target-side checks -------------------------------------------------------------
     def lookup(self, initiator: str, port: str, lun: int) -> int:
         """The volume number behind (port, LUN) for this initiator, or the coded refusal."""
-        if port not in self.ports:
-            raise SanError("NO_SUCH_PORT", f"{self.name} has no port {port!r}")
-        entry = self.luns.get((port, lun))
-        if entry is None:
-            raise SanError("NO_SUCH_PORT", f"{self.name}/{port} has no volume at LUN {lun}")
-        number, hosts = entry
+        number, hosts = self._lun_entry(port, lun)
         element = initiator.split("/")[0]
         if element not in hosts:
             raise SanError("LUN_NOT_MAPPED", f"{self.name}/{port} LUN {lun} (volume {number}) "
@@ -275,7 +211,7 @@ class DiskArray:
         number = self.lookup(initiator, port, lun)
         if page is None:
             return standard_inquiry()
-        if page == 0x83:
+        if page == VPD_DEVICE_IDENTIFICATION:
             return device_identification(self.device_id, number)
         raise SanError("INVALID_INPUT", f"{self.name}: INQUIRY VPD page {page:#04x} is not supported")
 
@@ -289,7 +225,7 @@ class DiskArray:
     def read_capacity(self, initiator: str, port: str, lun: int) -> tuple[int, int]:
         """(last LBA, block length), as READ CAPACITY (16) reports them."""
         number = self.lookup(initiator, port, lun)
-        return self.size_of(number) // BLOCK - 1, BLOCK
+        return read_capacity_data(self.size_of(number))
 
     def read(self, initiator: str, port: str, lun: int, lba: int, blocks: int) -> np.ndarray:
         number = self.prepare(initiator, port, lun, lba, blocks, write=False)
@@ -349,12 +285,7 @@ class DiskArray:
         copies the old granules it still owes, and its snapshots save what they need."""
         if not length:
             return
-        g0, g1 = offset // self.granule, (offset + length - 1) // self.granule
-        for job in list(self.jobs.values()):
-            if job.state == "running" and job.source == number and job.pending and job.dest_array is None:
-                for g in range(g0, g1 + 1):
-                    if g in job.pending:
-                        self._copy_granule(job, g)
+        self.copy_owed(number, offset, length)
         if self.snaps.snapshots_of(number):
             self.snaps.before_write(number, offset, length)
 
@@ -381,12 +312,16 @@ class DiskArray:
         return {"device_id": self.device_id, "volume": number, "destinations": dests}
 
     def _volume_at(self, port: str, lun: int) -> int:
+        return self._lun_entry(port, lun)[0]
+
+    def _lun_entry(self, port: str, lun: int) -> tuple[int, frozenset]:
+        """(volume number, hosts) mapped at port/LUN, or NO_SUCH_PORT."""
         if port not in self.ports:
             raise SanError("NO_SUCH_PORT", f"{self.name} has no port {port!r}")
         entry = self.luns.get((port, lun))
         if entry is None:
             raise SanError("NO_SUCH_PORT", f"{self.name}/{port} has no volume at LUN {lun}")
-        return entry[0]
+        return entry
 
     def mgmt_record_info(self, caller: str, number: int, record: bytes) -> None:
         self.authorize(caller)
@@ -558,19 +493,9 @@ class DiskArray:
             raise found.error
         return {**found.status(), "transfers": found.transfers}
 
-    def _job(self, job: int) -> CopyJob:
-        if job not in self.jobs:
-            raise SanError("INVALID_INPUT", f"{self.name} has no copy job {job}")
-        return self.jobs[job]
-
-    # -- copy jobs ----------------------------------------------------------------------------
-    def _running(self, number: int) -> CopyJob | None:
-        """A running job that `number` is the destination or the source of, destinations first."""
-        running = [j for j in list(self.jobs.values()) if j.state == "running"]
-        return (next((j for j in running if j.dest == number and j.dest_array is None), None)
-                or next((j for j in running if j.source == number), None))
-
+    # -- busy volumes: reservations and running copy jobs -------------------------------------
     def _check_not_busy(self, number: int, what: str) -> None:
+        """BUSY unless `number` may be `what` now: no copy over FC holds it, no job runs on it."""
         if number in self.reserved and self._reservation(number) is not None:
             raise SanError("BUSY", f"{self.name} volume {number} cannot be {what}: it is the "
                                    f"destination of a running copy from {self.reserved[number]}")
@@ -578,166 +503,6 @@ class DiskArray:
         if job is not None:
             raise SanError("BUSY", f"{self.name} volume {number} cannot be {what}: it is in a "
                                    f"running {job.kind} ({job.source} -> {job.dest})")
-
-    def _plan(self, source: int, dest: int, kind: str) -> tuple[list[int], int]:
-        """(the granules to copy from `source` onto `dest`, in order; destination bytes read
-        to check them).
-
-        The stored checksums are collision-resistant, so granules whose checksums agree hold
-        the same bytes as far as the map knows; what the map cannot know is rot on disk.  So:
-        granules whose checksums differ are copied, and so are those the destination knows to
-        be bad (found by a scrub or a read); a restore or volume copy, which promises a
-        destination equal to its source byte for byte, also reads the destination's other
-        granules and copies those that fail their checksum (rot nobody had seen).  A mirror
-        does not pay that read: a bad granule it does not know of is reported by the next read.
-        A source with known-bad granules is refused: its data there is lost, and no backup
-        may claim to hold it.
-        """
-        src, dst = self.reader(source), self.stores[dest]
-        if isinstance(src, VolumeStore) and src.bad_granules():
-            start, length = src.bad_extents()[0]
-            raise SanError("CHECKSUM_MISMATCH",
-                           f"{self.name} volume {source}: bytes {start}..{start + length - 1} fail "
-                           f"their checksum; it cannot be the source of a {kind}")
-        bad = set(dst.bad_granules())
-        exact = kind in ("restore", "copy")
-        if isinstance(src, VolumeStore):
-            union = set(src.written_granules()) | set(dst.written_granules())
-            copy = {g for g in union if src.checksum(g) != dst.checksum(g)} | bad
-            checked = []
-            if exact:
-                checked = sorted(g for g in union - copy if dst.checksum(g) is not None)
-                copy.update(dst.verify(checked))
-            return sorted(copy), sum(self._glen(dest, g) for g in checked)
-        if self.snaps.source_of(source) == dest:
-            # restoring a snapshot onto its own source: the granules written since the
-            # snapshot are compared byte for byte; the others are *shared* by the two, so rot
-            # there is rot in the backup itself, and the restore cannot repair it
-            copy = set(self.snaps.restore_plan(source)) | bad
-            shared = sorted(g for g in self.snaps.shared_granules(source) if g not in copy)
-            rotten = dst.verify(shared)
-            if rotten:
-                start, length = granule_extents(rotten, self.granule, lambda g: self._glen(dest, g))[0]
-                raise SanError("CHECKSUM_MISMATCH",
-                               f"{self.name} volume {source} (a snapshot of volume {dest}): bytes "
-                               f"{start}..{start + length - 1} it shares with volume {dest} fail "
-                               f"their checksum")
-            return sorted(copy), sum(self._glen(dest, g) for g in shared)
-        # any other snapshot: every granule either side holds is copied (and so read)
-        return sorted(set(src.written_granules()) | set(dst.written_granules())), 0
-
-    def _start(self, source: int, dest: int, kind: str, with_info: bool = False) -> CopyJob:
-        """Check and start a copy job from `source` to `dest` (the lock is held)."""
-        src = self.reader(source)
-        if dest not in self.stores:
-            self.reader(dest)
-            raise SanError("READ_ONLY", f"{self.name} volume {dest} is a snapshot and cannot be "
-                                        f"the destination of a {kind}")
-        if source == dest:
-            raise SanError("INVALID_INPUT", f"{self.name}: a {kind} needs two volumes (got {source} twice)")
-        if src.size != self.stores[dest].size:
-            raise SanError("CAPACITY_MISMATCH", f"{self.name}: volume {source} is {src.size} bytes "
-                                                f"but volume {dest} is {self.stores[dest].size}")
-        self._check_not_busy(dest, f"the destination of a {kind}")
-        job = self._running(source)
-        if job is not None and job.dest == source:
-            raise SanError("BUSY", f"{self.name} volume {source} is still being written by a "
-                                   f"running {job.kind} from volume {job.source}")
-        plan, checked = self._plan(source, dest, kind)
-        if kind != "restore":   # the destination's old backup is being overwritten: its
-            self.delete_info(dest)   # record goes now, so an interrupted copy claims nothing
-        job = CopyJob(next(self._job_ids), kind, source, dest, set(plan), plan[::-1],
-                      total=sum(self._glen(dest, g) for g in plan), with_info=with_info,
-                      checked=checked)
-        self.jobs[job.id] = job
-        if self.autostart:
-            threading.Thread(target=self._run, args=(job,), name=f"{self.name}-{kind}-{job.id}",
-                             daemon=True).start()
-        return job
-
-    def _glen(self, number: int, g: int) -> int:
-        """Bytes of granule `g` of a volume (the last one of an odd-sized volume is short)."""
-        return min(self.granule, self.size_of(number) - g * self.granule)
-
-    def _copy_granule(self, job: CopyJob, g: int) -> None:
-        self._copy_run(job, [g])
-
-    def _copy_run(self, job: CopyJob, run: list[int]) -> None:
-        """Copy consecutive granules of a job now (the lock is held): one read, then one
-        write per stretch of data (all-zero stretches are freed, keeping the copy thin)."""
-        G = self.granule
-        offset = run[0] * G
-        end = min((run[-1] + 1) * G, self.size_of(job.dest))
-        data = self.read_volume(job.source, offset, end - offset)
-        nonzero = [bool(data[i * G:(i + 1) * G].any()) for i in range(len(run))]
-        i = 0
-        while i < len(run):
-            j = i
-            while j + 1 < len(run) and nonzero[j + 1] == nonzero[i]:
-                j += 1
-            lo, hi = offset + i * G, min(offset + (j + 1) * G, end)
-            if nonzero[i]:
-                self._store_write(job.dest, lo, data[lo - offset:hi - offset])
-            else:
-                self._store_zero(job.dest, lo, hi - lo)
-            i = j + 1
-        job.pending.difference_update(run)
-        job.copied += end - offset
-
-    def hold_copies(self, hold: bool = True) -> None:
-        """Hold every copy job of this array before its next batch (True), or let them go on:
-        how tests and fault injection strike while a copy is known to be half done."""
-        (self.copies_go.clear if hold else self.copies_go.set)()
-
-    def step(self, job: CopyJob, granules: int = BATCH) -> bool:
-        """Copy up to `granules` more granules of a job; False once it has none left."""
-        self.copies_go.wait()
-        with self._lock:
-            batch = []
-            while job.order and len(batch) < granules:
-                g = job.order.pop()  # `order` is kept reversed: pop() takes the lowest
-                if g in job.pending:
-                    batch.append(g)
-            run: list[int] = []
-            for g in batch:
-                if run and g != run[-1] + 1:
-                    self._copy_run(job, run)
-                    run = []
-                run.append(g)
-            if run:
-                self._copy_run(job, run)
-            return bool(job.pending)
-
-    def finish(self, job: CopyJob) -> None:
-        """The end of a job whose granules are all copied: its volume info, its state."""
-        with self._lock:
-            job.transfers = [Transfer((f"{self.name}/copy",), job.copied)]
-            if job.checked:   # reading the destination to make sure: time, not payload
-                job.transfers.append(Transfer((f"{self.name}/copy",), job.checked, counted=False))
-            if job.with_info:
-                info = self.read_info(job.source)
-                if info is not None:
-                    self.record_info(job.dest, info)
-            job.state = "done"
-        job.done.set()
-
-    def fail(self, job: CopyJob, exc: Exception) -> None:
-        job.error = exc if isinstance(exc, SanError) else SanError(
-            "INVALID_INPUT", f"{job.kind} {job.source} -> {job.dest} failed: {exc!r}")
-        job.state = "failed"
-        job.done.set()
-
-    def _run(self, job: CopyJob) -> None:
-        try:
-            while self.step(job):
-                pass
-            self.finish(job)
-        except Exception as exc:  # a failure (or a bug) must end the job and reach the waiter
-            self.fail(job, exc)
-
-    def wait_all(self) -> None:
-        for job in list(self.jobs.values()):
-            job.done.wait()
 
     # -- whole-volume services --------------------------------------------------------------
     def digest_volume(self, number: int) -> str:

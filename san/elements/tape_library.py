@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SanError
-from ..storage import digest_extents
+from ..digest import digest_extents
 from ..tape import TapeMedium
 
 MAGIC = b"SANIMG01"

@@ -25,12 +25,11 @@ from collections import deque
 
 import numpy as np
 
-from ..elements.client_host import (ClientHost, Gate, blocks_of, chunks,
-                                    parse_device_identification, parse_standard_inquiry)
+from ..elements.client_host import ClientHost, Gate, chunks
 from ..errors import SanError
-from ..fat import (FAT_EPOCH, BlockDevice, FatVolume, format_volume, fsck,
-                          normalize)
+from ..fat import FAT_EPOCH, BlockDevice, FatVolume, format_volume, fsck, normalize
 from ..pattern import first_mismatch, pattern
+from ..scsi import blocks_of, parse_device_identification, parse_standard_inquiry
 from ..timemodel import Transfer
 from ..units import BLOCK
 from .backup_client import BackupClient

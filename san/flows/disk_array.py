@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import threading
 
-from ..elements.client_host import chunks, first_granted, parse_device_identification
-from ..elements.disk_array import CopyJob
+from ..elements.client_host import chunks, first_granted
+from ..elements.copy_jobs import CopyJob
 from ..errors import SanError
+from ..scsi import parse_device_identification
 from ..timemodel import Transfer
 from ..units import BLOCK
 from .lan import lan_transfer

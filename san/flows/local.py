@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..elements.disk_array import GRANULE, DiskArray
+from ..elements.disk_array import DiskArray
 from ..elements.fc_switch import FcSwitch
 from ..elements.tape_library import TapeLibrary
 from ..errors import SanError
 from ..kinds import KINDS, specs
+from ..units import DEFAULT_CHUNK, DEFAULT_GRANULE
 from .backup_server import Server
 from .client_host import Host
 from .disk_array import ArrayInitiator
@@ -42,8 +43,8 @@ class LocalLibrary(LibraryPuller, TapeLibrary):
 class LocalSan:
     """The SAN of `topology` as plain objects; `call(name, method, *args)` reaches them."""
 
-    def __init__(self, topology, state_dir: Path, chunk_size: int = 4 << 20,
-                 granule: int = GRANULE, window: int = WINDOW):
+    def __init__(self, topology, state_dir: Path, chunk_size: int = DEFAULT_CHUNK,
+                 granule: int = DEFAULT_GRANULE, window: int = WINDOW):
         self.topology = topology
         self.state_dir = Path(state_dir)
         self.chunk_size, self.granule, self.window = chunk_size, granule, window

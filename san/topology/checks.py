@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from san.kinds import KINDS
 from san.topology.fields import METHODS, NAME_RE, as_text, one_of
 from san.topology.problems import message
 from san.units import parse_size
@@ -138,14 +139,16 @@ def check_topology(data: Any, r: Reporter) -> Index:
     if not isinstance(data, dict):
         return index
     fabric = dict_of(data.get("fabric"))
-    groups = [
-        ("switch", ("fabric", "switches"), entries_of(fabric, "switches"), index.switches),
-        ("isl", ("fabric", "isls"), entries_of(fabric, "isls"), index.isls),
-        ("array", ("arrays",), entries_of(data, "arrays"), None),
-        ("host", ("hosts",), entries_of(data, "hosts"), None),
-        ("backup_server", ("backup_servers",), entries_of(data, "backup_servers"), index.servers),
-        ("tape_library", ("tape_libraries",), entries_of(data, "tape_libraries"), None),
-    ]
+    tables = {"switch": index.switches, "isl": index.isls, "backup_server": index.servers}
+    groups = []
+    for kind in KINDS:     # every element kind, and the ISLs: one namespace of names
+        *parents, key = kind.collection
+        holder = data
+        for parent in parents:
+            holder = dict_of(holder.get(parent))
+        groups.append((kind.name, kind.collection, entries_of(holder, key), tables.get(kind.name)))
+        if kind.name == "switch":
+            groups.append(("isl", ("fabric", "isls"), entries_of(fabric, "isls"), index.isls))
     names = _Unique(r, "element name")
     for kind, base, entries, table in groups:
         for i, entry in entries:

@@ -17,6 +17,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from san.kinds import KINDS
 from san.topology.fields import (
     Action, Amount, Capacity, Count, DefinitionType, Filesystem, Label, Lun, Method, MountPoint,
     Name, Number, PoolSize, PortRef, ScheduleT, Speed, Text, Time, VolumeSize, Wwpn, shown_of,
@@ -255,8 +256,9 @@ class TapeLibrary(SanModel):
     placement: Optional[Placement] = Field(None, description=_PLACEMENT)
 
 
-ELEMENT_KINDS = (("switch", "switches"), ("isl", "isls"), ("array", "arrays"), ("host", "hosts"),
-                 ("backup_server", "backup_servers"), ("tape_library", "tape_libraries"))
+# (kind, YAML key) of everything that has a name in a topology's one namespace: the element
+# kinds of the registry (`san.kinds`), and the ISLs
+ELEMENT_KINDS = tuple((k.name, k.collection[-1]) for k in KINDS) + (("isl", "isls"),)
 
 
 class Topology(SanModel):

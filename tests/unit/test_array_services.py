@@ -122,40 +122,7 @@ def test_volume_info_lives_beside_the_volume_and_changes_nothing_of_it(array):
     assert code(array.mgmt_read_info, "srv", 9) == "NO_SUCH_VOLUME"
 
 
-# -- mirror -------------------------------------------------------------------------------------
-def test_mirror_copies_the_primary_and_only_what_was_written(array):
-    data = rand(2, 10 * G)
-    host_write(array, 5 * G, data)
-    job = run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
-    assert job.state == "done" and job.total == job.copied == 10 * G
-    assert np.array_equal(content(array, 1), content(array, 0))
-    assert array.stores[1].bytes_stored == 10 * G
-
-
-def test_mirror_is_the_primary_as_it_was_when_the_copy_started(array):
-    before = rand(3, SIZE)
-    host_write(array, 0, before)
-    job = array.jobs[array.mgmt_mirror("srv", "fc0", 0, 1)["job"]]
-    array.step(job, 5)
-    host_write(array, 2 * G, rand(4, G))              # already copied
-    host_write(array, 40 * G + 512, rand(5, 1024))     # not yet copied: saved first
-    host_write(array, 63 * G, rand(6, G))             # the last granule
-    run(array, {"job": job.id})
-    assert np.array_equal(content(array, 1), before)
-    assert not np.array_equal(content(array, 0), before)
-
-
-def test_incremental_resync_moves_only_changed_granules(array):
-    host_write(array, 0, rand(8, SIZE))
-    assert run(array, array.mgmt_mirror("srv", "fc0", 0, 1)).copied == SIZE
-    for g in (3, 17, 40):
-        host_write(array, g * G + 512, rand(g, 512))
-    job = run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
-    assert job.copied == 3 * G
-    assert np.array_equal(content(array, 1), content(array, 0))
-    assert run(array, array.mgmt_mirror("srv", "fc0", 0, 1)).copied == 0
-
-
+# -- mirror orders (the copy jobs they start: test_copy_jobs.py) ------------------------------
 def test_mirror_refusals_change_nothing(array):
     array.record_info(1, VolumeInfo("old", "h1", "/db", 1).encode())
     assert code(array.mgmt_mirror, "srv", "fc0", 0, 4) == "NOT_A_COPY_DESTINATION"
@@ -163,46 +130,6 @@ def test_mirror_refusals_change_nothing(array):
     assert code(array.mgmt_mirror, "srv", "fc0", 5, 1) == "NO_SUCH_PORT"
     assert code(array.mgmt_copy, "srv", 0, 3) == "CAPACITY_MISMATCH"
     assert not array.jobs and array.read_info(1) is not None
-
-
-def test_secondary_is_read_only_and_busy_while_the_copy_runs(array):
-    host_write(array, 0, rand(9, SIZE))
-    array.record_info(1, VolumeInfo("old backup", "h1", "/db", 1).encode())
-    array.mgmt_attach("srv", 1, "fc1", 0, "h2")
-    status = array.mgmt_mirror("srv", "fc0", 0, 1)
-    assert array.read_info(1) is None    # an interrupted copy never leaves a stale claim
-    with pytest.raises(SanError) as info:
-        array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))
-    assert info.value.code == "READ_ONLY" and "running mirror from volume 0" in info.value.message
-    assert code(array.mgmt_mirror, "srv", "fc0", 0, 1) == "BUSY"
-    assert code(array.mgmt_copy, "srv", 2, 1) == "BUSY"
-    assert code(array.mgmt_copy, "srv", 1, 2) == "BUSY"     # its data is half-copied
-    assert array.mgmt_job("srv", status["job"])["state"] == "running"
-    run(array, status)
-    array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))
-    assert array.mgmt_job("srv", status["job"])["state"] == "done"
-
-
-def test_restore_copies_back_only_what_differs_and_never_writes_volume_info(array):
-    original = rand(10, SIZE)
-    host_write(array, 0, original)
-    run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
-    array.record_info(0, VolumeInfo("primary's own", "h1", "/db", 5).encode())
-    array.record_info(1, VolumeInfo("backup", "h1", "/db", 6).encode())
-    host_write(array, 8 * G, rand(11, 2 * G))
-    job = run(array, array.mgmt_restore("srv", 1, "fc0", 0))
-    assert job.copied == 2 * G
-    assert np.array_equal(content(array, 0), original)
-    assert VolumeInfo.decode(array.read_info(0)).label == "primary's own"
-
-
-def test_wait_returns_the_copy_engine_transfer(array):
-    array.autostart = True
-    host_write(array, 0, rand(12, 4 * G))
-    status = array.mgmt_mirror("srv", "fc0", 0, 2)
-    done = array.mgmt_wait("srv", status["job"])
-    assert done["state"] == "done" and done["copied"] == 4 * G
-    assert [(t.resources, t.nbytes) for t in done["transfers"]] == [(("a1/copy",), 4 * G)]
 
 
 # -- snapshots ----------------------------------------------------------------------------------
@@ -232,22 +159,6 @@ def test_snapshot_is_a_read_only_point_in_time_that_can_be_restored(array):
     job = run(array, array.mgmt_restore("srv", snap, "fc0", 0))
     assert job.copied == 8 * G
     assert np.array_equal(content(array, 0), before)
-
-
-def test_copy_records_the_volume_info_only_after_the_data(array):
-    host_write(array, 0, rand(15, SIZE))
-    snap = array.snapshot(0)
-    record = VolumeInfo("snap", "h1", "/db", 9).encode()
-    array.record_info(snap, record)
-    status = array.mgmt_copy("srv", snap, 2)
-    job = array.jobs[status["job"]]
-    array.step(job, 3)
-    assert array.read_info(2) is None
-    run(array, status)
-    assert array.read_info(2) == record
-    assert np.array_equal(content(array, 2), content(array, 0))
-    array.mgmt_copy("srv", 1, 2, False)
-    assert array.read_info(2) is None   # the old claim goes when the overwrite starts
 
 
 def test_attach_and_detach(array):

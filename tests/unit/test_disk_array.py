@@ -4,10 +4,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from san.elements.client_host import parse_device_identification, parse_standard_inquiry
 from san.elements.disk_array import DiskArray
 from san.errors import SanError
 from san.pattern import pattern
+from san.scsi import parse_device_identification, parse_standard_inquiry
 from san.topology import load_topology
 
 TOPO = """

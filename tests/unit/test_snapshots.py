@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import random
+import struct
+import tempfile
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -11,9 +15,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from san.digest import digest_of
 from san.errors import SanError
-from san.snapshots import GranulePool, SnapshotEngine
-from san.storage import VolumeStore, digest_of
+from san.pool import GranulePool
+from san.snapshots import SnapshotEngine
+from san.storage import VolumeStore
 
 KiB, MiB, TiB = 1 << 10, 1 << 20, 1 << 40
 G = 4 * KiB
@@ -260,8 +266,6 @@ class SnapshotMachine(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        import tempfile
-        import pathlib
         self.tmp = tempfile.TemporaryDirectory()
         self.arr = Array(pathlib.Path(self.tmp.name), {0: 32 * KiB, 1: 18 * KiB + 512}, capacity=5 * G)
         self.m = Model(self.arr, np.random.default_rng(0))
@@ -525,6 +529,38 @@ def test_reopen_replays_and_ignores_a_torn_last_record(tmp_path):
     with pytest.raises(SanError) as ei:
         arr.reopen()
     assert ei.value.code == "INVALID_INPUT"
+
+
+def test_a_journal_in_the_documented_format_opens(tmp_path):
+    """snapshots.log as san 0.2 wrote it: 64-byte records, 8 little-endian int64 (kind, 6
+    fields, CRC-32 of the first 56 bytes); a header (kind b"ANSSNP01", granule), EPOCH,
+    CREATE, COW (source, granule, lo, hi, slot; -1 for zeros), BROKEN, DELETE."""
+    def record(kind, *fields):
+        body = struct.pack("<7q", kind, *fields, *(0,) * (6 - len(fields)))
+        return body + struct.pack("<Q", zlib.crc32(body))
+
+    arr = Array(tmp_path, {0: 64 * KiB})
+    old = rand_bytes(np.random.default_rng(14), G)
+    arr.write(0, 0, np.concatenate([old, np.zeros(G, np.uint8)]))
+    arr.eng.close()
+    slot = arr.pool.save(old)                     # what the COW record below names
+    (tmp_path / "snap" / "snapshots.log").write_bytes(b"".join([
+        record(0x3130504E53534E41, G),            # header
+        record(2, 5, 0, 1, 64 * KiB),             # CREATE snapshot 5 of volume 0, epoch 1
+        record(2, 6, 0, 2, 64 * KiB),             # CREATE snapshot 6, epoch 2
+        record(3, 0, 0, 0, 2, slot),              # COW: granule 0 for epochs (0, 2] in `slot`
+        record(3, 0, 1, 0, 2, -1),                # COW: granule 1 read as zeros
+        record(4, 6),                             # BROKEN 6
+        record(5, 6),                             # DELETE 6
+        record(1, 0, 2),                          # EPOCH of volume 0: 2
+    ]))
+    arr.write(0, 0, np.ones(2 * G, np.uint8))     # written after both snapshots (not journaled)
+    arr.pool.close()
+    arr._open_engine()
+    assert arr.eng.snapshots() == [5] and arr.eng.journal_records == 7
+    assert np.array_equal(arr.eng.view(5).read(0, 2 * G), np.concatenate([old, np.zeros(G, np.uint8)]))
+    assert arr.eng.view(5).written_granules() == [0] and arr.pool.used_slots() == [slot]
+    assert arr.eng.create(0, 7).number == 7 and arr.eng._sources[0].epoch == 3   # epochs go on
 
 
 def test_crash_between_save_and_record_leaks_nothing(tmp_path):

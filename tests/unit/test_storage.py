@@ -1,4 +1,8 @@
-"""VolumeStore against a plain numpy reference model; persistence, checksums, digest."""
+"""VolumeStore against a plain numpy reference model; persistence, checksums, digest.
+
+Also the modules the store is made of: its checksum (san.checksums), the v1 pair it converts
+from (san.storage_v1), the volume digest (san.digest) and its bad-granule list
+(san.bad_granules).  Its journal mechanics are tested in test_journal.py."""
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +15,14 @@ import numpy as np
 import pytest
 import xxhash
 
+import san.storage
+from san import checksums as checksums_module, digest, granules, storage_v1, units
+from san.checksums import checksums
+from san.digest import DIGEST_BLOCK, DigestBuilder, digest_of
 from san.errors import SanError
-from san.storage import DIGEST_BLOCK, DigestBuilder, VolumeStore, _pair_checksums, checksums, digest_of
+from san.granules import granule_extents, runs
+from san.storage import VolumeStore
+from san.storage_v1 import _pair_checksums
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 G = 4 * KiB     # small granules make read-modify-write common
@@ -757,3 +767,43 @@ def test_stale_temp_files_are_ignored(tmp_path):
     assert s.bad_granules() == [0] and (s.read(0, G) == 1).all()
     assert not (tmp_path / "v.map.tmp").exists() and not (tmp_path / "v.bad.tmp").exists()
     s.close()
+
+
+# ---------------------------------------------------------------- v2 state as san 0.2 wrote it
+def test_a_v2_map_and_bad_list_written_by_hand_open(tmp_path, rng):
+    """The documented layout: SANMAP02 header (granule, size), (index, lo, hi) records, bit 63
+    of the index for a discard, the last record of a granule winning; SANBAD01 + u64 indexes."""
+    data = {g: rand_bytes(rng, G) for g in (0, 2, 5)}
+    with open(tmp_path / "v.data", "wb") as f:
+        f.truncate(MiB)
+        for g, d in data.items():
+            f.seek(g * G)
+            f.write(d.tobytes())
+    recs = [struct.pack("<8sQQ", b"SANMAP02", G, MiB), struct.pack("<QQQ", 2, 1, 1)]   # stale
+    recs += [struct.pack("<QQQ", g, *xxh3_pair(d)) for g, d in data.items()]
+    recs += [struct.pack("<QQQ", 7, 1, 2), struct.pack("<QQQ", 7 | (1 << 63), 0, 0)]   # written, discarded
+    (tmp_path / "v.map").write_bytes(b"".join(recs) + b"\x00" * 5)                     # and a torn tail
+    (tmp_path / "v.bad").write_bytes(b"SANBAD01" + struct.pack("<2Q", 5, 100))
+    s = VolumeStore(tmp_path, "v", MiB, granule=64 * KiB)
+    assert not s.converted and s.granule == G and s.journal_records == 6
+    assert s.written_granules() == [0, 2, 5] and s.bad_granules() == [5, 100]
+    for g, d in data.items():
+        assert np.array_equal(s.read(g * G, G), d) and s.checksum(g) == xxh3_pair(d)
+    assert os.path.getsize(tmp_path / "v.map") == 24 * 7
+    s.close()
+
+
+@pytest.mark.parametrize("name,home", [
+    ("checksums", checksums_module), ("_pair_checksums", storage_v1), ("DigestBuilder", digest),
+    ("digest_of", digest), ("digest_extents", digest), ("DIGEST_BLOCK", digest),
+    ("granule_extents", granules), ("BLOCK", units), ("DEFAULT_GRANULE", units)])
+def test_names_importers_take_from_san_storage_are_the_ones_of_their_home(name, home):
+    assert getattr(san.storage, name) is getattr(home, name)
+
+
+def test_runs_and_extents_of_granules():
+    assert list(runs([])) == [] and list(runs([4])) == [[4]]
+    assert list(runs([0, 1, 2, 4, 5, 7], most=2)) == [[0, 1], [2], [4, 5], [7]]
+    assert list(runs([3, 4, 1, 2])) == [[3, 4], [1, 2]]         # in the order given
+    assert granule_extents([0, 1, 3], G, lambda g: G) == [(0, 2 * G), (3 * G, G)]
+    assert granule_extents([9, 10], G, lambda g: 512 if g == 10 else G) == [(9 * G, G + 512)]

@@ -46,7 +46,7 @@ def test_a_thin_image_reads_back_with_its_holes(lib):
         expected[off:off + length] = pattern(1, off, length)
     assert np.array_equal(image, expected)
     assert np.array_equal(lib.read_image("T00001", 1, (3 << 20) - 512, 1024), expected[(3 << 20) - 512:(3 << 20) + 512])
-    from san.storage import digest_of
+    from san.digest import digest_of
     assert lib.image_digest("T00001", 1) == digest_of(expected)
     with pytest.raises(SanError) as info:
         lib.read_image("T00001", 1, size - 512, 1024)

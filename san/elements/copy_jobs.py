@@ -1,0 +1,250 @@
+"""The copy engine of a disk array: mirrors, restores and volume copies as copy jobs.
+
+Copies.  A mirror, a restore and an intra-array volume copy are *copy jobs* run by a thread
+of the array: the job copies only the granules where source and destination differ (their
+stored checksums disagree: incremental resync, with no dirty-map to keep), in batches, while
+hosts keep writing.  A host write to a granule that a running job from that volume has not
+copied yet first copies that granule (`CopyEngine.copy_owed`, called by the array before
+every write), so the destination ends equal to the source *as it was when the job started*
+(the mirror's point-in-time promise).  While a job runs, its destination is read-only to
+hosts and ``BUSY`` for other copies; its old volume info is deleted when the job starts, so
+an interrupted copy never leaves a record claiming a complete backup.
+
+Planning (`CopyEngine._plan`) decides which granules a job moves and which destination
+granules it reads only to check them (see there: rot on disk is what the map cannot know).
+A job moves up to `BATCH` granules per turn of the array's lock (`CopyEngine.step`), one read
+and as few writes as possible per run of consecutive granules, freeing all-zero stretches to
+keep the destination thin; `CopyEngine.finish` records the volume info (a volume copy with
+``with_info``) only once the data is complete, and the job's modeled transfer on the array's
+copy engine.  A copy to another array over FC is a `CopyJob` too, run by `san.actors`.
+
+`CopyEngine` is a mixin of `san.elements.disk_array.DiskArray`, which provides what it uses:
+`name`, `granule`, `stores`, `snaps`, `_lock`, `reader`, `size_of`, `read_volume`,
+`_store_write`, `_store_zero`, `_check_not_busy`, `read_info`, `record_info` and
+`delete_info`.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+from ..errors import SanError
+from ..granules import granule_extents, runs
+from ..storage import VolumeStore
+from ..timemodel import Transfer
+
+__all__ = ["BATCH", "CopyJob", "CopyEngine"]
+
+BATCH = 16  # granules a copy job moves per turn of its lock (4 MiB at the default granule)
+
+
+@dataclass
+class CopyJob:
+    """A copy running (or run) inside the array: mirror, restore or volume copy."""
+    id: int
+    kind: str
+    source: int
+    dest: int
+    pending: set
+    order: list
+    total: int
+    copied: int = 0
+    checked: int = 0                       # destination bytes read only to check them
+    state: str = "running"
+    error: SanError | None = None
+    with_info: bool = False
+    dest_array: str | None = None          # another array (a copy over FC), or None: this one
+    transfers: list = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def status(self) -> dict:
+        return {"job": self.id, "kind": self.kind, "source": self.source, "dest": self.dest,
+                "dest_array": self.dest_array, "state": self.state, "copied": self.copied,
+                "checked": self.checked, "total": self.total, "error": self.error.to_dict() if self.error else None}
+
+
+class CopyEngine:
+    """The array's copy jobs: planning, starting, stepping, finishing (a `DiskArray` mixin)."""
+
+    def _init_copy_jobs(self) -> None:
+        self.jobs: dict[int, CopyJob] = {}
+        self._job_ids = itertools.count(1)
+        self.autostart = True  # tests turn it off and drive jobs with step() / finish()
+        self.copies_go = threading.Event()   # cleared: copy jobs wait before their next batch
+        self.copies_go.set()
+
+    def _job(self, job: int) -> CopyJob:
+        if job not in self.jobs:
+            raise SanError("INVALID_INPUT", f"{self.name} has no copy job {job}")
+        return self.jobs[job]
+
+    def copy_owed(self, number: int, offset: int, length: int) -> None:
+        """Before bytes [offset, offset+length) of volume `number` change: every running job
+        from it copies the granules there that it still owes (the point-in-time promise)."""
+        g0, g1 = offset // self.granule, (offset + length - 1) // self.granule
+        for job in list(self.jobs.values()):
+            if job.state == "running" and job.source == number and job.pending and job.dest_array is None:
+                for g in range(g0, g1 + 1):
+                    if g in job.pending:
+                        self._copy_granule(job, g)
+
+    def _running(self, number: int) -> CopyJob | None:
+        """A running job that `number` is the destination or the source of, destinations first."""
+        running = [j for j in list(self.jobs.values()) if j.state == "running"]
+        return (next((j for j in running if j.dest == number and j.dest_array is None), None)
+                or next((j for j in running if j.source == number), None))
+
+    def _plan(self, source: int, dest: int, kind: str) -> tuple[list[int], int]:
+        """(the granules to copy from `source` onto `dest`, in order; destination bytes read
+        to check them).
+
+        The stored checksums are collision-resistant, so granules whose checksums agree hold
+        the same bytes as far as the map knows; what the map cannot know is rot on disk.  So:
+        granules whose checksums differ are copied, and so are those the destination knows to
+        be bad (found by a scrub or a read); a restore or volume copy, which promises a
+        destination equal to its source byte for byte, also reads the destination's other
+        granules and copies those that fail their checksum (rot nobody had seen).  A mirror
+        does not pay that read: a bad granule it does not know of is reported by the next read.
+        A source with known-bad granules is refused: its data there is lost, and no backup
+        may claim to hold it.
+        """
+        src, dst = self.reader(source), self.stores[dest]
+        if isinstance(src, VolumeStore) and src.bad_granules():
+            start, length = src.bad_extents()[0]
+            raise SanError("CHECKSUM_MISMATCH",
+                           f"{self.name} volume {source}: bytes {start}..{start + length - 1} fail "
+                           f"their checksum; it cannot be the source of a {kind}")
+        bad = set(dst.bad_granules())
+        exact = kind in ("restore", "copy")
+        if isinstance(src, VolumeStore):
+            union = set(src.written_granules()) | set(dst.written_granules())
+            copy = {g for g in union if src.checksum(g) != dst.checksum(g)} | bad
+            checked = []
+            if exact:
+                checked = sorted(g for g in union - copy if dst.checksum(g) is not None)
+                copy.update(dst.verify(checked))
+            return sorted(copy), sum(self._glen(dest, g) for g in checked)
+        if self.snaps.source_of(source) == dest:
+            # restoring a snapshot onto its own source: the granules written since the
+            # snapshot are compared byte for byte; the others are *shared* by the two, so rot
+            # there is rot in the backup itself, and the restore cannot repair it
+            copy = set(self.snaps.restore_plan(source)) | bad
+            shared = sorted(g for g in self.snaps.shared_granules(source) if g not in copy)
+            rotten = dst.verify(shared)
+            if rotten:
+                start, length = granule_extents(rotten, self.granule, lambda g: self._glen(dest, g))[0]
+                raise SanError("CHECKSUM_MISMATCH",
+                               f"{self.name} volume {source} (a snapshot of volume {dest}): bytes "
+                               f"{start}..{start + length - 1} it shares with volume {dest} fail "
+                               f"their checksum")
+            return sorted(copy), sum(self._glen(dest, g) for g in shared)
+        # any other snapshot: every granule either side holds is copied (and so read)
+        return sorted(set(src.written_granules()) | set(dst.written_granules())), 0
+
+    def _start(self, source: int, dest: int, kind: str, with_info: bool = False) -> CopyJob:
+        """Check and start a copy job from `source` to `dest` (the lock is held)."""
+        src = self.reader(source)
+        if dest not in self.stores:
+            self.reader(dest)
+            raise SanError("READ_ONLY", f"{self.name} volume {dest} is a snapshot and cannot be "
+                                        f"the destination of a {kind}")
+        if source == dest:
+            raise SanError("INVALID_INPUT", f"{self.name}: a {kind} needs two volumes (got {source} twice)")
+        if src.size != self.stores[dest].size:
+            raise SanError("CAPACITY_MISMATCH", f"{self.name}: volume {source} is {src.size} bytes "
+                                                f"but volume {dest} is {self.stores[dest].size}")
+        self._check_not_busy(dest, f"the destination of a {kind}")
+        job = self._running(source)
+        if job is not None and job.dest == source:
+            raise SanError("BUSY", f"{self.name} volume {source} is still being written by a "
+                                   f"running {job.kind} from volume {job.source}")
+        plan, checked = self._plan(source, dest, kind)
+        if kind != "restore":   # the destination's old backup is being overwritten: its
+            self.delete_info(dest)   # record goes now, so an interrupted copy claims nothing
+        job = CopyJob(next(self._job_ids), kind, source, dest, set(plan), plan[::-1],
+                      total=sum(self._glen(dest, g) for g in plan), with_info=with_info,
+                      checked=checked)
+        self.jobs[job.id] = job
+        if self.autostart:
+            threading.Thread(target=self._run, args=(job,), name=f"{self.name}-{kind}-{job.id}",
+                             daemon=True).start()
+        return job
+
+    def _glen(self, number: int, g: int) -> int:
+        """Bytes of granule `g` of a volume (the last one of an odd-sized volume is short)."""
+        return min(self.granule, self.size_of(number) - g * self.granule)
+
+    def _copy_granule(self, job: CopyJob, g: int) -> None:
+        self._copy_run(job, [g])
+
+    def _copy_run(self, job: CopyJob, run: list[int]) -> None:
+        """Copy consecutive granules of a job now (the lock is held): one read, then one
+        write per stretch of data (all-zero stretches are freed, keeping the copy thin)."""
+        G = self.granule
+        offset = run[0] * G
+        end = min((run[-1] + 1) * G, self.size_of(job.dest))
+        data = self.read_volume(job.source, offset, end - offset)
+        nonzero = [bool(data[i * G:(i + 1) * G].any()) for i in range(len(run))]
+        i = 0
+        while i < len(run):
+            j = i
+            while j + 1 < len(run) and nonzero[j + 1] == nonzero[i]:
+                j += 1
+            lo, hi = offset + i * G, min(offset + (j + 1) * G, end)
+            if nonzero[i]:
+                self._store_write(job.dest, lo, data[lo - offset:hi - offset])
+            else:
+                self._store_zero(job.dest, lo, hi - lo)
+            i = j + 1
+        job.pending.difference_update(run)
+        job.copied += end - offset
+
+    def hold_copies(self, hold: bool = True) -> None:
+        """Hold every copy job of this array before its next batch (True), or let them go on:
+        how tests and fault injection strike while a copy is known to be half done."""
+        (self.copies_go.clear if hold else self.copies_go.set)()
+
+    def step(self, job: CopyJob, granules: int = BATCH) -> bool:
+        """Copy up to `granules` more granules of a job; False once it has none left."""
+        self.copies_go.wait()
+        with self._lock:
+            batch = []
+            while job.order and len(batch) < granules:
+                g = job.order.pop()  # `order` is kept reversed: pop() takes the lowest
+                if g in job.pending:
+                    batch.append(g)
+            for run in runs(batch):
+                self._copy_run(job, run)
+            return bool(job.pending)
+
+    def finish(self, job: CopyJob) -> None:
+        """The end of a job whose granules are all copied: its volume info, its state."""
+        with self._lock:
+            job.transfers = [Transfer((f"{self.name}/copy",), job.copied)]
+            if job.checked:   # reading the destination to make sure: time, not payload
+                job.transfers.append(Transfer((f"{self.name}/copy",), job.checked, counted=False))
+            if job.with_info:
+                info = self.read_info(job.source)
+                if info is not None:
+                    self.record_info(job.dest, info)
+            job.state = "done"
+        job.done.set()
+
+    def fail(self, job: CopyJob, exc: Exception) -> None:
+        job.error = exc if isinstance(exc, SanError) else SanError(
+            "INVALID_INPUT", f"{job.kind} {job.source} -> {job.dest} failed: {exc!r}")
+        job.state = "failed"
+        job.done.set()
+
+    def _run(self, job: CopyJob) -> None:
+        try:
+            while self.step(job):
+                pass
+            self.finish(job)
+        except Exception as exc:  # a failure (or a bug) must end the job and reach the waiter
+            self.fail(job, exc)
+
+    def wait_all(self) -> None:
+        for job in list(self.jobs.values()):
+            job.done.wait()

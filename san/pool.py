@@ -1,0 +1,196 @@
+"""The snapshot pool of a disk array: where copy-on-write saves the granules snapshots keep.
+
+One `GranulePool` per array holds, in *slots*, the old content of source granules that a
+write would otherwise overwrite while a snapshot still needs them (`san.snapshots` decides
+what to save, when to drop it, and journals which slot holds what).  The pool is a thin
+`VolumeStore` named ``pool`` in the array's directory, so a saved granule is checksummed and
+verified like any other stored data, and costs disk only while it is in use.  Slots are
+reused lowest first; a pool may be capped (`capacity`, the topology's ``snapshot_pool``), and
+when it is full `save` says so (None) instead of failing, so that the snapshot engine can
+break the snapshots that needed the granule and let the host's write go on.
+"""
+from __future__ import annotations
+
+import errno
+import heapq
+import pathlib
+import threading
+
+import numpy as np
+
+from san.errors import SanError
+from san.granules import runs
+from san.storage import MAX_SIZE, VolumeStore
+from san.units import BLOCK, MiB, TiB
+
+__all__ = ["GranulePool"]
+
+
+def _adjacent(pieces: list, G: int) -> np.ndarray | None:
+    """One array over `pieces` when they are whole granules lying end to end in one buffer
+    (slices of one source read): the pool then writes straight from it, without a copy."""
+    first = pieces[0]
+    if not all(isinstance(p, np.ndarray) and p.dtype == np.uint8 and p.ndim == 1 and len(p) == G
+               and p.flags.c_contiguous for p in pieces):
+        return None
+    base = first.base if first.base is not None else first
+    start = first.__array_interface__["data"][0]
+    for k, p in enumerate(pieces):
+        if p.__array_interface__["data"][0] != start + k * G or (p.base if p.base is not None else p) is not base:
+            return None
+    if not isinstance(base, np.ndarray):
+        return None
+    b0 = base.__array_interface__["data"][0]
+    if base.dtype != np.uint8 or base.ndim != 1 or not base.flags.c_contiguous or \
+            start < b0 or start + len(pieces) * G > b0 + len(base):
+        return None
+    off = start - b0
+    return base[off: off + len(pieces) * G]
+
+
+class GranulePool:
+    """Where saved (copy-on-write) granules live: one per array.
+
+    A thin `VolumeStore` named ``pool`` in `directory`; a *slot* is a granule index of that store.
+    Free slots are reused lowest first.  `capacity` (bytes, or None for no cap) limits the slots
+    to ``capacity // granule``; the store itself is created as large as the file system allows
+    (1 PiB, else ~16 TiB, else 1 TiB: it is sparse, so size costs nothing), so a pool re-opened with
+    another capacity keeps its slots.  On re-open the used slots are the store's written granules.
+    """
+
+    NAME = "pool"
+
+    def __init__(self, directory: pathlib.Path, granule: int, capacity: int | None,
+                 label: str | None = None):
+        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer))
+                                     or capacity < 0):
+            raise SanError("INVALID_INPUT", f"snapshot pool capacity {capacity!r} must be a byte count >= 0 or None")
+        if isinstance(granule, bool) or not isinstance(granule, (int, np.integer)) or granule <= 0 or granule % BLOCK:
+            raise SanError("INVALID_INPUT", f"snapshot pool granule {granule!r} must be a positive multiple of {BLOCK}")
+        self.directory = pathlib.Path(directory)
+        self.capacity = None if capacity is None else int(capacity)
+        self.label = label or f"snapshot pool in {self.directory}"
+        self._lock = threading.RLock()
+        data = self.directory / f"{self.NAME}.data"
+        if data.exists() and data.stat().st_size > 0:
+            self._store = VolumeStore(self.directory, self.NAME, data.stat().st_size, int(granule),
+                                      label=self.label)
+        else:
+            self._store = self._create(int(granule))
+        self.granule = self._store.granule
+        slots = self._store.size // self.granule
+        self._limit = slots if self.capacity is None else min(slots, self.capacity // self.granule)   # slots in use at most
+        used = self._store.written_granules()
+        self._used: set[int] = set(used)
+        self._high = used[-1] + 1 if used else 0       # slots >= _high were never used
+        self._free = [s for s in range(self._high) if s not in self._used]   # sorted: a heap
+
+    def _create(self, granule: int) -> VolumeStore:
+        last: OSError | None = None
+        for size in (MAX_SIZE, 16 * TiB - 16 * MiB, TiB):
+            size -= size % granule
+            try:
+                return VolumeStore(self.directory, self.NAME, size, granule, label=self.label)
+            except OSError as e:             # EFBIG: the file system caps file sizes (ext4: 16 TiB)
+                if e.errno not in (errno.EFBIG, errno.EINVAL):
+                    raise
+                last = e
+        raise SanError("NO_SPACE", f"cannot create the snapshot pool in {self.directory}: {last}")
+
+    @property
+    def slots(self) -> int:
+        """How many slots the pool may hold (its capacity in granules)."""
+        return self._limit
+
+    @property
+    def used_bytes(self) -> int:
+        with self._lock:
+            return len(self._used) * self.granule
+
+    def used_slots(self) -> list[int]:
+        with self._lock:
+            return sorted(self._used)
+
+    def save(self, data) -> int | None:
+        """Store one granule (`data`: at most `granule` bytes, zero-padded); its slot, or None when full."""
+        return self.save_many([self._fitting(data)])[0]
+
+    def _fitting(self, data) -> np.ndarray:
+        """`data` as a 1-D uint8 array, if it fits one granule (else INVALID_INPUT)."""
+        arr = np.asarray(data, dtype=np.uint8).reshape(-1)
+        if len(arr) > self.granule:
+            raise SanError("INVALID_INPUT",
+                           f"snapshot pool: {len(arr)} bytes do not fit one {self.granule}-byte granule")
+        return arr
+
+    def save_many(self, pieces: list[np.ndarray]) -> list[int | None]:
+        """`save` for several granules at once: one store write per run of consecutive slots.
+
+        Slots go lowest first; when the pool fills up, the remaining pieces get None.
+        """
+        G = self.granule
+        with self._lock:
+            slots: list[int | None] = []
+            for _ in pieces:
+                if len(self._used) + len(slots) >= self._limit:
+                    break
+                if self._free:
+                    slots.append(heapq.heappop(self._free))
+                elif self._high < self._store.size // G:
+                    slots.append(self._high)
+                    self._high += 1
+                else:
+                    break
+            done = 0
+            try:
+                for run in runs(slots):
+                    end = done + len(run)
+                    buf = _adjacent(pieces[done:end], G)
+                    if buf is None:
+                        buf = np.zeros(len(run) * G, dtype=np.uint8)
+                        for k in range(done, end):
+                            arr = self._fitting(pieces[k])
+                            buf[(k - done) * G: (k - done) * G + len(arr)] = arr
+                    self._store.write(run[0] * G, buf)
+                    self._used.update(run)
+                    done = end
+            except BaseException:
+                for slot in slots[done:]:
+                    heapq.heappush(self._free, slot)
+                raise
+            return slots + [None] * (len(pieces) - len(slots))
+
+    def read_many(self, slots: list[int]) -> list[np.ndarray]:
+        """`read` for several slots: one store read per run of consecutive slots."""
+        G = self.granule
+        out: list[np.ndarray] = []
+        with self._lock:
+            for slot in slots:
+                if slot not in self._used:
+                    raise SanError("INVALID_INPUT", f"snapshot pool slot {slot} is not in use")
+            for run in runs(slots):
+                buf = self._store.read(run[0] * G, len(run) * G)
+                out.extend(buf[k * G:(k + 1) * G] for k in range(len(run)))
+        return out
+
+    def read(self, slot: int) -> np.ndarray:
+        """The granule saved in `slot` (checksum verified by the store)."""
+        with self._lock:
+            if slot not in self._used:
+                raise SanError("INVALID_INPUT", f"snapshot pool slot {slot} is not in use")
+            return self._store.read(slot * self.granule, self.granule)
+
+    def free(self, slot: int) -> None:
+        """Give `slot` back (its disk space too); freeing a free slot does nothing."""
+        with self._lock:
+            if slot not in self._used:
+                return
+            self._store.discard(slot * self.granule, self.granule)
+            self._used.discard(slot)
+            heapq.heappush(self._free, slot)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __repr__(self) -> str:
+        return f"GranulePool({str(self.directory)!r}, granule={self.granule}, capacity={self.capacity}, used={self.used_bytes})"
