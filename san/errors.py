@@ -1,6 +1,6 @@
 """The one exception hierarchy of `san`: every failure carries a stable code.
 
-The codes are the user-facing contract (CONTRACT.md, "Error codes"): a scenario step names
+The codes are the user-facing contract (docs/reference.md, "Error codes"): a scenario step names
 them in `expect_error`, the report prints them, tests assert them.  Every element raises
 `SanError(code, message)` with a sentence naming the objects involved, e.g.
 ``ZONING_DENIED: host1/hba0 is not zoned with array2/fc0``.

@@ -1,6 +1,6 @@
 """Names and capacities of the links that modeled time charges.
 
-Every transfer is charged on the resources it crosses (CONTRACT.md, "Time").  A full-duplex
+Every transfer is charged on the resources it crosses (docs/files.md and docs/report.md, modeled time).  A full-duplex
 link is two resources, one per direction, so a read and a write on one cable do not share
 bandwidth:
 

@@ -1,6 +1,6 @@
 """The disk array: volumes, the LUN map, the SCSI target side, and the array's data services.
 
-A `DiskArray` is the disk array control program of SPEC.md (Figs. 2, 7, 11, 17-19), in plain
+A `DiskArray` is the disk array control program of the patent (docs/method.md; Figs. 2, 7, 11, 17-19), in plain
 Python; `san.actors` makes it an actor (I/O one command at a time, so a volume's writes apply
 in the order sent; management calls and copies in their own threads).
 

@@ -1,4 +1,4 @@
-"""The backup client program of a client host (SPEC.md Fig. 2a), in plain Python.
+"""The backup client program of a client host (the patent's Fig. 2a; docs/method.md), in plain Python.
 
 The backup server orders it over the LAN; it learns which array and volume hold a mount
 (INQUIRY over FC, Fig. 8), runs the mount's pre- and post-processing, orders the array over

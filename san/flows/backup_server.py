@@ -1,4 +1,4 @@
-"""The backup server program's flows (SPEC.md Fig. 2b), in plain Python.
+"""The backup server program's flows (the patent's Fig. 2b; docs/method.md), in plain Python.
 
 `Server` adds to `BackupServer` (the plain tables: catalog, definitions, backup volume table)
 the flows of every backup operation: it orders the client hosts' backup client programs

@@ -1,6 +1,6 @@
 """The client host's programs, in plain Python: its I/O loop, its filesystems, the backup client.
 
-A `Host` is what runs on a client host of SPEC.md (Figs. 1, 2a): it streams a transfer as
+A `Host` is what runs on a client host of the patent (docs/method.md; Figs. 1, 2a): it streams a transfer as
 commands of at most one chunk each, `window` in flight, each chunk a `Payload` the array
 receives by reference (the switch only grants the path); it keeps a FAT filesystem
 (`san.fat`) over each ``fat`` mount, behind a write-back cache; its application writes
