@@ -1,7 +1,7 @@
 """SCSI on the simulated FC block path: the bytes and numbers both ends of a command agree on.
 
 A disk array (`san.elements.disk_array`) is the *target*: it encodes what an INQUIRY returns
-and reports its capacity in blocks.  A host (`san.client`) or another array copying over FC
+and reports its capacity in blocks.  A host (`san.flows.client_host`) or another array copying over FC
 (`san.actors`) is the *initiator*: it parses those answers and addresses volumes in blocks.
 Encoders and parsers live here side by side, so the two ends cannot drift apart.
 

@@ -2,7 +2,7 @@
 
 `BackupServer` is the plain part of the backup server program: its tables and the rules that
 turn what a flow did into catalog rows.  The flows themselves (which talk to client hosts and
-arrays over the LAN) are in `san.actors.ServerNode`.
+arrays over the LAN) are in `san.flows.backup_server`.
 
 Rules kept here:
 - a row is keyed by where its copy lives (device ID, media ID, tape file), and a step's `as:`
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..catalog import Catalog, row_key
 from ..errors import SanError
+from ..topology import Definition
 from ..units import format_time
 from ..volume_info import VolumeInfo
 
@@ -29,7 +30,6 @@ class BackupServer:
         self.topology = topology
         self.catalog = Catalog(Path(state_dir) / "servers" / spec.name)
         self.definitions = {d.name: d for d in spec.definitions}
-        from ..topology.schema import Definition
         for name, body in self.catalog.definitions().items():
             self.definitions[name] = Definition.model_validate(body)
         self.device_of = {a.name: a.device_id for a in topology.arrays}

@@ -4,7 +4,7 @@ A host reaches a volume through a mount of its port table (Fig. 3): mount point 
 (array port, LUN).  It sends I/O through the first of its HBAs, in listed order, that the
 fabric grants a path from; when none does, the first HBA's failure is reported (so a dead
 primary path says LINK_DOWN rather than whatever the spare HBA lacks).  This module is the
-plain logic; `san.actors` runs the I/O loop (chunks, window, object refs).  What the
+plain logic; `san.flows.client_host` runs the I/O loop (chunks, window, payloads).  What the
 initiator parses (INQUIRY data, VPD page 0x83) and how it addresses blocks is `san.scsi`'s.
 """
 from __future__ import annotations
