@@ -7,9 +7,13 @@ failures as ``CODE: message``; set SAN_DEBUG=1 to see the traceback of an intern
 `san run` refuses bad input before Ray starts, each with exit 2 and one ``INVALID_INPUT: ...``
 line naming the bad value: a topology file given as the scenario, a `--state-dir` that is a
 file or cannot be created or written, a `--json` whose folder is missing or not writable, and
-an `--address` where no Ray cluster answers within SAN_CONNECT_TIMEOUT seconds (default 30).
-`san schema` refuses an unknown kind and an `-o` it cannot write the same way.  Only `san run`
-imports Ray.
+an `--address` where no Ray cluster answers within SAN_CONNECT_TIMEOUT seconds (default 30)
+or given without `--state-dir`, a SAN_START_TIMEOUT that is not seconds.  Once Ray is up and
+before any step, the same way: a `placement` Ray cannot schedule, and on a cluster a state dir
+some element's node does not see as the driver's (docs/cluster.md).
+`san schema` refuses an unknown kind and an `-o` it cannot write the same way, `san graph` an
+`-o` of an unknown extension or that it cannot write.  Only `san run` and `san bench` import
+Ray; only `san graph` and `san bench --plot` load matplotlib, and only when they draw.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from rich.progress import Progress
 
 from . import report as report_mod
 from .errors import SanError, ValidationFailed
+from .progress import StepProgress, columns as progress_columns
 from .topology import load_scenario, load_topology, validate_files
 from .topology.inspect import render_inspect
 from .topology.json_schema import KINDS as SCHEMA_KINDS
@@ -59,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="print the JSON Schema of topology or scenario files")
     s.add_argument("kind", metavar="KIND", help="topology or scenario")
     s.add_argument("-o", "--output", metavar="OUT", help="write it to this file instead")
+    g = sub.add_parser("graph", help="draw the SAN of a topology / scenario file (png, svg, dot)")
+    g.add_argument("file", metavar="FILE")
+    g.add_argument("-o", "--output", metavar="OUT", required=True,
+                   help="the picture: .png, .svg (matplotlib) or .dot (Graphviz text)")
+    from .bench.cli import add_arguments as bench_arguments     # no Ray, no matplotlib
+    bench_arguments(sub.add_parser("bench", help="run the benchmarks, each beside its baseline "
+                                                 "measured in the same run"))
     return p
 
 
@@ -80,7 +92,7 @@ def main(argv=None) -> int:
     out, err = _console(), _Err()
     try:
         command = {"validate": cmd_validate, "run": cmd_run, "inspect": cmd_inspect,
-                   "schema": cmd_schema}[args.command]
+                   "schema": cmd_schema, "graph": cmd_graph, "bench": cmd_bench}[args.command]
         return command(args, out, err)
     except ValidationFailed as exc:
         for problem in exc.problems:
@@ -133,6 +145,36 @@ def cmd_schema(args, out, err) -> int:
         return EXIT_OK
     try:
         Path(args.output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        err.print(f"INVALID_INPUT: -o {args.output} cannot be written: {exc.strerror or exc}")
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def cmd_bench(args, out, err) -> int:
+    """The benchmarks, each figure beside its same-run baseline (san.bench): exit 0, 1 when a
+    benchmark raised or its data check failed (never for slowness), 2 for a bad argument."""
+    from .bench.cli import run as run_bench   # Ray and matplotlib load there, and late
+    return run_bench(args, out, err)
+
+
+def cmd_graph(args, out, err) -> int:
+    """A picture of the SAN of a topology or scenario file into -o OUT (see san.graph)."""
+    # loaded here: a picture needs matplotlib, which validate, inspect and run never pay for
+    from .graph import FORMATS, graph_bytes, suffix_of
+    from .topology import is_scenario_file
+    suffix = suffix_of(args.output)
+    if suffix not in FORMATS:
+        err.print(f"INVALID_INPUT: -o {args.output}: unknown extension {suffix!r} "
+                  f"(expected one of: {', '.join(FORMATS)})")
+        return EXIT_INVALID
+    if is_scenario_file(args.file):         # an invalid file raises: main prints its problems
+        topology = load_scenario(args.file).topology
+    else:
+        topology = load_topology(args.file)
+    data = graph_bytes(topology, suffix)
+    try:
+        Path(args.output).write_bytes(data)
     except OSError as exc:
         err.print(f"INVALID_INPUT: -o {args.output} cannot be written: {exc.strerror or exc}")
         return EXIT_INVALID
@@ -284,18 +326,39 @@ _PROBE = ("import logging, sys, ray\n"
           "ray.shutdown()\n")
 
 
-def _connect_timeout() -> float:
-    text = os.environ.get("SAN_CONNECT_TIMEOUT")
+def _seconds_from_env(name: str, default: float) -> float:
+    text = os.environ.get(name)
     if text is None:
-        return CONNECT_TIMEOUT_S
+        return default
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise SanError("INVALID_INPUT", f"SAN_CONNECT_TIMEOUT must be a number of seconds above 0 "
+        raise SanError("INVALID_INPUT", f"{name} must be a number of seconds above 0 "
                                         f"(got {text!r})")
     return value
+
+
+def _connect_timeout() -> float:
+    return _seconds_from_env("SAN_CONNECT_TIMEOUT", CONNECT_TIMEOUT_S)
+
+
+START_TIMEOUT_S = 60.0      # san.fabric.START_TIMEOUT_S, without importing Ray
+
+
+def _start_timeout() -> float:
+    """How long each element may take to be placed and answer (SAN_START_TIMEOUT seconds)."""
+    return _seconds_from_env("SAN_START_TIMEOUT", START_TIMEOUT_S)
+
+
+def _check_address_state_dir(args) -> None:
+    """On a cluster the SAN's data must be where every node sees it: --state-dir is required
+    (that every node sees it is checked once the elements start, see san.fabric)."""
+    if args.address and not args.state_dir:
+        raise SanError("INVALID_INPUT", f"--address {args.address} needs --state-dir DIR, a folder "
+                                        f"on a file system every node of the cluster mounts at "
+                                        f"the same path")
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -345,6 +408,8 @@ def cmd_run(args, out, err) -> int:
         scenario = _load_run_scenario(args.scenario)
         chunk = _chunk_size(args.chunk_size)
         _check_json_out(args.json)
+        _start_timeout()
+        _check_address_state_dir(args)
         if args.address:                              # before the state dir: a refusal leaves no trace
             _check_ray_address(args.address)
         state, temporary, lock = _open_state_dir(args, scenario.topology.name)
@@ -378,18 +443,28 @@ def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here
     from .fabric import San
     from .runner import Runner
 
-    san = San(scenario.topology, state, chunk_size=chunk)
+    san = San(scenario.topology, state, chunk_size=chunk, shared_state=bool(args.address),
+              start_timeout=_start_timeout())
     try:
-        with out.status(f"building {scenario.topology.name}", spinner="dots") if out.is_terminal and not quiet else _null():
-            san.start()
+        try:
+            with out.status(f"building {scenario.topology.name}", spinner="dots") if out.is_terminal and not quiet else _null():
+                san.start()
+        except SanError as exc:           # a placement or state dir refused: before any step
+            if exc.code != "INVALID_INPUT":
+                raise
+            _Err.print(str(exc))
+            return EXIT_INVALID
         show = out.is_terminal and not quiet
-        with Progress(console=out, transient=True, disable=not show) as progress:
-            task = progress.add_task(scenario.name, total=len(scenario.steps))
-            runner = Runner(san, state, on_step=lambda r: progress.advance(task))
+        with Progress(*progress_columns(), console=out, transient=True, disable=not show) as progress:
+            task = progress.add_task(scenario.name, total=len(scenario.steps), info="")
+            watch = StepProgress(san, progress) if show else None   # long steps: bytes and rate
+            runner = Runner(san, state, on_step=lambda r: progress.advance(task), watch=watch)
             reports = runner.run(scenario.steps)
         catalog = runner.catalogs()
-        rep = report_mod.build(scenario, reports, catalog)
-        out.print(report_mod.table(scenario, reports))
+        rep = report_mod.build(scenario, reports, catalog, runner)
+        if args.address:                  # on a cluster: which Ray node ran each element
+            rep["nodes"] = dict(san.nodes)
+        out.print(report_mod.table(scenario, reports, rep))
         tot = rep["totals"]
         out.print(f"{'ok' if rep['ok'] else 'NOT OK'}: {sum(r.ok for r in reports)}/{len(reports)} "
                   f"steps as expected; modeled {tot['modeled_s']:.4f} s, wall {tot['wall_s']:.2f} s, "

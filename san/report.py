@@ -1,4 +1,10 @@
-"""The run report: the table of steps printed on the terminal and the JSON file (`--json`)."""
+"""The run report: the table of steps printed on the terminal and the JSON file (`--json`).
+
+Besides the steps, the totals say where the time went: per link direction (``host1/hba0:tx``,
+an ISL's ``:rx``, ``array1/copy``, ``lib1/drive0``) the bytes it carried, the modeled seconds
+it was busy and that as a fraction of the run's modeled time (`utilization`); the busiest
+link of the run (highest utilization) is its bottleneck, and the table's caption names it.
+"""
 from __future__ import annotations
 
 import json
@@ -9,18 +15,32 @@ from rich.table import Table
 from .units import format_size
 
 
-def totals(reports) -> dict:
+def totals(reports, links: dict | None = None) -> dict:
+    """The run's totals; `links` is `Runner.links(modeled_s)` (per link direction)."""
+    links = links or {}
     return {"wall_s": round(sum(r.wall_s for r in reports), 4),
             "modeled_s": round(sum(r.modeled_s for r in reports), 6),
-            "bytes": sum(r.bytes for r in reports)}
+            "bytes": sum(r.bytes for r in reports),
+            "links": links,
+            "busiest_link": busiest_link(links)}
 
 
-def build(scenario, reports, catalog: dict) -> dict:
+def busiest_link(links: dict) -> str | None:
+    """The link direction with the highest utilization (ties: the first name), or None."""
+    if not links:
+        return None
+    return min(links, key=lambda name: (-links[name]["utilization"], name))
+
+
+def build(scenario, reports, catalog: dict, runner=None) -> dict:
+    """The JSON report; with the `runner` that ran the steps, the totals list the links."""
+    modeled = round(sum(r.modeled_s for r in reports), 6)
+    links = runner.links(modeled) if runner is not None else None
     return {"scenario": scenario.name, "topology": scenario.topology.name,
             "ok": all(r.ok for r in reports),
             "steps": [r.to_dict() for r in reports],
             "catalog": catalog,
-            "totals": totals(reports)}
+            "totals": totals(reports, links)}
 
 
 def write_json(report: dict, path: Path) -> None:
@@ -33,12 +53,23 @@ def _rows(reports, prefix=""):
         yield from _rows(r.children, prefix + f"{r.index}.")
 
 
-def table(scenario, reports) -> Table:
-    t = Table(title=f"scenario {scenario.name} on {scenario.topology.name}", title_justify="left")
+def table(scenario, reports, report: dict | None = None) -> Table:
+    """The steps as a table; with the JSON `report`, its caption names the run's busiest link.
+
+    Every cell folds (wraps, breaking long words) rather than cutting, so at any width from 80
+    columns up every value is shown in full."""
+    t = Table(title=f"scenario {scenario.name} on {scenario.topology.name}", title_justify="left",
+              caption_justify="left")
     for name, justify in (("#", "right"), ("step", "left"), ("ok", "center"),
                           ("outcome", "left"), ("modeled s", "right"), ("wall s", "right"),
                           ("bytes", "right"), ("busiest link", "left")):
-        t.add_column(name, justify=justify)
+        t.add_column(name, justify=justify, overflow="fold")
+    busiest = report["totals"]["busiest_link"] if report else None
+    if busiest:
+        use = report["totals"]["links"][busiest]
+        t.caption = (f"busiest link of the run: {busiest}, busy {use['busy_s']:.4f} s of "
+                     f"{report['totals']['modeled_s']:.4f} s modeled ({use['utilization']:.0%}), "
+                     f"{format_size(use['bytes'])} carried")
     for prefix, r in _rows(reports):
         label = r.title or r.op
         if r.title:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,18 +87,29 @@ class Runner:
                 out[server.name] = None
         return out
 
-    def __init__(self, san, state_dir: Path, on_step=None):
+    def __init__(self, san, state_dir: Path, on_step=None, watch=None):
         self.ctx = Context(san=san, clock=Clock(state_dir, san.topology.start),
                            capacity=capacities(san.topology),
                            definitions={d.name: server.name for server in san.topology.backup_servers
                                         for d in server.definitions})
         self.on_step = on_step
+        self.watch = watch          # a `san.progress.StepProgress`, on a terminal
+        self.link_use: dict[str, list[float]] = {}   # resource -> [bytes, busy seconds], whole run
+
+    def links(self, modeled_s: float) -> dict:
+        """Where the time went: per link direction (or copy engine, tape drive) of the run so
+        far, the bytes it carried, the modeled seconds it was busy, and that busy time as a
+        fraction of the run's `modeled_s`."""
+        return {res: {"bytes": int(nbytes), "busy_s": round(busy, 6),
+                      "utilization": round(busy / modeled_s, 4) if modeled_s > 0 else 0.0}
+                for res, (nbytes, busy) in sorted(self.link_use.items()) if nbytes or busy}
 
     def run(self, steps) -> list[StepReport]:
         reports = []
         for index, step in enumerate(steps):
             self.ctx.san.set_time(self.ctx.clock.now)
-            report, chains = self._execute(index, step)
+            with self.watch.step(f"{index} {step.title or step.op}") if self.watch else nullcontext():
+                report, chains = self._execute(index, step)
             self._settle(report, chains)
             if not report.clock_set:
                 self.ctx.clock.advance(report.modeled_s)
@@ -154,6 +166,10 @@ class Runner:
         if not chains:
             return
         outcome = simulate([chain for _, chain in chains], self.ctx.capacity)
+        for res, nbytes in outcome.bytes.items():
+            self.link_use.setdefault(res, [0, 0.0])[0] += nbytes
+        for res, busy in outcome.busy.items():
+            self.link_use.setdefault(res, [0, 0.0])[1] += busy
         per_report: dict[int, tuple[StepReport, float, dict]] = {}
         for (owners, chain), end in zip(chains, outcome.chain_ends):
             for owner in owners:

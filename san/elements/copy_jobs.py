@@ -73,6 +73,12 @@ class CopyEngine:
         self.autostart = True  # tests turn it off and drive jobs with step() / finish()
         self.copies_go = threading.Event()   # cleared: copy jobs wait before their next batch
         self.copies_go.set()
+        self.moved_bytes = 0                 # bytes every copy of this array has moved so far
+
+    def mgmt_moved(self, caller: str) -> int:
+        """Bytes this array's copies have moved so far (a counter that only grows: progress
+        bars read it as steps go).  Anyone may ask: it says nothing about the data."""
+        return self.moved_bytes
 
     def _job(self, job: int) -> CopyJob:
         if job not in self.jobs:
@@ -199,6 +205,7 @@ class CopyEngine:
             i = j + 1
         job.pending.difference_update(run)
         job.copied += end - offset
+        self.moved_bytes += end - offset
 
     def hold_copies(self, hold: bool = True) -> None:
         """Hold every copy job of this array before its next batch (True), or let them go on:

@@ -45,6 +45,7 @@ class Host(BackupClient, ClientHost):
         super().__init__(spec)
         self.now = now or FAT_EPOCH      # the simulated clock, as the runner last told it
         self.peers = peers
+        self.moved_bytes = 0
         self.chunk_size = chunk_size
         self.window = window
         self.arrays_by_device = dict(arrays_by_device or {})   # the LAN directory
@@ -79,6 +80,14 @@ class Host(BackupClient, ClientHost):
         return self._target(mount.port, mount.lun)
 
     # -- block I/O ----------------------------------------------------------------------------
+    def _count(self, piece, answer) -> None:
+        self.moved_bytes += piece[1]     # a chunk the array acknowledged (or answered)
+
+    def bytes_moved(self) -> int:
+        """Payload bytes this host's FC transfers have had acknowledged so far (a counter that
+        only grows: progress bars read it as steps go)."""
+        return self.moved_bytes
+
     def _write_to(self, path, offset: int, size: int, piece_of) -> list[Transfer]:
         route, array, port, lun = path
         lba, blocks = blocks_of(offset, size)
@@ -89,7 +98,7 @@ class Host(BackupClient, ClientHost):
             return array.start("write", route.initiator, port, lun, off // BLOCK,
                                Payload(piece_of(off, length)))
 
-        windowed(chunks(offset, size, self.chunk_size), submit, window=self.window)
+        windowed(chunks(offset, size, self.chunk_size), submit, self._count, self.window)
         return [Transfer(route.resources(True), size)]
 
     def _read_from(self, path, offset: int, size: int, consume) -> list[Transfer]:
@@ -101,7 +110,12 @@ class Host(BackupClient, ClientHost):
             off, length = piece
             return array.start("read", route.initiator, port, lun, off // BLOCK, length // BLOCK)
 
-        windowed(chunks(offset, size, self.chunk_size), submit, consume, self.window)
+        def counted(piece, data):
+            self._count(piece, data)
+            if consume:
+                consume(piece, data)
+
+        windowed(chunks(offset, size, self.chunk_size), submit, counted, self.window)
         return [Transfer(route.resources(False), size)]
 
     def write(self, mount_point: str, offset: int, size: int, seed: int) -> list[Transfer]:

@@ -130,6 +130,7 @@ class ArrayInitiator:
 
             def consume(piece, written):
                 job.copied += written
+                self.moved_bytes += written
 
             pieces = [piece for off, length in extents for piece in chunks(off, length, self.chunk_size)]
             windowed(pieces, submit, consume, self.window)

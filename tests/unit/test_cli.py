@@ -98,8 +98,11 @@ REFUSALS = [
      "INVALID_INPUT: --json {t}/f/sub/r.json: {t}/f is a file, not a folder"),
     ("json-is-a-folder", lambda t: ["--json", f"{t}"],
      "INVALID_INPUT: --json {t} is a folder; expected a file name"),
-    ("address-refused", lambda t: ["--address", "127.0.0.1:1"],
+    ("address-refused", lambda t: ["--address", "127.0.0.1:1", "--state-dir", f"{t}/s"],
      "INVALID_INPUT: no Ray cluster at 127.0.0.1:1"),
+    ("address-without-state-dir", lambda t: ["--address", "127.0.0.1:1"],
+     "INVALID_INPUT: --address 127.0.0.1:1 needs --state-dir DIR, a folder on a file system "
+     "every node of the cluster mounts at the same path"),
 ]
 
 
@@ -166,11 +169,21 @@ def test_run_given_an_invalid_topology_shows_its_located_problems(tmp_path, caps
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-3", "nan", "inf"])
-def test_connect_timeout_must_be_positive_seconds(monkeypatch, capsys, ray_must_not_start, value):
+def test_connect_timeout_must_be_positive_seconds(tmp_path, monkeypatch, capsys, ray_must_not_start,
+                                                  value):
     monkeypatch.setenv("SAN_CONNECT_TIMEOUT", value)
-    assert cli.main(["run", str(SCENARIO), "--address", "127.0.0.1:1"]) == 2
+    assert cli.main(["run", str(SCENARIO), "--address", "127.0.0.1:1",
+                     "--state-dir", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"INVALID_INPUT: SAN_CONNECT_TIMEOUT must be a number of seconds above 0 (got {value!r})"]
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "nan", "inf"])
+def test_start_timeout_must_be_positive_seconds(monkeypatch, capsys, ray_must_not_start, value):
+    monkeypatch.setenv("SAN_START_TIMEOUT", value)
+    assert cli.main(["run", str(SCENARIO)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"INVALID_INPUT: SAN_START_TIMEOUT must be a number of seconds above 0 (got {value!r})"]
 
 
 @pytest.mark.parametrize("address,expected", [
@@ -214,7 +227,8 @@ def test_report_json_shape_from_plain_step_reports(tmp_path):
     data = report.build(scenario, steps, {"backup1": []})
     report.write_json(data, tmp_path / "r.json")
     again = json.loads((tmp_path / "r.json").read_text())
-    assert again["ok"] is False and again["totals"] == {"wall_s": 0.1, "modeled_s": 0.5, "bytes": 5}
+    assert again["ok"] is False and again["totals"] == {"wall_s": 0.1, "modeled_s": 0.5, "bytes": 5,
+                                                         "links": {}, "busiest_link": None}
     assert again["steps"][1]["error"] == {"code": "VERIFY_MISMATCH", "message": "x"}
 
 
@@ -285,3 +299,126 @@ def test_commands_that_never_import_ray(argv):
                 if line.startswith("import time:")]
     assert "san.topology" in imported
     assert [m for m in imported if m == "ray" or m.startswith("ray.")] == []
+
+
+# ------------------------------------------------------------------------------ on a cluster
+# san.fabric's checks as plain functions, and how `san run` reports a SAN refused at start;
+# the cluster itself: tests/integration/test_cluster.py
+
+NODES = [{"CPU": 1.0, "node:__internal_head__": 1.0},
+         {"CPU": 1.0, "site_a": 4.0},
+         {"CPU": 1.0, "site_b": 4.0},
+         {"CPU": 1.0, "site_b": 1.0, "fast": 1.0}]
+
+
+@pytest.mark.parametrize("requests,expected", [
+    ({"array1": {"site_c": 1}}, "array1 wants 1 of Ray resource 'site_c', but no node offers it"),
+    ({"array1": {"site_a": 5}},
+     "array1 wants 5 of Ray resource 'site_a', but no node offers that much (at most 4 on one node)"),
+    ({"array1": {"site_a": 1, "site_b": 1}},
+     "array1 wants {site_a: 1, site_b: 1} on one node, but no node offers all of it"),
+    ({"a1": {"site_a": 3}, "sw": {}, "a2": {"site_a": 1}, "a3": {"site_a": 0.5}},
+     "a3 wants 0.5 of Ray resource 'site_a'; with a1, a2 that is 4.5 in all, but the cluster offers 4"),
+    ({"h1": {"site_b": 4}, "h2": {"site_b": 1}, "h3": {"fast": 1, "site_b": 0.5}},
+     "h3 wants 0.5 of Ray resource 'site_b'; with h1, h2 that is 5.5 in all, but the cluster offers 5"),
+], ids=["offered-nowhere", "more-than-any-node", "not-all-on-one-node", "sum-over-total",
+        "sum-over-several-nodes"])
+def test_a_placement_ray_could_never_schedule_is_refused(requests, expected):
+    from san.fabric import check_placement
+    with pytest.raises(SanError) as info:
+        check_placement(requests, NODES)
+    assert (info.value.code, info.value.message) == ("INVALID_INPUT", expected)
+
+
+@pytest.mark.parametrize("requests", [
+    {},
+    {"sw": {}, "a1": {"site_a": 4}},
+    {f"e{i}": {"site_a": 0.1} for i in range(40)},            # 4 in all, summed without drift
+    {"h": {"site_b": 1, "fast": 1}},                          # both on the fourth node
+    {"h1": {"site_b": 4}, "h2": {"site_b": 1}},               # 5 in all, on two nodes
+])
+def test_a_placement_ray_can_schedule_passes(requests):
+    from san.fabric import check_placement
+    check_placement(requests, NODES)
+
+
+def test_a_placement_amount_of_0_asks_for_nothing(tmp_path):
+    from san.fabric import San
+    from san.topology import load_topology
+    text = (TOPOLOGIES / "single-array.yaml").read_text().replace(
+        "  - name: array1\n", "  - name: array1\n    placement: {resources: {site_a: 0, site_b: 0.5}}\n")
+    (tmp_path / "t.yaml").write_text(text)
+    site = San(load_topology(tmp_path / "t.yaml"), tmp_path / "state")   # not started: no Ray
+    assert site.request("array1") == {"site_b": 0.5} and site.request("host1") == {}
+
+
+@pytest.mark.parametrize("placement,expected", [
+    ("{CPU: 1}", "array1: placement {CPU: 1} is refused by Ray: Use the 'num_cpus' and 'num_gpus' "
+                 "keyword instead of 'CPU' and 'GPU' in 'resources' keyword"),
+    ("{site_a: 0.00001}", "array1: placement {site_a: 1e-05} is refused by Ray: The precision of "
+                          "the fractional quantity of resource site_a cannot go beyond 0.0001"),
+])
+def test_a_placement_ray_refuses_is_one_line_before_any_actor(tmp_path, placement, expected):
+    import ray
+    from san.fabric import San
+    from san.topology import load_topology
+    text = (TOPOLOGIES / "single-array.yaml").read_text().replace(
+        "  - name: array1\n", f"  - name: array1\n    placement: {{resources: {placement}}}\n")
+    (tmp_path / "t.yaml").write_text(text)
+    was = ray.is_initialized()
+    with pytest.raises(SanError) as info:
+        San(load_topology(tmp_path / "t.yaml"), tmp_path / "state")._check_placement()
+    assert (info.value.code, info.value.message) == ("INVALID_INPUT", expected)
+    assert ray.is_initialized() == was          # refused before asking Ray anything
+
+
+def test_an_element_reads_back_the_drivers_marker(tmp_path):
+    from san.fabric import MARKER, check_marker
+    (tmp_path / MARKER).write_text("t0k3n\n")
+    assert check_marker(str(tmp_path), "t0k3n", wait=0) is None
+    assert check_marker(str(tmp_path), "other", wait=0) == \
+        f"{tmp_path}/{MARKER} there holds another run's marker"
+    assert check_marker(str(tmp_path / "nope"), "t0k3n", wait=0) == f"{tmp_path}/nope does not exist there"
+    (tmp_path / MARKER).unlink()
+    assert check_marker(str(tmp_path), "t0k3n", wait=0) == f"{tmp_path}/{MARKER} is missing there"
+
+
+def test_an_element_waits_a_little_for_the_marker_to_show(tmp_path):
+    import threading
+    from san.fabric import MARKER, check_marker
+    later = threading.Timer(0.3, lambda: (tmp_path / MARKER).write_text("t0k3n\n"))
+    later.start()
+    try:
+        assert check_marker(str(tmp_path), "t0k3n", wait=10) is None
+    finally:
+        later.join()
+
+
+class RefusedSan:
+    """A San whose start fails as `error` says; the arguments it was built with in `built`."""
+    error: SanError
+    built: dict = {}
+
+    def __init__(self, topology, state, **kwargs):
+        RefusedSan.built = kwargs
+
+    def start(self):
+        raise RefusedSan.error
+
+    def shutdown(self):
+        pass
+
+
+@pytest.mark.parametrize("code,exit_code", [("INVALID_INPUT", 2), ("ELEMENT_DOWN", 1)])
+def test_a_san_refused_at_start_is_one_line_before_any_step(tmp_path, capsys, monkeypatch, code,
+                                                            exit_code):
+    import san.fabric           # imports Ray: only the tests that stub it load it
+    monkeypatch.setattr(san.fabric, "start_ray", lambda *a: False)
+    monkeypatch.setattr(san.fabric, "San", RefusedSan)
+    monkeypatch.setenv("SAN_START_TIMEOUT", "2.5")
+    RefusedSan.error = SanError(code, "array1 did not start within 2.5 s")
+    assert cli.main(["run", str(SCENARIO), "--json", str(tmp_path / "r.json")]) == exit_code
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"{code}: array1 did not start within 2.5 s"]
+    assert captured.out == "" and not (tmp_path / "r.json").exists()
+    assert RefusedSan.built["start_timeout"] == 2.5 and RefusedSan.built["shared_state"] is False

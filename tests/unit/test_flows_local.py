@@ -26,6 +26,6 @@ def test_a_scenario_on_plain_elements_gives_its_golden_report(tmp_path, path):
     with LocalSan(scenario.topology, tmp_path / "state") as san:
         runner = Runner(san, tmp_path / "state")
         reports = runner.run(scenario.steps)
-        got = report_mod.build(scenario, reports, runner.catalogs())
+        got = report_mod.build(scenario, reports, runner.catalogs(), runner)
     assert [(r.index, r.error) for r in reports if not r.ok] == []
     check_golden(path.stem, got)

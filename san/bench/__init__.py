@@ -1,0 +1,13 @@
+"""`san bench`: the benchmarks behind one command, each figure beside its same-run baseline.
+
+`san.bench.cli` parses and checks the arguments and runs the benchmarks; each benchmark is
+a function ``bench_NAME(settings, resources) -> (figures, curves)`` in `fabric` (the fabric
+by chunk size, N hosts, fan-out copies; over Ray), `array` (snapshots, mirror, resync and
+restores in a plain `DiskArray`), `tape`, `checksums` and `scenarios` (modeled against wall
+time of the shipped scenarios); `raw` has the raw-Ray baseline actors, `core` the figures,
+curves and alternating runs, `table` the printed table and `plots` the PNGs (matplotlib,
+loaded only there).  The scripts in ``benchmarks/`` are thin wrappers over `main`.
+"""
+from .cli import BENCHMARKS, main
+
+__all__ = ["BENCHMARKS", "main"]

@@ -1,0 +1,67 @@
+"""The `san bench` table: one per benchmark, each figure beside its baseline, at 80 columns.
+
+Columns: the figure, its value, the baseline's value and what the baseline is, the ratio
+(figure / baseline; for times, lower is better) and what the timed runs did to disk.  Every
+cell folds rather than cuts, so at any width from 80 columns up every value is shown.
+"""
+from __future__ import annotations
+
+from rich import box
+from rich.table import Table
+
+from ..units import format_size
+
+DISK = {"overwrite": "overwr.", "new space": "new", "no data written": "none",
+        "reads only": "reads", "memory only": "memory", "overwrite; the pool takes new space": "ovw+new",
+        "as the scenario does": "mixed"}
+
+
+def value(v: float | None, unit: str) -> str:
+    """A value with its unit, three significant digits (e.g. 0.853 GiB/s, 41.2 ms, 118 µs)."""
+    if v is None:
+        return "-"
+    if v == 0:
+        return f"0 {unit}"
+    text = f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    if "e" in text:
+        text = f"{v:.2e}"
+    return f"{text} {unit}"
+
+
+def ratio(r: float | None) -> str:
+    if r is None:
+        return "-"
+    return f"{r:.2g}×" if r < 10 else f"{r:.0f}×"
+
+
+def header(settings, names) -> str:
+    import os
+    return (f"san bench{' --quick' if settings.quick else ''}: size {format_size(settings.size)}, "
+            f"median of {settings.repeat} alternating runs per figure, {os.cpu_count()} CPUs; "
+            f"{', '.join(names)}")
+
+
+def tables(figures) -> list[Table]:
+    groups: dict[str, list] = {}
+    for f in figures:
+        groups.setdefault(f.benchmark, []).append(f)
+    out = []
+    for bench, figs in groups.items():
+        t = Table(title=bench, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  caption_justify="left")
+        t.add_column("figure", overflow="fold", max_width=24)
+        t.add_column("measured", justify="right", overflow="fold", max_width=11)
+        t.add_column("baseline", justify="right", overflow="fold", max_width=11)
+        t.add_column("baseline is", overflow="fold", max_width=16)
+        t.add_column("ratio", justify="right", no_wrap=True)
+        t.add_column("disk", overflow="fold", max_width=7)
+        for f in figs:
+            t.add_row(f.name, value(f.value, f.unit), value(f.baseline.value, f.unit),
+                      f.baseline.name, ratio(f.ratio), DISK.get(f.space, f.space))
+        out.append(t)
+    return out
+
+
+def render(out, figures) -> None:
+    for t in tables(figures):
+        out.print(t)

@@ -1,0 +1,75 @@
+"""Progress of long steps on a terminal: bytes moved and the rate, as the elements report them.
+
+Every host counts the payload bytes its FC transfers have had acknowledged (`Host.bytes_moved`) and
+every array the bytes its copies have moved (`mgmt_moved`): counters that only grow.  While a
+top-level step runs, `StepProgress` polls them (twice a second, from a thread of the driver)
+and, once the step has run for `delay` seconds, shows a rich progress bar with the bytes
+moved since the step began and the rate.  Nothing shows with `--quiet` or when stdout is not
+a terminal (the caller then passes no `StepProgress`); what it reads is never part of a
+report, so a counter an element failed to answer (it is down) just stops counting.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+
+from rich.progress import BarColumn, TextColumn
+
+from .errors import SanError
+from .units import format_size
+
+__all__ = ["StepProgress", "moved_bytes", "columns"]
+
+
+def columns() -> tuple:
+    """The run's progress display: a line for the steps (a bar), and one per long step (its
+    bytes and rate); every task carries an `info` field."""
+    return (TextColumn("[progress.description]{task.description}"), BarColumn(),
+            TextColumn("{task.fields[info]}"))
+
+
+def moved_bytes(san) -> int:
+    """The sum of every live host's and array's byte counter."""
+    total = 0
+    for name, kind in san.kinds.items():
+        if name in san.down or kind not in ("host", "array"):
+            continue
+        try:
+            total += san.call(name, "bytes_moved") if kind == "host" else san.call(name, "mgmt_moved", "san")
+        except SanError:
+            pass        # it died meanwhile: the step's own error says so
+    return total
+
+
+class StepProgress:
+    """`with watch.step(title):` around a step shows a line with the bytes it moved and the
+    rate, in the rich `progress` display, if the step lasts over `delay` seconds."""
+
+    def __init__(self, san, progress, delay: float = 1.0, every: float = 0.5):
+        self.san, self.progress, self.delay, self.every = san, progress, delay, every
+
+    @contextmanager
+    def step(self, title: str):
+        done = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(title, done), daemon=True,
+                                   name="san-progress")
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
+
+    def _watch(self, title: str, done: threading.Event) -> None:
+        if done.wait(self.delay):
+            return                       # a short step: no line
+        start, began = moved_bytes(self.san), time.monotonic()
+        task = self.progress.add_task(f"  {title}", total=None, info="")
+        try:
+            while not done.wait(self.every):
+                moved = moved_bytes(self.san) - start
+                rate = moved / max(time.monotonic() - began, 1e-9)
+                self.progress.update(task, info=f"{format_size(moved)} moved, {format_size(int(rate))}/s")
+        finally:
+            self.progress.remove_task(task)

@@ -1,0 +1,152 @@
+"""`san bench` without Ray: argument refusals (exit 2, one INVALID_INPUT line), exit codes of
+failed benchmarks and data checks, the table at 80 columns, alternating runs."""
+import json
+
+import pytest
+from rich.console import Console
+
+from san import cli
+from san.bench import cli as bench_cli
+from san.bench import core
+from san.bench.core import Baseline, Curve, DataCheckFailed, Figure, Series
+from san.bench.table import render
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """A refused invocation must not run anything."""
+    def boom(*args, **kwargs):
+        raise AssertionError("a refused san bench ran benchmarks")
+    monkeypatch.setattr(bench_cli, "run_benchmarks", boom)
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (["--only", "nope"], "'nope'"),
+    (["--only", "fabric,tapes"], "'tapes'"),
+    (["--only", ","], "(none given)"),
+    (["--size", "3MiB"], "'3MiB'"),
+    (["--size", "1.5MiB"], "'1.5MiB'"),
+    (["--size", "lots"], "'lots'"),
+    (["--size", "1TiB"], "'1TiB'"),
+    (["--repeat", "0"], "'0'"),
+    (["--repeat", "three"], "'three'"),
+    (["--repeat", "100"], "'100'"),
+])
+def test_bad_arguments_are_refused_with_one_line_and_exit_2(no_run, capsys, argv, shown):
+    assert cli.main(["bench", *argv]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("INVALID_INPUT: ") and shown in lines[0]
+    assert captured.out == ""
+
+
+def test_json_and_plot_destinations_are_checked_first(no_run, tmp_path, capsys):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    cases = [["--json", str(tmp_path / "missing" / "out.json")],
+             ["--json", str(tmp_path)],
+             ["--plot", str(afile)],
+             ["--plot", str(afile / "below")]]
+    for argv in cases:
+        assert cli.main(["bench", "--quick", *argv]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("INVALID_INPUT: "), (argv, err)
+
+
+def test_bench_is_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--quick", "--json", "--plot", "--only", "--size", "--repeat"):
+        assert option in out
+
+
+def _figure(bench="fake", key="fake.one", value=2.0, base=4.0, name="a figure of a fake bench"):
+    return Figure(bench, key, name, value, "GiB/s", "what it measures",
+                  Baseline("a baseline with a long name", base, "what the baseline measures", [base]),
+                  runs=[value])
+
+
+def _fake(monkeypatch, behaviours):
+    """Benchmarks named after `behaviours` (no Ray), each a function of (settings, res)."""
+    table = {name: (f"fake:{name}", False, "fake") for name in behaviours}
+    monkeypatch.setattr(bench_cli, "BENCHMARKS", table)
+    monkeypatch.setattr(bench_cli, "_function", lambda name: behaviours[name])
+
+
+def test_a_data_check_or_an_exception_exits_1_naming_the_benchmark(monkeypatch, tmp_path, capsys):
+    def good(s, res):
+        return [_figure()], [Curve("c", "t", "x", "y", [1, 2], [Series("s", [1, 2])])]
+
+    def bad_bytes(s, res):
+        raise DataCheckFailed("bad: byte 512 differs")
+
+    def crash(s, res):
+        raise RuntimeError("kaput")
+
+    _fake(monkeypatch, {"good": good, "bad": bad_bytes, "crash": crash})
+    out = tmp_path / "out.json"
+    assert cli.main(["bench", "--quick", "--json", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert "DATA_CHECK_FAILED: bad: bad: byte 512 differs" in err
+    assert "BENCH_FAILED: crash: RuntimeError: kaput" in err
+    report = json.loads(out.read_text())
+    assert report["ok"] is False
+    assert [f["key"] for f in report["figures"]] == ["fake.one"]
+    assert {f["benchmark"] for f in report["failures"]} == {"bad", "crash"}
+
+
+def test_slowness_never_fails_and_the_json_has_every_figure_with_its_baseline(monkeypatch, tmp_path, capsys):
+    def slow(s, res):
+        assert s.quick and s.size == 16 << 20 and s.repeat == 5 and s.tmp.is_dir()
+        return [_figure(value=0.001, base=1000.0)], []
+
+    _fake(monkeypatch, {"slow": slow})
+    out = tmp_path / "out.json"
+    assert cli.main(["bench", "--quick", "--repeat", "5", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["ok"] is True and report["settings"]["repeat"] == 5
+    (fig,) = report["figures"]
+    assert fig["value"] == 0.001 and fig["baseline"]["value"] == 1000.0
+    assert fig["unit"] == "GiB/s" and fig["measured"] and fig["baseline"]["measured"]
+    assert fig["ratio"] == pytest.approx(1e-6) and fig["space"] == "overwrite"
+    assert "ok: 1 figures" in capsys.readouterr().out
+
+
+def test_only_runs_the_named_benchmarks_in_their_order(monkeypatch):
+    ran = []
+    _fake(monkeypatch, {n: (lambda n: lambda s, res: ran.append(n) or ([], []))(n) for n in "abc"})
+    assert cli.main(["bench", "--only", "c,a"]) == 0
+    assert ran == ["a", "c"]
+
+
+def test_the_table_fits_80_columns():
+    figures = [_figure(name="host write, 256 KiB chunks", value=0.123456, base=0.98765),
+               _figure(bench="snapshots", key="s", name="snapshot create, 4 TiB vol", value=123.4,
+                       base=45678.9),
+               _figure(bench="tape", key="t", name="catalog rebuild, 16 media", value=1e-5, base=0)]
+    console = Console(width=80, record=True)
+    render(console, figures)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for word in ("host write", "0.123 GiB/s", "0.988 GiB/s", "45,679", "0.12×", "0.0027×", "fake",
+                 "tape"):
+        assert word in text
+
+
+def test_alternate_rotates_the_order_syncs_and_sets_up(monkeypatch):
+    calls = []
+    monkeypatch.setattr(core.os, "sync", lambda: calls.append("sync"))
+    movers = {n: (lambda n: lambda: calls.append(n) or 1.0)(n) for n in "abc"}
+    times = core.alternate(movers, 3, setup=lambda n: calls.append(f"setup {n}"))
+    assert times == {"a": [1.0] * 3, "b": [1.0] * 3, "c": [1.0] * 3}
+    runs = [c for c in calls if len(c) == 1]
+    assert runs == list("abc" "bca" "cab")
+    assert calls[:3] == ["setup a", "sync", "a"]
+
+
+def test_settings_quick_lists_are_short():
+    quick, full = core.Settings(quick=True, size=16 << 20), core.Settings()
+    assert quick.hosts == [1, 2] and full.hosts == [1, 2, 4, 8] and full.fanout == [1, 2, 4, 8]
+    assert quick.stream == 4 << 20 and full.stream == 128 << 20
+    assert len(quick.chunks) < len(full.chunks)
