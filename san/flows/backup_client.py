@@ -67,7 +67,7 @@ class BackupClient:
                 data = lib.start("read_image", media, file, off, length)   # library -> array
                 return array.start("write", route.initiator, port, lun, off // BLOCK, data)
 
-            windowed(pieces, submit, window=self.window)
+            windowed(pieces, submit, self._count, self.window)
             self._drop_fs(mount_point)
         moved = sum(length for _, length in extents)
         transfers.append(Transfer((f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx")

@@ -404,10 +404,14 @@ class Host(BackupClient, ClientHost):
         inflight: deque = deque()
         for off, length in pieces:
             if len(inflight) >= self.window:
-                yield inflight.popleft().result()
+                yield self._counted(inflight.popleft().result())
             inflight.append(array.start("read", route.initiator, port, lun, off // BLOCK, length // BLOCK))
         while inflight:
-            yield inflight.popleft().result()
+            yield self._counted(inflight.popleft().result())
+
+    def _counted(self, data):
+        self.moved_bytes += len(data)     # a chunk read for the library: progress counts it
+        return data
 
     def resources_at(self, port_ref: str, lun: int, toward_target: bool) -> tuple:
         return self._grant(port_ref).resources(toward_target)
