@@ -15,11 +15,11 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from .conftest import ROOT, TOPOLOGIES
+from .processes import session_pids
 
 
 def san_env(**extra) -> dict:
@@ -76,18 +76,6 @@ def test_address_that_never_answers_gives_up_at_the_deadline(tmp_path, silent_po
     assert not (tmp_path / "state").exists()
 
 
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
-
-
 # a driver that starts a one-CPU Ray instance of its own and keeps it until killed
 OTHER_CLUSTER = """
 import logging, sys, time, ray
@@ -119,7 +107,7 @@ def other_cluster():
         except subprocess.TimeoutExpired:
             driver.kill()
             driver.wait()
-        for pid in _session_pids(driver.pid):
+        for pid in session_pids(driver.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:

@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT
+from .processes import session_pids
 
 pytestmark = pytest.mark.slow
 
@@ -140,18 +141,6 @@ steps:
 """
 
 
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
-
-
 class RayCluster:
     """The cluster child process: its address, node ids, and resources held on request."""
 
@@ -184,7 +173,7 @@ class RayCluster:
             self.proc.wait(timeout=60)
         except (OSError, subprocess.TimeoutExpired):
             pass
-        for pid in _session_pids(self.proc.pid):
+        for pid in session_pids(self.proc.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
