@@ -8,7 +8,8 @@ The volume stores (`san.storage`), their journals (`san.journal`) and the volume
 - `pread_into` and `pwrite_all` are ``preadv`` / ``pwrite`` at an offset, repeated until the
   whole buffer has moved (a short transfer is not an error);
 - `punch_hole` gives a byte range of a sparse file back to the file system (Linux
-  ``fallocate(PUNCH_HOLE | KEEP_SIZE)``), returning False where it cannot;
+  ``fallocate(PUNCH_HOLE | KEEP_SIZE)``), returning False where it cannot; `allocate` does
+  the opposite, before a range is first written;
 - `close_fd` and `FdOwner`: an object holding descriptors closes them in `close()`, and
   when it is garbage-collected without one (an actor that crashed never calls it);
 - `write_replace` replaces a file atomically: the payload goes to ``NAME.tmp``, is fsync-ed
@@ -27,8 +28,8 @@ import numpy as np
 
 from san.errors import SanError
 
-__all__ = ["as_bytes_array", "pread_into", "pwrite_all", "punch_hole", "write_replace", "tmp_path_of",
-           "close_fd", "FdOwner"]
+__all__ = ["as_bytes_array", "pread_into", "pwrite_all", "punch_hole", "allocate", "write_replace",
+           "tmp_path_of", "close_fd", "FdOwner"]
 
 
 def as_bytes_array(data) -> np.ndarray:
@@ -88,6 +89,21 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
     if _fallocate is None:
         return False
     return _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0
+
+
+def allocate(fd: int, offset: int, length: int) -> bool:
+    """Give [offset, offset+length) of `fd` disk blocks before it is written (Linux
+    ``fallocate``, mode 0); False where the platform or file system cannot (the write then
+    allocates as it goes).
+
+    Writing into a hole makes the file system find blocks page by page as write-back happens;
+    one ``fallocate`` of the whole range first finds them at once, in as few extents as it
+    can.  The store calls it only for granules about to be written for the first time, so
+    volumes stay thin: what is allocated is what is written.
+    """
+    if _fallocate is None or length <= 0:
+        return False
+    return _fallocate(fd, 0, offset, length) == 0
 
 
 def tmp_path_of(path: pathlib.Path) -> pathlib.Path:

@@ -4,9 +4,12 @@ One `GranulePool` per array holds, in *slots*, the old content of source granule
 write would otherwise overwrite while a snapshot still needs them (`san.snapshots` decides
 what to save, when to drop it, and journals which slot holds what).  The pool is a thin
 `VolumeStore` named ``pool`` in the array's directory, so a saved granule is checksummed and
-verified like any other stored data, and costs disk only while it is in use.  Slots are
-reused lowest first; a pool may be capped (`capacity`, the topology's ``snapshot_pool``), and
-when it is full `save` says so (None) instead of failing, so that the snapshot engine can
+verified like any other stored data.  Slots are reused lowest first, and a freed slot keeps
+its disk blocks (like the pool volume of a real array, the pool holds the space it ever
+needed, its high-water mark): the next save there overwrites allocated blocks instead of
+filling a hole, which is what lets the first write after a snapshot cost about what any
+write costs once a pool has been used (a slot never used before is new space).  A pool may
+be capped (`capacity`, the topology's ``snapshot_pool``), which caps that space too; when it is full `save` says so (None) instead of failing, so that the snapshot engine can
 break the snapshots that needed the granule and let the host's write go on.
 """
 from __future__ import annotations
@@ -123,10 +126,12 @@ class GranulePool:
                            f"snapshot pool: {len(arr)} bytes do not fit one {self.granule}-byte granule")
         return arr
 
-    def save_many(self, pieces: list[np.ndarray]) -> list[int | None]:
+    def save_many(self, pieces: list[np.ndarray], checksums: np.ndarray | None = None) -> list[int | None]:
         """`save` for several granules at once: one store write per run of consecutive slots.
 
         Slots go lowest first; when the pool fills up, the remaining pieces get None.
+        `checksums` (one row per piece, as `VolumeStore.read_granules` gave them with these
+        bytes) spare hashing whole granules again.
         """
         G = self.granule
         with self._lock:
@@ -146,12 +151,16 @@ class GranulePool:
                 for run in runs(slots):
                     end = done + len(run)
                     buf = _adjacent(pieces[done:end], G)
-                    if buf is None:
+                    if buf is not None and checksums is not None:
+                        self._store.write(run[0] * G, buf, checksums[done:end])
+                    elif buf is None:
                         buf = np.zeros(len(run) * G, dtype=np.uint8)
                         for k in range(done, end):
                             arr = self._fitting(pieces[k])
                             buf[(k - done) * G: (k - done) * G + len(arr)] = arr
-                    self._store.write(run[0] * G, buf)
+                        self._store.write(run[0] * G, buf)
+                    else:
+                        self._store.write(run[0] * G, buf)
                     self._used.update(run)
                     done = end
             except BaseException:
@@ -181,11 +190,12 @@ class GranulePool:
             return self._store.read(slot * self.granule, self.granule)
 
     def free(self, slot: int) -> None:
-        """Give `slot` back (its disk space too); freeing a free slot does nothing."""
+        """Give `slot` back; freeing a free slot does nothing.  Its disk space stays with the
+        pool (see the module docstring)."""
         with self._lock:
             if slot not in self._used:
                 return
-            self._store.discard(slot * self.granule, self.granule)
+            self._store.discard(slot * self.granule, self.granule, keep_space=True)
             self._used.discard(slot)
             heapq.heappush(self._free, slot)
 

@@ -64,7 +64,7 @@ from san.granules import runs
 from san.journal import Journal, seal, sealed
 from san.pool import GranulePool
 from san.snapshot_view import ZERO, SnapshotView, _hi, _Snap, _Source
-from san.storage import VolumeStore
+from san.storage import VolumeStore, zero_checksum
 
 __all__ = ["SnapshotView", "SnapshotEngine", "ZERO",
            "GranulePool"]          # re-exported from san.pool, its home
@@ -361,13 +361,17 @@ class SnapshotEngine:
                 for run in runs(todo):    # one source read per run of consecutive granules
                     start = run[0] * G
                     stop = min(run[-1] * G + G, store.size)
-                    old = store.read(start, stop - start)
+                    # as stored, unhashed: the pool keeps each granule under its stored
+                    # checksum, so rot moves along and a read of the snapshot reports it
+                    old, cs = store.read_granules(start, stop - start, verify=False)
                     pieces = [old[g * G - start: min(g * G + G, store.size) - start] for g in run]
-                    nfull = len(old) // G            # all but a short last granule of the volume
-                    nonzero = old[: nfull * G].reshape(nfull, G).any(axis=1).tolist()
-                    if len(pieces) > nfull:
-                        nonzero.append(bool(pieces[-1].any()))
-                    slots = iter(self.pool.save_many([p for p, nz in zip(pieces, nonzero) if nz]))
+                    # zeros are told by their checksum, without a scan of the bytes
+                    nonzero = (cs != np.array(zero_checksum(G), dtype=np.uint64)).any(axis=1)
+                    if stop - start != len(run) * G:     # a short last granule of the volume
+                        nonzero[-1] = bool(pieces[-1].any())
+                    nonzero = nonzero.tolist()
+                    keep = [i for i, nz in enumerate(nonzero) if nz]
+                    slots = iter(self.pool.save_many([pieces[i] for i in keep], cs[keep]))
                     for g, piece, nz in zip(run, pieces, nonzero):
                         w = todo[g]
                         slot = next(slots) if nz else ZERO

@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import functools
 import struct
 import threading
 
@@ -96,13 +97,13 @@ from san.bad_granules import BadGranules, granule_list
 from san.checksums import checksums, granule_checksums
 from san.digest import DIGEST_BLOCK, DigestBuilder, digest_extents, digest_of
 from san.errors import SanError
-from san.fileio import FdOwner, as_bytes_array, close_fd, pread_into, punch_hole, pwrite_all
+from san.fileio import FdOwner, allocate, as_bytes_array, close_fd, pread_into, punch_hole, pwrite_all
 from san.granules import granule_extents, present, runs
 from san.journal import Journal
 from san.storage_v1 import MAGIC_V1, _pair_checksums, rechecksum
 from san.units import BLOCK, DEFAULT_GRANULE, MiB, PiB
 
-__all__ = ["VolumeStore", "MAX_SIZE", "VERIFY_RUN",
+__all__ = ["VolumeStore", "MAX_SIZE", "VERIFY_RUN", "zero_checksum",
            # re-exported from their own modules, for the importers of san.storage
            "DigestBuilder", "digest_of", "digest_extents", "granule_extents", "DIGEST_BLOCK",
            "checksums", "_pair_checksums", "BLOCK", "DEFAULT_GRANULE"]
@@ -115,6 +116,17 @@ _REC_DTYPE = np.dtype([("g", "<u8"), ("lo", "<u8"), ("hi", "<u8")])
 _REC = _REC_DTYPE.itemsize              # 24 bytes, same as the header
 _DELETED = np.uint64(1 << 63)
 assert _HEADER.size == _REC
+
+
+@functools.lru_cache(maxsize=16)
+def zero_checksum(length: int) -> tuple[int, int]:
+    """The checksum of `length` zero bytes: what a granule that reads as zeros would hold.
+
+    Copies tell zero granules from data by it (no scan of the bytes): XXH3-128 is
+    collision-resistant, so a granule with this checksum reads as zeros.
+    """
+    cs = checksums(np.zeros(length, dtype=np.uint8), length)[0]
+    return int(cs[0]), int(cs[1])
 
 
 class VolumeStore(FdOwner):
@@ -340,9 +352,13 @@ class VolumeStore(FdOwner):
 
     def _failing(self, run: list[int], piece: np.ndarray) -> list[int]:
         """The granules of consecutive `run` whose bytes `piece` fail their stored checksum."""
+        return self._checked(run, piece)[1]
+
+    def _checked(self, run: list[int], piece: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """(the checksums of `piece`'s granules, the granules of consecutive `run` failing theirs)."""
         cs = granule_checksums(piece, self.granule)
         want = np.array([self._map[g] for g in run], dtype=np.uint64)
-        return [run[i] for i in np.flatnonzero((cs != want).any(axis=1)).tolist()]
+        return cs, [run[i] for i in np.flatnonzero((cs != want).any(axis=1)).tolist()]
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -385,12 +401,17 @@ class VolumeStore(FdOwner):
         return buf
 
     # ------------------------------------------------------------------ public API
-    def write(self, offset: int, data) -> None:
+    def write(self, offset: int, data, checksums: np.ndarray | None = None) -> None:
         """Store `data` (uint8 array, bytes or memoryview; 512-byte multiple) at `offset`.
 
         Granules the write covers whole are written from `data` as they are (and leave the bad
         set); granules it covers in part are read and verified first (CHECKSUM_MISMATCH if one
         fails, before anything is written).
+
+        `checksums`, when given, are the granules' checksums as `read_granules` returned them
+        with these very bytes (a copy moving verified data): the write then covers whole
+        granules only and does not hash again.  A wrong value cannot make a read return wrong
+        data: the next read of that granule fails with CHECKSUM_MISMATCH.
         """
         arr = as_bytes_array(data)
         offset = int(offset)
@@ -406,6 +427,16 @@ class VolumeStore(FdOwner):
             # whole-granule run [f0, f1): granules covered entirely by the write
             f0 = g0 if offset == g0 * G else g0 + 1
             f1 = g1 + 1 if end == g1 * G + self._glen(g1) else g1
+            if checksums is not None:
+                cs = np.asarray(checksums, dtype=np.uint64)
+                if (f0, f1) != (g0, g1 + 1) or cs.shape != (f1 - f0, 2):
+                    raise SanError("INVALID_INPUT",
+                                   f"{self.label}: a write with checksums covers whole granules, one "
+                                   f"checksum each (offset {offset}, length {length}, checksums "
+                                   f"{cs.shape})")
+                self._journal(self._write_whole(f0, f1, arr, cs))
+                self._bad.clear(f0, f1)
+                return
             # read (and verify) both partial granules before writing anything: a refused write
             # must not leave one of them with new bytes under its old checksum
             old = {g: self._read_granule(g) if g in self._map else np.zeros(self._glen(g), dtype=np.uint8)
@@ -427,9 +458,14 @@ class VolumeStore(FdOwner):
         pwrite_all(self._data_fd, buf, gstart)
         return self._commit(g, cs)
 
-    def _write_whole(self, f0: int, f1: int, piece: np.ndarray) -> np.ndarray:
-        """Write granules [f0, f1) from `piece` (their exact bytes) directly from the buffer."""
-        cs = granule_checksums(piece, self.granule)
+    def _write_whole(self, f0: int, f1: int, piece: np.ndarray, cs: np.ndarray | None = None) -> np.ndarray:
+        """Write granules [f0, f1) from `piece` (their exact bytes) directly from the buffer;
+        `cs` are their checksums when the caller has them, else they are computed."""
+        if cs is None:
+            cs = granule_checksums(piece, self.granule)
+        if len(present(self._map, f0, f1)) < f1 - f0:
+            # some granules are new: their blocks are found in one go (see fileio.allocate)
+            allocate(self._data_fd, f0 * self.granule, len(piece))
         pwrite_all(self._data_fd, piece, f0 * self.granule)
         return self._commit(np.arange(f0, f1, dtype=np.uint64), cs)
 
@@ -474,6 +510,51 @@ class VolumeStore(FdOwner):
                 self._read_run(run, offset, out)
             return out
 
+    def read_granules(self, offset: int, length: int, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(`length` bytes at `offset`, verified; their per-granule checksums), for copies.
+
+        The range covers whole granules (`offset` on a granule boundary, its end on one or at
+        the end of the volume).  The checksums are an (n, 2) uint64 array, one row per granule
+        as `checksum` gives it; a granule never written reads as zeros and has
+        `zero_checksum`.  Handing both to another store's `write` moves the bytes without
+        hashing them twice; comparing a row with `zero_checksum` tells zeros without a scan.
+
+        With `verify=False` the bytes are returned as stored, with their stored checksums,
+        unhashed: for moving granules into a store that keeps them under those checksums (the
+        snapshot pool saving what a write will overwrite), where rot travels with its
+        checksum and is found by whoever reads it there.  No caller hands such bytes out.
+        """
+        offset, length = int(offset), int(length)
+        with self._lock:
+            self._check_open()
+            self._check_range("read", offset, length)
+            G = self.granule
+            end = offset + length
+            if offset % G or (end % G and end != self.size):
+                raise SanError("INVALID_INPUT",
+                               f"{self.label}: read_granules at offset {offset}, length {length} "
+                               f"does not cover whole {G}-byte granules")
+            g0, g1 = offset // G, -(-end // G)
+            touched = present(self._map, g0, g1)
+            full = len(touched) == g1 - g0
+            out = np.empty(length, dtype=np.uint8) if full else np.zeros(length, dtype=np.uint8)
+            cs = np.empty((g1 - g0, 2), dtype=np.uint64)
+            if not full:
+                cs[:] = zero_checksum(G)
+                if end % G:
+                    cs[-1] = zero_checksum(end % G)
+            for run in runs(touched, max(1, VERIFY_RUN // G)):
+                start = run[0] * G
+                piece = self._pread_run(run, out[start - offset:])
+                if verify:
+                    got, bad = self._checked(run, piece)
+                    if bad:
+                        raise self._mismatch(bad)
+                else:
+                    got = np.array([self._map[g] for g in run], dtype=np.uint64)
+                cs[run[0] - g0: run[-1] + 1 - g0] = got
+            return out, cs
+
     def _read_run(self, run: list[int], offset: int, out: np.ndarray) -> None:
         """Read consecutive whole granules `run` straight into `out` (which starts at `offset`)."""
         start = run[0] * self.granule
@@ -482,12 +563,14 @@ class VolumeStore(FdOwner):
         if bad:     # every failing granule of the run is recorded, the first is named
             raise self._mismatch(bad)
 
-    def discard(self, offset: int, length: int) -> int:
+    def discard(self, offset: int, length: int, keep_space: bool = False) -> int:
         """Un-write the granules lying wholly inside [offset, offset+length); returns how many.
 
-        Their disk space is given back (hole punched, or zeros written where holes cannot be
-        punched), they read as zeros again and leave the bad set.  Granules only partly inside
-        are left as they are.
+        They read as zeros again and leave the bad set.  Their disk space is given back (hole
+        punched, or zeros written where holes cannot be punched), unless `keep_space`: then
+        the old bytes stay on disk, unreachable (the map says unwritten), and the next write
+        there overwrites allocated blocks instead of filling a hole (the snapshot pool's
+        free slots).  Granules only partly inside are left as they are.
         """
         offset, length = int(offset), int(length)
         with self._lock:
@@ -502,6 +585,9 @@ class VolumeStore(FdOwner):
             gone = present(self._map, f0, f1)
             if gone:
                 for g in gone:
+                    if keep_space:
+                        del self._map[g]
+                        continue
                     if not punch_hole(self._data_fd, g * G, self._glen(g)):
                         pwrite_all(self._data_fd, np.zeros(self._glen(g), np.uint8), g * G)
                     del self._map[g]
@@ -525,6 +611,22 @@ class VolumeStore(FdOwner):
         """
         with self._lock:
             return self._map.get(int(g))
+
+    def compare(self, other: "VolumeStore") -> tuple[list[int], list[int]]:
+        """(granules whose checksums differ here and in `other`, granules written on both
+        with equal checksums), each ascending: what an incremental copy between two stores of
+        the same granule size moves, and what it may skip.  Metadata only, no data read."""
+        if other.granule != self.granule:
+            raise SanError("INVALID_INPUT", f"{self.label} has {self.granule}-byte granules, "
+                                            f"{other.label} {other.granule}-byte ones")
+        with self._lock:        # one lock at a time: no lock order to keep with anyone
+            mine = dict(self._map)
+        with other._lock:
+            theirs = dict(other._map)
+        differ = [g for g in mine if theirs.get(g) != mine[g]]
+        differ += [g for g in theirs if g not in mine]
+        same = [g for g in mine if theirs.get(g) == mine[g]]
+        return sorted(differ), sorted(same)
 
     def written_granules(self) -> list[int]:
         with self._lock:

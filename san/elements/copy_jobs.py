@@ -29,9 +29,11 @@ import itertools
 import threading
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import SanError
 from ..granules import granule_extents, runs
-from ..storage import VolumeStore
+from ..storage import VolumeStore, zero_checksum
 from ..timemodel import Transfer
 
 __all__ = ["BATCH", "CopyJob", "CopyEngine"]
@@ -124,11 +126,11 @@ class CopyEngine:
         bad = set(dst.bad_granules())
         exact = kind in ("restore", "copy")
         if isinstance(src, VolumeStore):
-            union = set(src.written_granules()) | set(dst.written_granules())
-            copy = {g for g in union if src.checksum(g) != dst.checksum(g)} | bad
+            differ, same = src.compare(dst)
+            copy = set(differ) | bad
             checked = []
             if exact:
-                checked = sorted(g for g in union - copy if dst.checksum(g) is not None)
+                checked = sorted(set(same) - copy)
                 copy.update(dst.verify(checked))
             return sorted(copy), sum(self._glen(dest, g) for g in checked)
         if self.snaps.source_of(source) == dest:
@@ -186,12 +188,16 @@ class CopyEngine:
 
     def _copy_run(self, job: CopyJob, run: list[int]) -> None:
         """Copy consecutive granules of a job now (the lock is held): one read, then one
-        write per stretch of data (all-zero stretches are freed, keeping the copy thin)."""
+        write per stretch of data (all-zero stretches are freed, keeping the copy thin).
+
+        From a volume, the read hands over the checksums it verified: zero granules are told
+        by them and the destination stores them as they are, so each byte is hashed once."""
         G = self.granule
         offset = run[0] * G
         end = min((run[-1] + 1) * G, self.size_of(job.dest))
-        data = self.read_volume(job.source, offset, end - offset)
-        nonzero = [bool(data[i * G:(i + 1) * G].any()) for i in range(len(run))]
+        data, cs = self._read_for_copy(job.source, offset, end - offset)
+        nonzero = self._nonzero(data, cs, offset, end)
+        dest = self.stores[job.dest]
         i = 0
         while i < len(run):
             j = i
@@ -199,13 +205,36 @@ class CopyEngine:
                 j += 1
             lo, hi = offset + i * G, min(offset + (j + 1) * G, end)
             if nonzero[i]:
-                self._store_write(job.dest, lo, data[lo - offset:hi - offset])
+                self._before_write(job.dest, lo, hi - lo)
+                dest.write(lo, data[lo - offset:hi - offset], None if cs is None else cs[i:j + 1])
             else:
                 self._store_zero(job.dest, lo, hi - lo)
             i = j + 1
         job.pending.difference_update(run)
         job.copied += end - offset
         self.moved_bytes += end - offset
+
+    def _read_for_copy(self, number: int, offset: int, length: int):
+        """(the bytes of whole granules of volume `number`, their checksums or None)."""
+        if number in self.stores:
+            return self.stores[number].read_granules(offset, length)
+        return self.read_volume(number, offset, length), None
+
+    def _nonzero(self, data: np.ndarray, cs, offset: int, end: int) -> list[bool]:
+        """Per granule of `data` (bytes [offset, end) of a volume): does it hold anything?"""
+        G = self.granule
+        n, short = divmod(end - offset, G)
+        if cs is not None:
+            zero = np.empty((n + (1 if short else 0), 2), dtype=np.uint64)
+            zero[:] = zero_checksum(G)
+            if short:
+                zero[-1] = zero_checksum(short)
+            return (cs != zero).any(axis=1).tolist()
+        # 8 bytes at a time: a granule is a multiple of 512 bytes
+        flags = data[:n * G].view(np.uint64).reshape(n, G // 8).any(axis=1).tolist()
+        if short:
+            flags.append(bool(data[n * G:].any()))
+        return flags
 
     def hold_copies(self, hold: bool = True) -> None:
         """Hold every copy job of this array before its next batch (True), or let them go on:

@@ -118,8 +118,8 @@ def test_a_step_copies_at_most_its_batch_lowest_first_one_read_per_run(array, mo
     job = array.jobs[array.mgmt_mirror("srv", "fc0", 0, 1)["job"]]
     assert job.total == 8 * G and sorted(job.pending) == [0, 1, 2, 5, 6, 9, 20, 21]
     reads = []
-    orig = array.read_volume
-    monkeypatch.setattr(array, "read_volume", lambda n, o, ln: reads.append((n, o // G, ln // G)) or orig(n, o, ln))
+    orig = array._read_for_copy
+    monkeypatch.setattr(array, "_read_for_copy", lambda n, o, ln: reads.append((n, o // G, ln // G)) or orig(n, o, ln))
     assert array.step(job, 6)                               # 6 of 8: still some left
     assert reads == [(0, 0, 3), (0, 5, 2), (0, 9, 1)] and sorted(job.pending) == [20, 21]
     assert job.copied == 6 * G and job.state == "running"

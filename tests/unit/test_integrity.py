@@ -3,6 +3,8 @@
 Plain `DiskArray`s (no Ray), driven job by job, with 4 KiB granules so that every case is a
 few granules of real bytes.  The byte-for-byte reference is the source's content read back.
 """
+import os
+
 import numpy as np
 import pytest
 
@@ -191,6 +193,32 @@ def test_rot_in_the_pool_is_reported_as_the_snapshots_bytes(array):
     array.pool._store.corrupt(slot * G + 10, 1)
     message = raises("CHECKSUM_MISMATCH", array.read_volume, snap, 0, SIZE)
     assert f"a1 volume {snap}" in message and f"bytes {3 * G}..{4 * G - 1}" in message
+
+
+def test_a_write_over_rot_a_snapshot_keeps_succeeds_and_the_snapshot_reports_the_rot(array):
+    data = fill(array)
+    snap = array.snapshot(0)
+    rot(array, 0, 2)                                        # unseen rot in what the snapshot keeps
+    new = rand(11, G)
+    host_write(array, 2 * G, new)                           # saved as stored: no hashing on the way
+    assert np.array_equal(array.read_volume(0, 2 * G, G), new)
+    message = raises("CHECKSUM_MISMATCH", array.read_volume, snap, 0, SIZE)
+    assert f"a1 volume {snap}" in message and f"bytes {2 * G}..{3 * G - 1}" in message
+    assert np.array_equal(array.read_volume(snap, 0, 2 * G), data[:2 * G])
+
+
+def test_freed_pool_slots_keep_their_space_and_are_reused(array):
+    fill(array)
+    path = array.pool._store.data_path
+    snap = array.snapshot(0)
+    host_write(array, 0, rand(12, 4 * G))                   # 4 granules saved: slots 0..3
+    assert array.pool.used_slots() == [0, 1, 2, 3]
+    held = os.stat(path).st_blocks
+    array.delete_snapshot(snap)
+    assert array.pool.used_bytes == 0 and os.stat(path).st_blocks == held
+    snap = array.snapshot(0)
+    host_write(array, 0, rand(13, 2 * G))
+    assert array.pool.used_slots() == [0, 1] and os.stat(path).st_blocks == held
 
 
 # -- scrub ---------------------------------------------------------------------------------------

@@ -807,3 +807,100 @@ def test_runs_and_extents_of_granules():
     assert list(runs([3, 4, 1, 2])) == [[3, 4], [1, 2]]         # in the order given
     assert granule_extents([0, 1, 3], G, lambda g: G) == [(0, 2 * G), (3 * G, G)]
     assert granule_extents([9, 10], G, lambda g: 512 if g == 10 else G) == [(9 * G, G + 512)]
+
+
+# ---------------------------------------------------------------- moving verified granules (copies)
+def test_read_granules_returns_verified_bytes_and_their_checksums(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 64 * KiB + 2 * KiB, granule=G)       # a short last granule
+    data = rand_bytes(rng, 8 * KiB)
+    s.write(4 * KiB, data)
+    s.write(64 * KiB, rand_bytes(rng, 2 * KiB))
+    got, cs = s.read_granules(0, 64 * KiB + 2 * KiB)
+    assert np.array_equal(got, s.read(0, 64 * KiB + 2 * KiB))
+    assert cs.shape == (17, 2)
+    assert tuple(cs[1]) == s.checksum(1) and tuple(cs[2]) == s.checksum(2)
+    assert tuple(cs[0]) == san.storage.zero_checksum(G) == tuple(checksums(np.zeros(G, np.uint8), G)[0])
+    assert tuple(cs[16]) == s.checksum(16) and s.checksum(16) != san.storage.zero_checksum(2 * KiB)
+
+
+@pytest.mark.parametrize("offset,length", [(512, G), (0, G + 512), (G, 0 + 3 * 512)])
+def test_read_granules_refuses_a_range_of_part_granules(tmp_path, offset, length):
+    s = VolumeStore(tmp_path, "v", 64 * KiB, granule=G)
+    with pytest.raises(SanError) as e:
+        s.read_granules(offset, length)
+    assert e.value.code == "INVALID_INPUT" and f"offset {offset}, length {length}" in e.value.message
+
+
+def test_read_granules_verifies_unless_told_not_to(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 64 * KiB, granule=G)
+    s.write(0, rand_bytes(rng, 2 * G))
+    s.corrupt(G + 5, 1)
+    with pytest.raises(SanError) as e:
+        s.read_granules(0, 2 * G)
+    assert e.value.code == "CHECKSUM_MISMATCH" and f"bytes {G}..{2 * G - 1}" in e.value.message
+    raw, cs = s.read_granules(0, 2 * G, verify=False)         # as stored, under its stored checksum
+    assert tuple(cs[1]) == s.checksum(1)
+    assert tuple(checksums(raw[G:], G)[0]) != s.checksum(1)
+
+
+def test_a_write_with_checksums_stores_them_without_hashing(tmp_path, rng, monkeypatch):
+    src = VolumeStore(tmp_path, "a", 64 * KiB, granule=G)
+    dst = VolumeStore(tmp_path, "b", 64 * KiB, granule=G)
+    src.write(0, rand_bytes(rng, 4 * G))
+    data, cs = src.read_granules(0, 4 * G)
+    monkeypatch.setattr(san.storage, "granule_checksums", lambda *a: pytest.fail("hashed again"))
+    dst.write(0, data, cs)
+    assert [dst.checksum(g) for g in range(4)] == [src.checksum(g) for g in range(4)]
+    monkeypatch.undo()
+    assert np.array_equal(dst.read(0, 4 * G), data)
+
+
+def test_a_wrong_checksum_given_to_a_write_makes_its_read_fail_never_lie(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 64 * KiB, granule=G)
+    data = rand_bytes(rng, 2 * G)
+    cs = checksums(data, G)
+    cs[1, 0] ^= 1
+    s.write(0, data, cs)
+    assert np.array_equal(s.read(0, G), data[:G])
+    with pytest.raises(SanError) as e:
+        s.read(G, G)
+    assert e.value.code == "CHECKSUM_MISMATCH"
+
+
+@pytest.mark.parametrize("offset,length,rows", [(0, G, 2), (512, G, 1), (0, G + 512, 2), (0, 2 * G, 1)])
+def test_a_write_with_checksums_covers_whole_granules_one_row_each(tmp_path, offset, length, rows):
+    s = VolumeStore(tmp_path, "v", 64 * KiB, granule=G)
+    with pytest.raises(SanError) as e:
+        s.write(offset, np.ones(length, np.uint8), np.zeros((rows, 2), np.uint64))
+    assert e.value.code == "INVALID_INPUT" and "whole granules" in e.value.message
+    assert s.written_granules() == []
+
+
+def test_compare_lists_differing_and_equal_granules_from_the_maps(tmp_path, rng):
+    a = VolumeStore(tmp_path, "a", 64 * KiB, granule=G)
+    b = VolumeStore(tmp_path, "b", 64 * KiB, granule=G)
+    same = rand_bytes(rng, G)
+    a.write(0, same), b.write(0, same)                          # granule 0: equal
+    a.write(G, rand_bytes(rng, G)), b.write(G, rand_bytes(rng, G))   # 1: differ
+    a.write(5 * G, rand_bytes(rng, G))                          # 5: only in a
+    b.write(9 * G, rand_bytes(rng, G))                          # 9: only in b
+    assert a.compare(b) == ([1, 5, 9], [0])
+    assert b.compare(a) == ([1, 5, 9], [0])
+    c = VolumeStore(tmp_path, "c", 64 * KiB, granule=2 * G)
+    with pytest.raises(SanError) as e:
+        a.compare(c)
+    assert e.value.code == "INVALID_INPUT"
+
+
+def test_new_granules_are_allocated_and_a_discard_may_keep_their_space(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 4 * MiB, granule=64 * KiB)
+    s.write(0, rand_bytes(rng, MiB))
+    assert blocks_used(s.data_path) >= MiB
+    assert s.discard(0, 512 * KiB, keep_space=True) == 8
+    assert blocks_used(s.data_path) >= MiB                      # the blocks stay...
+    assert not s.read(0, 512 * KiB).any()                       # ...but read as zeros
+    assert s.written_granules() == list(range(8, 16))
+    s.discard(512 * KiB, 512 * KiB)
+    assert blocks_used(s.data_path) < MiB                       # a plain discard gives them back
+    reopened = VolumeStore(tmp_path, "v", 4 * MiB)
+    assert reopened.written_granules() == [] and not reopened.read(0, MiB).any()
