@@ -372,8 +372,9 @@ class DiskArray(CopyEngine):
                                f"{self.name} volume {secondary} is not a copy destination of volume "
                                f"{primary} (destinations: {list(self.volumes[primary].copy_destinations)})")
             job = self._start(primary, secondary, "mirror")
-            self.mirror_source[secondary] = primary
-            self._save_table()
+            if self.mirror_source.get(secondary) != primary:   # a resync changes nothing here
+                self.mirror_source[secondary] = primary
+                self._save_table()
             return job.status()
 
     def mgmt_restore(self, caller: str, backup: int, port: str, lun: int) -> dict:
