@@ -4,8 +4,10 @@
 
 Exit codes: 0 every benchmark ran and its data checks passed (however slow it was), 1 a
 benchmark raised or a data check failed (one ``DATA_CHECK_FAILED: NAME: ...`` or
-``BENCH_FAILED: NAME: ...`` line each, on stderr; the others still run and are reported),
-2 bad arguments (one ``INVALID_INPUT: ...`` line, before anything runs).
+``BENCH_FAILED: NAME: ...`` line each, on stderr; the others still run and are reported, and
+so are the figures a failed benchmark measured before it failed, if its exception carries
+them as ``partial = (figures, curves)``), 2 bad arguments (one ``INVALID_INPUT: ...`` line,
+before anything runs).
 
 Ray is started once (`san.fabric.start_ray`; an initialized Ray is used as it is) and only
 when a selected benchmark needs it; matplotlib is loaded only for `--plot`.
@@ -41,6 +43,7 @@ BENCHMARKS = {
     "tape": ("tape:bench_tape", True, "tape backup throughput; catalog rebuild from N media"),
     "checksums": ("checksums:bench_checksums", False, "granule checksums; the volume store"),
     "scenarios": ("scenarios:bench_scenarios", True, "modeled against wall time per shipped scenario"),
+    "targets": ("targets:bench_targets", True, "issue 12's figures, each beside its baseline and target"),
 }
 QUICK_SIZE = 16 * MiB
 FULL_SIZE = GiB
@@ -165,15 +168,21 @@ def run_benchmarks(settings: Settings, names: list[str], progress=None) -> dict:
                 got_figures, got_curves = _function(name)(mine, resources)
                 figures += got_figures
                 curves += got_curves
-            except DataCheckFailed as exc:
-                failures.append({"benchmark": name, "code": "DATA_CHECK_FAILED", "message": str(exc)})
-            except SanError as exc:
-                failures.append({"benchmark": name, "code": "BENCH_FAILED", "message": str(exc)})
             except Exception as exc:       # noqa: BLE001 -- reported, and the others still run
-                if os.environ.get("SAN_DEBUG"):
-                    raise
-                failures.append({"benchmark": name, "code": "BENCH_FAILED",
-                                 "message": f"{type(exc).__name__}: {exc}"})
+                # a benchmark may fail after some of its figures were measured: they count
+                partial = getattr(exc, "partial", None)
+                if partial is not None:
+                    figures += partial[0]
+                    curves += partial[1]
+                if isinstance(exc, DataCheckFailed):
+                    code, message = "DATA_CHECK_FAILED", str(exc)
+                elif isinstance(exc, SanError) or partial is not None:
+                    code, message = "BENCH_FAILED", str(exc)
+                else:
+                    if os.environ.get("SAN_DEBUG"):
+                        raise
+                    code, message = "BENCH_FAILED", f"{type(exc).__name__}: {exc}"
+                failures.append({"benchmark": name, "code": code, "message": message})
             finally:
                 seconds[name] = round(time.perf_counter() - start, 2)
                 shutil.rmtree(mine.tmp, ignore_errors=True)
@@ -214,6 +223,10 @@ def run(args, out, err) -> int:
         return EXIT_INVALID
     from .table import header, render
     out.print(header(settings, names), highlight=False)
+    if "targets" in names:
+        from .targets import runs_of, start_runs
+        out.print(f"targets: median of {runs_of(settings)} alternating runs of each side "
+                  f"({start_runs(settings)} for SAN start-up)", highlight=False)
     show = getattr(out, "is_terminal", False)
     started = time.perf_counter()
     if show:

@@ -4,8 +4,11 @@ matplotlib is imported only here, inside the functions, with the Agg canvas (no 
 pyplot state): `san bench` without `--plot` never loads it.  A curve of kind ``lines`` draws
 its series against x (measured series solid, baselines dashed; series with a `panel` go into
 side-by-side panels sharing a y axis); a ``scatter`` draws each series' [x, y] points, a
-baseline series as a dashed line.  Every plot has a title, the curve's note under it, axis
-labels with units and a legend.
+baseline series as a dashed line; ``bars`` draws the first measured series as one bar per x
+(labelled by `x_ticks`) and each baseline series as a marker on its bar: a target, pointing up
+if its name says "at least" (met when the bar reaches it), down for "at most"; a bar is green
+when it meets every target drawn on it, red when it misses one.  Every plot has a title, the
+curve's note under it, axis labels with units and a legend.
 """
 from __future__ import annotations
 
@@ -132,16 +135,85 @@ def _scatter(fig, c: dict) -> None:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
+def _bound(name: str) -> str | None:
+    """Whether a target series bounds from below ("at least") or above ("at most")."""
+    name = name.lower()
+    if "at least" in name or "≥" in name:
+        return "min"
+    if "at most" in name or "≤" in name:
+        return "max"
+    return None
+
+
+def bar_colors(values: list, targets: list[tuple[str | None, list]]) -> list[str]:
+    """Per bar: green if it meets every target on it, red if it misses one, blue if none."""
+    colors = []
+    for i, v in enumerate(values):
+        verdicts = []
+        for bound, ys in targets:
+            t = ys[i] if i < len(ys) else None
+            if v is None or t is None or bound is None:
+                continue
+            verdicts.append(v >= t if bound == "min" else v <= t)
+        colors.append("#1f77b4" if not verdicts else "#2ca02c" if all(verdicts) else "#d62728")
+    return colors
+
+
+def _bars(fig, c: dict) -> None:
+    ax = fig.subplots(1, 1)
+    measured = [s for s in c["series"] if not s.get("baseline")]
+    targets = [s for s in c["series"] if s.get("baseline")]
+    x = list(range(len(c["x"])))
+    values = measured[0]["y"] if measured else [None] * len(x)
+    shown = [(i, v) for i, v in enumerate(values) if v is not None and (v > 0 or not c.get("y_log"))]
+    everything = [v for _, v in shown] + [t for s in targets for t in s["y"] if t is not None]
+    if c.get("y_log"):
+        ax.set_yscale("log")
+    bottom = min(everything) / 2 if c.get("y_log") and everything else 0
+    colors = bar_colors(values, [(_bound(s["name"]), s["y"]) for s in targets])
+    if shown:
+        ax.bar([i for i, _ in shown], [v - bottom for _, v in shown], bottom=bottom, width=0.6,
+               color=[colors[i] for i, _ in shown], edgecolor="black", linewidth=0.5,
+               label=measured[0]["name"], zorder=2)
+        for i, v in shown:
+            ax.annotate(f"{v:.2g}" if v < 10 else f"{v:,.0f}", (i, v), textcoords="offset points",
+                        xytext=(0, 3), ha="center", fontsize=7.5)
+    for k, s in enumerate(targets):      # a line across the bar, its marker just beside it
+        bound = _bound(s["name"])
+        pts = [(i, t) for i, t in zip(x, s["y"]) if t is not None]
+        if pts:
+            ax.hlines([p[1] for p in pts], [p[0] - 0.36 for p in pts], [p[0] + 0.36 for p in pts],
+                      colors="black", linestyles="--", linewidth=1.2, zorder=3)
+            ax.scatter([p[0] + 0.36 for p in pts], [p[1] for p in pts], s=60, color="black",
+                       zorder=3, label=s["name"],
+                       marker="^" if bound == "min" else "v" if bound == "max" else MARKERS[k % len(MARKERS)])
+    if c.get("y_log") and everything:
+        ax.set_ylim(bottom, max(everything) * 2.5)
+        _plain_log_labels(ax.yaxis, bottom, max(everything) * 2.5)
+    elif everything:
+        ax.set_ylim(0, max(everything) * 1.25)
+    ax.set_xticks(x)
+    ax.set_xticklabels(c.get("x_ticks") or [str(v) for v in c["x"]], rotation=35, ha="right",
+                       fontsize=8)
+    ax.set_xlabel(c["x_label"])
+    ax.set_ylabel(c["y_label"])
+    ax.grid(True, axis="y", which="major", alpha=0.35)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best", framealpha=0.85)
+
+
 def plot_curve(curve, path) -> Path:
     """Draw one curve into the PNG at `path`; returns the path."""
     c = _as_dict(curve)
     path = Path(path)
     panels = {s.get("panel", "") for s in c["series"]} if c.get("kind", "lines") == "lines" else {""}
     scatter = c.get("kind") == "scatter"
-    width = 11.0 if len(panels) > 1 else 9.0 if scatter else 8.5
+    width = 11.0 if len(panels) > 1 else 9.0 if scatter else 10.0 if c.get("kind") == "bars" else 8.5
     fig = _figure(width, 6.6 if scatter else 5.6)
     if c.get("kind") == "scatter":
         _scatter(fig, c)
+    elif c.get("kind") == "bars":
+        _bars(fig, c)
     else:
         _lines(fig, c)
     _titles(fig, c)

@@ -5,7 +5,14 @@ per chunk, `window` chunks in flight, oldest answered first).  The receiver take
 by reference and either drops it (raw Ray) or pwrites it into its file (raw Ray + file); for
 reads it returns a ready chunk (copied into the object store) or preads it from the file.
 `punch` empties the file so that the next writes take new space, as an array's copy over FC
-does (it UNMAPs its destination first); `check` compares the file with the pattern.
+does (it UNMAPs its destination first); with `allocate` the receiver writes new space the
+fastest way here: each chunk's range is `posix_fallocate`d, then pwritten.  `check` compares
+the file with the pattern.
+
+For `san bench --only targets`: `Source`, `Hop` and `Appender` stream the bytes of a file over
+the hops of a tape backup (array -> host -> library actors) into a file appended with the
+tape medium's syncs (`Appender.append`), and `Bare` is the bare actor SAN start-up is
+compared with.
 """
 from __future__ import annotations
 
@@ -30,8 +37,10 @@ class Receiver:
         self.block = pattern(1, 0, PIECE)
         self.received = 0
 
-    def put(self, offset: int, data, to_file: bool) -> int:
+    def put(self, offset: int, data, to_file: bool, allocate: bool = False) -> int:
         if to_file:
+            if allocate:                # new space, the fastest way: allocate, then write
+                os.posix_fallocate(self.fd, offset, len(data))
             os.pwrite(self.fd, data, offset)
         self.received += len(data)
         return len(data)
@@ -72,7 +81,7 @@ class Receiver:
 @ray.remote(num_cpus=0)
 class Sender:
     def run(self, receiver, size: int, chunk: int, window: int, write: bool, to_file: bool,
-            seed: int) -> float:
+            seed: int, allocate: bool = False) -> float:
         inflight: deque = deque()
         start = time.perf_counter()
         for off in range(0, size, chunk):
@@ -80,7 +89,8 @@ class Sender:
                 ray.get(inflight.popleft())
             n = min(chunk, size - off)
             if write:
-                inflight.append(receiver.put.remote(off, ray.put(pattern(seed, off, n)), to_file))
+                inflight.append(receiver.put.remote(off, ray.put(pattern(seed, off, n)), to_file,
+                                                    allocate))
             else:
                 inflight.append(receiver.get.remote(off, n, to_file))
         while inflight:
@@ -98,11 +108,12 @@ class RawPairs:
         ray.get([r.take_received.remote() for r in self.receivers])   # all up before timing
 
     def run(self, n: int, chunk: int, window: int, write: bool, to_file: bool, seed: int,
-            size: int | None = None) -> float:
-        """Wall seconds for the first `n` pairs to move `size` bytes each, all at once."""
+            size: int | None = None, allocate: bool = False) -> float:
+        """Wall seconds for the first `n` pairs to move `size` bytes each, all at once
+        (`allocate`: each receiver `posix_fallocate`s each chunk's range before writing it)."""
         size = size or self.size
         start = time.perf_counter()
-        ray.get([s.run.remote(r, size, chunk, window, write, to_file, seed)
+        ray.get([s.run.remote(r, size, chunk, window, write, to_file, seed, allocate)
                  for s, r in zip(self.senders[:n], self.receivers[:n])])
         return time.perf_counter() - start
 
@@ -121,3 +132,89 @@ class RawPairs:
         finally:
             for actor in self.receivers + self.senders:
                 ray.kill(actor)
+
+
+# -- the tape path's hops, and bare actors (san bench --only targets) ------------------------
+@ray.remote(num_cpus=0)
+class Source:
+    """The array's hop: chunks of a file holding the volume's bytes (pread, as a store reads)."""
+
+    def __init__(self, path: str):
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def read(self, offset: int, length: int):
+        buf = np.empty(length, dtype=np.uint8)
+        got = os.preadv(self.fd, [buf], offset)
+        if got != length:
+            raise OSError(f"short read: {got} of {length} bytes at {offset}")
+        return buf
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@ray.remote(num_cpus=0)
+class Hop:
+    """The host's hop: asks the source for chunks and hands each reply on to the appender by
+    reference, `window` in flight: a relay never copies a payload, the appender fetches it
+    straight from the source's object (Ray resolves a top-level ref argument)."""
+
+    def relay(self, source, appender, pieces: list, window: int) -> int:
+        inflight: deque = deque()
+        moved = 0
+        for off, n in pieces:
+            if len(inflight) >= window:
+                moved += ray.get(inflight.popleft())
+            inflight.append(appender.put.remote(source.read.remote(off, n)))
+        return moved + sum(ray.get(list(inflight)))
+
+
+def write_all(fd: int, data, offset: int) -> int:
+    """pwrite every byte of `data` at `offset` (pwrite may write less); returns the count."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+    return done
+
+
+@ray.remote(num_cpus=0, concurrency_groups={"control": 1})
+class Appender:
+    """The library's hop: appends what the host hop relays to a file, in order (one thread
+    takes the chunks), syncing as a tape medium's append does: all the data, one fsync, then
+    a small commit record written over the file's head and a second fsync."""
+
+    def __init__(self):
+        self.fd, self.at = -1, 0
+
+    @ray.method(concurrency_group="control")
+    def append(self, hop, source, pieces: list, window: int, path: str, commit: bytes) -> int:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            self.at = os.fstat(self.fd).st_size
+            if self.at == 0:                        # room for the commit record
+                self.at = write_all(self.fd, bytes(len(commit)), 0)
+            me = ray.get_runtime_context().current_actor
+            ray.get(hop.relay.remote(source, me, pieces, window))
+            os.fsync(self.fd)
+            write_all(self.fd, commit, 0)
+            os.fsync(self.fd)
+            return self.at
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+    def put(self, data) -> int:
+        self.at += write_all(self.fd, data, self.at)
+        return len(data)
+
+
+@ray.remote(num_cpus=0)
+class Bare:
+    """An actor that does nothing: what starting an element costs Ray alone."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def ping(self) -> str:
+        return self.name

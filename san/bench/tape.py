@@ -3,10 +3,13 @@
 One SAN (array, host, backup server, tape library with 2 drives at 160 MB/s, a 10GbE LAN so
 the drive is the slowest link), driven by scenario steps through `san.runner.Runner`:
 
-- ``tape backup``: a tape backup of a host volume (array -> FC -> host -> LAN -> server ->
-  drive), wall time beside a plain file append of the same bytes in 64 KiB records with an
-  fsync (both write new space: a tape image only grows); its modeled throughput beside the
-  drive's nominal speed.  Checked: the volume is changed, restored from the last tape backup
+- ``tape backup``: a tape backup of a host volume (modeled: array -> FC -> host -> LAN ->
+  server -> drive; run: the library reads the volume through the host's path, the array's
+  chunks going straight into its process, see `san.flows.tape_library`), wall time beside a
+  plain file append of the same bytes in 64 KiB records with an fsync (both write new space:
+  a tape image only grows); its modeled throughput beside the drive's nominal speed.  The
+  baseline of issue 12 (raw Ray over the same hops, with the medium's syncs) is row 8 of
+  `san.bench.targets`.  Checked: the volume is changed, restored from the last tape backup
   and verified against a checkpoint taken before the backups.
 - ``catalog rebuild``: the catalog lost and rebuilt from the labels of N media (4 backup files
   each), beside the same labels read in this process (`san.tape.medium.TapeMedium.files`,

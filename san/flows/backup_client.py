@@ -8,11 +8,22 @@ method returns the transfers it caused, for modeled time.  A failure after the
 pre-processing still runs the post-processing (a quiesced application resumes) and reports
 the first failure.
 
+For a tape backup or a copy to tape (Figs. 1, 16) the host opens the volume for the library
+(`client_image_open`: one path grant, READ CAPACITY, GET LBA STATUS and the read checks,
+once) and the library's data mover reads it through that path, in the host's name, as a
+SCSI third-party copy (EXTENDED COPY) lets a copy manager do: the chunks go from the array's
+object store to the library's without passing through this host's process, which is told how
+far the stream got (`client_image_progress`, what progress bars count) and which closes it.
+In modeled time the bytes still cross this host's HBA and NIC and the LAN: the backup
+server charges that whole path.
+
 `BackupClient` is a mixin of `san.flows.client_host.Host`: it uses the host's paths, mounts,
 filesystems and actions.
 """
 from __future__ import annotations
 
+import itertools
+import threading
 from contextlib import contextmanager
 
 from ..elements.client_host import chunks
@@ -26,6 +37,46 @@ from .peers import windowed
 
 class BackupClient:
     """The ``client_*`` flows of a host; mixed into `Host`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._images: dict[str, int] = {}          # open image streams: id -> bytes read
+        self._images_lock = threading.Lock()
+        self._image_ids = itertools.count(1)
+
+    # -- volume images read by a tape library (Figs. 1, 16) ------------------------------------
+    def client_image_open(self, port_ref: str, lun: int) -> dict:
+        """Open the volume at port/LUN for a library to read: {"stream", "size", "extents"
+        (its written byte ranges, GET LBA STATUS), "chunk" (bytes per READ) and "window"
+        (READs in flight) as this host's own I/O, and the path the reads take: "array",
+        "initiator", "port", "lun"}."""
+        path = self._target(port_ref, lun)
+        route, array, port, _ = path
+        size = self._capacity(path)
+        extents = array.call("lba_status", route.initiator, port, lun)
+        array.call("prepare", route.initiator, port, lun, 0, size // BLOCK, False)
+        with self._images_lock:
+            stream = f"{self.name}.image{next(self._image_ids)}"
+            self._images[stream] = 0
+        return {"stream": stream, "size": size, "extents": [tuple(e) for e in extents],
+                "chunk": self.chunk_size, "window": self.window, "array": array.name,
+                "initiator": route.initiator, "port": port, "lun": lun}
+
+    def client_image_progress(self, stream: str, nbytes: int) -> int:
+        """The library read `nbytes` more of an open stream (progress counts them); returns
+        the stream's total so far.  INVALID_INPUT if the stream is not open here (closed, or
+        this host restarted since)."""
+        with self._images_lock:
+            if stream not in self._images:
+                raise SanError("INVALID_INPUT", f"{self.name} has no open image stream "
+                                                f"{stream!r} (closed, or the host restarted)")
+            self._images[stream] += nbytes
+            self.moved_bytes += nbytes
+            return self._images[stream]
+
+    def client_image_close(self, stream: str) -> None:
+        with self._images_lock:
+            self._images.pop(stream, None)
 
     def client_attach(self, device_id: str, volume: int) -> dict:
         """Attach a backup volume at this host's restore port of its array (Figs. 13, 16)."""

@@ -25,7 +25,8 @@ The image, object by object
     tape mark
     EOF1                 80 bytes: HDR1 again with "EOF1" and the block count
     EOF2                 80 bytes: HDR2 again with "EOF2"
-    UTL1 [UTL2 ...]      80-byte user trailer labels: blocks, bytes, sha256 of the data
+    UTL1 [UTL2 ...]      80-byte user trailer labels: blocks, bytes, the data's digest
+                         (xxh3_128; sha256 in files written before: see `san.tape.labels`)
     tape mark
     -- after the last file --
     tape mark            the second of two tape marks in a row: the logical end of tape
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
+import xxhash
 
 from ..errors import SanError
 from . import simh
@@ -54,6 +56,11 @@ from .labels import (BLOCK_COUNT, LABEL, SEQUENCE, VOLUME_ID, Damage, block_coun
 from .simh import BLOCK, END_OF_MEDIUM, TAPE_MARK, Reader, Sink, record, record_size
 
 FILLER = bytes(18)            # the data section of an empty file
+
+# the digests a trailer may hold: its key -> (name in messages, hasher, hex digits)
+DIGESTS = {"xxh3_128": ("XXH3-128", xxhash.xxh3_128, 32),
+           "sha256": ("SHA-256", hashlib.sha256, 64)}
+DIGEST = "xxh3_128"           # what new files get (`san.tape.labels` says why)
 CLOSE = TAPE_MARK + TAPE_MARK + END_OF_MEDIUM     # after a file's trailer: the end of tape
 
 
@@ -63,11 +70,20 @@ class File:
     row: dict
     blocks: int
     nbytes: int
-    sha256: str
+    digest: str           # hex, of the algorithm below
     start: int            # byte offset of its HDR1 record
     data_start: int       # byte offset of its first data record
     data_obj: int         # object number of its first data record
     data_end: int         # byte offset of the tape mark closing the data
+    algorithm: str = DIGEST   # a key of DIGESTS: the trailer's
+
+    def hasher(self):
+        """A new hasher of this file's digest algorithm."""
+        return DIGESTS[self.algorithm][1]()
+
+    @property
+    def digest_name(self) -> str:
+        return DIGESTS[self.algorithm][0]
 
     def public(self) -> dict:
         return {"file": self.number, "row": dict(self.row), "blocks": self.blocks, "bytes": self.nbytes}
@@ -102,12 +118,12 @@ def head_records(row: dict, media_id: str, library: str, number: int, blank: boo
 
 
 def tail_records(row: dict, media_id: str, number: int, created, blocks: int, nbytes: int,
-                 digest: str) -> list[bytes]:
+                 digest: str, algorithm: str = DIGEST) -> list[bytes]:
     """The records after the data's tape mark: EOF1, EOF2, UTLs (each as a record)."""
     day = creation_day(row, created)
     vol = check_media_id(media_id)
     return ([record(hdr1("EOF", vol, number, day, blocks)), record(hdr2("EOF"))]
-            + [record(r) for r in trailer_labels(blocks, nbytes, digest)])
+            + [record(r) for r in trailer_labels(blocks, nbytes, digest, algorithm)])
 
 
 def data_blocks(size: int) -> int:
@@ -123,53 +139,70 @@ def data_image_bytes(size: int) -> int:
 
 def file_bytes(row: dict, media_id: str, number: int, head: list[bytes], size: int) -> int:
     """Bytes from a new file's first record to the end-of-medium marker, for `size` bytes of data."""
-    tail = tail_records(row, media_id, number, None, data_blocks(size), size, "0" * 64)
+    tail = tail_records(row, media_id, number, None, data_blocks(size), size,
+                        "0" * DIGESTS[DIGEST][2])
     return (sum(len(r) for r in head) + data_image_bytes(size) + len(TAPE_MARK)
             + sum(len(r) for r in tail) + len(CLOSE))
 
 
-def write_data(sink: Sink, chunks: Iterable) -> tuple[int, int, str]:
-    """The data records of `chunks`, re-blocked to 64 KiB: (blocks, bytes, SHA-256 hex)."""
-    digest = hashlib.sha256()
-    blocks = nbytes = 0
-    carry = bytearray()
+class DataWriter:
+    """Writes a file's data records into a `Sink`: the chunks given to `write`, re-blocked to
+    64 KiB, with the digest of the data (`algorithm`, a key of DIGESTS) for the trailer.
 
-    def emit(buf):
-        nonlocal blocks
-        sink.put_record(buf)
-        blocks += 1
+    A chunk is written as whole records straight from its buffer, one pwritev for all of them
+    (`Sink.put_records`: no per-record Python, no copy); only the bytes that straddle two
+    chunks (less than a block) are copied, into the record that joins them.  `write` returns
+    once the chunk is written, so the caller may reuse its buffer.
+    """
 
-    for chunk in chunks:
+    def __init__(self, sink: Sink, algorithm: str = DIGEST):
+        self.sink = sink
+        self.algorithm = algorithm
+        self.digest = DIGESTS[algorithm][1]()
+        self.blocks = self.nbytes = 0
+        self.carry = bytearray()
+
+    def write(self, chunk) -> None:
         mv = _as_bytes(chunk)
-        if not len(mv):
-            continue
-        digest.update(mv)
-        nbytes += len(mv)
-        carry = _reblock(emit, mv, carry)
-        sink.flush()        # the caller may reuse its chunk buffer once we ask for the next
-    if carry:
-        emit(carry)
-    if nbytes == 0:
-        emit(FILLER)
-    sink.flush()
-    return blocks, nbytes, digest.hexdigest()
+        n = len(mv)
+        if not n:
+            return
+        self.digest.update(mv)
+        self.nbytes += n
+        at = 0
+        if self.carry:
+            at = min(BLOCK - len(self.carry), n)
+            self.carry += mv[:at]
+            if len(self.carry) == BLOCK:
+                self.sink.put_record(self.carry)
+                self.blocks += 1
+                self.carry = bytearray()
+        whole = (n - at) // BLOCK * BLOCK
+        if whole:
+            self.blocks += self.sink.put_records(mv[at:at + whole])
+        if at + whole < n:
+            self.carry += mv[at + whole:]
+        self.sink.flush()
+
+    def finish(self) -> tuple[int, int, str]:
+        """The last (short) record, or the filler of an empty file: (blocks, bytes, digest hex)."""
+        if self.carry:
+            self.sink.put_record(self.carry)
+            self.blocks += 1
+            self.carry = bytearray()
+        if self.nbytes == 0:
+            self.sink.put_record(FILLER)
+            self.blocks += 1
+        self.sink.flush()
+        return self.blocks, self.nbytes, self.digest.hexdigest()
 
 
-def _reblock(emit, mv: memoryview, carry: bytearray) -> bytearray:
-    """Emit 64 KiB blocks of `carry` + `mv`; returns what is left over (less than a block)."""
-    total, i = len(mv), 0
-    if carry:
-        i = min(BLOCK - len(carry), total)
-        carry += mv[:i]
-        if len(carry) == BLOCK:
-            emit(carry)
-            carry = bytearray()
-    while total - i >= BLOCK:
-        emit(mv[i:i + BLOCK])
-        i += BLOCK
-    if i < total:
-        carry += mv[i:]
-    return carry
+def write_data(sink: Sink, chunks: Iterable, algorithm: str = DIGEST) -> tuple[int, int, str]:
+    """The data records of `chunks`, re-blocked to 64 KiB: (blocks, bytes, digest hex)."""
+    writer = DataWriter(sink, algorithm)
+    for chunk in chunks:
+        writer.write(chunk)
+    return writer.finish()
 
 
 def _as_bytes(chunk) -> memoryview:
@@ -308,8 +341,12 @@ def _walk_file(r: Reader, number: int, hdr_at: tuple, hdr: bytes) -> File:
     eof1 = read_label(r, b"EOF1", f"EOF1 of file {number}")
     utl, utl_at = _label_group(r, "EOF", number, eof1, eof_at, b"UTL")
     trailer = _fields(r, "UTL", utl, utl_at, lambda exc: f"file {number}: trailer labels damaged ({exc})",
-                      ("bytes", "blocks", "sha256"))
-    nbytes, tblocks, sha = trailer["bytes"], trailer["blocks"], trailer["sha256"]
+                      ("bytes", "blocks"))
+    algorithm = next((a for a in DIGESTS if isinstance(trailer.get(a), str)), None)
+    if algorithm is None:
+        raise r.fail(f"file {number}: trailer labels damaged (no digest: expected one of "
+                     f"{', '.join(DIGESTS)})", utl_at[1], utl_at[0])
+    nbytes, tblocks, digest = trailer["bytes"], trailer["blocks"], trailer[algorithm]
     if eof1[BLOCK_COUNT] != block_count(blocks).encode() or tblocks != blocks:
         raise r.fail(f"file {number} has {blocks} data blocks, its trailer says "
                      f"{eof1[BLOCK_COUNT].decode('ascii', 'replace')} / {tblocks}", eof_at[1], eof_at[0])
@@ -317,4 +354,5 @@ def _walk_file(r: Reader, number: int, hdr_at: tuple, hdr: bytes) -> File:
     if total != expected or (nbytes == 0 and blocks != 1):
         raise r.fail(f"file {number} holds {total} bytes of data blocks, its trailer says "
                      f"{nbytes}", utl_at[1], utl_at[0])
-    return File(number, row, blocks, nbytes, sha, hdr_at[1], data_start, data_obj, data_end)
+    return File(number, row, blocks, nbytes, digest, hdr_at[1], data_start, data_obj, data_end,
+                algorithm)

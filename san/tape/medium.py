@@ -8,9 +8,10 @@ skips it).  The image's layout is in `san.tape.layout`, its labels in `san.tape.
 
 Reading checks everything: length words before and after each record agree, every label is
 where it must be and well formed, the file numbers run 1, 2, ..., block and byte counts match
-the trailer, and `read` checks the data's SHA-256 before it yields the last block.
-`read_range` checks the digest when it builds its index of a file (first use, or after the
-image changed), and the length words of every record it touches.  Any failure is MEDIA_ERROR
+the trailer, and `read` checks the data's digest (XXH3-128; SHA-256 in files written before,
+see `san.tape.labels`) before it yields the last block.  `read_range` checks the digest when
+it builds its index of a file (first use, or after the image changed), and the length words
+of every record it touches.  Any failure is MEDIA_ERROR
 naming the medium, the record number and the byte offset.  Files before a damaged spot stay
 readable with `read` (and are listed by ``files(partial=True)``); ``files()`` and `append`
 refuse a damaged medium; `damage()` returns the error, or None.
@@ -22,10 +23,24 @@ commit) and synced again.  Until the commit, readers see the old tape.  On any f
 TAPE_FULL, a chunk source that raises -- the image is truncated back and the old ``tape mark,
 end of medium`` restored: exactly the image as it was.  A blank medium is written to
 ``MEDIA.tap.partial`` and renamed into place.  The image never grows beyond `capacity`.
+
+Where an append syncs, and why (nowhere else: not per chunk, record or tape mark)
+-------------------------------------------------------------------------------
+1. ``fsync`` once the new file's data, trailer and closing marks are written, before the
+   commit: the barrier that keeps the commit from reaching the disk before what it commits
+   (without it, a power loss could leave a committed HDR1 before data that never arrived).
+   It is the one that waits for the data; writing it chunk by chunk needs no sync, since
+   until the commit no reader looks past the old end.
+2. ``fsync`` after the commit (an 80-byte record): the file is on disk before `append`
+   returns, so the catalog row the backup server adds next never names a file a power loss
+   could take back.
+3. For a blank medium, instead of the commit: the ``.partial`` image is synced (1), renamed
+   into place, and the directory synced so the rename itself lasts.
+A failed append syncs the restored end (``tape mark, end of medium``) so that a later crash
+cannot bring back the half-written file's commit point.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -35,6 +50,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import SanError
+from . import layout
 from .labels import MAX_FILES
 from .layout import (CLOSE, File, Scan, file_bytes, head_records, tail_records, walk,
                      write_data)
@@ -93,7 +109,7 @@ class TapeMedium:
 
     def _bad_digest(self, f: File, detail: str = "") -> SanError:
         return self._error(f.data_obj, f.data_start, f"file {f.number}: the data fails its "
-                           f"SHA-256{detail}: damaged data blocks")
+                           f"{f.digest_name}{detail}: damaged data blocks")
 
     # ---- state
     @property
@@ -185,7 +201,7 @@ class TapeMedium:
 
     def _read(self, f: File) -> Iterator[np.ndarray]:
         with open(self.path, "rb") as fh:
-            digest = hashlib.sha256()
+            digest = f.hasher()
             pending = None
             for _, block in self._records(f, fh.fileno()):
                 if f.nbytes == 0:       # the filler of an empty file
@@ -194,8 +210,8 @@ class TapeMedium:
                     yield pending
                 digest.update(block)
                 pending = block
-            if digest.hexdigest() != f.sha256:
-                raise self._bad_digest(f, f" (recorded {f.sha256[:16]}..., read "
+            if digest.hexdigest() != f.digest:
+                raise self._bad_digest(f, f" (recorded {f.digest[:16]}..., read "
                                           f"{digest.hexdigest()[:16]}...)")
             if pending is not None:
                 yield pending
@@ -206,14 +222,14 @@ class TapeMedium:
             if index is not None and (index[2] or not verify):
                 return index
         positions, lengths = [], []
-        digest = hashlib.sha256()
+        digest = f.hasher()
         with open(self.path, "rb") as fh:
             for pos, block in self._records(f, fh.fileno()):
                 positions.append(pos)
                 lengths.append(len(block))
                 if verify:
                     digest.update(block)
-        if verify and digest.hexdigest() != f.sha256:
+        if verify and digest.hexdigest() != f.digest:
             raise self._bad_digest(f)
         starts = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(np.asarray(lengths, dtype=np.int64), out=starts[1:])
@@ -226,7 +242,7 @@ class TapeMedium:
         """`length` bytes of file `file`'s data from `offset` (random access into a volume image).
 
         The first call for a file (or the first after the image changed) builds an index of its
-        block offsets, reading the whole file once and checking its SHA-256 (unless
+        block offsets, reading the whole file once and checking its digest (unless
         verify=False); later calls read only the blocks they need, checking their length words.
         """
         scan, f = self._file(file)
@@ -321,10 +337,12 @@ class TapeMedium:
                     sink.put(rec)
                 data_obj = scan.end_obj + len(head) if not blank else len(head) + 1
                 data_start = sink.end
-                blocks, nbytes, digest = write_data(sink, chunks)
+                algorithm = layout.DIGEST
+                blocks, nbytes, digest = write_data(sink, chunks, algorithm)
                 data_end = sink.end
                 sink.put(TAPE_MARK)
-                trailer = tail_records(row, self.media_id, number, created, blocks, nbytes, digest)
+                trailer = tail_records(row, self.media_id, number, created, blocks, nbytes, digest,
+                                       algorithm)
                 for rec in trailer:
                     sink.put(rec)
                 sink.put(CLOSE)
@@ -355,7 +373,7 @@ class TapeMedium:
             os.close(fd)
             # bring the cached scan up to date instead of walking the whole tape again
             new = File(number, json.loads(json.dumps(row)), blocks, nbytes, digest, begin,
-                       data_start, data_obj, data_end)
+                       data_start, data_obj, data_end, algorithm)
             key = self._stat_key()
             files = [] if blank else scan.files
             objects = len(head) + blocks + 1 + len(trailer) + 1

@@ -115,6 +115,8 @@ class Sink:
     """Gathers buffers and writes them with pwritev at `pos`, never past `capacity`.
 
     `full(message)` makes the error of a write that would pass it (the medium's TAPE_FULL).
+    Buffers are not copied: keep them unchanged until `flush`, which writes them in batches
+    of at most `_IOV_BATCH` (Linux refuses more than IOV_MAX = 1024 in one call).
     """
 
     def __init__(self, fd: int, pos: int, capacity: int, full: Callable[[str], SanError]):
@@ -134,30 +136,60 @@ class Sink:
         """A record holding `payload`, which is not copied: keep it unchanged until `flush`."""
         self.add(record_buffers(payload), record_size(len(payload)))
 
-    def add(self, buffers: list, nbytes: int) -> None:
+    def put_records(self, data: memoryview) -> int:
+        """`data` (bytes, one dimension) as records of `BLOCK` bytes, the last one shorter;
+        nothing is copied (each record is its two length words around a slice of `data`).
+        Returns the number of records."""
+        n = len(data)
+        full, rest = divmod(n, BLOCK)
+        self._check(full * record_size(BLOCK) + (record_size(rest) if rest else 0))
+        head = _FULL
+        buffers = self.buffers
+        for at in range(0, full * BLOCK, BLOCK):
+            buffers += (head, data[at:at + BLOCK], head)
+        self.pending += full * record_size(BLOCK)
+        if rest:
+            self.add(record_buffers(data[full * BLOCK:]), record_size(rest))
+        return full + (1 if rest else 0)
+
+    def _check(self, nbytes: int) -> None:
         if self.pos + self.pending + nbytes > self.capacity:
             raise self.full(f"the backup does not fit: writing it reached byte "
                             f"{self.pos + self.pending + nbytes} of the image")
+
+    def add(self, buffers: list, nbytes: int) -> None:
+        self._check(nbytes)
         self.buffers += buffers
         self.pending += nbytes
         if len(self.buffers) >= _IOV_BATCH:
             self.flush()
 
     def flush(self) -> None:
-        buffers, pos, left = self.buffers, self.pos, self.pending
-        while left:
-            wrote = os.pwritev(self.fd, buffers, pos)
-            pos += wrote
-            left -= wrote
-            if left:            # a short write: drop what was written, go on with the rest
-                views, skip = [], wrote
-                for b in buffers:
-                    b = memoryview(b).cast("B") if not isinstance(b, memoryview) else b
-                    if skip >= len(b):
-                        skip -= len(b)
-                        continue
-                    views.append(b[skip:])
-                    skip = 0
-                buffers = views
+        buffers, pos = self.buffers, self.pos
+        for first in range(0, len(buffers), _IOV_BATCH):
+            pos = _pwritev_all(self.fd, buffers[first:first + _IOV_BATCH], pos)
         self.pos = pos
         self.buffers, self.pending = [], 0
+
+
+_FULL = U32.pack(BLOCK)       # the length word of a full record
+
+
+def _pwritev_all(fd: int, buffers: list, pos: int) -> int:
+    """Write `buffers` at `pos` whatever short writes happen; returns the position after them."""
+    left = sum(memoryview(b).nbytes for b in buffers)
+    while left:
+        wrote = os.pwritev(fd, buffers, pos)
+        pos += wrote
+        left -= wrote
+        if left:            # a short write: drop what was written, go on with the rest
+            views, skip = [], wrote
+            for b in buffers:
+                b = memoryview(b).cast("B") if not isinstance(b, memoryview) else b
+                if skip >= len(b):
+                    skip -= len(b)
+                    continue
+                views.append(b[skip:])
+                skip = 0
+            buffers = views
+    return pos

@@ -8,7 +8,8 @@ from san.bench import BENCHMARKS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PLOTS = {"throughput_vs_chunk", "throughput_vs_hosts", "throughput_vs_fanout",
-         "snapshot_create_vs_size", "resync_vs_changed", "modeled_vs_wall"}
+         "snapshot_create_vs_size", "resync_vs_changed", "modeled_vs_wall",
+         "targets_ratio_vs_target"}
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +36,13 @@ def test_quick_bench_reports_every_figure_beside_its_baseline_and_draws_every_pl
                 "resync.restore.0%", "tape.backup.real", "tape.rebuild.2", "checksums.xxh3",
                 "store.write", "scenarios.quickstart"):
         assert key in keys
+    targets = [f for f in report["figures"] if f["benchmark"] == "targets"]   # issue 12's rows
+    assert sorted({f["params"]["row"] for f in targets}) == list(range(1, 11))
+    for f in targets:
+        assert f["params"]["target"] > 0 and f["params"]["target_is"] in ("min", "max"), f["key"]
+        assert f["params"]["meets_target"] in (True, False), f["key"]
+        assert f["params"]["repeat"] >= (3 if f["key"] == "targets.san_start" else 5), f["key"]
+        assert len(f["runs"]) == len(f["baseline"]["runs"]) == f["params"]["repeat"], f["key"]
     assert {c["key"] for c in report["curves"]} == PLOTS
     written = {p.stem: p for p in plots.glob("*.png")}
     assert set(written) == PLOTS and sorted(report["plots"]) == sorted(str(p) for p in written.values())

@@ -96,6 +96,28 @@ def test_a_data_check_or_an_exception_exits_1_naming_the_benchmark(monkeypatch, 
     assert {f["benchmark"] for f in report["failures"]} == {"bad", "crash"}
 
 
+def test_the_figures_a_failed_benchmark_measured_are_still_reported(monkeypatch, tmp_path, capsys):
+    from san.bench.targets import RowsFailed, rows_failed
+
+    def half_bad(s, res):
+        raise rows_failed([("row 2", DataCheckFailed("byte 7 differs")), ("row 3", RuntimeError("x"))],
+                          [_figure(key="fake.kept")], [Curve("c", "t", "x", "y", [1], [Series("s", [1])])])
+
+    def half_down(s, res):
+        raise rows_failed([("row 9", RuntimeError("gone"))], [_figure(key="fake.also")], [])
+
+    _fake(monkeypatch, {"half_bad": half_bad, "half_down": half_down})
+    out = tmp_path / "out.json"
+    assert cli.main(["bench", "--quick", "--json", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert "DATA_CHECK_FAILED: half_bad: row 2: byte 7 differs; row 3: RuntimeError: x" in err
+    assert "BENCH_FAILED: half_down: row 9: RuntimeError: gone" in err
+    report = json.loads(out.read_text())
+    assert [f["key"] for f in report["figures"]] == ["fake.kept", "fake.also"]
+    assert [c["key"] for c in report["curves"]] == ["c"] and report["ok"] is False
+    assert isinstance(rows_failed([("r", ValueError())], [], []), RowsFailed)
+
+
 def test_slowness_never_fails_and_the_json_has_every_figure_with_its_baseline(monkeypatch, tmp_path, capsys):
     def slow(s, res):
         assert s.quick and s.size == 16 << 20 and s.repeat == 5 and s.tmp.is_dir()

@@ -1,7 +1,9 @@
 """ANSI labels (`san.tape.labels`): catalog rows in UHL labels, media IDs in VOL1, damaged labels."""
 import hashlib
 
+import numpy as np
 import pytest
+import xxhash
 
 from san.errors import SanError
 from san.tape import LABEL, TapeMedium, check_media_id, format_row, parse_labels, parse_row
@@ -88,4 +90,43 @@ def test_digest_in_trailer_is_the_data_digest(medium):
     medium.append(row_for(1), [data], len(data))
     utl = [o[2] for o in objects(medium.path.read_bytes()) if o[0] == "R" and o[2][:3] == b"UTL"]
     assert parse_labels("UTL", utl) == {"blocks": 2, "bytes": 100000,
-                                        "sha256": hashlib.sha256(data.tobytes()).hexdigest()}
+                                        "xxh3_128": xxhash.xxh3_128(data.tobytes()).hexdigest()}
+
+
+def test_files_written_with_a_sha256_trailer_still_read_and_verify(medium, monkeypatch):
+    """Files written before the trailer's digest became XXH3-128 carry ``sha256``: they read,
+    verify (a flipped byte fails their SHA-256), and new files beside them get XXH3-128."""
+    import san.tape.layout as layout
+    old = data_of(3 * 65536 + 17, 4)
+    monkeypatch.setattr(layout, "DIGEST", "sha256")
+    medium.append(row_for(1), [old[:1000], old[1000:]], len(old))
+    monkeypatch.undo()
+    new = data_of(5000, 5)
+    medium.append(row_for(2), [new], len(new))
+    utl = [o[2] for o in objects(medium.path.read_bytes()) if o[0] == "R" and o[2][:3] == b"UTL"]
+    fresh = TapeMedium(medium.path, "T00001", medium.capacity)
+    assert parse_labels("UTL", utl[:2])["sha256"] == hashlib.sha256(old.tobytes()).hexdigest()
+    assert [f["bytes"] for f in fresh.files()] == [len(old), len(new)]
+    assert bytes(np.concatenate(list(fresh.read(1)))) == old.tobytes()
+    assert bytes(fresh.read_range(1, 70000, 100)) == old[70000:70100].tobytes()
+    assert bytes(np.concatenate(list(fresh.read(2)))) == new.tobytes()
+    image = bytearray(medium.path.read_bytes())
+    pos = [o for o in objects(bytes(image)) if o[0] == "R" and len(o[2]) == 65536][0][1]
+    image[pos + 4 + 7] ^= 1
+    medium.path.write_bytes(bytes(image))
+    with pytest.raises(SanError) as info:
+        list(TapeMedium(medium.path, "T00001", medium.capacity).read(1))
+    assert info.value.code == "MEDIA_ERROR" and "SHA-256" in info.value.message
+
+
+def test_a_trailer_without_a_digest_is_a_media_error(medium, monkeypatch):
+    import san.tape.labels as labels
+    import san.tape.layout as layout
+    monkeypatch.setattr(layout, "trailer_labels", lambda blocks, nbytes, digest, algorithm:
+                        labels.format_labels("UTL", {"blocks": blocks, "bytes": nbytes}))
+    monkeypatch.setattr(layout, "DIGESTS", {**layout.DIGESTS, "xxh3_128": ("XXH3-128", xxhash.xxh3_128, 0)})
+    medium.append(row_for(1), [b"abc"], 3)
+    monkeypatch.undo()
+    with pytest.raises(SanError) as info:
+        TapeMedium(medium.path, "T00001", medium.capacity).files()
+    assert info.value.code == "MEDIA_ERROR" and "no digest" in info.value.message

@@ -4,6 +4,7 @@ import pytest
 
 from san.errors import SanError
 from san.tape import BLOCK, FILLER, LABEL, TapeMedium, format_row
+from san.tape.labels import trailer_labels
 
 from .test_tape import data_of, fill, medium, objects, read_all, row_for, shape  # noqa: F401 (fixture)
 
@@ -14,11 +15,15 @@ def test_layout_object_by_object(medium):
     image = medium.path.read_bytes()
     s = shape(image)
     uhl = len(format_row(row_for(1)))
+    # the trailer's text (blocks, bytes, a 32-digit XXH3-128, crc32) takes 2 labels, or 1 when short
+    utl = [[f"UTL{i}" for i in range(1, len(trailer_labels(blocks, nbytes, "0" * 32)) + 1)]
+           for blocks, nbytes in ((2, BLOCK + 1), (1, 0))]
+    assert [len(u) for u in utl] == [2, 1]
     expected = (["VOL1", "UVL1"]
                 + ["HDR1", "HDR2"] + [f"UHL{i}" for i in range(1, uhl + 1)] + ["TM", "65536", "1", "TM",
-                   "EOF1", "EOF2", "UTL1", "UTL2", "TM"]
+                   "EOF1", "EOF2"] + utl[0] + ["TM"]
                 + ["HDR1", "HDR2"] + [f"UHL{i}" for i in range(1, uhl + 1)] + ["TM", str(len(FILLER)),
-                   "TM", "EOF1", "EOF2", "UTL1", "UTL2", "TM"]
+                   "TM", "EOF1", "EOF2"] + utl[1] + ["TM"]
                 + ["TM", "EOM"])
     assert s == expected
     assert image.endswith(b"\0\0\0\0" * 2 + b"\xff\xff\xff\xff")

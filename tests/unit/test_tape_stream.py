@@ -1,0 +1,93 @@
+"""How a tape library reads a host's volume (`san.flows.tape_library`), on plain elements.
+
+The library reads the image through the host's path, `WINDOW` READs ahead, and tells the host
+every `WINDOW` chunks how far it got; a host that goes away mid-stream fails the backup
+before anything is committed on tape.  And the record writer (`san.tape.simh.Sink`) writes a
+chunk of more records than one pwritev may carry.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from san.errors import SanError
+from san.flows.backup_client import BackupClient
+from san.flows.local import LocalSan
+from san.flows.peers import WINDOW
+from san.tape import BLOCK, TapeMedium
+from san.topology import load_topology
+
+ROOT = Path(__file__).resolve().parents[2]
+CHUNK = 64 << 10
+SIZE = 3 * WINDOW * CHUNK + 5 * 512       # written; the image holds the granules written
+
+
+@pytest.fixture
+def san(tmp_path):
+    topology = load_topology(ROOT / "topologies" / "single-array.yaml")
+    with LocalSan(topology, tmp_path / "state", chunk_size=CHUNK) as built:
+        built.call("host2", "write", "/data", 0, SIZE, 7)
+        yield built
+
+
+def backup(san, media="T00001"):
+    return san.call("lib1", "write_from_host", media, {"host": "host2", "file": None,
+                                                       "timestamp": "2026-01-01T00:00:00Z"},
+                    "host2", "array1/fc1", 0)
+
+
+def test_the_host_counts_what_the_library_read_and_the_stream_is_closed(san):
+    host = san.element("host2")
+    before = host.bytes_moved()
+    told = []
+    original = BackupClient.client_image_progress
+
+    def progress(self, stream, nbytes):
+        told.append(nbytes)
+        return original(self, stream, nbytes)
+
+    BackupClient.client_image_progress = progress
+    try:
+        written = backup(san)
+    finally:
+        BackupClient.client_image_progress = original
+    payload = sum(length for _, length in san.call("array1", "extents", 3))   # host2's /data
+    assert payload >= SIZE and written["bytes"] > payload
+    assert host.bytes_moved() - before == payload
+    # every WINDOW chunks, and after the last one
+    full, rest = divmod(payload, WINDOW * CHUNK)
+    assert told == [WINDOW * CHUNK] * full + ([rest] if rest else [])
+    assert host._images == {}
+    image = san.call("lib1", "read_image", "T00001", written["file"], 0, SIZE)
+    assert np.array_equal(image, san.call("host2", "read", "/data", 0, SIZE)[0])
+
+
+def test_a_host_gone_mid_stream_fails_the_backup_and_leaves_the_tape_as_it_was(san):
+    first = backup(san)
+    medium = san.call("lib1", "medium", "T00001")
+    size_before = medium.used_bytes()
+    original = BackupClient.client_image_progress
+
+    def progress(self, stream, nbytes):
+        answer = original(self, stream, nbytes)
+        san.kill("host2")                               # after its first answer
+        return answer
+
+    BackupClient.client_image_progress = progress
+    try:
+        with pytest.raises(SanError) as info:
+            backup(san)
+    finally:
+        BackupClient.client_image_progress = original
+    assert info.value.code == "ELEMENT_DOWN"
+    assert medium.used_bytes() == size_before
+    fresh = TapeMedium(medium.path, "T00001", medium.capacity)
+    assert [f["file"] for f in fresh.files()] == [first["file"]]
+
+
+def test_a_chunk_of_more_records_than_one_pwritev_takes(tmp_path):
+    medium = TapeMedium(tmp_path / "T1.tap", "T1", 1 << 30)
+    data = np.random.default_rng(3).integers(0, 256, 1100 * BLOCK + 3, dtype=np.uint8)
+    medium.append({"file": None}, [data[:5], data[5:]], len(data))
+    assert medium.files()[0]["blocks"] == 1101
+    assert np.array_equal(np.concatenate(list(medium.read(1))), data)
