@@ -7,65 +7,124 @@ one call at a time (so a volume's writes apply in the order they were sent) and 
 management calls in a concurrency group of their own threads, copies in threads of the
 array; hosts, backup servers, libraries and switches are threaded actors.  The options of
 each are in the registry of kinds (`san.kinds`).
+
+Each class is built the first time it is named (``san.actors.ArrayNode``), importing only
+its own kind's modules: an actor's process, which Ray makes import this module to find its
+class, then imports what its element needs and nothing of the other kinds (numpy, the FAT
+code, the catalog...), which is most of the time an element takes to start.
 """
 from __future__ import annotations
 
+import gc
+import threading
+
 import ray
 
-from .elements.disk_array import DiskArray
-from .elements.fc_switch import FcSwitch
-from .elements.tape_library import TapeLibrary
-from .flows.backup_server import Server
-from .flows.client_host import Host
-from .flows.disk_array import ArrayInitiator
-from .flows.tape_library import LibraryPuller
-from .remote import RayPeers
+
+def _switch():
+    from .elements.fc_switch import FcSwitch
+
+    class SwitchNode(FcSwitch):
+        def ping(self) -> str:
+            return self.name
+
+    return SwitchNode
 
 
-class SwitchNode(FcSwitch):
-    def ping(self) -> str:
-        return self.name
+def _array():
+    from .elements.disk_array import DiskArray
+    from .flows.disk_array import ArrayInitiator
+    from .remote import RayPeers
+
+    class ArrayNode(ArrayInitiator, DiskArray):
+        """A disk array, with the initiator side it needs for a volume copy to another array."""
+
+        def __init__(self, spec, state_dir, granule, namespace: str, chunk_size: int,
+                     window: int, known: list):
+            super().__init__(spec, state_dir, granule)
+            self.peers = RayPeers(namespace, known)
+            self.chunk_size = chunk_size
+            self.window = window
+
+        def ping(self) -> str:
+            return self.name
+
+    for name in _mgmt_methods(ArrayNode):  # management calls run beside the I/O thread
+        setattr(ArrayNode, name, ray.method(concurrency_group="mgmt")(getattr(ArrayNode, name)))
+    return ArrayNode
 
 
-class ArrayNode(ArrayInitiator, DiskArray):
-    """A disk array, with the initiator side it needs for a volume copy to another array."""
-
-    def __init__(self, spec, state_dir, granule, namespace: str, chunk_size: int, window: int,
-                 known: list):
-        super().__init__(spec, state_dir, granule)
-        self.peers = RayPeers(namespace, known)
-        self.chunk_size = chunk_size
-        self.window = window
-
-    def ping(self) -> str:
-        return self.name
+def _mgmt_methods(cls) -> list[str]:
+    return [name for name in dir(cls) if name.startswith("mgmt_")]
 
 
-MGMT_METHODS = [name for name in dir(ArrayNode) if name.startswith("mgmt_")]
-for _name in MGMT_METHODS:  # management calls run beside the I/O thread, in their own group
-    setattr(ArrayNode, _name, ray.method(concurrency_group="mgmt")(getattr(ArrayNode, _name)))
+def _host():
+    from .flows.client_host import Host
+    from .remote import RayPeers
+
+    class HostNode(Host):
+        def __init__(self, spec, namespace: str, chunk_size: int, window: int,
+                     arrays_by_device: dict, now, known: list):
+            super().__init__(spec, RayPeers(namespace, known), chunk_size, window,
+                             arrays_by_device, now)
+
+    return HostNode
 
 
-class HostNode(Host):
-    def __init__(self, spec, namespace: str, chunk_size: int, window: int, arrays_by_device: dict,
-                 now, known: list):
-        super().__init__(spec, RayPeers(namespace, known), chunk_size, window, arrays_by_device, now)
+def _server():
+    from .flows.backup_server import Server
+    from .remote import RayPeers
+
+    class ServerNode(Server):
+        def __init__(self, spec, topology, state_dir, namespace: str, known: list):
+            super().__init__(spec, topology, state_dir, RayPeers(namespace, known))
+            # What the process holds now (Ray's modules and state, the server's tables) lives
+            # as long as it does: out of the cyclic collector's sight, a catalog rebuild's
+            # thousands of rows do not make it walk all of it again and again.
+            gc.freeze()
+
+    return ServerNode
 
 
-class ServerNode(Server):
-    def __init__(self, spec, topology, state_dir, namespace: str, known: list):
-        super().__init__(spec, topology, state_dir, RayPeers(namespace, known))
+def _library():
+    from .elements.tape_library import TapeLibrary
+    from .flows.tape_library import LibraryPuller
+    from .remote import RayPeers
+
+    class LibraryNode(LibraryPuller, TapeLibrary):
+        """A tape library that pulls a volume image from a host, chunk by chunk, onto a drive."""
+
+        def __init__(self, spec, state_dir, namespace: str, known: list):
+            super().__init__(spec, state_dir)
+            self.peers = RayPeers(namespace, known)
+
+        def ping(self) -> str:
+            return self.name
+
+    return LibraryNode
 
 
-class LibraryNode(LibraryPuller, TapeLibrary):
-    """A tape library that pulls a volume image from a host, chunk by chunk, onto a drive."""
-
-    def __init__(self, spec, state_dir, namespace: str, known: list):
-        super().__init__(spec, state_dir)
-        self.peers = RayPeers(namespace, known)
-
-    def ping(self) -> str:
-        return self.name
+_BUILDERS = {"SwitchNode": _switch, "ArrayNode": _array, "HostNode": _host,
+             "ServerNode": _server, "LibraryNode": _library}
+_LOCK = threading.Lock()
+__all__ = list(_BUILDERS)   # each built by __getattr__, as is MGMT_METHODS
+__all__.append("MGMT_METHODS")
 
 
-__all__ = ["SwitchNode", "ArrayNode", "HostNode", "ServerNode", "LibraryNode", "MGMT_METHODS"]
+def __getattr__(name: str):
+    """`SwitchNode` ... `LibraryNode`, built (once) when first named; `MGMT_METHODS`, the
+    array's management methods."""
+    if name == "MGMT_METHODS":
+        return _mgmt_methods(__getattr__("ArrayNode"))
+    builder = _BUILDERS.get(name)
+    if builder is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _LOCK:
+        cls = globals().get(name)
+        if cls is None:
+            cls = builder()
+            # a module-level name, so pickle (and Ray, which ships the class by reference)
+            # finds it here
+            cls.__module__, cls.__qualname__ = __name__, name
+            globals()[name] = cls
+    return cls

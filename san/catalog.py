@@ -4,24 +4,46 @@
 ('disk' or 'tape': where this copy lives), device_id (the array's device ID, or the tape
 library's name), media_id (volume number or tape ID, always text), file (the file number on
 a tape, or NULL), label, timestamp ('YYYY-MM-DDTHH:MM:SSZ', when the backup was ordered).
-Every change is one transaction, so a crash never leaves half a row.  The same database
-holds the server's other tables: ``backup_volumes`` (Fig. 4, learnt by list_destinations)
-and ``definitions`` added by the `define` op (Fig. 5; the topology's are not stored).
+Every change is one transaction, so a crash never leaves half a row (`add_many`, the rows a
+rebuild found, is one too).  The same database holds the server's other tables:
+``backup_volumes`` (Fig. 4, learnt by list_destinations) and ``definitions`` added by the
+`define` op (Fig. 5; the topology's are not stored).
 """
 from __future__ import annotations
 
 import json
+import operator
 import sqlite3
 import threading
 from pathlib import Path
 
 FIELDS = ("host", "mount_point", "type", "device_id", "media_id", "file", "label", "timestamp")
 KEY = ("device_id", "media_id", "file")
+_INSERT = f"INSERT INTO backups ({', '.join(FIELDS)}) VALUES "
+_ROW = "(" + ", ".join("?" * len(FIELDS)) + ")"
+_MANY = 100     # rows per INSERT of `add_many`: half the time of one statement per row
 
 
 def row_key(row: dict) -> tuple:
     """What names one copy of a backup: where it lives (device, media, file)."""
     return (row["device_id"], str(row["media_id"]), None if row.get("file") is None else str(row["file"]))
+
+
+_FIELDS_OF = operator.itemgetter(*FIELDS)
+_TEXT = frozenset({str, type(None)})
+
+
+def _stored(row: dict) -> tuple[tuple, dict]:
+    """The values of `row` as the catalog stores them (text or None, in FIELDS order), and
+    the row as stored: `row` itself when it is that already."""
+    try:
+        values = _FIELDS_OF(row)
+        if _TEXT.issuperset(map(type, values)):     # the common case: nothing to convert
+            return values, (row if len(row) == len(FIELDS) else dict(zip(FIELDS, values)))
+    except KeyError:                                # a missing field is None
+        pass
+    values = tuple(None if (v := row.get(f)) is None else str(v) for f in FIELDS)
+    return values, dict(zip(FIELDS, values))
 
 
 class Catalog:
@@ -35,12 +57,19 @@ class Catalog:
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
+        # A commit is in the WAL file when it returns, so it survives the death of the server
+        # (an actor killed, then restarted); it is not fsync-ed: a crash of the machine may
+        # lose the latest commits (never half of one), as it may lose the latest writes to a
+        # volume (docs/integrity.md, Durability).  SQLite's default, FULL, fsyncs every commit.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("BEGIN IMMEDIATE")     # the tables in one transaction: one commit, not three
         db.execute("CREATE TABLE IF NOT EXISTS backups (id INTEGER PRIMARY KEY, host TEXT, "
                    "mount_point TEXT, type TEXT, device_id TEXT, media_id TEXT, file TEXT, "
                    "label TEXT, timestamp TEXT)")
         db.execute("CREATE TABLE IF NOT EXISTS backup_volumes (host TEXT, mount_point TEXT, "
                    "device_id TEXT, volumes TEXT, PRIMARY KEY (host, mount_point))")
         db.execute("CREATE TABLE IF NOT EXISTS definitions (name TEXT PRIMARY KEY, body TEXT)")
+        db.execute("COMMIT")
         return db
 
     def _tx(self, statements) -> None:
@@ -73,6 +102,31 @@ class Catalog:
                            tuple(row[f] for f in FIELDS)))
         self._tx(statements)
         return row
+
+    def add_many(self, rows: list[dict]) -> list[dict]:
+        """Add rows in one transaction (the rows a catalog rebuild found): all of them or,
+        after a crash, none.  Returns them as stored (text or None)."""
+        if not rows:
+            return []
+        values, stored = zip(*map(_stored, rows))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for at in range(0, len(values), _MANY):    # INSERT ... VALUES (..), (..), ...
+                    chunk = values[at:at + _MANY]
+                    self._db.execute(_INSERT + ", ".join([_ROW] * len(chunk)),
+                                     [v for row in chunk for v in row])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return list(stored)
+
+    def keys(self) -> set[tuple]:
+        """The key (`row_key`) of every row."""
+        with self._lock:
+            cur = self._db.execute("SELECT device_id, media_id, file FROM backups")
+            return {row_key(dict(zip(KEY, r))) for r in cur.fetchall()}
 
     def _delete_sql(self, key: tuple):
         device, media, file = key

@@ -33,7 +33,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from .errors import SanError
-from .kinds import KINDS, resolve, specs
+from .kinds import KINDS, plain, resolve, specs
 from .remote import get, lookup
 from .units import DEFAULT_CHUNK, DEFAULT_GRANULE
 
@@ -143,6 +143,25 @@ def _died(name: str, exc: RayActorError) -> SanError:
 
 
 
+_CLASSES: dict[tuple[str, bool], object] = {}    # (kind, shared_state) -> Ray actor class
+
+
+def _actor_class(kind, shared_state: bool):
+    """The Ray actor class of `kind` (checking the marker first on a cluster), made once per
+    process: Ray exports a class to the cluster the first time one of its actors is created
+    in a session (pickling it and disassembling every method, a good part of a second for
+    all kinds), and a class made anew for every SAN would be exported anew every time."""
+    cls = _CLASSES.get((kind.name, shared_state))
+    if cls is None:
+        cls = resolve(kind.actor)
+        if shared_state:
+            cls = _checking(cls)
+        cls = ray.remote(concurrency_groups=kind.concurrency_groups)(cls) \
+            if kind.concurrency_groups else ray.remote(cls)
+        _CLASSES[(kind.name, shared_state)] = cls
+    return cls
+
+
 def start_ray(address: str | None = None, object_store_memory: int = 2 << 30) -> bool:
     """Join the cluster at `address`, or start a Ray instance of our own; False if this process
     had already initialized Ray (the tests do), which is then used as it is.
@@ -186,28 +205,22 @@ class San:
         self.kinds: dict[str, str] = {}
         self.specs: dict[str, object] = {}
         self._kind = {}
+        self.plain_topology = plain(topology)      # what the actors are given (`san.kinds`)
+        self._plain: dict[str, object] = {}
         for kind in KINDS:
-            for spec in specs(topology, kind):
+            for spec, shipped in zip(specs(topology, kind), specs(self.plain_topology, kind)):
                 self.kinds[spec.name] = kind.name
                 self.specs[spec.name] = spec
                 self._kind[spec.name] = kind
+                self._plain[spec.name] = shipped
         self.names = frozenset(self.kinds)
         self.handles: dict[str, object] = {}
-        self._classes: dict[str, object] = {}
         self.down: set[str] = set()
         self.links_down: set[str] = set()
 
     # -- life cycle ---------------------------------------------------------------------------
     def _actor_class(self, kind):
-        cls = self._classes.get(kind.name)
-        if cls is None:
-            cls = resolve(kind.actor)
-            if self.shared_state:
-                cls = _checking(cls)
-            cls = ray.remote(concurrency_groups=kind.concurrency_groups)(cls) \
-                if kind.concurrency_groups else ray.remote(cls)
-            self._classes[kind.name] = cls
-        return cls
+        return _actor_class(kind, self.shared_state)
 
     def request(self, name: str) -> dict[str, float]:
         """The Ray resources element `name` holds while it runs: its placement's, above 0."""
@@ -222,7 +235,7 @@ class San:
             max_restarts=0, **kind.options)
 
     def _create(self, name: str):
-        args = self._kind[name].args(self.specs[name], self)
+        args = self._kind[name].args(self._plain[name], self)
         if self.shared_state:
             args = ((str(self.state_dir), self._token), *args)
         return self._options(name).remote(*args)
@@ -307,14 +320,24 @@ class San:
             f"or it did not answer (see `ray status` and the Ray logs of the nodes){more}"))
 
     def start(self) -> "San":
-        """Create every actor at once and wait until all answer (at most `start_timeout` s)."""
+        """Create every actor at once and wait until all answer (at most `start_timeout` s);
+        each host formats its blank fat mounts meanwhile (`formatted`).
+
+        Off a cluster the hosts are told to format with their first call, beside every
+        element's ping: a host's format waits for its array and switch to start, not for
+        the whole SAN, and no round trip follows the start.  On a cluster a host formats
+        only once every element has read the marker back (an element that does not see the
+        driver's state dir must not write to it)."""
         self._check_placement()
         if self.shared_state:
             self._write_marker()
         self.handles = {name: self._create(name) for name in self.kinds}
-        self._await_started(self.handles)
         hosts = [n for n, k in self.kinds.items() if k == "host"]
-        self.formatted = dict(zip(hosts, get([self.handles[h].format_blank.remote() for h in hosts])))
+        formats = [] if self.shared_state else [self.handles[h].format_blank.remote() for h in hosts]
+        self._await_started(self.handles)
+        if self.shared_state:
+            formats = [self.handles[h].format_blank.remote() for h in hosts]
+        self.formatted = dict(zip(hosts, get(formats)))
         return self
 
     def shutdown(self) -> None:

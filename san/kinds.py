@@ -8,6 +8,10 @@ of the unit tests (`san.flows.local`) all read it; a new kind is one entry here.
 
 Classes are named by dotted path and resolved only where they are used (`resolve`), so
 importing this module (as `san validate` does) imports neither Ray nor the elements.
+
+An actor is given its spec (and, for switches and servers, the topology) as `plain` data:
+the same fields as attributes, without pydantic, so an element's process never imports the
+topology models (a third of a second per process) just to read its own spec.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["Kind", "KINDS", "kind_of", "specs", "resolve"]
+__all__ = ["Kind", "KINDS", "kind_of", "specs", "resolve", "Plain", "plain"]
 
 
 @dataclass(frozen=True)
@@ -24,9 +28,40 @@ class Kind:
     collection: tuple[str, ...]    # attribute path in a Topology: ("fabric", "switches")
     element: str                   # dotted path of the plain class
     actor: str                     # dotted path of the actor class (san.actors)
-    args: Callable                 # (spec, site) -> the actor's constructor arguments
+    args: Callable                 # (plain spec, site) -> the actor's constructor arguments
+                                   # (site: the San; its topology made plain: plain_topology)
     options: dict = field(default_factory=dict)        # Ray actor options
     concurrency_groups: dict = field(default_factory=dict)
+
+
+class Plain:
+    """A model's fields as plain attributes (what `plain` makes of a topology model)."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    def __eq__(self, other):
+        return type(other) is Plain and other.__dict__ == self.__dict__
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return "Plain(" + ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items()) + ")"
+
+
+def plain(value):
+    """`value` with every pydantic model in it (a topology, a spec) made `Plain`: its fields
+    as attributes, lists and dicts copied, every other value (str, int, float, datetime, a
+    `san.units.Schedule`) as it is.  Elements only read their specs' fields, so they run on
+    either; a model's methods (`Topology.array`, ...) are not carried."""
+    fields = getattr(type(value), "model_fields", None)
+    if fields is not None:
+        return Plain(**{name: plain(getattr(value, name)) for name in fields})
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
 
 
 def _known(site) -> list:
@@ -35,18 +70,18 @@ def _known(site) -> list:
 
 KINDS: tuple[Kind, ...] = (
     Kind("switch", ("fabric", "switches"), "san.elements.fc_switch.FcSwitch", "san.actors.SwitchNode",
-         lambda spec, site: (spec.name, site.topology), {"max_concurrency": 8}),
+         lambda spec, site: (spec.name, site.plain_topology), {"max_concurrency": 8}),
     Kind("array", ("arrays",), "san.elements.disk_array.DiskArray", "san.actors.ArrayNode",
          lambda spec, site: (spec, site.state_dir, site.granule, site.namespace, site.chunk_size,
                              site.window, _known(site)),
          concurrency_groups={"mgmt": 8}),
     Kind("host", ("hosts",), "san.flows.client_host.Host", "san.actors.HostNode",
          lambda spec, site: (spec, site.namespace, site.chunk_size, site.window,
-                             {a.device_id: a.name for a in site.topology.arrays},
-                             site.topology.start, _known(site)),
+                             {a.device_id: a.name for a in site.plain_topology.arrays},
+                             site.plain_topology.start, _known(site)),
          {"max_concurrency": 16}),
     Kind("backup_server", ("backup_servers",), "san.flows.backup_server.Server", "san.actors.ServerNode",
-         lambda spec, site: (spec, site.topology, site.state_dir, site.namespace, _known(site)),
+         lambda spec, site: (spec, site.plain_topology, site.state_dir, site.namespace, _known(site)),
          {"max_concurrency": 8}),
     Kind("tape_library", ("tape_libraries",), "san.elements.tape_library.TapeLibrary",
          "san.actors.LibraryNode",

@@ -8,12 +8,13 @@ elements' NICs.
 """
 from __future__ import annotations
 
+import sys
+
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from .errors import SanError
 from .flows.lan import manage as lan_manage
-from .flows.peers import Payload
 
 
 try:  # newer Ray splits "unavailable" from "died"; both mean the element is not there
@@ -74,8 +75,11 @@ class RayFuture:
 
 def _arg(value):
     # a Payload is put once here and passed by reference: Ray hands the callee the array
-    # itself, read from this process's object store, and no intermediary copies it
-    if isinstance(value, Payload):
+    # itself, read from this process's object store, and no intermediary copies it.  Only
+    # a process that imported san.flows.peers can hold one: the others (a backup server)
+    # need not import it, nor the numpy it brings, to start.
+    peers = sys.modules.get("san.flows.peers")
+    if peers is not None and isinstance(value, peers.Payload):
         return ray.put(value.data)
     if isinstance(value, RayFuture):
         return value.ref

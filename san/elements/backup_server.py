@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..catalog import Catalog, row_key
+from ..catalog import Catalog
 from ..errors import SanError
-from ..topology import Definition
-from ..units import format_time
 from ..volume_info import VolumeInfo
 
 
@@ -30,8 +28,11 @@ class BackupServer:
         self.topology = topology
         self.catalog = Catalog(Path(state_dir) / "servers" / spec.name)
         self.definitions = {d.name: d for d in spec.definitions}
-        for name, body in self.catalog.definitions().items():
-            self.definitions[name] = Definition.model_validate(body)
+        defined = self.catalog.definitions()
+        if defined:   # the topology models (pydantic) only when a `define` op stored some
+            from ..topology import Definition
+            for name, body in defined.items():
+                self.definitions[name] = Definition.model_validate(body)
         self.device_of = {a.name: a.device_id for a in topology.arrays}
         self.array_of = {a.device_id: a.name for a in topology.arrays}
 
@@ -68,14 +69,13 @@ class BackupServer:
         return self.catalog.rows()
 
     def disk_row(self, info: VolumeInfo, device_id: str, volume: int) -> dict:
-        return {"host": info.host, "mount_point": info.mount_point, "type": "disk",
-                "device_id": device_id, "media_id": str(volume), "file": None,
-                "label": info.label, "timestamp": format_time(info.moment)}
+        return _disk_row(info, device_id, volume)
 
-    def rebuild_from_array(self, device_id: str, records: dict) -> dict:
-        """Fig. 15: rows from an array's volume info records {volume: bytes|None}."""
-        added, skipped = [], []
-        have = {row_key(r) for r in self.catalog.rows()}
+    def rows_from_array(self, device_id: str, records: dict, have: set) -> dict:
+        """Fig. 15: the rows an array's volume info records {volume: bytes|None} give, in
+        volume order, that are not yet in `have` (the keys of the catalog's rows; each row's
+        key is put in it), and the records skipped; nothing is stored."""
+        rows, skipped = [], []
         for volume, record in sorted(records.items()):
             if record is None:
                 continue
@@ -84,9 +84,16 @@ class BackupServer:
             except SanError as exc:
                 skipped.append({"device_id": device_id, "volume": volume, "reason": exc.message})
                 continue
-            row = self.disk_row(info, device_id, volume)
-            if row_key(row) not in have:
-                self.catalog.add(row)
-                have.add(row_key(row))
-                added.append(row)
-        return {"added": added, "skipped": skipped}
+            key = (device_id, str(volume), None)     # row_key of its row
+            if key not in have:
+                have.add(key)
+                rows.append(_disk_row(info, device_id, volume))
+        return {"added": rows, "skipped": skipped}
+
+
+def _disk_row(info: VolumeInfo, device_id: str, volume: int) -> dict:
+    """The catalog row of a disk backup from its volume info (a plain function: a rebuild
+    makes thousands, and an actor's own methods are wrapped by Ray)."""
+    return {"host": info.host, "mount_point": info.mount_point, "type": "disk",
+            "device_id": device_id, "media_id": str(volume), "file": None,
+            "label": info.label, "timestamp": info.time_text}

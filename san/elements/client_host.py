@@ -6,18 +6,23 @@ fabric grants a path from; when none does, the first HBA's failure is reported (
 primary path says LINK_DOWN rather than whatever the spare HBA lacks).  This module is the
 plain logic; `san.flows.client_host` runs the I/O loop (chunks, window, payloads).  What the
 initiator parses (INQUIRY data, VPD page 0x83) and how it addresses blocks is `san.scsi`'s.
+`PatternChunks` makes the `write` op's data, chunk after chunk, at the cost of stamping it.
 """
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
 
+import numpy as np
+
 from ..errors import SanError
+from ..pattern import BASE, pattern
+from ..units import BLOCK
 # The initiator's SCSI parsers and block addressing live in san.scsi beside the target's
 # encoders; re-exported here for the modules that import them from this one.
 from ..scsi import blocks_of, parse_device_identification, parse_standard_inquiry  # noqa: F401
 
-__all__ = ["ClientHost", "Gate", "first_granted", "chunks",
+__all__ = ["ClientHost", "Gate", "first_granted", "chunks", "PatternChunks",
            "blocks_of", "parse_device_identification", "parse_standard_inquiry"]
 
 
@@ -121,3 +126,43 @@ def chunks(offset: int, size: int, chunk: int):
         length = min(chunk, end - offset)
         yield offset, length
         offset += length
+
+
+class PatternChunks:
+    """`pattern(seed, offset, length)` for the chunks of one transfer, made in reused buffers.
+
+    The pattern is the seed's block laid end to end, each 512-byte sector stamped with its
+    offset and the seed; two chunks of one length whose offsets are the same distance past
+    a multiple of the block (their phase) differ only in the offset stamps.  So a buffer is
+    filled once per (length, phase), and each later chunk of that kind only re-stamps its
+    8-byte offsets (1/64 of its bytes).  Chunks of 4 MiB from a 1 MiB-aligned offset all have
+    one phase; 256 KiB chunks have four.  Buffers of at most `KEEP` bytes in all are kept
+    (or the last one, if larger).  The array returned is only valid until the next call:
+    callers send it at once (a `Payload` is put into Ray's object store, or consumed, by
+    `start`).
+    """
+
+    KEEP = 32 << 20
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._buffers: dict[tuple[int, int], tuple] = {}   # (length, phase) -> buffer, stamps, steps
+        self._kept = 0
+
+    def __call__(self, offset: int, length: int) -> np.ndarray:
+        if offset % BLOCK or length % BLOCK or offset < 0 or length <= 0:
+            return pattern(self.seed, offset, length)    # its checks, its error
+        key = (length, offset % BASE)
+        held = self._buffers.get(key)
+        if held is None:
+            buf = pattern(self.seed, offset, length)
+            if self._kept + length > self.KEEP:        # the newest is kept whatever its size
+                self._buffers.clear()
+                self._kept = 0
+            stamps = buf.view(np.uint64)[::BLOCK // 8]      # the first 8 bytes of each sector
+            self._buffers[key] = (buf, stamps, np.arange(0, length, BLOCK, dtype=np.uint64))
+            self._kept += length
+            return buf
+        buf, stamps, steps = held
+        np.add(steps, np.uint64(offset), out=stamps)
+        return buf

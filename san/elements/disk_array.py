@@ -41,8 +41,8 @@ import numpy as np
 from ..errors import SanError
 from ..granules import granule_extents
 from ..pool import GranulePool
-from ..scsi import (VPD_DEVICE_IDENTIFICATION, device_identification, read_capacity_data,
-                    standard_inquiry)
+from ..scsi import (VPD_DEVICE_IDENTIFICATION, data_buffer, device_identification,
+                    read_capacity_data, standard_inquiry)
 from ..snapshots import SnapshotEngine
 from ..storage import VolumeStore
 from ..units import BLOCK, DEFAULT_GRANULE as GRANULE
@@ -228,8 +228,9 @@ class DiskArray(CopyEngine):
         return read_capacity_data(self.size_of(number))
 
     def read(self, initiator: str, port: str, lun: int, lba: int, blocks: int) -> np.ndarray:
+        """Apply one READ: the verified bytes, as a data buffer (returned in pieces over Ray)."""
         number = self.prepare(initiator, port, lun, lba, blocks, write=False)
-        return self.read_volume(number, lba * BLOCK, blocks * BLOCK)
+        return data_buffer(self.read_volume(number, lba * BLOCK, blocks * BLOCK))
 
     def read_volume(self, number: int, offset: int, length: int) -> np.ndarray:
         """Read any volume; a snapshot under the lock, so no copy-on-write happens mid-read."""
@@ -332,13 +333,32 @@ class DiskArray(CopyEngine):
         self.reader(number)
         return self.read_info(number)
 
+    def mgmt_read_infos(self, caller: str, numbers: list[int] | None = None) -> dict:
+        """The volume list and device ID with each listed volume's volume info, in one call
+        (what a catalog rebuild reads of an array, Fig. 15): ``{"device_id", "volumes":
+        [N, ...], "records": [bytes | None, ...]}``, records in the order of volumes.
+        `numbers` defaults to every volume, snapshots included (`mgmt_volumes`); a number
+        the array does not have is NO_SUCH_VOLUME."""
+        self.authorize(caller)
+        if numbers is None:
+            numbers = self.numbers()
+        else:
+            numbers = [int(n) for n in numbers]
+            for number in numbers:
+                self.reader(number)
+        return {"device_id": self.device_id, "volumes": numbers, "records": self.read_infos(numbers)}
+
     def mgmt_delete_info(self, caller: str, number: int) -> None:
         self.authorize(caller)
         self.reader(number)
         self.delete_info(number)
 
     def _info_path(self, number: int) -> Path:
-        return self.directory / f"vol-{number}.info"
+        return self.directory / self._info_name(number)
+
+    @staticmethod
+    def _info_name(number: int) -> str:
+        return f"vol-{number}.info"
 
     def record_info(self, number: int, record: bytes) -> None:
         """Keep a volume's volume info (opaque bytes, exactly 512) beside it."""
@@ -352,8 +372,34 @@ class DiskArray(CopyEngine):
         os.replace(tmp, self._info_path(number))
 
     def read_info(self, number: int) -> bytes | None:
-        path = self._info_path(number)
-        return path.read_bytes() if path.exists() else None
+        return self.read_infos([number])[0]
+
+    def read_infos(self, numbers) -> list[bytes | None]:
+        """The volume info of each of `numbers` (None where none is recorded), read with
+        the bare system calls, by name in the array's open folder (a catalog rebuild reads
+        thousands: this is three times quicker than `open(path).read()` each)."""
+        records = []
+        folder = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for number in numbers:
+                try:
+                    fd = os.open(self._info_name(number), os.O_RDONLY, dir_fd=folder)
+                except FileNotFoundError:
+                    records.append(None)
+                    continue
+                try:
+                    record = os.read(fd, INFO_SIZE + 1)     # a record is 512 bytes: one read
+                    if len(record) > INFO_SIZE:             # (a short read of a file is its
+                        chunks = [record]                   # end); a longer one is read whole
+                        while chunks[-1]:
+                            chunks.append(os.read(fd, 1 << 16))
+                        record = b"".join(chunks)
+                finally:
+                    os.close(fd)
+                records.append(record)
+        finally:
+            os.close(folder)
+        return records
 
     def delete_info(self, number: int) -> None:
         self._info_path(number).unlink(missing_ok=True)

@@ -25,10 +25,9 @@ from collections import deque
 
 import numpy as np
 
-from ..elements.client_host import ClientHost, Gate, chunks
+from ..elements.client_host import ClientHost, Gate, PatternChunks, chunks
 from ..errors import SanError
 from ..fat import FAT_EPOCH, BlockDevice, FatVolume, format_volume, fsck, normalize
-from ..pattern import first_mismatch, pattern
 from ..scsi import blocks_of, parse_device_identification, parse_standard_inquiry
 from ..timemodel import Transfer
 from ..units import BLOCK
@@ -122,8 +121,7 @@ class Host(BackupClient, ClientHost):
         """WRITE the pattern of (seed, offset) over [offset, offset + size) of a mount (the
         `write` op: an application write, so it waits while the mount is quiesced)."""
         with self.gate(mount_point).write():
-            transfers = self._write_to(self._path(mount_point), offset, size,
-                                       lambda off, length: pattern(seed, off, length))
+            transfers = self._write_to(self._path(mount_point), offset, size, PatternChunks(seed))
             self._drop_fs(mount_point)   # raw writes under a filesystem: its cached view is stale
             return transfers
 
@@ -153,11 +151,13 @@ class Host(BackupClient, ClientHost):
     def read_compare(self, mount_point: str, offset: int, size: int, seed: int) -> dict:
         """READ a range and compare every byte with the `write` pattern of `seed`."""
         bad: list[int] = []
+        expected = PatternChunks(seed)
 
         def consume(piece, data):
-            where = first_mismatch(data, seed, piece[0])
-            if where is not None:
-                bad.append(where)
+            off, length = piece
+            where = np.flatnonzero(expected(off, length) != data)
+            if where.size:
+                bad.append(off + int(where[0]))
 
         transfers = self._read_from(self._path(mount_point), offset, size, consume)
         return {"bytes": size, "first_mismatch": min(bad) if bad else None,

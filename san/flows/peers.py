@@ -27,6 +27,7 @@ from collections import deque
 from typing import Callable, Iterable, Iterator, Protocol
 
 from ..errors import SanError
+from ..scsi import data_buffer
 
 __all__ = ["Payload", "Future", "Peer", "Peers", "LocalPeers", "windowed", "WINDOW"]
 
@@ -34,11 +35,20 @@ WINDOW = 8      # commands in flight per transfer: enough to keep a 4 MiB-chunk 
 
 
 class Payload:
-    """Bulk data sent as an argument (a chunk of a volume): put once, passed by reference."""
-    __slots__ = ("data",)
+    """Bulk data sent as an argument (a chunk of a volume): put once, passed by reference.
+
+    `value` is what the caller gave; `data` is what goes into Ray's object store: a byte
+    array as a `san.scsi.DataBuffer` (serialized in pieces, received as one array).  The
+    callee has its own copy, or has run, by the time `start` returns, so the caller may
+    refill its buffer for the next call."""
+    __slots__ = ("value",)
 
     def __init__(self, data):
-        self.data = data
+        self.value = data
+
+    @property
+    def data(self):
+        return data_buffer(self.value)
 
 
 class Future(Protocol):
@@ -99,7 +109,7 @@ class _Done:
 
 def _resolve(arg):
     if isinstance(arg, Payload):
-        return arg.data
+        return arg.value
     if isinstance(arg, _Done):
         return arg.result()
     return arg

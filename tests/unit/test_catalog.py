@@ -52,3 +52,30 @@ def test_losing_the_catalog_keeps_definitions(tmp_path):
     cat.lose()
     assert cat.rows() == [] and cat.backup_volumes() == []
     assert cat.definitions() == {"d1": {"host": "host1"}}
+
+
+def test_many_rows_are_one_transaction_stored_as_text(tmp_path):
+    cat = Catalog(tmp_path)
+    rows = [{**ROW, "media_id": n, "label": f"snap {n}"} for n in range(1000)]
+    added = cat.add_many(rows)
+    assert added == [{**ROW, "media_id": str(n), "label": f"snap {n}"} for n in range(1000)]
+    assert cat.rows() == added and cat.keys() == {row_key(r) for r in rows}
+    assert cat.add_many([]) == []
+    # a failure while inserting leaves none of the rows
+    cat._db.execute("CREATE TRIGGER boom BEFORE INSERT ON backups WHEN NEW.media_id = 'boom' "
+                    "BEGIN SELECT RAISE(ABORT, 'boom'); END")
+    with pytest.raises(sqlite3.Error):
+        cat.add_many([{**ROW, "media_id": 5000}, {**ROW, "media_id": "boom"}])
+    assert len(cat.rows()) == 1000
+    cat.close()
+    assert Catalog(tmp_path).rows() == added
+
+
+def test_commits_survive_the_process_but_are_not_fsynced(tmp_path):
+    # the durability of the state dir (docs/integrity.md): in the WAL when a commit returns
+    cat = Catalog(tmp_path)
+    assert cat._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert cat._db.execute("PRAGMA synchronous").fetchone()[0] == 1     # NORMAL
+    cat.add(ROW)
+    other = sqlite3.connect(tmp_path / "catalog.sqlite")         # another process's view
+    assert other.execute("SELECT count(*) FROM backups").fetchone()[0] == 1

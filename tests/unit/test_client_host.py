@@ -54,3 +54,64 @@ def test_a_quiesce_never_resumed_makes_writes_fail_busy_not_hang():
         with gate.write():
             pass
     assert info.value.code == "BUSY" and "h:/m" in info.value.message
+
+
+@pytest.mark.parametrize("seed,offset,size,chunk", [
+    (3, 0, 64 << 20, 4 << 20),             # the default chunk: one buffer, re-stamped
+    (5, 512, 10 << 20, 3 << 20),           # phases change: refilled when they do
+    (7, 4096, 5 << 20, 256 << 10),
+    (9, 1 << 30, 17 << 20, 16 << 20),      # a short last chunk
+])
+def test_pattern_chunks_are_the_write_pattern(seed, offset, size, chunk):
+    import numpy as np
+
+    from san.elements.client_host import PatternChunks, chunks
+    from san.pattern import pattern
+    make = PatternChunks(seed)
+    for off, length in chunks(offset, size, chunk):
+        assert np.array_equal(make(off, length), pattern(seed, off, length)), (off, length)
+
+
+def test_pattern_chunks_refuse_what_the_pattern_refuses():
+    from san.elements.client_host import PatternChunks
+    with pytest.raises(ValueError, match="512-aligned"):
+        PatternChunks(1)(100, 512)
+
+
+ONE_HOST = """
+name: one-host
+fabric:
+  switches: [{name: sw1, speed: 32GFC}]
+  zones: [{name: z, members: [h1/hba0, a1/fc0]}]
+arrays:
+  - name: a1
+    device_id: ONE-1
+    ports: [{name: fc0, number: 0, wwpn: "50:00:00:00:00:00:00:01", switch: sw1}]
+    volumes: [{number: 0, size: 16777216, port: fc0, lun: 0, hosts: [h1]}]
+hosts:
+  - name: h1
+    hbas: [{name: hba0, wwpn: "21:00:00:00:00:00:00:01", switch: sw1}]
+    mounts: [{mount_point: /v, port: a1/fc0, lun: 0}]
+"""
+
+
+def test_the_host_writes_the_pattern_and_read_compare_finds_the_first_wrong_byte(tmp_path):
+    """The write op's chunks (made in reused buffers) land as the pattern, and read_compare
+    names the first byte that differs from it (plain elements, 4 MiB chunks)."""
+    from san.flows.local import LocalSan
+    from san.pattern import first_mismatch, pattern
+    from san.topology import load_topology
+    (tmp_path / "one.yaml").write_text(ONE_HOST)
+    san = LocalSan(load_topology(tmp_path / "one.yaml"), tmp_path / "state", chunk_size=4 << 20).start()
+    try:
+        san.call("h1", "write", "/v", 0, 16 << 20, 1)
+        data, _ = san.call("h1", "read", "/v", 0, 16 << 20)
+        assert first_mismatch(data, 1, 0) is None
+        assert san.call("h1", "read_compare", "/v", 0, 16 << 20, 1)["first_mismatch"] is None
+        at = (5 << 20) + 512
+        san.call("h1", "write", "/v", at, 512, 2)                   # one sector of another seed
+        expected = first_mismatch(pattern(2, at, 512), 1, at)       # its first byte unlike seed 1's
+        assert at <= expected < at + 512
+        assert san.call("h1", "read_compare", "/v", 0, 16 << 20, 1)["first_mismatch"] == expected
+    finally:
+        san.shutdown()

@@ -9,6 +9,7 @@ from san.errors import SanError
 from san.pattern import pattern
 from san.scsi import parse_device_identification, parse_standard_inquiry
 from san.topology import load_topology
+from san.volume_info import VolumeInfo
 
 TOPO = """
 name: t
@@ -125,3 +126,56 @@ def test_data_survives_a_new_array_object(array, tmp_path):
 
 def test_unknown_volume(array):
     assert code(array.digest_volume, 7) == "NO_SUCH_VOLUME"
+
+
+# -- volume info, one volume at a time and in bulk ------------------------------------------
+@pytest.fixture
+def managed(tmp_path):
+    """The array of TOPO, managed by h2, with volume info on volumes 1 and 3 and on a
+    snapshot of volume 0 (volume 4)."""
+    (tmp_path / "m.yaml").write_text(textwrap.dedent(TOPO).replace(
+        "    device_id: HTC-0042\n", "    device_id: HTC-0042\n    managers: [h2]\n"))
+    arr = DiskArray(load_topology(tmp_path / "m.yaml").arrays[0], tmp_path / "state",
+                    granule=64 * 1024)
+    assert arr.snapshot(0) == 4
+    for number, label in ((1, "one"), (3, "three"), (4, "snap")):
+        arr.mgmt_record_info("h2", number, VolumeInfo(label, "h1", "/db", number).encode())
+    yield arr
+    arr.close()
+
+
+def test_bulk_volume_info_is_every_volume_with_its_record_in_volume_order(managed):
+    answer = managed.mgmt_read_infos("h2")
+    assert answer["device_id"] == "HTC-0042"
+    assert answer["volumes"] == managed.mgmt_volumes("h2")["volumes"] == [0, 1, 2, 3, 4]
+    assert answer["records"] == [managed.mgmt_read_info("h2", n) for n in answer["volumes"]]
+    assert [r and VolumeInfo.decode(r).label for r in answer["records"]] == \
+        [None, "one", None, "three", "snap"]
+
+
+def test_bulk_volume_info_of_named_volumes_in_the_order_named(managed):
+    answer = managed.mgmt_read_infos("h2", [4, 2, 1])
+    assert answer["volumes"] == [4, 2, 1]
+    assert [r and VolumeInfo.decode(r).label for r in answer["records"]] == ["snap", None, "one"]
+    assert managed.mgmt_read_infos("h2", [])["records"] == []
+
+
+def test_bulk_volume_info_refusals_are_the_single_reads(managed):
+    assert code(managed.mgmt_read_infos, "h1") == code(managed.mgmt_read_info, "h1", 1) \
+        == "UNAUTHORIZED"
+    assert code(managed.mgmt_read_infos, "h2", [1, 9]) == code(managed.mgmt_read_info, "h2", 9) \
+        == "NO_SUCH_VOLUME"
+    managed.delete_snapshot(4)                       # its record goes with it
+    assert code(managed.mgmt_read_infos, "h2", [4]) == "NO_SUCH_VOLUME"
+    assert managed.mgmt_read_infos("h2")["volumes"] == [0, 1, 2, 3]
+
+
+def test_a_record_file_of_another_size_is_read_whole(managed):
+    # what a backup server decodes is what the file holds (decode then says its size)
+    for size in (0, 100, 513, 70_000):
+        managed._info_path(1).write_bytes(bytes(range(256)) * (size // 256) + bytes(size % 256))
+        record = managed.mgmt_read_infos("h2", [1])["records"][0]
+        assert len(record) == size and record == managed._info_path(1).read_bytes()
+        assert managed.mgmt_read_info("h2", 1) == record
+    managed.mgmt_delete_info("h2", 1)
+    assert managed.mgmt_read_infos("h2", [1])["records"] == [None]

@@ -82,3 +82,48 @@ def test_blocks_of(offset, size, expected):
 def test_the_initiator_names_are_still_importable_from_client_host():
     for name in ("blocks_of", "parse_device_identification", "parse_standard_inquiry"):
         assert getattr(client_host, name) is getattr(scsi, name)
+
+
+# ---------------------------------------------------------------------- data buffers
+def _pickled_in_one_buffer(value):
+    """Pickle `value` out of band as Ray does, then load it with every buffer cut from one
+    block laid end to end (as Ray's object store holds them)."""
+    import pickle
+    buffers = []
+    inband = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    block = bytearray(b"".join(b.raw() for b in buffers))
+    view, pieces, at = memoryview(block).toreadonly(), [], 0
+    for b in buffers:
+        pieces.append(view[at:at + b.raw().nbytes])
+        at += b.raw().nbytes
+    return pickle.loads(inband, buffers=pieces), len(buffers)
+
+
+def test_a_data_buffer_travels_in_pieces_and_arrives_as_one_array_over_them():
+    import numpy as np
+    data = np.random.default_rng(3).integers(0, 256, 4 * scsi.PIECE + 1024, dtype=np.uint8)
+    wrapped = scsi.data_buffer(data)
+    assert isinstance(wrapped, scsi.DataBuffer) and np.shares_memory(wrapped, data)
+    got, nbuffers = _pickled_in_one_buffer(wrapped)
+    assert nbuffers == 5                                  # 4 pieces of PIECE bytes and the rest
+    assert type(got) is np.ndarray and np.array_equal(got, data)
+    assert not got.flags.owndata and not got.flags.writeable   # a view over the pieces
+
+
+def test_a_data_buffer_pickled_without_out_of_band_buffers_is_a_plain_array():
+    import pickle
+
+    import numpy as np
+    data = np.arange(3 * scsi.PIECE, dtype=np.uint64).view(np.uint8)[: 2 * scsi.PIECE + 512]
+    for protocol in (4, 5):
+        got = pickle.loads(pickle.dumps(scsi.data_buffer(data), protocol=protocol))
+        assert type(got) is np.ndarray and np.array_equal(got, data)
+
+
+def test_only_large_contiguous_byte_arrays_become_data_buffers():
+    import numpy as np
+    small = np.zeros(scsi.PIECE, np.uint8)
+    strided = np.zeros(4 * scsi.PIECE, np.uint8)[::2]
+    words = np.zeros(scsi.PIECE, np.uint64)
+    for value in (small, strided, words, b"x" * (2 * scsi.PIECE)):
+        assert scsi.data_buffer(value) is value

@@ -4,6 +4,7 @@ import struct
 import pytest
 
 from san.errors import SanError
+from san.units import format_time
 from san.volume_info import FORMAT_ID, VolumeInfo
 
 
@@ -84,3 +85,17 @@ def test_timestamp_is_big_endian_seconds_and_reserved_is_ignored_on_read():
     info = VolumeInfo.decode(rec)
     assert info.timestamp == 100 == struct.unpack(">I", rec[420:424])[0]
     assert info.moment.isoformat() == "1970-01-01T00:01:40+00:00"
+
+
+@pytest.mark.parametrize("timestamp", [0, 1, 59, 951_782_400, 1_767_225_600, 4_107_542_400, 2**32 - 1])
+def test_time_text_is_the_catalogs_form_of_the_moment(timestamp):
+    info = VolumeInfo("L", "H", "/M", timestamp)
+    assert info.time_text == format_time(info.moment)
+
+
+def test_a_decoded_record_is_the_record_the_constructor_makes():
+    info = VolumeInfo("é" * 64, "h" * 32, "/" + "m" * 255, 2**32 - 1)
+    decoded = VolumeInfo.decode(info.encode())
+    assert decoded == info and hash(decoded) == hash(info) and repr(decoded) == repr(info)
+    with pytest.raises(Exception):
+        decoded.label = "x"                     # frozen, as constructed
