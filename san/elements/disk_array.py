@@ -30,7 +30,6 @@ has never used, and persist across restarts like everything else here.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import threading
@@ -50,6 +49,33 @@ from ..volume_info import SIZE as INFO_SIZE    # the patent's 512-byte record (n
 from .copy_jobs import BATCH, CopyEngine, CopyJob  # noqa: F401  (CopyJob, BATCH: re-exported)
 
 __all__ = ["DiskArray", "GRANULE", "INFO_SIZE", "CopyJob", "BATCH"]
+
+
+def _ranges(numbers: set[int]) -> list:
+    """`numbers` for table.json, short whatever their count (so that saving the table after
+    each of thousands of snapshots costs the same): runs of consecutive numbers as
+    ``[first, last]``, lone numbers as they are."""
+    out: list = []
+    for n in sorted(numbers):
+        last = out[-1] if out else None
+        if isinstance(last, list) and last[1] == n - 1:
+            last[1] = n
+        elif isinstance(last, int) and last == n - 1:
+            out[-1] = [last, n]
+        else:
+            out.append(n)
+    return out
+
+
+def _expand(entries: list) -> set[int]:
+    """The numbers of `_ranges`' form (a plain list of numbers, the older form, reads too)."""
+    out: set[int] = set()
+    for e in entries:
+        if isinstance(e, list):
+            out.update(range(int(e[0]), int(e[1]) + 1))
+        else:
+            out.add(int(e))
+    return out
 
 
 class DiskArray(CopyEngine):
@@ -76,7 +102,8 @@ class DiskArray(CopyEngine):
         self._lock = threading.RLock()
         self._init_copy_jobs()
         table = self._load_table()
-        self.ever_used: set[int] = set(table["ever_used"]) | set(self.volumes)
+        self.ever_used: set[int] = _expand(table["ever_used"]) | set(self.volumes)
+        self._lowest_unused = 0          # only grows: a number once used is never free again
         # An attachment lives as long as the file restore or tape copy that made it; an array
         # that (re)starts has none running, so one found in the table was left by a crash and
         # would keep its LUN BUSY forever.  Reservations are never persisted, for the same reason.
@@ -98,7 +125,7 @@ class DiskArray(CopyEngine):
         return {**empty, **json.loads(self._table_path.read_text())}
 
     def _save_table(self) -> None:
-        data = {"ever_used": sorted(self.ever_used), "attachments": self.attachments,
+        data = {"ever_used": _ranges(self.ever_used), "attachments": self.attachments,
                 "mirror_source": {str(k): v for k, v in sorted(self.mirror_source.items())}}
         tmp = self._table_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -444,7 +471,9 @@ class DiskArray(CopyEngine):
                 self.reader(source)
                 raise SanError("INVALID_INPUT", f"{self.name} volume {source} is a snapshot; "
                                                 "snapshots are taken of volumes")
-            number = next(n for n in itertools.count() if n not in self.ever_used)
+            while self._lowest_unused in self.ever_used:
+                self._lowest_unused += 1
+            number = self._lowest_unused
             self.ever_used.add(number)
             self._save_table()          # before the snapshot exists: a number is never reused
             self.snaps.create(source, number)

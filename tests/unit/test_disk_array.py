@@ -179,3 +179,26 @@ def test_a_record_file_of_another_size_is_read_whole(managed):
         assert managed.mgmt_read_info("h2", 1) == record
     managed.mgmt_delete_info("h2", 1)
     assert managed.mgmt_read_infos("h2", [1])["records"] == [None]
+
+
+# -- the volume table stays small: snapshot create time does not grow with the count ------------
+@pytest.mark.parametrize("numbers,stored", [
+    (set(), []), ({0}, [0]), ({0, 1}, [[0, 1]]), ({0, 1, 2, 5, 7, 8}, [[0, 2], 5, [7, 8]]),
+    ({3, 9}, [3, 9])])
+def test_used_numbers_are_stored_as_ranges_and_read_back(numbers, stored):
+    from san.elements.disk_array import _expand, _ranges
+    assert _ranges(numbers) == stored
+    assert _expand(stored) == numbers
+    assert _expand(sorted(numbers)) == numbers          # the older plain-list form
+
+
+def test_a_thousand_snapshots_keep_the_table_small_and_numbers_never_reused(array, tmp_path):
+    import json
+    made = [array.snapshot(0) for _ in range(1000)]
+    assert made == list(range(4, 1004))                 # the lowest number never used, each time
+    table = json.loads(array._table_path.read_text())
+    assert table["ever_used"] == [[0, 1003]]
+    array.delete_snapshot(500)
+    again = DiskArray(array.spec, tmp_path / "state", granule=64 * 1024)
+    assert again.snapshot(0) == 1004                    # 500 stays used
+    again.close()
