@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections import deque
 
 import numpy as np
 
@@ -383,35 +382,5 @@ class Host(BackupClient, ClientHost):
                 "summary": "; ".join(lines[-3:]) if lines else "no output"}
 
     # -- volume images (tape) ---------------------------------------------------------------------
-    def capacity_at(self, port_ref: str, lun: int) -> int:
-        return self._capacity(self._target(port_ref, lun))
-
-    def extents_at(self, port_ref: str, lun: int) -> list:
-        """GET LBA STATUS of a volume: the byte ranges that hold data."""
-        route, array, port, _ = self._target(port_ref, lun)
-        return array.call("lba_status", route.initiator, port, lun)
-
-    def read_at(self, port_ref: str, lun: int, offset: int, length: int) -> np.ndarray:
-        return self._read_into(self._target(port_ref, lun), offset, length)[0]
-
-    def stream_extents(self, port_ref: str, lun: int, extents: list):
-        """Read the given extents of a volume and yield them chunk by chunk (a generator the
-        library pulls from: one path grant for the whole image, `window` reads in flight)."""
-        route, array, port, _ = path = self._target(port_ref, lun)
-        size = self._capacity(path)
-        array.call("prepare", route.initiator, port, lun, 0, size // BLOCK, False)
-        pieces = [p for off, length in extents for p in chunks(off, length, self.chunk_size)]
-        inflight: deque = deque()
-        for off, length in pieces:
-            if len(inflight) >= self.window:
-                yield self._counted(inflight.popleft().result())
-            inflight.append(array.start("read", route.initiator, port, lun, off // BLOCK, length // BLOCK))
-        while inflight:
-            yield self._counted(inflight.popleft().result())
-
-    def _counted(self, data):
-        self.moved_bytes += len(data)     # a chunk read for the library: progress counts it
-        return data
-
     def resources_at(self, port_ref: str, lun: int, toward_target: bool) -> tuple:
         return self._grant(port_ref).resources(toward_target)
