@@ -202,3 +202,21 @@ def plain(value):
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         return value.item()
     return value
+
+
+def write_all(fd: int, data, offset: int) -> int:
+    """pwrite every byte of `data` at `offset` (pwrite may write less); returns the count:
+    what the plain baselines write with."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+    return done
+
+
+def read_exact(fd: int, buf, offset: int):
+    """Fill `buf` from `fd` at `offset` in one preadv; OSError if the file is short there."""
+    got = os.preadv(fd, [buf], offset)
+    if got != len(buf):
+        raise OSError(f"short read: {got} of {len(buf)} bytes at {offset}")
+    return buf

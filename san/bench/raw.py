@@ -24,6 +24,7 @@ import numpy as np
 import ray
 
 from ..pattern import first_mismatch, pattern
+from .core import read_exact, write_all
 
 PIECE = 16 << 20
 
@@ -143,11 +144,7 @@ class Source:
         self.fd = os.open(path, os.O_RDONLY)
 
     def read(self, offset: int, length: int):
-        buf = np.empty(length, dtype=np.uint8)
-        got = os.preadv(self.fd, [buf], offset)
-        if got != length:
-            raise OSError(f"short read: {got} of {length} bytes at {offset}")
-        return buf
+        return read_exact(self.fd, np.empty(length, dtype=np.uint8), offset)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -167,15 +164,6 @@ class Hop:
                 moved += ray.get(inflight.popleft())
             inflight.append(appender.put.remote(source.read.remote(off, n)))
         return moved + sum(ray.get(list(inflight)))
-
-
-def write_all(fd: int, data, offset: int) -> int:
-    """pwrite every byte of `data` at `offset` (pwrite may write less); returns the count."""
-    view = memoryview(data).cast("B")
-    done = 0
-    while done < len(view):
-        done += os.pwrite(fd, view[done:], offset + done)
-    return done
 
 
 @ray.remote(num_cpus=0, concurrency_groups={"control": 1})

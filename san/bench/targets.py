@@ -59,6 +59,7 @@ from ..errors import SanError
 from ..pattern import first_mismatch, pattern
 from ..units import BLOCK, DEFAULT_CHUNK, format_size
 from .core import (NEW_SPACE, NO_DATA, OVERWRITE, READS, Baseline, Curve, DataCheckFailed,
+                   read_exact, write_all,
                    Figure, Series, alternate, check, clock, gibps, median, rate)
 
 CHUNK = DEFAULT_CHUNK            # 4 MiB per command
@@ -143,22 +144,6 @@ def ratio_curve(figures: list, repeat: int) -> Curve:
 
 
 # -- plain Python baselines ------------------------------------------------------------------
-def write_all(fd: int, data, offset: int) -> int:
-    """pwrite every byte of `data` at `offset`; returns the count."""
-    view = memoryview(data).cast("B")
-    done = 0
-    while done < len(view):
-        done += os.pwrite(fd, view[done:], offset + done)
-    return done
-
-
-def read_exact(fd: int, buf: np.ndarray, offset: int) -> np.ndarray:
-    got = os.preadv(fd, [buf], offset)
-    if got != len(buf):
-        raise OSError(f"short read: {got} of {len(buf)} bytes at {offset}")
-    return buf
-
-
 class ChecksumCopy:
     """A plain Python copy of a volume's written extents, file to file, as a copy job must
     do it: each extent's space `posix_fallocate`d, then chunk by chunk read, the chosen
