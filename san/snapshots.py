@@ -64,7 +64,7 @@ from san.granules import runs
 from san.journal import Journal, seal, sealed
 from san.pool import GranulePool
 from san.snapshot_view import ZERO, SnapshotView, _hi, _Snap, _Source
-from san.storage import VolumeStore, zero_checksum
+from san.storage import VolumeStore, holds_data
 
 __all__ = ["SnapshotView", "SnapshotEngine", "ZERO",
            "GranulePool"]          # re-exported from san.pool, its home
@@ -365,11 +365,7 @@ class SnapshotEngine:
                     # checksum, so rot moves along and a read of the snapshot reports it
                     old, cs = store.read_granules(start, stop - start, verify=False)
                     pieces = [old[g * G - start: min(g * G + G, store.size) - start] for g in run]
-                    # zeros are told by their checksum, without a scan of the bytes
-                    nonzero = (cs != np.array(zero_checksum(G), dtype=np.uint64)).any(axis=1)
-                    if stop - start != len(run) * G:     # a short last granule of the volume
-                        nonzero[-1] = bool(pieces[-1].any())
-                    nonzero = nonzero.tolist()
+                    nonzero = holds_data(cs, stop - start, G)
                     keep = [i for i, nz in enumerate(nonzero) if nz]
                     slots = iter(self.pool.save_many([pieces[i] for i in keep], cs[keep]))
                     for g, piece, nz in zip(run, pieces, nonzero):

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import SanError
 from ..granules import granule_extents, runs
-from ..storage import VolumeStore, zero_checksum
+from ..storage import VolumeStore, holds_data
 from ..timemodel import Transfer
 
 __all__ = ["BATCH", "CopyJob", "CopyEngine"]
@@ -223,13 +223,9 @@ class CopyEngine:
     def _nonzero(self, data: np.ndarray, cs, offset: int, end: int) -> list[bool]:
         """Per granule of `data` (bytes [offset, end) of a volume): does it hold anything?"""
         G = self.granule
-        n, short = divmod(end - offset, G)
         if cs is not None:
-            zero = np.empty((n + (1 if short else 0), 2), dtype=np.uint64)
-            zero[:] = zero_checksum(G)
-            if short:
-                zero[-1] = zero_checksum(short)
-            return (cs != zero).any(axis=1).tolist()
+            return holds_data(cs, end - offset, G)
+        n, short = divmod(end - offset, G)
         # 8 bytes at a time: a granule is a multiple of 512 bytes
         flags = data[:n * G].view(np.uint64).reshape(n, G // 8).any(axis=1).tolist()
         if short:
