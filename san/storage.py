@@ -535,35 +535,105 @@ class VolumeStore(FdOwner):
         checksum and is found by whoever reads it there.  No caller hands such bytes out.
         """
         offset, length = int(offset), int(length)
+        G = self.granule
+        end = offset + length
+        if offset % G or (end % G and end != self.size) or length < 0:
+            raise SanError("INVALID_INPUT",
+                           f"{self.label}: read_granules at offset {offset}, length {length} "
+                           f"does not cover whole {G}-byte granules")
         with self._lock:
             self._check_open()
             self._check_range("read", offset, length)
-            G = self.granule
-            end = offset + length
-            if offset % G or (end % G and end != self.size):
-                raise SanError("INVALID_INPUT",
-                               f"{self.label}: read_granules at offset {offset}, length {length} "
-                               f"does not cover whole {G}-byte granules")
-            g0, g1 = offset // G, -(-end // G)
-            touched = present(self._map, g0, g1)
-            full = len(touched) == g1 - g0
-            out = np.empty(length, dtype=np.uint8) if full else np.zeros(length, dtype=np.uint8)
-            cs = np.empty((g1 - g0, 2), dtype=np.uint64)
+            return self._gather(range(offset // G, -(-end // G)), verify)
+
+    def gather(self, gs, verify: bool = True, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`read_granules` for granules `gs` (ascending, any spacing): their bytes one after
+        the other (each granule `granule` bytes, the volume's short last one shorter) and
+        their checksums, one row each.  A resync's scattered granules are read in one call,
+        with one ``pread`` per stretch of consecutive written ones.
+
+        `out`, a uint8 buffer at least that long, receives the bytes (the front of it is
+        returned): a copy job reuses one buffer, whose pages are already mapped, instead of
+        faulting in a fresh one per batch (that cost about 1 ms per 4 MiB here)."""
+        gs = self._granule_list("gather", gs)
+        with self._lock:
+            self._check_open()
+            return self._gather(gs, verify, out)
+
+    def _gather(self, gs, verify: bool, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        G, n = self.granule, len(gs)
+        held = [g for g in gs if g in self._map]
+        total = n * G if not n or gs[-1] != self.n_granules - 1 else (n - 1) * G + self._glen(gs[-1])
+        full = len(held) == n
+        if out is None:
+            out = np.empty(total, dtype=np.uint8) if full else np.zeros(total, dtype=np.uint8)
+        else:
+            if len(out) < total:
+                raise SanError("INVALID_INPUT", f"{self.label}: a gather of {n} granules needs "
+                                                f"{total} bytes, the buffer given holds {len(out)}")
+            out = out[:total]
             if not full:
-                cs[:] = zero_checksum(G)
-                if end % G:
-                    cs[-1] = zero_checksum(end % G)
-            for run in runs(touched, max(1, VERIFY_RUN // G)):
-                start = run[0] * G
-                piece = self._pread_run(run, out[start - offset:])
-                if verify:
-                    got, bad = self._checked(run, piece)
-                    if bad:
-                        raise self._mismatch(bad)
-                else:
-                    got = np.array([self._map[g] for g in run], dtype=np.uint64)
-                cs[run[0] - g0: run[-1] + 1 - g0] = got
-            return out, cs
+                out[:] = 0
+        cs = np.empty((n, 2), dtype=np.uint64)
+        if not full:
+            cs[:] = zero_checksum(G)
+            if n and total % G:
+                cs[-1] = zero_checksum(total % G)
+        # `gs` ascends without repeats, so granules consecutive on disk are neighbours in it
+        where = {g: i for i, g in enumerate(gs)} if not isinstance(gs, range) else None
+        for run in runs(held, max(1, VERIFY_RUN // G)):
+            i = run[0] - gs.start if where is None else where[run[0]]
+            self._gather_run(run, out[i * G:], cs[i: i + len(run)], verify)
+        return out, cs
+
+    def _gather_run(self, run: list[int], out: np.ndarray, cs: np.ndarray, verify: bool) -> None:
+        piece = self._pread_run(run, out)
+        if verify:
+            got, bad = self._checked(run, piece)
+            if bad:
+                raise self._mismatch(bad)
+        else:
+            got = np.array([self._map[g] for g in run], dtype=np.uint64)
+        cs[:] = got
+
+    def scatter(self, gs, data, checksums=None) -> None:
+        """Store whole granules `gs` (ascending, any spacing) from `data` (their bytes one
+        after the other, as `gather` gives them): a copy's scattered granules written in one
+        call, one ``pwrite`` per stretch of consecutive granules and one journal append.
+        With `checksums` (one row each, as `gather` gave them with these very bytes) nothing
+        is hashed; as with `write`, a wrong checksum can only make a later read fail."""
+        gs = self._granule_list("scatter", gs)
+        arr = as_bytes_array(data)
+        G = self.granule
+        want = 0 if not gs else (len(gs) - 1) * G + self._glen(gs[-1])
+        if len(arr) == want and checksums is None:
+            checksums = granule_checksums(arr, G)
+        cs = np.asarray(checksums if checksums is not None else (), dtype=np.uint64)
+        if len(arr) != want or cs.shape != (len(gs), 2):
+            raise SanError("INVALID_INPUT",
+                           f"{self.label}: scatter of {len(gs)} granules needs {want} bytes and "
+                           f"{len(gs)} checksums (got {len(arr)} bytes, checksums {cs.shape})")
+        with self._lock:
+            self._check_open()
+            if not gs:
+                return
+            recs, i = [], 0
+            for run in runs(gs):
+                j = i + len(run)
+                recs.append(self._write_whole(run[0], run[-1] + 1, arr[i * G: i * G + (j - i - 1) * G + self._glen(run[-1])],
+                                              cs[i:j]))
+                self._bad.clear(run[0], run[-1] + 1)
+                i = j
+            self._journal(np.concatenate(recs) if len(recs) > 1 else recs[0])
+
+    def _granule_list(self, what: str, gs) -> list[int]:
+        """`gs` as a list of ints, checked: ascending, unique, inside the volume."""
+        gs = [int(g) for g in gs]
+        if any(b <= a for a, b in zip(gs, gs[1:])) or (gs and (gs[0] < 0 or gs[-1] >= self.n_granules)):
+            raise SanError("INVALID_INPUT",
+                           f"{self.label}: {what} needs ascending granules in [0, "
+                           f"{self.n_granules}) (got {gs[:8]}{' ...' if len(gs) > 8 else ''})")
+        return gs
 
     def _read_run(self, run: list[int], offset: int, out: np.ndarray) -> None:
         """Read consecutive whole granules `run` straight into `out` (which starts at `offset`)."""

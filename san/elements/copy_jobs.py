@@ -12,9 +12,9 @@ an interrupted copy never leaves a record claiming a complete backup.
 
 Planning (`CopyEngine._plan`) decides which granules a job moves and which destination
 granules it reads only to check them (see there: rot on disk is what the map cannot know).
-A job moves up to `BATCH` granules per turn of the array's lock (`CopyEngine.step`), one read
-and as few writes as possible per run of consecutive granules, freeing all-zero stretches to
-keep the destination thin; `CopyEngine.finish` records the volume info (a volume copy with
+A job moves up to `BATCH` granules per turn of the array's lock (`CopyEngine.step`): one
+gathered read of them (however scattered: a resync's changed granules are), one scattered
+write of those holding data, and all-zero ones freed to keep the destination thin; `CopyEngine.finish` records the volume info (a volume copy with
 ``with_info``) only once the data is complete, and the job's modeled transfer on the array's
 copy engine.  A copy to another array over FC is a `CopyJob` too, run by `san.actors`.
 
@@ -35,10 +35,12 @@ from ..errors import SanError
 from ..granules import granule_extents, runs
 from ..storage import VolumeStore, holds_data
 from ..timemodel import Transfer
+from ..units import MiB
 
-__all__ = ["BATCH", "CopyJob", "CopyEngine"]
+__all__ = ["BATCH", "INLINE", "CopyJob", "CopyEngine"]
 
 BATCH = 16  # granules a copy job moves per turn of its lock (4 MiB at the default granule)
+INLINE = 16 * MiB   # a job moving at most this runs in the thread that orders it (see _launch)
 
 
 @dataclass
@@ -76,6 +78,8 @@ class CopyEngine:
         self.copies_go = threading.Event()   # cleared: copy jobs wait before their next batch
         self.copies_go.set()
         self.moved_bytes = 0                 # bytes every copy of this array has moved so far
+        # what a batch is read into, under the lock: one buffer whose pages stay mapped
+        self._copy_buf = np.empty(0, dtype=np.uint8)
 
     def mgmt_moved(self, caller: str) -> int:
         """Bytes this array's copies have moved so far (a counter that only grows: progress
@@ -174,58 +178,85 @@ class CopyEngine:
                       total=sum(self._glen(dest, g) for g in plan), with_info=with_info,
                       checked=checked)
         self.jobs[job.id] = job
-        if self.autostart:
-            threading.Thread(target=self._run, args=(job,), name=f"{self.name}-{kind}-{job.id}",
-                             daemon=True).start()
         return job
+
+    def _launch(self, job: CopyJob) -> dict:
+        """Run a job just started (the lock is *not* held) and return its status.
+
+        A job of at most `INLINE` bytes runs here, in the thread that ordered it, unless
+        copies are held: it is over when the order is answered (state ``done`` or
+        ``failed``), with no thread to start; a caller that does not need its transfers or
+        its error need not wait for it.  That keeps a resync of a few changed granules a small
+        fraction of a full copy.  A larger job runs in a thread of its own."""
+        if self.autostart:
+            if job.total <= INLINE and self.copies_go.is_set():
+                self._run(job)
+            else:
+                threading.Thread(target=self._run, args=(job,), name=f"{self.name}-{job.kind}-{job.id}",
+                                 daemon=True).start()
+        return job.status()
 
     def _glen(self, number: int, g: int) -> int:
         """Bytes of granule `g` of a volume (the last one of an odd-sized volume is short)."""
         return min(self.granule, self.size_of(number) - g * self.granule)
 
-    def _copy_granule(self, job: CopyJob, g: int) -> None:
-        self._copy_run(job, [g])
+    def _extent(self, number: int, run: list[int]) -> tuple[int, int]:
+        """(offset, length) of consecutive granules `run` of a volume."""
+        return run[0] * self.granule, (run[-1] - run[0]) * self.granule + self._glen(number, run[-1])
 
-    def _copy_run(self, job: CopyJob, run: list[int]) -> None:
-        """Copy consecutive granules of a job now (the lock is held): one read, then one
-        write per stretch of data (all-zero stretches are freed, keeping the copy thin).
+    def _copy_granule(self, job: CopyJob, g: int) -> None:
+        self._copy_granules(job, [g])
+
+    def _copy_granules(self, job: CopyJob, gs: list[int]) -> None:
+        """Copy granules `gs` (ascending, any spacing) of a job now (the lock is held): one
+        read of them all, one write of those holding data; all-zero ones are freed on the
+        destination, keeping the copy thin.
 
         From a volume, the read hands over the checksums it verified: zero granules are told
         by them and the destination stores them as they are, so each byte is hashed once."""
         G = self.granule
-        offset = run[0] * G
-        end = min((run[-1] + 1) * G, self.size_of(job.dest))
-        data, cs = self._read_for_copy(job.source, offset, end - offset)
-        nonzero = self._nonzero(data, cs, offset, end)
+        for run in runs(gs):        # before anything is read into the shared buffer
+            self._before_write(job.dest, *self._extent(job.dest, run))
+        data, cs = self._read_for_copy(job.source, gs)
+        nonzero = self._nonzero(data, cs)
+        keep = [i for i, full in enumerate(nonzero) if full]
         dest = self.stores[job.dest]
-        i = 0
-        while i < len(run):
-            j = i
-            while j + 1 < len(run) and nonzero[j + 1] == nonzero[i]:
-                j += 1
-            lo, hi = offset + i * G, min(offset + (j + 1) * G, end)
-            if nonzero[i]:
-                self._before_write(job.dest, lo, hi - lo)
-                dest.write(lo, data[lo - offset:hi - offset], None if cs is None else cs[i:j + 1])
-            else:
-                self._store_zero(job.dest, lo, hi - lo)
-            i = j + 1
-        job.pending.difference_update(run)
-        job.copied += end - offset
-        self.moved_bytes += end - offset
+        if len(keep) == len(gs):
+            dest.scatter(gs, data, cs)
+        elif keep:
+            dest.scatter([gs[i] for i in keep],
+                         np.concatenate([data[i * G: i * G + self._glen(job.dest, gs[i])] for i in keep]),
+                         None if cs is None else cs[keep])
+        for run in runs(g for g, full in zip(gs, nonzero) if not full):
+            self._store_zero(job.dest, *self._extent(job.dest, run))
+        done = sum(self._glen(job.dest, g) for g in gs)
+        job.pending.difference_update(gs)
+        job.copied += done
+        self.moved_bytes += done
 
-    def _read_for_copy(self, number: int, offset: int, length: int):
-        """(the bytes of whole granules of volume `number`, their checksums or None)."""
+    def _read_for_copy(self, number: int, gs: list[int]):
+        """(the bytes of granules `gs` of volume `number`, one after the other; their
+        checksums, or None when the source is a snapshot, which is read as a host would)."""
+        G = self.granule
+        if len(self._copy_buf) < len(gs) * G:
+            self._copy_buf = np.empty(len(gs) * G, dtype=np.uint8)
         if number in self.stores:
-            return self.stores[number].read_granules(offset, length)
-        return self.read_volume(number, offset, length), None
+            return self.stores[number].gather(gs, out=self._copy_buf)
+        out = self._copy_buf[:sum(self._glen(number, g) for g in gs)]
+        at = 0
+        for run in runs(gs):
+            offset, n = self._extent(number, run)
+            out[at: at + n] = self.read_volume(number, offset, n)
+            at += n
+        return out, None
 
-    def _nonzero(self, data: np.ndarray, cs, offset: int, end: int) -> list[bool]:
-        """Per granule of `data` (bytes [offset, end) of a volume): does it hold anything?"""
+    def _nonzero(self, data: np.ndarray, cs) -> list[bool]:
+        """Per granule of `data` (granules of a volume one after the other, as
+        `_read_for_copy` gives them): does it hold anything?"""
         G = self.granule
         if cs is not None:
-            return holds_data(cs, end - offset, G)
-        n, short = divmod(end - offset, G)
+            return holds_data(cs, len(data), G)
+        n, short = divmod(len(data), G)
         # 8 bytes at a time: a granule is a multiple of 512 bytes
         flags = data[:n * G].view(np.uint64).reshape(n, G // 8).any(axis=1).tolist()
         if short:
@@ -246,8 +277,8 @@ class CopyEngine:
                 g = job.order.pop()  # `order` is kept reversed: pop() takes the lowest
                 if g in job.pending:
                     batch.append(g)
-            for run in runs(batch):
-                self._copy_run(job, run)
+            if batch:
+                self._copy_granules(job, batch)
             return bool(job.pending)
 
     def finish(self, job: CopyJob) -> None:

@@ -448,7 +448,7 @@ class DiskArray(CopyEngine):
             if self.mirror_source.get(secondary) != primary:   # a resync changes nothing here
                 self.mirror_source[secondary] = primary
                 self._save_table()
-            return job.status()
+        return self._launch(job)
 
     def mgmt_restore(self, caller: str, backup: int, port: str, lun: int) -> dict:
         """Copy backup volume `backup` (a mirror secondary, a snapshot or a copy) onto the
@@ -456,8 +456,8 @@ class DiskArray(CopyEngine):
         The target's volume info is never written."""
         self.authorize(caller)
         with self._lock:
-            target = self._volume_at(port, lun)
-            return self._start(backup, target, "restore").status()
+            job = self._start(backup, self._volume_at(port, lun), "restore")
+        return self._launch(job)
 
     def mgmt_snapshot(self, caller: str, port: str, lun: int) -> dict:
         """Take a snapshot of the volume at port/LUN; returns its new volume number (Fig. 18)."""
@@ -512,7 +512,8 @@ class DiskArray(CopyEngine):
         volume info, recorded only once the data copy has succeeded."""
         self.authorize(caller)
         with self._lock:
-            return self._start(source, dest, "copy", with_info=with_info).status()
+            job = self._start(source, dest, "copy", with_info=with_info)
+        return self._launch(job)
 
     def mgmt_attach(self, caller: str, number: int, port: str, lun: int, host: str) -> None:
         """Map volume `number` at port/LUN for `host` (file restore, Fig. 13)."""

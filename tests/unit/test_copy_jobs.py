@@ -112,19 +112,20 @@ def test_the_array_is_a_copy_engine_and_old_imports_still_work():
     assert GRANULE == DEFAULT_GRANULE == 256 * 1024
 
 
-def test_a_step_copies_at_most_its_batch_lowest_first_one_read_per_run(array, monkeypatch):
+def test_a_step_copies_at_most_its_batch_lowest_first_in_one_gather_and_one_scatter(array, monkeypatch):
     for g in (0, 1, 2, 5, 6, 9, 20, 21):
         host_write(array, g * G, rand(g + 1, G))
     job = array.jobs[array.mgmt_mirror("srv", "fc0", 0, 1)["job"]]
     assert job.total == 8 * G and sorted(job.pending) == [0, 1, 2, 5, 6, 9, 20, 21]
-    reads = []
-    orig = array._read_for_copy
-    monkeypatch.setattr(array, "_read_for_copy", lambda n, o, ln: reads.append((n, o // G, ln // G)) or orig(n, o, ln))
+    reads, writes = [], []
+    orig, scatter = array._read_for_copy, array.stores[1].scatter
+    monkeypatch.setattr(array, "_read_for_copy", lambda n, gs: reads.append((n, list(gs))) or orig(n, gs))
+    monkeypatch.setattr(array.stores[1], "scatter", lambda gs, d, cs: writes.append(list(gs)) or scatter(gs, d, cs))
     assert array.step(job, 6)                               # 6 of 8: still some left
-    assert reads == [(0, 0, 3), (0, 5, 2), (0, 9, 1)] and sorted(job.pending) == [20, 21]
-    assert job.copied == 6 * G and job.state == "running"
+    assert reads == [(0, [0, 1, 2, 5, 6, 9])] and writes == [[0, 1, 2, 5, 6, 9]]
+    assert sorted(job.pending) == [20, 21] and job.copied == 6 * G and job.state == "running"
     assert not array.step(job)                              # BATCH (16) covers the rest
-    assert reads[-1] == (0, 20, 2) and not job.pending
+    assert reads[-1] == (0, [20, 21]) and writes[-1] == [20, 21] and not job.pending
     array.finish(job)
     assert job.state == "done" and job.done.is_set()
     assert np.array_equal(content(array, 1), content(array, 0))
@@ -162,6 +163,33 @@ def test_hold_copies_stops_a_running_job_before_its_next_batch(array):
     assert array.mgmt_wait("srv", job.id)["copied"] == SIZE
 
 
+def test_a_small_job_runs_in_the_ordering_thread_and_is_done_when_answered(array, monkeypatch):
+    array.autostart = True
+    host_write(array, 0, rand(6, SIZE))
+    monkeypatch.setattr(copy_jobs.threading, "Thread", lambda *a, **k: pytest.fail("a thread for a small job"))
+    status = array.mgmt_mirror("srv", "fc0", 0, 1)
+    assert SIZE <= copy_jobs.INLINE and status["state"] == "done" and status["copied"] == SIZE
+    assert np.array_equal(content(array, 1), content(array, 0))
+    assert array.mgmt_wait("srv", status["job"])["transfers"]          # waiting still works
+
+
+def test_a_job_larger_than_inline_runs_in_a_thread_of_its_own(array, monkeypatch):
+    array.autostart = True
+    host_write(array, 0, rand(7, SIZE))
+    started = []
+    real = threading.Thread
+
+    def thread(*args, **kwargs):
+        started.append(kwargs["name"])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(copy_jobs, "INLINE", SIZE - 1)
+    monkeypatch.setattr(copy_jobs.threading, "Thread", thread)
+    status = array.mgmt_copy("srv", 0, 2, False)
+    assert started == [f"a1-copy-{status['job']}"]
+    assert array.mgmt_wait("srv", status["job"])["copied"] == SIZE
+    assert np.array_equal(content(array, 2), content(array, 0))
+
+
 @pytest.mark.parametrize("error,code_", [(SanError("CHECKSUM_MISMATCH", "rot"), "CHECKSUM_MISMATCH"),
                                          (RuntimeError("a bug"), "INVALID_INPUT")])
 def test_a_job_that_fails_ends_failed_and_its_waiter_gets_the_error(array, monkeypatch, error, code_):
@@ -170,7 +198,7 @@ def test_a_job_that_fails_ends_failed_and_its_waiter_gets_the_error(array, monke
 
     def broken(job, run_):
         raise error
-    monkeypatch.setattr(array, "_copy_run", broken)
+    monkeypatch.setattr(array, "_copy_granules", broken)
     status = array.mgmt_mirror("srv", "fc0", 0, 1)
     with pytest.raises(SanError) as e:
         array.mgmt_wait("srv", status["job"])

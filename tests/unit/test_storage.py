@@ -876,6 +876,63 @@ def test_a_write_with_checksums_covers_whole_granules_one_row_each(tmp_path, off
     assert s.written_granules() == []
 
 
+def test_gather_reads_scattered_granules_one_after_the_other_with_their_checksums(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 16 * G + 1024, granule=G)          # a short last granule
+    ref = np.zeros(s.size, np.uint8)
+    for g in (1, 2, 7, 16):
+        ref[g * G: (g + 1) * G] = data = rand_bytes(rng, min(G, s.size - g * G))
+        s.write(g * G, data)
+    gs = [0, 1, 2, 5, 7, 16]                                           # unwritten ones too
+    got, cs = s.gather(gs)
+    assert np.array_equal(got, np.concatenate([ref[g * G: (g + 1) * G] for g in gs]))
+    assert len(got) == 5 * G + 1024 and cs.shape == (6, 2)
+    assert [tuple(r) for r in cs] == [san.storage.zero_checksum(G), s.checksum(1), s.checksum(2),
+                                      san.storage.zero_checksum(G), s.checksum(7), s.checksum(16)]
+    buf = np.full(8 * G, 7, np.uint8)                                  # into a caller's buffer
+    got2, cs2 = s.gather(gs, out=buf)
+    assert np.array_equal(got2, got) and np.array_equal(cs2, cs) and np.shares_memory(got2, buf)
+    assert np.array_equal(s.read_granules(G, 2 * G)[0], ref[G: 3 * G])
+    s.corrupt(7 * G + 3, 1)
+    with pytest.raises(SanError) as e:
+        s.gather([2, 7])
+    assert e.value.code == "CHECKSUM_MISMATCH" and f"bytes {7 * G}..{8 * G - 1}" in e.value.message
+
+
+def test_scatter_writes_gathered_granules_elsewhere_without_hashing(tmp_path, rng, monkeypatch):
+    a = VolumeStore(tmp_path, "a", 16 * G, granule=G)
+    b = VolumeStore(tmp_path, "b", 16 * G, granule=G)
+    a.write(0, rand_bytes(rng, 16 * G))
+    gs = [0, 3, 4, 5, 11, 15]
+    data, cs = a.gather(gs)
+    monkeypatch.setattr(san.storage, "granule_checksums", lambda *x: pytest.fail("hashed again"))
+    b.scatter(gs, data, cs)
+    monkeypatch.undo()
+    assert b.written_granules() == gs and [b.checksum(g) for g in gs] == [a.checksum(g) for g in gs]
+    for g in gs:
+        assert np.array_equal(b.read(g * G, G), a.read(g * G, G))
+    c = VolumeStore(tmp_path, "c", 16 * G, granule=G)
+    c.scatter([2, 9], data[:2 * G])                                    # no checksums: hashed here
+    assert np.array_equal(c.read(9 * G, G), a.read(3 * G, G)) and c.checksum(9) == a.checksum(3)
+
+
+@pytest.mark.parametrize("call,args,words", [
+    ("gather", ([3, 2],), "ascending granules in [0, 16)"),
+    ("gather", ([1, 1],), "ascending granules"),
+    ("gather", ([16],), "(got [16])"),
+    ("gather", ([-1, 0],), "(got [-1, 0])"),
+    ("gather", ([0, 1], True, np.zeros(G, np.uint8)), f"needs {2 * G} bytes, the buffer given holds {G}"),
+    ("scatter", ([0, 1], np.zeros(G, np.uint8)), f"needs {2 * G} bytes and 2 checksums (got {G} bytes"),
+    ("scatter", ([0], np.zeros(G, np.uint8), np.zeros((2, 2), np.uint64)), "checksums (2, 2)"),
+    ("scatter", ([5, 4], np.zeros(2 * G, np.uint8)), "ascending granules"),
+])
+def test_gather_and_scatter_refuse_bad_arguments_naming_them(tmp_path, call, args, words):
+    s = VolumeStore(tmp_path, "v", 16 * G, granule=G)
+    with pytest.raises(SanError) as e:
+        getattr(s, call)(*args)
+    assert e.value.code == "INVALID_INPUT" and words in e.value.message
+    assert s.written_granules() == []
+
+
 def test_compare_lists_differing_and_equal_granules_from_the_maps(tmp_path, rng):
     a = VolumeStore(tmp_path, "a", 64 * KiB, granule=G)
     b = VolumeStore(tmp_path, "b", 64 * KiB, granule=G)
