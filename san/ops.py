@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .errors import SanError
 from .fat import BlockDevice, FatVolume
+from .strike import strike
 from .timemodel import Transfer
 
 if TYPE_CHECKING:   # the runner imports this module
@@ -37,6 +38,7 @@ class Context:
     checkpoints: dict = field(default_factory=dict)
     backups: dict = field(default_factory=dict)       # `as:` name -> (server, catalog key)
     definitions: dict = field(default_factory=dict)   # definition name -> its server
+    meters: dict = field(default_factory=dict)        # step title -> `san.strike.StepMeter`
 
     def server_of(self, definition: str) -> str:
         return self.definitions[definition]
@@ -317,9 +319,20 @@ def _match(wanted: list[dict], rows: list[dict]) -> bool:
 
 @op("fault")
 def op_fault(ctx, step) -> Work:
-    if getattr(step, "when", None) is not None:
-        raise SanError("INVALID_INPUT", "fault `when:` (striking mid-step) is not available "
-                                        "in this version; put the fault between steps")
+    """Strike now, or with ``when`` once another step of the concurrent has moved so many
+    bytes (`san.strike`): then the result also says after how many."""
+    when = getattr(step, "when", None)
+    if when is None:
+        return Work(result=_fire(ctx, step))
+    meter = ctx.meters.get(when.step)
+    if meter is None:
+        raise SanError("INVALID_INPUT", f"fault when: no step titled {when.step!r} runs beside "
+                                        "this fault in its concurrent step")
+    struck = strike(ctx, meter, when.after, lambda: _fire(ctx, step))
+    return Work(result={"kind": step.kind, "target": step.target, **struck})
+
+
+def _fire(ctx, step) -> dict:
     san, kind, target = ctx.san, step.kind, step.target
     element = san.kind(target)
     if kind in ("kill", "restart"):
@@ -338,7 +351,7 @@ def op_fault(ctx, step) -> Work:
         else:
             raise SanError("INVALID_INPUT", "corrupt takes an array and a volume, or a tape "
                                             f"library and a medium (got target {target!r})")
-    return Work(result={"kind": kind, "target": target})
+    return {"kind": kind, "target": target}
 
 
 @op("scrub")

@@ -20,6 +20,7 @@ from pathlib import Path
 from .errors import SanError
 from .links import capacities, link_of
 from .ops import OPS, Context
+from .strike import meters_for
 from .timemodel import Transfer, busiest, simulate
 from .units import format_time, parse_time
 
@@ -126,9 +127,17 @@ class Runner:
         chains: list[tuple[list[StepReport], list[Transfer]]] = []
         try:
             if step.op == "concurrent":
+                meters = meters_for(self.ctx, step.steps)   # before any inner step moves
+                self.ctx.meters.update(meters)
+
+                def inner_step(pair):
+                    try:
+                        return self._execute(*pair)
+                    finally:        # a fault waiting on this step strikes now at the latest
+                        if pair[1].title in meters:
+                            meters[pair[1].title].ended.set()
                 with ThreadPoolExecutor(max_workers=max(1, len(step.steps))) as pool:
-                    inner = list(pool.map(lambda pair: self._execute(*pair),
-                                          enumerate(step.steps)))
+                    inner = list(pool.map(inner_step, enumerate(step.steps)))
                 for child, child_chains in inner:
                     report.children.append(child)
                     chains += [([report] + owners, chain) for owners, chain in child_chains]

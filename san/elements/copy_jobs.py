@@ -35,6 +35,7 @@ from ..errors import SanError
 from ..granules import granule_extents, runs
 from ..storage import VolumeStore, holds_data
 from ..timemodel import Transfer
+from ..tripwire import Tripwire
 from ..units import MiB
 
 __all__ = ["BATCH", "INLINE", "CopyJob", "CopyEngine"]
@@ -78,13 +79,23 @@ class CopyEngine:
         self.copies_go = threading.Event()   # cleared: copy jobs wait before their next batch
         self.copies_go.set()
         self.moved_bytes = 0                 # bytes every copy of this array has moved so far
+        self.trip = Tripwire()
         # what a batch is read into, under the lock: one buffer whose pages stay mapped
         self._copy_buf = np.empty(0, dtype=np.uint8)
 
     def mgmt_moved(self, caller: str) -> int:
         """Bytes this array's copies have moved so far (a counter that only grows: progress
-        bars read it as steps go).  Anyone may ask: it says nothing about the data."""
+        bars and `when:` faults read it as steps go).  Anyone may ask: it says nothing about
+        the data."""
         return self.moved_bytes
+
+    def mgmt_trip_arm(self, caller: str, at: int) -> None:
+        """Stop the copy whose batch brings `mgmt_moved` to `at` or past it, before its next
+        batch, until `mgmt_trip_release` (a fault striking mid-copy: `san.tripwire`)."""
+        self.trip.arm(at)
+
+    def mgmt_trip_release(self, caller: str) -> None:
+        self.trip.release()
 
     def _job(self, job: int) -> CopyJob:
         if job not in self.jobs:
@@ -279,11 +290,15 @@ class CopyEngine:
                     batch.append(g)
             if batch:
                 self._copy_granules(job, batch)
-            return bool(job.pending)
+            more = bool(job.pending)
+        self.trip.passed(self.moved_bytes)      # outside the lock: a fault may need it
+        return more
 
     def finish(self, job: CopyJob) -> None:
         """The end of a job whose granules are all copied: its volume info, its state."""
         with self._lock:
+            if job.state == "failed":       # ended meanwhile (the array went down)
+                return
             job.transfers = [Transfer((f"{self.name}/copy",), job.copied)]
             if job.checked:   # reading the destination to make sure: time, not payload
                 job.transfers.append(Transfer((f"{self.name}/copy",), job.checked, counted=False))
@@ -295,6 +310,8 @@ class CopyEngine:
         job.done.set()
 
     def fail(self, job: CopyJob, exc: Exception) -> None:
+        if job.state == "failed":       # the first failure is the one its waiter hears of
+            return
         job.error = exc if isinstance(exc, SanError) else SanError(
             "INVALID_INPUT", f"{job.kind} {job.source} -> {job.dest} failed: {exc!r}")
         job.state = "failed"
@@ -307,6 +324,15 @@ class CopyEngine:
             self.finish(job)
         except Exception as exc:  # a failure (or a bug) must end the job and reach the waiter
             self.fail(job, exc)
+
+    def end_jobs(self) -> None:
+        """This array is going down: every running job fails ELEMENT_DOWN (its waiters hear it
+        now) and a thread stopped at the tripwire goes on, to find the stores closed."""
+        for job in list(self.jobs.values()):
+            if job.state == "running":
+                self.fail(job, SanError("ELEMENT_DOWN", f"{self.name} went down during the "
+                                                        f"{job.kind} of volume {job.source}"))
+        self.trip.release()
 
     def wait_all(self) -> None:
         for job in list(self.jobs.values()):

@@ -634,3 +634,4 @@ class DiskArray(CopyEngine):
     def close(self) -> None:
         for store in self.stores.values():
             store.close()
+        self.end_jobs()

@@ -72,7 +72,9 @@ class BackupClient:
                                                 f"{stream!r} (closed, or the host restarted)")
             self._images[stream] += nbytes
             self.moved_bytes += nbytes
-            return self._images[stream]
+            total, moved = self._images[stream], self.moved_bytes
+        self.trip.passed(moved)         # outside the lock: the library may stop here a while
+        return total
 
     def client_image_close(self, stream: str) -> None:
         with self._images_lock:

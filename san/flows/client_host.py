@@ -29,6 +29,7 @@ from ..errors import SanError
 from ..fat import FAT_EPOCH, BlockDevice, FatVolume, format_volume, fsck, normalize
 from ..scsi import blocks_of, parse_device_identification, parse_standard_inquiry
 from ..timemodel import Transfer
+from ..tripwire import Tripwire
 from ..units import BLOCK
 from .backup_client import BackupClient
 from .lan import manage
@@ -44,6 +45,7 @@ class Host(BackupClient, ClientHost):
         self.now = now or FAT_EPOCH      # the simulated clock, as the runner last told it
         self.peers = peers
         self.moved_bytes = 0
+        self.trip = Tripwire()
         self.chunk_size = chunk_size
         self.window = window
         self.arrays_by_device = dict(arrays_by_device or {})   # the LAN directory
@@ -80,11 +82,24 @@ class Host(BackupClient, ClientHost):
     # -- block I/O ----------------------------------------------------------------------------
     def _count(self, piece, answer) -> None:
         self.moved_bytes += piece[1]     # a chunk the array acknowledged (or answered)
+        self.trip.passed(self.moved_bytes)
 
     def bytes_moved(self) -> int:
         """Payload bytes this host's FC transfers have had acknowledged so far (a counter that
-        only grows: progress bars read it as steps go)."""
+        only grows: progress bars and `when:` faults read it as steps go)."""
         return self.moved_bytes
+
+    def trip_arm(self, at: int) -> None:
+        """Stop the thread whose acknowledged chunk brings `bytes_moved` to `at` or past it,
+        until `trip_release` (a fault striking mid-step: `san.tripwire`)."""
+        self.trip.arm(at)
+
+    def trip_release(self) -> None:
+        self.trip.release()
+
+    def close(self) -> None:
+        """Going down (an in-process SAN's kill): a thread stopped at the tripwire goes on."""
+        self.trip.release()
 
     def _write_to(self, path, offset: int, size: int, piece_of) -> list[Transfer]:
         route, array, port, lun = path

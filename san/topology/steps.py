@@ -213,8 +213,8 @@ class When(SanModel):
 
 class FaultStep(StepBase):
     """kill, restart, link_down or link_up an element, a port or an ISL; corrupt flips stored
-    bytes of an array volume or a tape medium behind the element's back.  `when` is not run
-    yet (the step fails INVALID_INPUT)."""
+    bytes of an array volume or a tape medium behind the element's back.  Inside concurrent,
+    `when` strikes once another step has moved so many bytes (at a chunk boundary)."""
     kind: FaultKind = Field(description="What happens.")
     target: TargetRef = Field(description="An element, a port (ARRAY/PORT, HOST/HBA) or an ISL.")
     volume: Optional[Number] = Field(None, description="corrupt: the array's volume.")

@@ -1,0 +1,170 @@
+"""Faults that strike mid-step (san.strike, san.tripwire): `fault ... when: {step, after}`
+inside `concurrent`, on plain elements (LocalSan, no Ray).  Each case checks where the fault
+struck (bytes, at a chunk boundary), what the struck step reports, and what the storage
+holds afterwards: every acknowledged write, no catalog row for an unfinished backup, nothing
+left BUSY, and the operation succeeding when run again."""
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from san.errors import SanError
+from san.flows.local import LocalSan
+from san.runner import Runner
+from san.strike import movers
+from san.topology import load_scenario
+from san.tripwire import Tripwire
+from san.units import MiB
+
+TOPOLOGY = "topologies/single-array.yaml"
+CHUNK = 4 * MiB
+
+
+def scenario(tmp_path, steps: str):
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "s.yaml").write_text(f"name: strike\ntopology: {root / TOPOLOGY}\nsteps:\n"
+                                     + textwrap.indent(textwrap.dedent(steps), "  "))
+    return load_scenario(tmp_path / "s.yaml")
+
+
+def run(tmp_path, steps: str, san=None):
+    sc = scenario(tmp_path, steps)
+    own = san is None
+    san = san or LocalSan(sc.topology, tmp_path / "state", chunk_size=CHUNK).start()
+    try:
+        runner = Runner(san, tmp_path / "state")
+        return runner.run(sc.steps), san
+    finally:
+        if own:
+            san.shutdown()
+
+
+# -- the tripwire ---------------------------------------------------------------------------------
+def test_a_tripwire_stops_the_thread_that_reaches_it_until_released():
+    t = Tripwire()
+    t.arm(10)
+    assert not t.passed(4)
+    stopped, done = threading.Event(), threading.Event()
+
+    def mover():
+        stopped.set()
+        t.passed(12)
+        done.set()
+    threading.Thread(target=mover, daemon=True).start()
+    assert stopped.wait(1) and not done.wait(0.2)       # held at the boundary
+    t.release()
+    assert done.wait(1)
+    assert not t.passed(100)                            # one strike per arming
+
+
+# -- when: on steps ---------------------------------------------------------------------------------
+def test_a_kill_strikes_a_write_at_the_chunk_boundary_and_every_acknowledged_write_survives(tmp_path):
+    sc = scenario(tmp_path, """
+        - op: concurrent
+          steps:
+            - {op: write, title: load, host: host1, mount: /db, offset: 0, size: 64MiB, seed: 5}
+            - {op: fault, kind: kill, target: array1, when: {step: load, after: 10MiB}}
+        - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 6, expect_error: ELEMENT_DOWN}
+        - {op: fault, kind: restart, target: array1}
+    """)
+    with LocalSan(sc.topology, tmp_path / "state", chunk_size=CHUNK) as san:
+        reports = Runner(san, tmp_path / "state").run(sc.steps)
+        write, fault = reports[0].children
+        # 10 MiB falls inside the third 4 MiB chunk: the fault strikes once that one is acknowledged
+        assert fault.ok and fault.result == {"kind": "kill", "target": "array1", "step": "load",
+                                             "after_bytes": 12 * MiB, "step_ended": False}
+        assert not write.ok and write.error.code == "ELEMENT_DOWN"
+        assert [r.ok for r in reports[1:]] == [True, True]
+        got = san.call("host1", "read_compare", "/db", 0, 12 * MiB, 5)
+        assert got["first_mismatch"] is None            # every acknowledged chunk is there
+
+
+def test_a_fault_whose_step_ends_first_strikes_then_and_says_after_how_many_bytes(tmp_path):
+    reports, _ = run(tmp_path, """
+        - op: concurrent
+          steps:
+            - {op: write, title: small, host: host2, mount: /data, offset: 0, size: 6MiB, seed: 1}
+            - {op: fault, kind: link_down, target: host2/hba0, when: {step: small, after: 1GiB}}
+        - {op: write, host: host2, mount: /data, offset: 0, size: 1MiB, seed: 1, expect_error: LINK_DOWN}
+    """)
+    conc = reports[0]
+    assert conc.ok and conc.children[0].ok and conc.children[0].bytes == 6 * MiB
+    assert conc.children[1].result["after_bytes"] == 6 * MiB and conc.children[1].result["step_ended"]
+    assert reports[1].ok                                # the fault did strike
+
+
+def test_a_step_that_moves_nothing_is_struck_when_it_ends(tmp_path):
+    reports, _ = run(tmp_path, """
+        - op: concurrent
+          steps:
+            - {op: checkpoint, title: look, as: c, host: host1, mount: /archive}
+            - {op: fault, kind: kill, target: host2, when: {step: look, after: 1MiB}}
+    """)
+    fault = reports[0].children[1]
+    assert fault.ok and fault.result["step_ended"] and fault.result["after_bytes"] == 0
+
+
+def test_a_mirror_killed_mid_copy_leaves_no_row_nothing_busy_and_runs_again(tmp_path):
+    sc = scenario(tmp_path, """
+        - {op: write, host: host1, mount: /db, offset: 0, size: 48MiB, seed: 3}
+        - {op: checkpoint, as: before, host: host1, mount: /db}
+        - op: concurrent
+          steps:
+            - {op: backup, title: mirror, definition: db-mirror, as: b1}
+            - {op: fault, kind: kill, target: array1, when: {step: mirror, after: 20MiB}}
+        - {op: fault, kind: restart, target: array1}
+        - {op: expect_catalog, server: backup1, count: 0, rows: []}
+        - {op: backup, definition: db-mirror, as: b2}
+        - {op: verify, checkpoint: before, backup: b2}
+    """)
+    with LocalSan(sc.topology, tmp_path / "state", chunk_size=CHUNK) as san:
+        san.call("array1", "hold_copies", False)
+        reports = Runner(san, tmp_path / "state").run(sc.steps)
+        conc = reports[2]
+        mirror, fault = conc.children
+        assert not mirror.ok and mirror.error.code == "ELEMENT_DOWN"
+        assert fault.ok and 20 * MiB <= fault.result["after_bytes"] < 48 * MiB
+        assert fault.result["after_bytes"] % CHUNK == 0
+        assert [(r.index, r.error) for r in reports[3:] if not r.ok] == []
+
+
+@pytest.mark.parametrize("op,mover", [
+    ("{op: copy_to_tape, title: it, backup: b0, media: T00002, as: t1}", "host1"),
+    ("{op: restore_volume, title: it, backup: b0}", "array1"),
+    ("{op: copy_volume, title: it, backup: b0, to: {array: array1, volume: 2}, as: c1}", "array1"),
+])
+def test_each_kind_of_step_is_struck_by_the_counter_of_what_moves_its_bytes(tmp_path, op, mover):
+    sc = scenario(tmp_path, f"""
+        - {{op: write, host: host1, mount: /db, offset: 0, size: 40MiB, seed: 8}}
+        - {{op: backup, definition: db-mirror, as: b0}}
+        - {{op: write, host: host1, mount: /db, offset: 0, size: 40MiB, seed: 9}}
+        - op: concurrent
+          steps:
+            - {op}
+            - {{op: fault, kind: kill, target: host2, when: {{step: it, after: 16MiB}}}}
+    """)
+    with LocalSan(sc.topology, tmp_path / "state", chunk_size=CHUNK) as san:
+        step = sc.steps[3].steps[0]
+        runner = Runner(san, tmp_path / "state")
+        reports = runner.run(sc.steps[:3])
+        assert all(r.ok for r in reports)
+        assert movers(runner.ctx, step) == [mover]
+        conc = runner.run(sc.steps[3:])[0]
+        moved, fault = conc.children
+        assert moved.ok and fault.ok                     # host2 had nothing to do with it
+        assert not fault.result["step_ended"] and fault.result["after_bytes"] >= 16 * MiB
+        assert fault.result["after_bytes"] % CHUNK == 0 and fault.result["after_bytes"] <= moved.bytes
+
+
+def test_a_fault_naming_no_step_beside_it_fails_its_step(tmp_path):
+    from san.ops import OPS, Context
+    step = scenario(tmp_path, """
+        - op: concurrent
+          steps:
+            - {op: write, title: w, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
+            - {op: fault, kind: kill, target: host2, when: {step: w, after: 1MiB}}
+    """).steps[0].steps[1]
+    with pytest.raises(SanError) as e:
+        OPS["fault"](Context(san=None, clock=None, capacity={}), step)
+    assert e.value.code == "INVALID_INPUT" and "no step titled 'w'" in e.value.message
