@@ -28,7 +28,7 @@ import numpy as np
 
 from san.errors import SanError
 
-__all__ = ["as_bytes_array", "pread_into", "pwrite_all", "punch_hole", "allocate", "write_replace",
+__all__ = ["as_bytes_array", "pread_into", "pwrite_all", "punch_hole", "allocate", "write_replace", "sync_dir",
            "tmp_path_of", "close_fd", "FdOwner"]
 
 
@@ -121,6 +121,15 @@ def write_replace(path: pathlib.Path, payload) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def sync_dir(path: pathlib.Path) -> None:
+    """fsync a directory: the renames and new files in it survive a power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def close_fd(fd: int) -> None:

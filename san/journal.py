@@ -13,7 +13,9 @@ Appending: `Journal.append` writes its records with one ``os.write`` on an ``O_A
 descriptor (repeated only if the kernel writes short), before the change they describe is
 visible to anyone: once it returns, a second process opening the journal sees them.  There
 is no ``fsync`` on that path: a crash of the process loses nothing appended, a crash of the
-machine may lose the latest records.
+machine may lose the records since the owner's last `Journal.sync` (a barrier).  A new
+journal's header is written with `san.fileio.write_replace` (fsync-ed, renamed into place),
+so no record can be durable in a file whose header is not.
 
 Replay (`Journal.replay`), on open:
 
@@ -96,9 +98,8 @@ class Journal(FdOwner):
         if tmp.exists():        # a rewrite that died before its os.replace
             tmp.unlink()
         raw = self.path.read_bytes() if self.path.exists() else b""
-        if len(raw) < R:        # new (or torn while being created)
-            with open(self.path, "wb") as f:
-                f.write(new_header)
+        if len(raw) < R:        # new (or torn while being created): the header is made
+            write_replace(self.path, new_header)    # durable once, so records never outlive it
             os.chmod(self.path, 0o600)
             raw = bytes(new_header)
         header = raw[:R]
@@ -132,6 +133,11 @@ class Journal(FdOwner):
         while len(mv):
             mv = mv[os.write(self._fd, mv):]
         self.records += n
+
+    def sync(self) -> None:
+        """fsync the records appended so far (a barrier: they survive a power loss)."""
+        if self._fd >= 0:
+            os.fsync(self._fd)
 
     def rewrite(self, header: bytes, body=b"") -> None:
         """Replace the whole journal by `header` and the records `body`, atomically."""

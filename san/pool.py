@@ -199,6 +199,10 @@ class GranulePool:
             self._used.discard(slot)
             heapq.heappush(self._free, slot)
 
+    def sync(self) -> None:
+        """A barrier: the saved granules survive a power loss (`VolumeStore.sync`)."""
+        self._store.sync()
+
     def close(self) -> None:
         self._store.close()
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SanError
+from .fileio import write_replace
 from .links import capacities, link_of
 from .ops import OPS, Context
 from .strike import meters_for
@@ -64,9 +65,7 @@ class Clock:
 
     def set(self, moment: dt.datetime) -> None:
         self.now = moment
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(self.now.isoformat() + "\n")
-        tmp.replace(self.path)
+        write_replace(self.path, (self.now.isoformat() + "\n").encode())
 
     def stamp(self) -> str:
         return format_time(self.now)
@@ -111,6 +110,9 @@ class Runner:
             self.ctx.san.set_time(self.ctx.clock.now)
             with self.watch.step(f"{index} {step.title or step.op}") if self.watch else nullcontext():
                 report, chains = self._execute(index, step)
+                started = time.perf_counter()
+                self._barrier()
+                report.wall_s += time.perf_counter() - started
             self._settle(report, chains)
             if not report.clock_set:
                 self.ctx.clock.advance(report.modeled_s)
@@ -118,6 +120,19 @@ class Runner:
             if self.on_step:
                 self.on_step(report)
         return reports
+
+    def _barrier(self) -> None:
+        """The end of a step is a barrier (contract, Durability): every array that is up makes
+        what it acknowledged survive a power loss.  One that died meanwhile has nothing to
+        sync; its death is the step's (or the next one's) error."""
+        san = self.ctx.san
+        for array in san.topology.arrays:
+            if array.name not in san.down:
+                try:
+                    san.call(array.name, "sync")
+                except SanError as exc:
+                    if exc.code != "ELEMENT_DOWN":
+                        raise
 
     def _execute(self, index: int, step):
         """Do a step's work; returns its report (times not yet modeled) and its chains,

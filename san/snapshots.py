@@ -446,6 +446,13 @@ class SnapshotEngine:
                     out.append(g)
             return out
 
+    def sync(self) -> None:
+        """A barrier: the pool's slots, then the journal naming them, survive a power loss
+        (in that order, so no durable record names a slot that is not)."""
+        with self._lock:
+            self.pool.sync()
+            self._journal.sync()
+
     def close(self) -> None:
         with self._lock:
             self._journal.close()

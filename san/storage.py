@@ -46,8 +46,13 @@ Durability
 A write is durable (survives the death of the process, e.g. an actor that crashes and is
 restarted, or read by a second process) once `VolumeStore.write` returns: the data has been
 ``pwrite``-n into ``NAME.data`` and its journal records appended with one ``os.write`` on an
-``O_APPEND`` descriptor.  There is no ``fsync`` on that path: a crash of the machine may lose
-recent writes.  A process killed *during* a write may leave the granules it was writing with
+``O_APPEND`` descriptor.  There is no ``fsync`` on that path (none per write: it would cost
+more than the write); `VolumeStore.sync` is the barrier (the array calls it for a host's
+SYNCHRONIZE CACHE and at the end of every step): the data file is fsync-ed, then the journal.
+A power loss may lose the writes since the last barrier, never what one covered, and never
+makes a read return data no write put there: a granule whose data and map record did not
+both reach the disk fails its checksum (tests/unit/test_power_loss.py replays the recorded
+calls cut at every point).  A process killed *during* a write may leave the granules it was writing with
 their old checksum and new data; their next read raises ``CHECKSUM_MISMATCH`` (as a disk would
 report a torn write) until they are written again.  A write verifies the granules it only
 partly covers before it writes anything, so a refused write changes nothing.  One process
@@ -760,6 +765,15 @@ class VolumeStore(FdOwner):
                 pwrite_all(self._data_fd, buf, lo)
                 flipped += hi - lo
             return flipped
+
+    def sync(self) -> None:
+        """A barrier (what SYNCHRONIZE CACHE asks of an array): every write that has returned
+        survives a power loss from now on.  The data file is fsync-ed before the map journal,
+        so that no durable map record names data that is not durable yet."""
+        with self._lock:
+            self._check_open()
+            os.fsync(self._data_fd)
+            self._map_journal.sync()
 
     def close(self) -> None:
         with self._lock:

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SanError
+from ..fileio import sync_dir
 from ..granules import granule_extents
 from ..pool import GranulePool
 from ..scsi import (VPD_DEVICE_IDENTIFICATION, data_buffer, device_identification,
@@ -630,6 +631,25 @@ class DiskArray(CopyEngine):
             raise SanError("LBA_OUT_OF_RANGE", f"{self.name} volume {number}: offset {offset} "
                                                f"is past its end ({store.size} bytes)")
         store.corrupt(offset, nbytes)
+
+    def sync(self) -> None:
+        """A barrier: every write this array has acknowledged survives a power loss from now
+        on (a host's SYNCHRONIZE CACHE, and the end of every step).  Saved copy-on-write
+        granules and their journal go first, then the volumes: what a snapshot needs is
+        durable before the writes that made it need it."""
+        with self._lock:
+            self.snaps.sync()
+            for store in self.stores.values():
+                store.sync()
+            # table.json and the volume info records are replaced by rename (ext4 writes a
+            # replacing file's data before the rename commits): the directory makes them stay
+            sync_dir(self.directory)
+
+    def synchronize_cache(self, initiator: str, port: str, lun: int) -> None:
+        """SCSI SYNCHRONIZE CACHE from a host: checked as any command to that LUN, then a
+        barrier for the whole array (a superset of that LUN's writes)."""
+        self.lookup(initiator, port, lun)
+        self.sync()
 
     def close(self) -> None:
         for store in self.stores.values():

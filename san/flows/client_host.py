@@ -354,7 +354,9 @@ class Host(BackupClient, ClientHost):
             self.gates[mount_point].resume()
             return []
         if mount.filesystem != "fat":
-            return []          # flush, mount, unmount and fsck do nothing on a raw mount
+            if name == "flush":     # mount, unmount and fsck do nothing on a raw mount
+                self.synchronize_cache(mount_point)
+            return []
         with self.fs_locks[mount_point]:
             before = tuple(self.moved[mount_point])
             if name in ("flush", "unmount"):
@@ -362,6 +364,7 @@ class Host(BackupClient, ClientHost):
                     self.filesystem(mount_point).flush()
                     if name == "unmount":
                         self.fs.pop(mount_point).close()
+                self.synchronize_cache(mount_point)
             elif name == "mount":
                 self.filesystem(mount_point)
             elif name == "fsck":
@@ -372,6 +375,12 @@ class Host(BackupClient, ClientHost):
             else:
                 raise SanError("INVALID_INPUT", f"unknown action {name!r}")
             return self._fs_transfers(mount_point, before)
+
+    def synchronize_cache(self, mount_point: str) -> None:
+        """SCSI SYNCHRONIZE CACHE to the mount's LUN: once it returns, every write this host
+        had acknowledged there survives a power loss of the array (a barrier)."""
+        route, array, port, lun = self._path(mount_point)
+        array.call("synchronize_cache", route.initiator, port, lun)
 
     def fsck(self, mount_point: str, port_ref: str | None = None, lun: int | None = None) -> dict:
         """`fsck.fat -n` on the volume's image as the array holds it (what is on the SAN,
