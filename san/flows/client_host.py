@@ -29,6 +29,7 @@ from ..errors import SanError
 from ..fat import FAT_EPOCH, BlockDevice, FatVolume, format_volume, fsck, normalize
 from ..scsi import blocks_of, parse_device_identification, parse_standard_inquiry
 from ..timemodel import Transfer
+from ..topology.fields import ACTIONS
 from ..tripwire import Tripwire
 from ..units import BLOCK
 from .backup_client import BackupClient
@@ -347,6 +348,8 @@ class Host(BackupClient, ClientHost):
 
     def action(self, mount_point: str, name: str) -> list[Transfer]:
         mount = self.mount(mount_point)
+        if name not in ACTIONS:     # a closed vocabulary, on raw mounts too: never a command
+            raise SanError("INVALID_INPUT", f"unknown action {name!r}")
         if name == "quiesce":
             self.gates[mount_point].quiesce()
             return []
