@@ -49,7 +49,8 @@ def _array():
         def ping(self) -> str:
             return self.name
 
-    for name in _mgmt_methods(ArrayNode):  # management calls run beside the I/O thread
+    # management calls, and the tripwire of a fault striking mid-copy, run beside the I/O thread
+    for name in _mgmt_methods(ArrayNode) + ["trip_arm", "trip_release"]:
         setattr(ArrayNode, name, ray.method(concurrency_group="mgmt")(getattr(ArrayNode, name)))
     return ArrayNode
 

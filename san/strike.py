@@ -81,11 +81,7 @@ def _count(san, name: str) -> int | None:
 def _arm(san, name: str, at: int | None) -> None:
     """Arm (`at`) or release (None) a mover's tripwire; an element that is down is skipped."""
     try:
-        if san.kind(name) == "host":
-            san.call(name, "trip_arm", at) if at is not None else san.call(name, "trip_release")
-        else:
-            (san.call(name, "mgmt_trip_arm", "san", at) if at is not None
-             else san.call(name, "mgmt_trip_release", "san"))
+        san.call(name, "trip_arm", at) if at is not None else san.call(name, "trip_release")
     except SanError:
         pass        # down: nothing of it to stop or to let go
 

@@ -89,12 +89,14 @@ class CopyEngine:
         the data."""
         return self.moved_bytes
 
-    def mgmt_trip_arm(self, caller: str, at: int) -> None:
+    def trip_arm(self, at: int) -> None:
         """Stop the copy whose batch brings `mgmt_moved` to `at` or past it, before its next
-        batch, until `mgmt_trip_release` (a fault striking mid-copy: `san.tripwire`)."""
+        batch, until `trip_release` (a fault striking mid-copy: `san.tripwire`).  The
+        simulator's own hand, like `hold_copies`: not a management command, so not on the LAN
+        (the actor runs it beside the I/O thread all the same)."""
         self.trip.arm(at)
 
-    def mgmt_trip_release(self, caller: str) -> None:
+    def trip_release(self) -> None:
         self.trip.release()
 
     def _job(self, job: int) -> CopyJob:
