@@ -4,7 +4,7 @@
 array, host, backup server and tape library, in a Ray namespace of its own, so the
 management LAN reaches every element by name and two runs never collide.  It also applies
 the element-level faults (kill, restart, link down/up), telling every switch, as a real
-fabric's name server would learn of a logout.
+fabric's name server would learn of a logout, and the hosts whose paths it touches (RSCN).
 
 On a cluster (`shared_state=True`, what `san run --address` builds) every element first
 checks, on the node Ray put it on, that the state directory there is the driver's: the driver
@@ -32,6 +32,7 @@ from pathlib import Path
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from .elements.fc_switch import rscn_hosts
 from .errors import SanError
 from .kinds import KINDS, plain, resolve, specs
 from .remote import get, lookup
@@ -380,9 +381,19 @@ class San:
 
     # -- faults -------------------------------------------------------------------------------
     def _tell_switches(self, name: str, up: bool) -> None:
+        """Every switch learns the change; then the hosts whose paths it can touch (an RSCN:
+        `rscn_hosts`), so a transfer under way moves to another path before its next chunk.
+        A host that died meanwhile is skipped (it takes fresh paths when it restarts)."""
         refs = [self.handles[s].set_up.remote(name, up) for s, k in self.kinds.items()
                 if k == "switch" and s not in self.down]
         ray.get(refs)
+        told = [(h, self.handles[h].fabric_event.remote(name, up))
+                for h in rscn_hosts(name, self.kinds) if h not in self.down]
+        for host, ref in told:
+            try:
+                get(ref, host)
+            except SanError:
+                pass
 
     def kill(self, name: str) -> None:
         """Kill an element's actor; it stays down (ELEMENT_DOWN) until `restart`."""

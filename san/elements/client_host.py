@@ -7,9 +7,18 @@ primary path says LINK_DOWN rather than whatever the spare HBA lacks).  This mod
 plain logic; `san.flows.client_host` runs the I/O loop (chunks, window, payloads).  What the
 initiator parses (INQUIRY data, VPD page 0x83) and how it addresses blocks is `san.scsi`'s.
 `PatternChunks` makes the `write` op's data, chunk after chunk, at the cost of stamping it.
+
+Multipath.  The fabric tells a host of every state change that can touch its paths (as an
+FC switch sends an RSCN): `Host.fabric_event` bumps the host's *fabric epoch*.  An `IoPath`
+remembers the epoch it was granted at, so before each chunk the I/O loop knows, with one
+comparison, whether the fabric changed since; then it takes a path again (the first HBA
+granted, in listed order: failback once the preferred one is back) and resends, in order,
+every chunk not yet acknowledged.  Each WRITE carries a number from the host's `Sequencer`
+that the array checks (`san.elements.sequences`), so a WRITE sent twice is applied once.
 """
 from __future__ import annotations
 
+import secrets
 import threading
 from contextlib import contextmanager
 
@@ -17,13 +26,15 @@ import numpy as np
 
 from ..errors import SanError
 from ..pattern import BASE, pattern
+from ..timemodel import Transfer
 from ..units import BLOCK
 # The initiator's SCSI parsers and block addressing live in san.scsi beside the target's
 # encoders; re-exported here for the modules that import them from this one.
 from ..scsi import blocks_of, parse_device_identification, parse_standard_inquiry  # noqa: F401
 
-__all__ = ["ClientHost", "Gate", "first_granted", "chunks", "PatternChunks",
-           "blocks_of", "parse_device_identification", "parse_standard_inquiry"]
+__all__ = ["ClientHost", "Gate", "IoPath", "Sequencer", "first_granted", "chunks", "PatternChunks",
+           "carry", "transfers_of", "blocks_of", "parse_device_identification",
+           "parse_standard_inquiry"]
 
 
 class ClientHost:
@@ -52,6 +63,62 @@ class ClientHost:
         """(array, port, LUN) of a mount."""
         array, port = mount.port.split("/")
         return array, port, mount.lun
+
+
+class IoPath:
+    """Where one host call's I/O to a LUN goes: the granted `route`, the `array` (a peer), the
+    `port` and `lun` there, the `target` port (`ARRAY/PORT`) and the fabric `epoch` the route
+    was granted at.  It unpacks as (route, array, port, lun).  A transfer that finds the
+    fabric changed moves it to the route granted now, in place, so the rest of the call
+    follows it."""
+    __slots__ = ("route", "array", "port", "lun", "target", "epoch")
+
+    def __init__(self, route, array, port: str, lun: int, target: str, epoch: int):
+        self.route, self.array, self.port, self.lun = route, array, port, lun
+        self.target, self.epoch = target, epoch
+
+    def _parts(self) -> tuple:
+        return (self.route, self.array, self.port, self.lun)
+
+    def __iter__(self):
+        return iter(self._parts())
+
+    def __getitem__(self, i):
+        return self._parts()[i]
+
+    def __len__(self) -> int:
+        return 4
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """What the host numbers its WRITEs by: (target port, LUN)."""
+        return (self.target, self.lun)
+
+
+class Sequencer:
+    """The numbers a host gives its WRITEs: per (target port, LUN), a session drawn when the
+    host starts and a count from 0, taken in the order the WRITEs are sent.  Take a number and
+    send its WRITE under `lock(key)`, so that WRITEs of two threads to one LUN reach the array
+    in the order of their numbers."""
+
+    def __init__(self):
+        self.session = secrets.randbits(63)
+        self._next: dict[tuple, int] = {}
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, key: tuple) -> threading.Lock:
+        found = self._locks.get(key)
+        if found is None:
+            with self._guard:
+                found = self._locks.setdefault(key, threading.Lock())
+        return found
+
+    def take(self, key: tuple) -> tuple[int, int]:
+        """(session, number) for the next WRITE to `key` (call it holding `lock(key)`)."""
+        n = self._next.get(key, 0)
+        self._next[key] = n + 1
+        return (self.session, n)
 
 
 class Gate:
@@ -126,6 +193,23 @@ def chunks(offset: int, size: int, chunk: int):
         length = min(chunk, end - offset)
         yield offset, length
         offset += length
+
+
+def carry(carried: dict, transfers: list[Transfer], toward_target: bool) -> None:
+    """Add the bytes of `transfers` (block I/O of one direction) to `carried`, a dict of
+    (toward target, link resources) -> bytes."""
+    for t in transfers:
+        key = (toward_target, t.resources)
+        carried[key] = carried.get(key, 0) + t.nbytes
+
+
+def transfers_of(carried: dict, before: dict | None = None) -> list[Transfer]:
+    """The transfers of what `carried` holds beyond `before`: writes first, then reads, each
+    on its routes in the order they were first used."""
+    before = before or {}
+    moved = [(key, n - before.get(key, 0)) for key, n in carried.items()]
+    return [Transfer(resources, n) for toward in (True, False)
+            for (way, resources), n in moved if way == toward and n]
 
 
 class PatternChunks:

@@ -48,6 +48,7 @@ from ..storage import VolumeStore
 from ..units import BLOCK, DEFAULT_GRANULE as GRANULE
 from ..volume_info import SIZE as INFO_SIZE    # the patent's 512-byte record (not a block)
 from .copy_jobs import BATCH, CopyEngine, CopyJob  # noqa: F401  (CopyJob, BATCH: re-exported)
+from .sequences import WriteSequences
 
 __all__ = ["DiskArray", "GRANULE", "INFO_SIZE", "CopyJob", "BATCH"]
 
@@ -100,6 +101,7 @@ class DiskArray(CopyEngine):
         self.snaps = SnapshotEngine(self.directory, self.pool, self.stores, array=self.name)
         self.read_only: set[int] = set()
         self.reserved: dict[int, str] = {}   # volume -> the array copying into it over FC
+        self.sequences = WriteSequences(self.directory, self.name)   # hosts' WRITEs applied
         self._lock = threading.RLock()
         self._init_copy_jobs()
         table = self._load_table()
@@ -267,14 +269,24 @@ class DiskArray(CopyEngine):
         with self._lock:
             return self.reader(number).read(offset, length)
 
-    def write(self, initiator: str, port: str, lun: int, lba: int, data) -> int:
-        """Apply one WRITE; returns the bytes written.  `data` is a uint8 array of whole blocks."""
+    def write(self, initiator: str, port: str, lun: int, lba: int, data, seq=None) -> int:
+        """Apply one WRITE; returns the bytes written.  `data` is a uint8 array of whole blocks.
+
+        `seq`, a host's (session, number) for this WRITE (`san.elements.sequences`), makes a
+        retry idempotent: a WRITE already applied is acknowledged and not applied again, one
+        from the past that never was is refused."""
         if len(data) % BLOCK:
             raise SanError("INVALID_INPUT", f"{self.name}: write of {len(data)} bytes is not "
                                             f"a whole number of {BLOCK}-byte blocks")
         with self._lock:
             number = self.prepare(initiator, port, lun, lba, len(data) // BLOCK, write=True)
-            self._store_write(number, lba * BLOCK, data)
+            if seq is None:
+                self._store_write(number, lba * BLOCK, data)
+            else:
+                key = (initiator.split("/")[0], port, lun)
+                if self.sequences.admit(key, *seq):
+                    self._store_write(number, lba * BLOCK, data)
+                    self.sequences.applied(key, *seq)
         return len(data)
 
     def lba_status(self, initiator: str, port: str, lun: int) -> list[tuple[int, int]]:
@@ -641,6 +653,7 @@ class DiskArray(CopyEngine):
             self.snaps.sync()
             for store in self.stores.values():
                 store.sync()
+            self.sequences.sync()      # after the volumes whose WRITEs it records
             # table.json and the volume info records are replaced by rename (ext4 writes a
             # replacing file's data before the rename commits): the directory makes them stay
             sync_dir(self.directory)
@@ -654,4 +667,5 @@ class DiskArray(CopyEngine):
     def close(self) -> None:
         for store in self.stores.values():
             store.close()
+        self.sequences.close()
         self.end_jobs()

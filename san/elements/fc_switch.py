@@ -10,6 +10,10 @@ Checks run in the contract's path order, and the first failure is raised:
 ``ELEMENT_DOWN`` (the target's element or a switch at either end is down), ``LINK_DOWN``
 (an end link is down, or no live chain of ISLs joins the two switches), ``ZONING_DENIED``.
 Routes take the fewest ISL hops; ties go to the lexicographically smallest list of ISL names.
+
+When an element, a port or an ISL goes down or comes up, the SAN tells every switch and, as
+a fabric's RSCN does, the hosts whose paths it can touch (`rscn_hosts`), so a host moves a
+transfer under way to another path (`san.flows.client_host`).
 """
 from __future__ import annotations
 
@@ -130,3 +134,16 @@ class FcSwitch:
 
     def set_up(self, name: str, up: bool) -> None:
         self.fabric.set_up(name, up)
+
+
+def rscn_hosts(name: str, kinds: dict[str, str]) -> list[str]:
+    """The hosts to tell that `name` (an element, a port ``ELEMENT/PORT`` or an ISL) went down
+    or came up, given each element's kind: an HBA's own host; every host for a switch, an
+    array, an array port or an ISL; none for a host, a backup server or a tape library."""
+    owner = name.split("/")[0]
+    kind = kinds.get(owner)
+    if kind == "host":
+        return [owner] if "/" in name else []
+    if kind in ("backup_server", "tape_library"):
+        return []
+    return [h for h, k in kinds.items() if k == "host"]

@@ -26,13 +26,12 @@ import itertools
 import threading
 from contextlib import contextmanager
 
-from ..elements.client_host import chunks
+from ..elements.client_host import chunks, transfers_of
 from ..errors import SanError
 from ..fat import BlockDevice, FatVolume, normalize
 from ..timemodel import Transfer
 from ..units import BLOCK
 from ..volume_info import VolumeInfo
-from .peers import windowed
 
 
 class BackupClient:
@@ -111,20 +110,23 @@ class BackupClient:
                                                 f"but {self.name}:{mount_point} is {capacity}")
         transfers = self.actions(mount_point, pre)
         with self._post_on_failure(mount_point, post):
+            route, array, port, lun = self._fresh(path)   # the pre-processing took a while
             array.call("prepare", route.initiator, port, lun, 0, size // BLOCK, True)
             array.call("unmap", route.initiator, port, lun, 0, size // BLOCK)
             pieces = [p for off, length in extents for p in chunks(off, length, self.chunk_size)]
 
-            def submit(piece):
+            def send(piece, seq):
                 off, length = piece
                 data = lib.start("read_image", media, file, off, length)   # library -> array
-                return array.start("write", route.initiator, port, lun, off // BLOCK, data)
+                return path.array.start("write", path.route.initiator, port, lun, off // BLOCK,
+                                        data, seq)
 
-            windowed(pieces, submit, self._count, self.window)
+            carried = self._stream(path, pieces, send, self._count, True)
             self._drop_fs(mount_point)
         moved = sum(length for _, length in extents)
-        transfers.append(Transfer((f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx")
-                                  + route.resources(True), moved))
+        lan = (f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx")
+        transfers += [Transfer(lan + t.resources, t.nbytes)
+                      for t in self._transfers(carried, path, moved, True)]
         transfers += self.actions(mount_point, post)
         return {"copied": moved, "transfers": transfers}
 
@@ -156,7 +158,7 @@ class BackupClient:
     def _put_files(self, mount_point: str, contents: dict) -> list:
         """Write restored files {path: bytes} onto a live fat mount, flushed; the transfers."""
         with self.fs_locks[mount_point]:
-            before = tuple(self.moved[mount_point])
+            before = self._fs_mark(mount_point)
             fs = self.filesystem(mount_point)
             for p, data in contents.items():
                 fs.write_bytes(p, data)
@@ -278,12 +280,12 @@ class BackupClient:
         transfers += t
         try:
             path = self._target(restore.port, restore.lun)
-            counter = [0, 0]
-            backup_fs = FatVolume(self._device(path, self._capacity(path), counter, readonly=True),
+            carried: dict = {}
+            backup_fs = FatVolume(self._device(path, self._capacity(path), carried, readonly=True),
                                   readonly=True)
             contents = {p: backup_fs.read_file(p) for p in paths}
             backup_fs.close()
-            transfers.append(Transfer(path[0].resources(False), counter[0]))
+            transfers += transfers_of(carried) or [Transfer(path[0].resources(False), 0)]
             transfers += self._put_files(mount_point, contents)
         except BaseException:
             self._post_after_failure(mount_point, post)

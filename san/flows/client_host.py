@@ -13,6 +13,14 @@ lookup of the array per host call, before any byte moves, never per chunk.  `san
 makes it an actor (threaded: two steps of a `concurrent` can use one host); unit tests run it
 on in-process elements.
 
+Multipath (`san.elements.client_host`): the SAN tells the host of every fabric change that
+can touch its paths (`fabric_event`); a transfer checks, before each chunk and without a
+call, whether one came since its path was granted, and if so takes a path again over its
+HBAs in listed order and resends what was not acknowledged (`san.flows.peers.rerouted`).  A
+chunk that fails LINK_DOWN or ELEMENT_DOWN is retried the same way, on the same path if its
+array is back.  WRITEs carry sequence numbers, so the array applies each once.  The
+transfers a call returns charge each route the bytes it carried.
+
 `write_files` puts file data on the array at once but leaves the filesystem marked in use
 until a `flush` (or `unmount`) writes it back clean.
 """
@@ -24,7 +32,8 @@ import threading
 
 import numpy as np
 
-from ..elements.client_host import ClientHost, Gate, PatternChunks, chunks
+from ..elements.client_host import (ClientHost, Gate, IoPath, PatternChunks, Sequencer, carry,
+                                    chunks, transfers_of)
 from ..errors import SanError
 from ..fat import FAT_EPOCH, BlockDevice, FatVolume, format_volume, fsck, normalize
 from ..scsi import blocks_of, parse_device_identification, parse_standard_inquiry
@@ -34,7 +43,7 @@ from ..tripwire import Tripwire
 from ..units import BLOCK
 from .backup_client import BackupClient
 from .lan import manage
-from .peers import WINDOW, Payload, windowed
+from .peers import WINDOW, Payload, rerouted
 
 
 class Host(BackupClient, ClientHost):
@@ -53,8 +62,12 @@ class Host(BackupClient, ClientHost):
         self.gates = {m: Gate(f"{self.name}:{m}") for m in self.mounts}
         self.fs: dict[str, object] = {}
         self.fs_locks = {m: threading.RLock() for m in self.mounts}
-        self.fs_paths: dict[str, tuple] = {}    # the path of the host call running on a fat mount
-        self.moved = {m: [0, 0] for m in self.mounts}           # filesystem bytes read, written
+        self.fs_paths: dict[str, IoPath] = {}   # the path of the host call running on a fat mount
+        # the bytes each mount's filesystem moved: (toward target, link resources) -> bytes
+        self.fs_carried: dict[str, dict] = {m: {} for m in self.mounts}
+        self.sequencer = Sequencer()
+        self.fabric_epoch = 0             # fabric changes heard of so far (`fabric_event`)
+        self._epoch_lock = threading.Lock()
 
     def ping(self) -> str:
         return self.name
@@ -64,17 +77,77 @@ class Host(BackupClient, ClientHost):
         self.now = now
 
     # -- paths --------------------------------------------------------------------------------
+    def fabric_event(self, name: str, up: bool) -> None:
+        """The fabric changed: element, port or ISL `name` went down or came up (what an FC
+        switch's RSCN tells a host).  Transfers under way take a path again before their next
+        chunk; new ones are granted afresh anyway."""
+        with self._epoch_lock:
+            self.fabric_epoch += 1
+
     def _grant(self, port_ref: str):
         """The route of the first HBA the fabric grants a path to `port_ref` from."""
         def grant(hba):
             return self.peers.element(self.hba_switch[hba]).call("grant", hba, port_ref)
         return self.first_granted(grant)
 
-    def _target(self, port_ref: str, lun: int):
-        """(route, array actor, port, LUN) to any array port and LUN."""
+    def _target(self, port_ref: str, lun: int) -> IoPath:
+        """The path (route, array actor, port, LUN) to any array port and LUN."""
+        epoch = self.fabric_epoch          # read first: a change while granting is seen later
         route = self._grant(port_ref)
         array, port = port_ref.split("/")
-        return route, self.peers.element(array), port, lun
+        return IoPath(route, self.peers.element(array), port, lun, port_ref, epoch)
+
+    def _reroute(self, path: IoPath):
+        """Take `path` again (the fabric changed, or a command got no answer): the first HBA
+        granted now, and the array as it is now (restarted, maybe); returns the route."""
+        epoch = self.fabric_epoch
+        route = self._grant(path.target)
+        path.array = self.peers.element(path.target.split("/")[0])
+        path.route, path.epoch = route, epoch
+        return route
+
+    def _fresh(self, path: IoPath) -> IoPath:
+        """`path`, taken again if the fabric changed since it was (a filesystem's path is kept
+        for a whole host call)."""
+        if path.epoch != self.fabric_epoch:
+            self._reroute(path)
+        return path
+
+    def _stream(self, path: IoPath, pieces, send, consume, sequenced: bool) -> dict:
+        """Send one command per piece, `window` in flight, following `path` as the fabric
+        changes (`rerouted`); `send(piece, seq)` starts a piece's command on `path` now.  WRITEs
+        (`sequenced`) take their numbers, and are sent, under their LUN's lock.  Returns
+        {route: bytes it carried}, routes in the order they were first used."""
+        carried: dict = {}
+
+        if sequenced:
+            sequencer, key = self.sequencer, path.key
+            lock = sequencer.lock(key)
+
+            def submit(piece, seq):
+                with lock:
+                    if seq is None:
+                        seq = sequencer.take(key)
+                    return seq, send(piece, seq)
+        else:
+            def submit(piece, seq):
+                return None, send(piece, None)
+
+        def counted(piece, answer, route):
+            carried[route] = carried.get(route, 0) + piece[1]
+            consume(piece, answer)
+
+        rerouted(pieces, submit, counted, self.window, path.route,
+                 lambda: path.epoch != self.fabric_epoch, lambda: self._reroute(path))
+        return carried
+
+    @staticmethod
+    def _transfers(carried: dict, path: IoPath, size: int, toward_target: bool) -> list[Transfer]:
+        """One transfer per route, in order, of the bytes it carried (a transfer that moved
+        nothing is charged on its path as it was granted)."""
+        if not carried:
+            return [Transfer(path.route.resources(toward_target), size)]
+        return [Transfer(route.resources(toward_target), n) for route, n in carried.items()]
 
     def _path(self, mount_point: str):
         mount = self.mount(mount_point)
@@ -102,35 +175,36 @@ class Host(BackupClient, ClientHost):
         """Going down (an in-process SAN's kill): a thread stopped at the tripwire goes on."""
         self.trip.release()
 
-    def _write_to(self, path, offset: int, size: int, piece_of) -> list[Transfer]:
-        route, array, port, lun = path
+    def _write_to(self, path: IoPath, offset: int, size: int, piece_of) -> list[Transfer]:
+        route, array, port, lun = self._fresh(path)
         lba, blocks = blocks_of(offset, size)
         array.call("prepare", route.initiator, port, lun, lba, blocks, True)
 
-        def submit(piece):
+        def send(piece, seq):
             off, length = piece
-            return array.start("write", route.initiator, port, lun, off // BLOCK,
-                               Payload(piece_of(off, length)))
+            return path.array.start("write", path.route.initiator, port, lun, off // BLOCK,
+                                    Payload(piece_of(off, length)), seq)
 
-        windowed(chunks(offset, size, self.chunk_size), submit, self._count, self.window)
-        return [Transfer(route.resources(True), size)]
+        carried = self._stream(path, chunks(offset, size, self.chunk_size), send, self._count, True)
+        return self._transfers(carried, path, size, True)
 
-    def _read_from(self, path, offset: int, size: int, consume) -> list[Transfer]:
-        route, array, port, lun = path
+    def _read_from(self, path: IoPath, offset: int, size: int, consume) -> list[Transfer]:
+        route, array, port, lun = self._fresh(path)
         lba, blocks = blocks_of(offset, size)
         array.call("prepare", route.initiator, port, lun, lba, blocks, False)
 
-        def submit(piece):
+        def send(piece, _):
             off, length = piece
-            return array.start("read", route.initiator, port, lun, off // BLOCK, length // BLOCK)
+            return path.array.start("read", path.route.initiator, port, lun, off // BLOCK,
+                                    length // BLOCK)
 
         def counted(piece, data):
             self._count(piece, data)
             if consume:
                 consume(piece, data)
 
-        windowed(chunks(offset, size, self.chunk_size), submit, counted, self.window)
-        return [Transfer(route.resources(False), size)]
+        carried = self._stream(path, chunks(offset, size, self.chunk_size), send, counted, False)
+        return self._transfers(carried, path, size, False)
 
     def write(self, mount_point: str, offset: int, size: int, seed: int) -> list[Transfer]:
         """WRITE the pattern of (seed, offset) over [offset, offset + size) of a mount (the
@@ -215,17 +289,20 @@ class Host(BackupClient, ClientHost):
                                             "(filesystem: none); file operations need a fat mount")
         return mount
 
-    def _device(self, path, size: int, counter: list | None, readonly: bool = False):
+    def _device(self, path, size: int, carried: dict | None, readonly: bool = False):
+        """A block device over `path`; the bytes it moves are added to `carried` (see
+        `_carry`) when one is given."""
         def read_fn(offset, length):
-            data, _ = self._read_into(path, offset, length)
-            if counter is not None:
-                counter[0] += length
+            data, transfers = self._read_into(path, offset, length)
+            if carried is not None:
+                carry(carried, transfers, False)
             return data
 
         def write_fn(offset, data):
-            self._write_to(path, offset, len(data), lambda off, n: data[off - offset:off - offset + n])
-            if counter is not None:
-                counter[1] += len(data)
+            transfers = self._write_to(path, offset, len(data),
+                                       lambda off, n: data[off - offset:off - offset + n])
+            if carried is not None:
+                carry(carried, transfers, True)
 
         return BlockDevice(size, read_fn, None if readonly else write_fn, readonly=readonly)
 
@@ -238,17 +315,16 @@ class Host(BackupClient, ClientHost):
         """The block device under a fat mount: its I/O takes the path of the host call in
         progress (`fs_paths`), never the one the mount was made with, so a link that went down
         and up, or an array restarted, is seen by the next call."""
-        counter = self.moved[mount_point]
+        carried = self.fs_carried[mount_point]
 
         def read_fn(offset, length):
-            data, _ = self._read_into(self.fs_paths[mount_point], offset, length)
-            counter[0] += length
+            data, transfers = self._read_into(self.fs_paths[mount_point], offset, length)
+            carry(carried, transfers, False)
             return data
 
         def write_fn(offset, data):
-            self._write_to(self.fs_paths[mount_point], offset, len(data),
-                           lambda off, n: data[off - offset:off - offset + n])
-            counter[1] += len(data)
+            carry(carried, self._write_to(self.fs_paths[mount_point], offset, len(data),
+                                           lambda off, n: data[off - offset:off - offset + n]), True)
 
         return BlockDevice(size, read_fn, write_fn)
 
@@ -297,17 +373,14 @@ class Host(BackupClient, ClientHost):
         with self.fs_locks[mount_point]:
             self.fs.pop(mount_point, None)
 
-    def _fs_transfers(self, mount_point: str, before: tuple[int, int]) -> list[Transfer]:
-        read, written = (self.moved[mount_point][0] - before[0], self.moved[mount_point][1] - before[1])
-        if not (read or written):
-            return []
-        route = self.fs_paths[mount_point][0]   # the path the call's bytes took
-        out = []
-        if written:
-            out.append(Transfer(route.resources(True), written))
-        if read:
-            out.append(Transfer(route.resources(False), read))
-        return out
+    def _fs_mark(self, mount_point: str) -> dict:
+        """What a mount's filesystem has moved so far (for `_fs_transfers`)."""
+        return dict(self.fs_carried[mount_point])
+
+    def _fs_transfers(self, mount_point: str, before: dict) -> list[Transfer]:
+        """The filesystem's transfers since `before` (`_fs_mark`): what it wrote, then what it
+        read, each on the routes its bytes took."""
+        return transfers_of(self.fs_carried[mount_point], before)
 
     def write_files(self, mount_point: str, files: dict) -> dict:
         """Write files {path: (size, seed)} into a fat mount; data reaches the array now, the
@@ -315,7 +388,7 @@ class Host(BackupClient, ClientHost):
         self._fat(mount_point)
         paths = {normalize(p): spec for p, spec in files.items()}
         with self.gate(mount_point).write(), self.fs_locks[mount_point]:
-            before = tuple(self.moved[mount_point])
+            before = self._fs_mark(mount_point)
             fs = self.filesystem(mount_point)
             written = sum(fs.write_file(p, size, seed) for p, (size, seed) in paths.items())
             fs.device.flush()
@@ -326,7 +399,7 @@ class Host(BackupClient, ClientHost):
         self._fat(mount_point)
         paths = [normalize(p) for p in files]
         with self.gate(mount_point).write(), self.fs_locks[mount_point]:
-            before = tuple(self.moved[mount_point])
+            before = self._fs_mark(mount_point)
             fs = self.filesystem(mount_point)
             for p in paths:
                 fs.remove_file(p)
@@ -361,7 +434,7 @@ class Host(BackupClient, ClientHost):
                 self.synchronize_cache(mount_point)
             return []
         with self.fs_locks[mount_point]:
-            before = tuple(self.moved[mount_point])
+            before = self._fs_mark(mount_point)
             if name in ("flush", "unmount"):
                 if mount_point in self.fs:
                     self.filesystem(mount_point).flush()
@@ -411,3 +484,4 @@ class Host(BackupClient, ClientHost):
     # -- volume images (tape) ---------------------------------------------------------------------
     def resources_at(self, port_ref: str, lun: int, toward_target: bool) -> tuple:
         return self._grant(port_ref).resources(toward_target)
+

@@ -14,7 +14,8 @@ A call returns a `Future`; `result()` gives the answer or raises what the callee
 (`SanError` as itself; an element that is not there is ``ELEMENT_DOWN``).  A future may be
 passed as an argument of another call: the callee receives its value (with Ray, the object
 goes from the first callee to the second without passing through the caller).  `windowed`
-keeps a number of calls in flight, oldest answered first: the I/O loop of every bulk transfer.
+keeps a number of calls in flight, oldest answered first: the I/O loop of every bulk transfer;
+`rerouted` is the same loop over a path that may change mid-transfer (a host's multipath I/O).
 
 Lookups: `Peers.element(name)` finds the element *now* (``ELEMENT_DOWN`` if it is down; a name
 the SAN does not have is ``INVALID_INPUT``).  Flows take one per operation (a host call, a copy
@@ -29,9 +30,12 @@ from typing import Callable, Iterable, Iterator, Protocol
 from ..errors import SanError
 from ..scsi import data_buffer
 
-__all__ = ["Payload", "Future", "Peer", "Peers", "LocalPeers", "windowed", "WINDOW"]
+__all__ = ["Payload", "Future", "Peer", "Peers", "LocalPeers", "windowed", "rerouted", "WINDOW",
+           "RETRIED", "RETRIES"]
 
 WINDOW = 8      # commands in flight per transfer: enough to keep a 4 MiB-chunk pipe full
+RETRIED = frozenset({"LINK_DOWN", "ELEMENT_DOWN"})   # a command that got no answer
+RETRIES = 3     # times the oldest command is sent again, without progress, before giving up
 
 
 class Payload:
@@ -91,6 +95,61 @@ def windowed(pieces: Iterable, submit: Callable, consume: Callable | None = None
         answer = future.result()
         if consume:
             consume(done, answer)
+
+
+_END = object()
+
+
+def rerouted(pieces: Iterable, submit: Callable, consume: Callable, window: int,
+             route, changed: Callable, reroute: Callable, retries: int = RETRIES) -> None:
+    """`windowed` over a path that may change under it (what a host with several HBAs runs).
+
+    `submit(piece, tag) -> (tag, Future)` sends a piece on the current path; `tag` is None the
+    first time (the call picks one, e.g. a WRITE's sequence number) and the same tag when the
+    piece is sent again.  Before each command, `changed()` says whether the fabric changed
+    since the path was taken (a local check, no call); if so, or if the oldest command fails
+    with a code of `RETRIED`, `reroute()` takes a path again and returns its route (it raises,
+    e.g. LINK_DOWN, when none is left).  When the route is not the one commands went out on,
+    or a command failed, every command not yet answered is sent again, in order.  A command
+    that fails `retries` times in a row without any answer between fails the transfer.
+    Answers are taken oldest first and handed to `consume(piece, answer, route)`, with the
+    route the answered command took."""
+    inflight: deque = deque()       # [piece, tag, future, route]
+    ahead = iter(pieces)
+    failures = 0
+
+    def again(resend: bool) -> None:
+        nonlocal route
+        new = reroute()
+        if new != route or resend:
+            for entry in inflight:
+                entry[1], entry[2] = submit(entry[0], entry[1])
+                entry[3] = new
+        route = new
+
+    while True:
+        if changed():
+            again(False)
+        if len(inflight) < window:
+            piece = next(ahead, _END)
+            if piece is not _END:
+                tag, future = submit(piece, None)
+                inflight.append([piece, tag, future, route])
+                continue
+            if not inflight:
+                return
+        entry = inflight[0]
+        try:
+            answer = entry[2].result()
+        except SanError as exc:
+            if exc.code not in RETRIED or failures >= retries:
+                raise
+            failures += 1
+            again(True)
+            continue
+        inflight.popleft()
+        failures = 0
+        consume(entry[0], answer, entry[3])
 
 
 # ---------------------------------------------------------------------- in this process

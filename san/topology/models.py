@@ -191,7 +191,8 @@ class Host(SanModel):
     """A client host: HBAs, mounts, the backup client."""
     name: Name = Field(description="The host's name.")
     hbas: list[Hba] = Field([], description="Its HBAs; I/O uses the first with a live, zoned "
-                                            "path.")
+                                            "path, moves to the next when that path goes down "
+                                            "mid-transfer, and back when it returns.")
     mounts: list[Mount] = Field([], description="Its port table.")
     restore_ports: list[RestorePort] = Field([], description="Its restore port table.")
     placement: Optional[Placement] = Field(None, description=_PLACEMENT)
