@@ -65,6 +65,18 @@ class TapeLibrary:
         self._drives = threading.Condition()
         self._medium_locks = {m: threading.Lock() for m in spec.media}
         self._maps: dict[tuple[str, int], tuple] = {}
+        self.alive = True               # False once killed (`close`)
+
+    def close(self) -> None:
+        """Going down (an in-process SAN's kill, where no process dies): an image being
+        appended fails ELEMENT_DOWN at its next chunk, before its file is committed, so the
+        medium is left as it was, as a killed actor's would be (its leftovers are cut off by
+        the next append); reads fail from then on."""
+        self.alive = False
+
+    def _check_alive(self) -> None:
+        if not self.alive:
+            raise SanError("ELEMENT_DOWN", f"{self.name} went down")
 
     def describe(self) -> dict:
         return {"name": self.name, "drives": self.spec.drives, "media": sorted(self.media)}
@@ -108,7 +120,10 @@ class TapeLibrary:
 
             def stream():
                 yield np.frombuffer(header, dtype=np.uint8)
-                yield from chunks
+                for chunk in chunks:
+                    self._check_alive()
+                    yield chunk
+                self._check_alive()       # nothing is committed by a library gone down
 
             number = medium.append(row, stream(), len(header) + payload)
         return {"file": number, "row": row, "drive": drive, "bytes": len(header) + payload}
@@ -145,6 +160,7 @@ class TapeLibrary:
 
     def read_image(self, media_id: str, file: int, offset: int, length: int) -> np.ndarray:
         """Bytes [offset, offset+length) of the volume image in a file (holes read as zeros)."""
+        self._check_alive()
         size, extents, starts = self.image_map(media_id, file)
         if offset < 0 or offset + length > size:
             raise SanError("LBA_OUT_OF_RANGE", f"{media_id} file {file}: bytes {offset}+{length} "

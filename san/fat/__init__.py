@@ -3,7 +3,8 @@
 A volume is seen as a file (`BlockDevice`): its reads and writes are SAN I/O, made through two
 callbacks the host provides, behind a host-side write-back cache.  On it, `pyfatfs` keeps a
 FAT filesystem (`FatVolume`); `write_files`, `remove_files`, `restore_files` and checkpoints
-of files work on its real files, and `fsck` runs dosfstools' ``fsck.fat -n`` on an image.
+of files work on its real files, and `fsck` runs dosfstools' ``fsck.fat -n`` on an image
+(and `fsck_repair` runs ``fsck.fat -a``, which repairs it).
 
 One module per concern:
 
@@ -12,15 +13,15 @@ One module per concern:
 * `san.fat.names`: file paths, 8.3 aliases, volume labels;
 * `san.fat.mkfs`: `format_volume` (the FAT type per size), timestamps, `is_formatted`;
 * `san.fat.volume`: `FatVolume`, the mounted filesystem;
-* `san.fat.dosfsck`: `fsck` (``fsck.fat -n``) and `image_to_file`.
+* `san.fat.dosfsck`: `fsck` (``fsck.fat -n``), `fsck_repair` (``fsck.fat -a``), `image_to_file`.
 """
 from __future__ import annotations
 
 from .cache import BlockDevice
-from .dosfsck import fsck, fsck_binary, image_to_file
+from .dosfsck import changed_ranges, fsck, fsck_binary, fsck_repair, image_to_file
 from .mkfs import FAT_EPOCH, format_volume, is_formatted
 from .names import fat_label, normalize
 from .volume import FatVolume
 
-__all__ = ["FAT_EPOCH", "BlockDevice", "FatVolume", "fat_label", "format_volume", "fsck",
-           "fsck_binary", "image_to_file", "is_formatted", "normalize"]
+__all__ = ["FAT_EPOCH", "BlockDevice", "FatVolume", "changed_ranges", "fat_label", "format_volume",
+           "fsck", "fsck_binary", "fsck_repair", "image_to_file", "is_formatted", "normalize"]

@@ -81,6 +81,7 @@ class FatVolume:
                                           f"filesystem ({exc})") from None
         self._pf = pf
         self._disk_dirty = pf.is_dirty()      # what the volume says now
+        self._found_dirty = self._disk_dirty  # not cleanly unmounted before: it stays marked
         self._marked = False                  # we set the dirty mark ourselves
         self._lock = threading.RLock()
         self._closed = False
@@ -499,15 +500,21 @@ class FatVolume:
     # -- flush / close ----------------------------------------------------------------------------
     def flush(self) -> None:
         """Write everything back through the device with the filesystem marked clean, so the
-        volume passes ``fsck.fat -n`` while still mounted.  The next change marks it dirty."""
+        volume passes ``fsck.fat -n`` while still mounted.  The next change marks it dirty.
+
+        A volume that was already marked dirty when mounted (its last writer died before its
+        flush, or it was copied so) stays marked, as Linux keeps it: what that writer left
+        undone is for ``fsck.fat`` (the host's `repair` action) to find, not for a flush to
+        hide."""
         with self._lock:
             self._check()
             if self.readonly:
                 return
             if self._disk_dirty or self._marked:
                 self._pf.write_fsinfo()
-                self._pf.mark_clean()
-                self._disk_dirty = False
+                if not self._found_dirty:
+                    self._pf.mark_clean()
+                    self._disk_dirty = False
                 self._marked = False
             self.device.flush()
 

@@ -20,6 +20,17 @@ from ..volume_info import VolumeInfo
 from .lan import lan_transfer, manage, payload_size
 
 
+class _Gone:
+    """What the threads of a killed server find instead of its catalog and its peers: every
+    use fails ELEMENT_DOWN (see `Server.close`)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        raise SanError("ELEMENT_DOWN", f"{self._name} went down")
+
+
 class Server(BackupServer):
     """A backup server: its tables and its flows; its peers reached by `peers`."""
 
@@ -29,6 +40,14 @@ class Server(BackupServer):
 
     def ping(self) -> str:
         return self.name
+
+    def close(self) -> None:
+        """Going down (an in-process SAN's kill, where no process dies): a flow it is running
+        fails ELEMENT_DOWN at its next catalog change or call to another element, as a killed
+        actor's would have stopped; what it had ordered (a host's backup client waiting for a
+        copy) goes on there.  A restarted server reads the catalog as the last commit left it."""
+        catalog, self.catalog, self.peers = self.catalog, _Gone(self.name), _Gone(self.name)
+        catalog.close()
 
     def _host(self, host: str, method: str, *args):
         """A call to a host that is not a backup-client order (pre/post actions, paths)."""

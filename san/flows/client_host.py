@@ -22,7 +22,9 @@ array is back.  WRITEs carry sequence numbers, so the array applies each once.  
 transfers a call returns charge each route the bytes it carried.
 
 `write_files` puts file data on the array at once but leaves the filesystem marked in use
-until a `flush` (or `unmount`) writes it back clean.
+until a `flush` (or `unmount`) writes it back clean.  A host that dies before leaves it
+marked, and what its cache held unwritten (a directory entry, a FAT chain) undone: the
+`repair` action runs ``fsck.fat -a`` on the volume and writes back what that changed.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ import numpy as np
 from ..elements.client_host import (ClientHost, Gate, IoPath, PatternChunks, Sequencer, carry,
                                     chunks, transfers_of)
 from ..errors import SanError
-from ..fat import FAT_EPOCH, BlockDevice, FatVolume, format_volume, fsck, normalize
+from ..fat import (FAT_EPOCH, BlockDevice, FatVolume, changed_ranges, format_volume, fsck,
+                   fsck_repair, normalize)
 from ..scsi import blocks_of, parse_device_identification, parse_standard_inquiry
 from ..timemodel import Transfer
 from ..topology.fields import ACTIONS
@@ -44,6 +47,11 @@ from ..units import BLOCK
 from .backup_client import BackupClient
 from .lan import manage
 from .peers import WINDOW, Payload, rerouted
+
+
+# what fsck.fat -a says besides what it found and fixed
+_FSCK_BOOKKEEPING = frozenset({"*** Filesystem was changed ***", "Writing changes.",
+                               "Performing changes.", "Leaving filesystem unchanged."})
 
 
 class Host(BackupClient, ClientHost):
@@ -56,6 +64,7 @@ class Host(BackupClient, ClientHost):
         self.peers = peers
         self.moved_bytes = 0
         self.trip = Tripwire()
+        self.alive = True                # False once killed (`close`): its calls stop
         self.chunk_size = chunk_size
         self.window = window
         self.arrays_by_device = dict(arrays_by_device or {})   # the LAN directory
@@ -84,8 +93,15 @@ class Host(BackupClient, ClientHost):
         with self._epoch_lock:
             self.fabric_epoch += 1
 
+    def _check_alive(self) -> None:
+        """ELEMENT_DOWN once this host is killed: what a killed host was doing stops there."""
+        if not self.alive:
+            raise SanError("ELEMENT_DOWN", f"{self.name} went down")
+
     def _grant(self, port_ref: str):
         """The route of the first HBA the fabric grants a path to `port_ref` from."""
+        self._check_alive()
+
         def grant(hba):
             return self.peers.element(self.hba_switch[hba]).call("grant", hba, port_ref)
         return self.first_granted(grant)
@@ -157,6 +173,7 @@ class Host(BackupClient, ClientHost):
     def _count(self, piece, answer) -> None:
         self.moved_bytes += piece[1]     # a chunk the array acknowledged (or answered)
         self.trip.passed(self.moved_bytes)
+        self._check_alive()              # killed meanwhile: no further chunk is sent
 
     def bytes_moved(self) -> int:
         """Payload bytes this host's FC transfers have had acknowledged so far (a counter that
@@ -172,7 +189,11 @@ class Host(BackupClient, ClientHost):
         self.trip.release()
 
     def close(self) -> None:
-        """Going down (an in-process SAN's kill): a thread stopped at the tripwire goes on."""
+        """Going down (an in-process SAN's kill, where no process dies): every call it is
+        running fails ELEMENT_DOWN at its next chunk, path or management call, as a killed
+        actor's would have stopped, and a thread stopped at the tripwire goes on to find
+        that.  What it held in memory (its filesystems' caches) is dropped with it."""
+        self.alive = False
         self.trip.release()
 
     def _write_to(self, path: IoPath, offset: int, size: int, piece_of) -> list[Transfer]:
@@ -275,6 +296,7 @@ class Host(BackupClient, ClientHost):
 
     def manage(self, array: str, method: str, *args):
         """A management (LAN) call from this host to an array: (answer, transfers)."""
+        self._check_alive()
         return manage(self.name, self.peers, array, method, *args)
 
     # -- filesystems --------------------------------------------------------------------------
@@ -430,7 +452,7 @@ class Host(BackupClient, ClientHost):
             self.gates[mount_point].resume()
             return []
         if mount.filesystem != "fat":
-            if name == "flush":     # mount, unmount and fsck do nothing on a raw mount
+            if name == "flush":     # mount, unmount, fsck and repair do nothing on a raw mount
                 self.synchronize_cache(mount_point)
             return []
         with self.fs_locks[mount_point]:
@@ -448,6 +470,8 @@ class Host(BackupClient, ClientHost):
                 if not report["clean"]:
                     raise SanError("FSCK_FAILED", f"fsck.fat found problems on {self.name}:"
                                                   f"{mount_point}: {report['summary']}")
+            elif name == "repair":
+                return self._fs_transfers(mount_point, before) + self.repair(mount_point)["transfers"]
             else:
                 raise SanError("INVALID_INPUT", f"unknown action {name!r}")
             return self._fs_transfers(mount_point, before)
@@ -458,28 +482,90 @@ class Host(BackupClient, ClientHost):
         route, array, port, lun = self._path(mount_point)
         array.call("synchronize_cache", route.initiator, port, lun)
 
+    def _image(self, path, files: tuple[str, ...]) -> int:
+        """Write the volume at `path`, as the array holds it (not this host's cache), into
+        each of `files`, sparse: only its written extents are read.  Returns bytes read."""
+        route, array, port, lun = path
+        size = self._capacity(path)
+        extents = array.call("lba_status", route.initiator, port, lun)
+        outs = [open(f, "wb") for f in files]
+        try:
+            for out in outs:
+                out.truncate(size)
+            for offset, length in extents:
+                data, _ = self._read_into(path, offset, length)
+                for out in outs:
+                    out.seek(offset)
+                    out.write(data.tobytes())
+        finally:
+            for out in outs:
+                out.close()
+        return sum(length for _, length in extents)
+
     def fsck(self, mount_point: str, port_ref: str | None = None, lun: int | None = None) -> dict:
         """`fsck.fat -n` on the volume's image as the array holds it (what is on the SAN,
         not this host's cache): its written extents are read into a sparse image file."""
         if port_ref is None:
             mount = self.mount(mount_point)
             port_ref, lun = mount.port, mount.lun
-        path = self._target(port_ref, lun)
-        route, array, port, _ = path
-        size = self._capacity(path)
-        extents = array.call("lba_status", route.initiator, port, lun)
         with tempfile.TemporaryDirectory(prefix="san-fsck-") as tmp:
             image = os.path.join(tmp, "volume.img")
-            with open(image, "wb") as out:
-                out.truncate(size)
-                for offset, length in extents:
-                    data, _ = self._read_into(path, offset, length)
-                    out.seek(offset)
-                    out.write(data.tobytes())
+            self._image(self._target(port_ref, lun), (image,))
             clean, output = fsck(image)
         lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
         return {"clean": clean, "output": output,
                 "summary": "; ".join(lines[-3:]) if lines else "no output"}
+
+    def repair(self, mount_point: str) -> dict:
+        """The `repair` action: ``fsck.fat -a`` on a fat mount's volume as the array holds it,
+        and what it changed written back through the FC path.  What a host killed while it
+        wrote its filesystem leaves needs it: the dirty bit, entries and FAT chains its cache
+        had not written back.  A mounted filesystem is unmounted first, its cache written back
+        as it is (not marked clean: fsck.fat sees whether it was); the next call mounts the
+        repaired one.
+
+        Returns {"mount", "repaired": the lines in which fsck.fat said what it found and did
+        ([] if the filesystem was clean), "bytes_written" (back onto the volume), "output"
+        (fsck.fat's, the image named after the mount), "transfers"}.  FSCK_FAILED if the
+        volume is still not clean afterwards (e.g. it holds no FAT filesystem); nothing is
+        written back then.  A raw mount has nothing to repair."""
+        where, mount = f"{self.name}:{mount_point}", self.mount(mount_point)
+        if mount.filesystem != "fat":
+            return {"mount": mount_point, "repaired": [], "bytes_written": 0, "output": "",
+                    "transfers": []}
+        with self.fs_locks[mount_point]:
+            path = self._target(mount.port, mount.lun)
+            if mount_point in self.fs:
+                self.fs_paths[mount_point] = path
+                fs = self.fs.pop(mount_point)
+                fs.device.flush()
+                fs.discard()
+            with tempfile.TemporaryDirectory(prefix="san-repair-") as tmp:
+                before, image = os.path.join(tmp, "before.img"), os.path.join(tmp, "volume.img")
+                read = self._image(path, (before, image))
+                status, output = fsck_repair(image)
+                output = output.replace(image, where)
+                clean, again = fsck(image)
+                if status not in (0, 1) or not clean:
+                    lines = [ln.strip() for ln in again.replace(image, where).splitlines()[1:]
+                             if ln.strip()]
+                    raise SanError("FSCK_FAILED", f"fsck.fat -a could not repair {where}: "
+                                                  + ("; ".join(lines[-3:]) or f"exit status {status}"))
+                written = 0
+                with open(image, "rb") as repaired:
+                    for offset, length in changed_ranges(before, image):
+                        data = np.frombuffer(os.pread(repaired.fileno(), length, offset), dtype=np.uint8)
+                        self._write_to(path, offset, length,
+                                       lambda off, n, data=data, at=offset: data[off - at:off - at + n])
+                        written += length
+        lines = [ln.strip() for ln in output.splitlines()[1:] if ln.strip()]   # [0]: its version
+        repaired = [] if status == 0 else [
+            ln for ln in lines if not ln.startswith(f"{where}:") and ln not in _FSCK_BOOKKEEPING]
+        transfers = [Transfer(path[0].resources(False), read)]
+        if written:
+            transfers.append(Transfer(path[0].resources(True), written))
+        return {"mount": mount_point, "repaired": repaired, "bytes_written": written,
+                "output": output, "transfers": transfers}
 
     # -- volume images (tape) ---------------------------------------------------------------------
     def resources_at(self, port_ref: str, lun: int, toward_target: bool) -> tuple:

@@ -6,8 +6,9 @@ the scenario runner needs of a SAN (`call`, `kind`, faults, the simulated time),
 `san.fabric.San` does with actors.  Every flow of the method therefore runs, with real bytes
 and real state directories, in unit tests that never start Ray.  It is a test bench, not a
 second simulator: modeled time, errors and results are the same, only nothing runs in
-another process (a call is a method call; a "killed" element's object is dropped and a
-restart builds a new one from the state directory).
+another process (a call is a method call; a "killed" element's object is dropped, the calls
+it was running stop at their next chunk or call, ELEMENT_DOWN, as a killed actor's would
+(its `close`), and a restart builds a new one from the state directory).
 """
 from __future__ import annotations
 

@@ -79,6 +79,9 @@ ACTION_MEANINGS = {
     "unmount": "unmounts the filesystem (after writing it back)",
     "mount": "mounts it again",
     "fsck": "checks the filesystem (`fsck.fat -n`); `FSCK_FAILED` if it is bad",
+    "repair": "repairs the filesystem as the array holds it (`fsck.fat -a`, e.g. after the host "
+              "died while writing it) and writes back what that changed; `FSCK_FAILED` if it "
+              "is still bad",
 }
 FAULT_MEANINGS = {
     "kill": "the target element stops: everything through it fails `ELEMENT_DOWN`",
@@ -309,7 +312,7 @@ def render() -> str:
     lines += _closed("Actions", ACTIONS, ACTION_MEANINGS,
                      "The `pre` and `post` actions of definitions and steps, run on the "
                      "host's mount (a closed vocabulary: no shell commands).  On a raw mount, "
-                     "`flush`, `mount`, `unmount` and `fsck` succeed and do nothing.")
+                     "`flush`, `mount`, `unmount`, `fsck` and `repair` succeed and do nothing.")
     lines += _closed("Fault kinds", FAULT_KINDS, FAULT_MEANINGS,
                      "The `kind` of a `fault` step.")
     lines += _closed("Catalog rows", CATALOG_FIELDS, CATALOG_MEANINGS,

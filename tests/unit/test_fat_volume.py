@@ -197,6 +197,19 @@ def test_flush_leaves_a_clean_filesystem_while_mounted(vol64, tmp_path):
     assert_fsck_clean(v, tmp_path, "closed")
 
 
+@needs_fsck
+def test_a_filesystem_found_dirty_stays_dirty_until_fsck_repairs_it(vol64, tmp_path):
+    v, dev, fs = vol64
+    fs.write_file("a.bin", 300 * KiB, 1)
+    dev.flush()                               # what a host that died before its flush leaves
+    again = FatVolume(v.device())             # the host restarted: a new cache, the same volume
+    again.write_file("b.bin", 10, 2)
+    again.close()                             # its flush does not hide the crash
+    ok, out = fsck(v.image(tmp_path / "dirty"))
+    assert not ok and "Dirty bit" in out
+    assert set(FatVolume(v.device()).files()) == {"/a.bin", "/b.bin"}
+
+
 def test_mount_writes_nothing_and_flush_without_changes_writes_nothing(vol64):
     v, dev, fs = vol64
     fs.close()

@@ -233,7 +233,7 @@ BAD_STEPS = [
      "  - {op: backup, definition: d1, as: b1}\n"
      "  - {op: restore_volume, backup: b1, pre: [reboot]}\n",
      ["steps[1].pre[0]: unknown action (got 'reboot'; expected one of quiesce, resume, flush, "
-      "unmount, mount, fsck)"]),
+      "unmount, mount, fsck, repair)"]),
     ("restore-to-unknown-host",
      "  - {op: backup, definition: d1, as: b1}\n"
      "  - {op: restore_volume, backup: b1, to: {host: host5, mount: /db}}\n",

@@ -292,7 +292,7 @@ BAD = [
     ("bad-action",
      mini(("label: nightly}", "label: nightly, pre: [quiesce, rm -rf]}")),
      ["definitions[0].pre[1]: unknown action (got 'rm -rf'; expected one of quiesce, resume, "
-      "flush, unmount, mount, fsck)"]),
+      "flush, unmount, mount, fsck, repair)"]),
     ("label-too-long",
      mini(("label: nightly}", "label: " + "é" * 65 + "}")),
      ["definitions[0].label: label too long (got '", "expected at most 128 bytes of UTF-8"]),
