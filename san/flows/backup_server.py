@@ -10,6 +10,7 @@ reaches other elements through `Peers` (`san.flows.peers`); `san.actors` makes i
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from ..catalog import row_key
 from ..elements.backup_server import BackupServer
@@ -18,6 +19,7 @@ from ..timemodel import Transfer
 from ..units import format_time
 from ..volume_info import VolumeInfo
 from .lan import lan_transfer, manage, payload_size
+from .state_lock import StateLock
 
 
 class _Gone:
@@ -35,7 +37,13 @@ class Server(BackupServer):
     """A backup server: its tables and its flows; its peers reached by `peers`."""
 
     def __init__(self, spec, topology, state_dir, peers):
-        super().__init__(spec, topology, state_dir)
+        # its part of the state dir is this generation's until it closes or its process ends
+        self._state_lock = StateLock(Path(state_dir) / "servers" / spec.name, spec.name)
+        try:
+            super().__init__(spec, topology, state_dir)
+        except BaseException:
+            self._state_lock.release()
+            raise
         self.peers = peers
 
     def ping(self) -> str:
@@ -47,7 +55,11 @@ class Server(BackupServer):
         actor's would have stopped; what it had ordered (a host's backup client waiting for a
         copy) goes on there.  A restarted server reads the catalog as the last commit left it."""
         catalog, self.catalog, self.peers = self.catalog, _Gone(self.name), _Gone(self.name)
-        catalog.close()
+        try:
+            if not isinstance(catalog, _Gone):
+                catalog.close()
+        finally:
+            self._state_lock.release()
 
     def _host(self, host: str, method: str, *args):
         """A call to a host that is not a backup-client order (pre/post actions, paths)."""

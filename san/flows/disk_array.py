@@ -18,6 +18,7 @@ releases it when a BUSY check finds it (`DiskArray._reservation`).
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from ..elements.client_host import chunks, first_granted
 from ..elements.copy_jobs import CopyJob
@@ -27,12 +28,31 @@ from ..timemodel import Transfer
 from ..units import BLOCK
 from .lan import lan_transfer
 from .peers import Payload, windowed
+from .state_lock import StateLock
 
 HOLDER_TIMEOUT = 10.0     # seconds a reservation's holder has to say it still copies
 
 
 class ArrayInitiator:
-    """Copies to other arrays; needs `peers`, `chunk_size` and `window` on the array."""
+    """Copies to other arrays; needs `peers`, `chunk_size` and `window` on the array.
+
+    It also keeps the array's part of the state dir to this generation of the array
+    (`san.flows.state_lock`): taken before the array opens anything there, released when it
+    closes or its process ends."""
+
+    def __init__(self, spec, state_dir, *args, **kwargs):
+        self._state_lock = StateLock(Path(state_dir) / "arrays" / spec.name, spec.name)
+        try:
+            super().__init__(spec, state_dir, *args, **kwargs)
+        except BaseException:
+            self._state_lock.release()
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._state_lock.release()
 
     def mgmt_copying_into(self, caller: str, number: int) -> bool:
         """Asked by array `caller` that this array holds a reservation of: is a copy from

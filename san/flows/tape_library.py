@@ -26,13 +26,32 @@ from __future__ import annotations
 
 from collections import deque
 from itertools import islice
+from pathlib import Path
 
 from ..elements.client_host import chunks
 from ..units import BLOCK
 from .peers import WINDOW
+from .state_lock import StateLock
 
 
 class LibraryPuller:
+    """Mixed into a `TapeLibrary`, which it also keeps its part of the state dir to
+    (`san.flows.state_lock`) until it closes or its process ends."""
+
+    def __init__(self, spec, state_dir, *args, **kwargs):
+        self._state_lock = StateLock(Path(state_dir) / "tapes" / spec.name, spec.name)
+        try:
+            super().__init__(spec, state_dir, *args, **kwargs)
+        except BaseException:
+            self._state_lock.release()
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._state_lock.release()
+
     def write_from_host(self, media: str, row: dict, host: str, port_ref: str, lun: int) -> dict:
         """Append the image of the volume `host` reaches at port/LUN (its written extents)."""
         self.medium(media)
