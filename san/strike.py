@@ -8,10 +8,12 @@ stream the library reads on its path), an array the bytes its copies have moved 
 restore, volume copy, a copy to another array over FC).  A step's count is the sum of its
 movers' counts since the concurrent step began, over all its phases.
 
-To strike at a chunk boundary whatever the machine's speed, the fault arms each mover's
-tripwire (`san.tripwire`) at its count + SIZE: the mover's thread that counts the chunk
-reaching SIZE stops there, before sending anything more, the fault strikes, and the movers are
-released (a killed one stays dead).  Where several movers share the bytes, the count is also
+To strike at a chunk boundary whatever the machine's speed, each mover's tripwire
+(`san.tripwire`) is armed at its count + SIZE before the concurrent's steps start
+(`meters_for`): the mover's thread that counts the chunk reaching SIZE stops there, before
+sending anything more, until the fault (whenever its thread runs) has struck and released
+the movers (a killed one stays dead).  Each mover has one tripwire: with several faults on one
+step, it is armed at the smallest SIZE and the others wait by polling.  Where several movers share the bytes, the count is also
 polled, so the fault strikes at the latest one poll after the sum reaches SIZE.  If the step
 ends first, the fault strikes then; either way its result says after how many of the step's
 bytes it struck (``after_bytes``) and whether the step had ended (``step_ended``).
@@ -105,14 +107,22 @@ class StepMeter:
 
 def meters_for(ctx, steps) -> dict[str, StepMeter]:
     """A meter for each inner step of a concurrent that a ``when`` names, read before any of
-    them starts (their count begins at zero)."""
-    watched = {s.when.step for s in steps if getattr(s, "when", None) is not None}
+    them starts (their count begins at zero), its movers' tripwires armed at the smallest
+    SIZE a fault waits for: armed before the step moves a byte, whenever the fault's own
+    thread gets to run (an armed mover waits for it at SIZE)."""
+    sizes: dict[str, int] = {}
+    for s in steps:
+        when = getattr(s, "when", None)
+        if when is not None:
+            sizes[when.step] = min(when.after, sizes.get(when.step, when.after))
     out = {}
     for s in steps:
-        if s.title in watched:
+        if s.title in sizes:
             names = movers(ctx, s)
             base = {n: _count(ctx.san, n) or 0 for n in names}
             out[s.title] = StepMeter(s.title, names, base, seen=dict(base))
+            for name in names:
+                _arm(ctx.san, name, base[name] + sizes[s.title])
     return out
 
 
@@ -120,8 +130,6 @@ def strike(ctx, meter: StepMeter, size: int, fire) -> dict:
     """Wait until the step of `meter` has moved `size` bytes (or ended), call `fire()` and
     let the movers go on; {step, after_bytes, step_ended}."""
     san = ctx.san
-    for name in meter.movers:
-        _arm(san, name, meter.base[name] + size)
     try:
         while True:
             moved = meter.read(san)

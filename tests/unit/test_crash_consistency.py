@@ -428,14 +428,6 @@ def test_repair_of_a_raw_mount_does_nothing(tmp_path):
 
 
 # -- a race the table can hit on a loaded machine ----------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "san/strike.py arms the movers' tripwires in the fault's own thread (`strike`), after the "
-    "runner's pool has started the inner steps: a mover scheduled before it passes SIZE with no "
-    "tripwire armed, and a short step may even end first, so the fault strikes late or at its "
-    "end (step_ended: True); here its thread starts once the step is over.  (The likely cause "
-    "of one failure in about ten runs of the table above at a load of 16 on 2 cores.)  Fix "
-    "(san/runner.py, san/strike.py): arm the tripwires in `meters_for`, before the pool starts "
-    "the inner steps, and let `strike` only wait and fire"))
 def test_a_fault_whose_thread_starts_late_still_strikes_at_size(tmp_path, monkeypatch):
     import san.ops as ops
     real = ops.strike
