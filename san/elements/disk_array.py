@@ -535,12 +535,28 @@ class DiskArray(CopyEngine):
             self.reader(number)
             if port not in self.ports:
                 raise SanError("NO_SUCH_PORT", f"{self.name} has no port {port!r}")
-            if (port, lun) in self.luns:
+            if (port, lun) in self.luns and not self._left_behind(port, lun):
                 raise SanError("BUSY", f"{self.name}/{port} LUN {lun} already holds volume "
                                        f"{self.luns[(port, lun)][0]}")
             self.attachments.append({"number": number, "port": port, "lun": lun, "hosts": [host]})
             self._save_table()
             self._rebuild_luns()
+
+    def _left_behind(self, port: str, lun: int) -> bool:
+        """Drop the attachment at port/LUN if the flow that made it died (its host says it
+        holds it no more, or is down): True if the LUN is free now (the lock is held)."""
+        found = next((a for a in self.attachments if (a["port"], a["lun"]) == (port, lun)), None)
+        if found is None or self.attachment_holder_active(found["hosts"][0], port, lun):
+            return False
+        self.attachments = [a for a in self.attachments if a is not found]
+        self._save_table()
+        self._rebuild_luns()
+        return True
+
+    def attachment_holder_active(self, host: str, port: str, lun: int) -> bool:
+        """Does `host` still hold what is attached for it at port/LUN?  The plain array cannot
+        ask another element, so it trusts the attachment; the Ray layer asks the host."""
+        return True
 
     def mgmt_detach(self, caller: str, port: str, lun: int) -> None:
         self.authorize(caller)

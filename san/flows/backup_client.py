@@ -79,21 +79,46 @@ class BackupClient:
         with self._images_lock:
             self._images.pop(stream, None)
 
-    def client_attach(self, device_id: str, volume: int) -> dict:
-        """Attach a backup volume at this host's restore port of its array (Figs. 13, 16)."""
+    def client_attach(self, device_id: str, volume: int, owner: tuple | None = None) -> dict:
+        """Attach a backup volume at this host's restore port of its array (Figs. 13, 16), for
+        `owner`: the (server, session) whose flow will detach it."""
         array = self.arrays_by_device.get(device_id)
         restore = next((r for r in self.spec.restore_ports if r.port.split("/")[0] == array), None)
         if restore is None:
             raise SanError("NO_SUCH_PORT", f"{self.name} has no restore port on {array} "
                                            f"(device {device_id})")
-        _, transfers = self.manage(array, "attach", volume, restore.port.split("/")[1],
-                                   restore.lun, self.name)
+        port = restore.port.split("/")[1]
+        _, transfers = self.manage(array, "attach", volume, port, restore.lun, self.name)
+        self.attached[(array, port, restore.lun)] = tuple(owner) if owner else None
         return {"port": restore.port, "lun": restore.lun, "transfers": transfers}
 
     def client_detach(self, port_ref: str, lun: int) -> dict:
         array, port = port_ref.split("/")
         _, transfers = self.manage(array, "detach", port, lun)
+        self.attached.pop((array, port, lun), None)
         return {"transfers": transfers}
+
+    def holds_attachment(self, array: str, port: str, lun: int) -> bool:
+        """Does a flow still hold the volume attached at array/port/LUN for this host?  Asked
+        by the array before it refuses another attach there as BUSY: an attachment whose flow
+        died (this host restarted since, or the server that ordered it is down or restarted)
+        is left behind, and the array drops it."""
+        key = (array, port, lun)
+        if key not in self.attached:
+            return False
+        owner = self.attached[key]
+        if owner is None:
+            return True
+        server, session = owner
+        try:
+            alive = self.peers.element(server).call("session") == session
+        except SanError as exc:
+            if exc.code != "ELEMENT_DOWN":
+                raise
+            alive = False
+        if not alive:
+            self.attached.pop(key, None)
+        return alive
 
     def client_restore_tape(self, mount_point: str, library: str, media: str, file: int,
                             pre: list, post: list, via: str) -> dict:
@@ -277,6 +302,7 @@ class BackupClient:
         transfers = self.actions(mount_point, pre)
         with self._post_on_failure(mount_point, post):
             _, t = self.manage(array, "attach", volume, rport, restore.lun, self.name)
+            self.attached[(array, rport, restore.lun)] = None     # this flow holds it
         transfers += t
         try:
             path = self._target(restore.port, restore.lun)
@@ -292,6 +318,7 @@ class BackupClient:
             self._detach_quietly(array, rport, restore.lun)
             raise
         _, t = self.manage(array, "detach", rport, restore.lun)
+        self.attached.pop((array, rport, restore.lun), None)
         transfers += t
         transfers += self.actions(mount_point, post)
         return {"files": paths, "bytes": sum(len(d) for d in contents.values()),

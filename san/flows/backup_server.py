@@ -9,6 +9,8 @@ reaches other elements through `Peers` (`san.flows.peers`); `san.actors` makes i
 """
 from __future__ import annotations
 
+import uuid
+
 import datetime as dt
 from pathlib import Path
 
@@ -45,6 +47,7 @@ class Server(BackupServer):
             self._state_lock.release()
             raise
         self.peers = peers
+        self.session_id = uuid.uuid4().hex     # this generation: what its flows held dies with it
 
     def ping(self) -> str:
         return self.name
@@ -160,7 +163,8 @@ class Server(BackupServer):
         tape_row = {**row, "type": "tape", "device_id": self._library(), "media_id": media}
         try:
             transfers = self._host(host, "actions", row["mount_point"], list(pre))
-            attached = self._client(host, "client_attach", row["device_id"], int(row["media_id"]))
+            attached = self._client(host, "client_attach", row["device_id"], int(row["media_id"]),
+                                    (self.name, self.session_id))
         except BaseException:
             self._post_quietly(host, row["mount_point"], post)
             raise
@@ -328,6 +332,11 @@ class Server(BackupServer):
 
     def schedule_of(self, name: str):
         return self.definition(name).schedule
+
+    def session(self) -> str:
+        """This server's generation (a restart makes a new one): what a host asks to know
+        whether the flow that had it attach a volume can still detach it."""
+        return self.session_id
 
     def catalog_rows(self) -> list[dict]:
         return self.rows()

@@ -63,6 +63,9 @@ class Host(BackupClient, ClientHost):
         self.now = now or FAT_EPOCH      # the simulated clock, as the runner last told it
         self.peers = peers
         self.moved_bytes = 0
+        # (array, port, LUN) -> who holds an attachment made through this host: None (its own
+        # file restore) or (server, its session) for a server's copy to tape
+        self.attached: dict[tuple, tuple | None] = {}
         self.trip = Tripwire()
         self.alive = True                # False once killed (`close`): its calls stop
         self.chunk_size = chunk_size

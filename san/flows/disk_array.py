@@ -75,6 +75,20 @@ class ArrayInitiator:
                 return False
             raise
 
+    def attachment_holder_active(self, host: str, port: str, lun: int) -> bool:
+        """The host an attachment was made for is asked; one that is down, or whose flow died
+        (restarted since, or its server did), has left it behind.  No answer within
+        `HOLDER_TIMEOUT` counts as "still held"."""
+        try:
+            asked = self.peers.element(host).start("holds_attachment", self.name, port, lun)
+            return bool(asked.result(timeout=HOLDER_TIMEOUT))
+        except TimeoutError:
+            return True
+        except SanError as exc:
+            if exc.code == "ELEMENT_DOWN":
+                return False
+            raise
+
     def mgmt_copy_remote(self, caller: str, source: int, dest_array: str, dest_volume: int,
                          dest_port: str, dest_lun: int, with_info: bool = True) -> dict:
         """Volume copy to another array (Fig. 19): this array writes the data over FC from

@@ -80,8 +80,13 @@ def no_tape_file(library: str, media: str):
 
 
 def no_attachment(array: str):
+    """No attachment is held: any left in the array's table is one its holder no longer
+    holds, which the next attach at that LUN drops (as a reservation left behind)."""
     def check(san, struck):
-        assert san.element(array).attachments == []
+        arr = san.element(array)
+        held = [a for a in arr.attachments
+                if arr.attachment_holder_active(a["hosts"][0], a["port"], a["lun"])]
+        assert held == []
     return check
 
 
@@ -180,15 +185,6 @@ TAPE_THEN = """
     - {op: verify, checkpoint: bk, backup: t1}
     - {op: expect_catalog, count: 2, rows: [{type: tape, device_id: lib1, media_id: T00002, file: "1"}]}
 """
-
-ATTACHMENT_LEFT = (
-    "the backup volume attached at host1's restore port (array1/fc0 LUN 9) stays attached: the "
-    "flow that would detach it died with the host (its own file restore) or the server (its "
-    "copy to tape), and the array drops attachments only when it restarts itself, so the next "
-    "restore_files or copy_to_tape through that port fails BUSY.  Fix (san/elements/"
-    "disk_array.py): treat an attachment as reservations are treated, asking its holder whether "
-    "it still uses it (the host: a set of its live attachments, empty after a restart) and "
-    "dropping it when the holder is down or says no")
 
 CASES = [
     Case("mirror-array", "single-array.yaml", MIRROR_BEFORE,
@@ -295,8 +291,7 @@ CASES = [
     pytest.param(Case("copy-to-tape-host", "single-array.yaml", TAPE_BEFORE,
                       "{op: copy_to_tape, title: it, backup: b0, media: T00002, as: t0}", "host1",
                       32 * MiB, 96 * MiB, TAPE_THEN,
-                      claims=all_of(no_tape_file("lib1", "T00002"), no_attachment("array1"))),
-                 marks=pytest.mark.xfail(strict=True, reason=ATTACHMENT_LEFT)),
+                      claims=all_of(no_tape_file("lib1", "T00002"), no_attachment("array1")))),
     pytest.param(Case("copy-to-tape-server", "single-array.yaml", TAPE_BEFORE,
                       "{op: copy_to_tape, title: it, backup: b0, media: T00002, as: t0}", "backup1",
                       32 * MiB, 96 * MiB, """
@@ -304,12 +299,10 @@ CASES = [
                       - {op: expect_catalog, count: 1, rows: [{type: disk, media_id: "1"}]}
                       - {op: copy_to_tape, backup: b0, media: T00003, as: t1}
                       - {op: verify, checkpoint: bk, backup: t1}
-                      """, claims=no_attachment("array1")),
-                 marks=pytest.mark.xfail(strict=True, reason=ATTACHMENT_LEFT)),
+                      """, claims=no_attachment("array1"))),
     pytest.param(Case("restore-files-host", "two-arrays.yaml", RESTORE_FILES_BEFORE,
                       "{op: restore_files, title: it, backup: b0, files: [orders.db]}", "host1",
-                      16 * MiB, 96 * MiB, RESTORE_FILES_THEN, claims=no_attachment("array1")),
-                 marks=pytest.mark.xfail(strict=True, reason=ATTACHMENT_LEFT)),
+                      16 * MiB, 96 * MiB, RESTORE_FILES_THEN, claims=no_attachment("array1"))),
 ]
 
 

@@ -309,9 +309,9 @@ def test_the_model_finds_a_write_applied_twice(tmp_path, monkeypatch):
     from san.elements.disk_array import DiskArray
     real = DiskArray.write
 
-    def doubled(self, initiator, port, lun, lba, data):
-        got = real(self, initiator, port, lun, lba, data)
-        if lba + 1 + len(data) // 512 <= SIZE // 512:
+    def doubled(self, initiator, port, lun, lba, data, *rest, **kw):
+        got = real(self, initiator, port, lun, lba, data, *rest, **kw)
+        if lba + 1 + len(data) // 512 <= SIZE // 512:        # once more, one sector on, unnumbered
             real(self, initiator, port, lun, lba + 1, data)
         return got
     monkeypatch.setattr(DiskArray, "write", doubled)
