@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.progress import Progress
 
@@ -41,6 +40,7 @@ from .topology import load_scenario, load_topology, validate_files
 from .topology.inspect import render_inspect
 from .topology.json_schema import KINDS as SCHEMA_KINDS
 from .topology.json_schema import schema_text
+from .topology.loader import top_level_keys
 from .units import parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -290,14 +290,8 @@ _TOPOLOGY_KEYS = frozenset({"fabric", "arrays", "hosts", "backup_servers", "tape
 def _is_topology_file(path) -> bool:
     """A valid topology file (given where a scenario belongs): a mapping with topology keys,
     without `steps` or `topology`, that loads as a topology."""
-    try:
-        root = yaml.compose(Path(path).read_bytes().decode("utf-8-sig"), Loader=yaml.SafeLoader)
-    except Exception:
-        return False
-    if not isinstance(root, yaml.MappingNode):
-        return False
-    keys = {k.value for k, _ in root.value if isinstance(k, yaml.ScalarNode)}
-    if keys & {"steps", "topology"} or not keys & _TOPOLOGY_KEYS:
+    keys = top_level_keys(path)
+    if keys is None or keys & {"steps", "topology"} or not keys & _TOPOLOGY_KEYS:
         return False
     try:
         load_topology(path)

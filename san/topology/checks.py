@@ -6,6 +6,8 @@ data even when part of it has type errors (entries that are not mappings, or val
 wrong type, are skipped: the model validation reports those), so that one run reports
 every problem of a file.  `check_topology` returns the `Index` of the names it found, which
 the checks of a scenario's steps (`step_checks`) use with the same `Reporter` and helpers.
+Names are looked up in dicts made once, and `one_of` reads only the names it shows, so the
+checks of a file with many names and many bad references take time in proportion to its size.
 """
 from __future__ import annotations
 
@@ -170,8 +172,8 @@ def check_topology(data: Any, r: Reporter) -> Index:
                 index.hosts[name] = {
                     "hbas": {b: e for _, e in entries_of(entry, "hbas")
                              if (b := str_of(e.get("name"))) is not None},
-                    "mounts": [m for _, e in entries_of(entry, "mounts")
-                               if (m := text_of(e.get("mount_point"))) is not None],
+                    "mounts": {m: None for _, e in entries_of(entry, "mounts")
+                               if (m := text_of(e.get("mount_point"))) is not None},
                 }
             elif kind == "tape_library":
                 index.libraries[name] = [m for _, v in list_of(entry, "media")
@@ -225,7 +227,7 @@ def _check_fabric(data, fabric, r, index) -> None:
                   expected=f"at least {count}: the ports, HBAs and ISL ends attached to it")
 
     zones = _Unique(r, "zone name")
-    ports = index.array_ports() + index.host_hbas()
+    ports = dict.fromkeys(index.array_ports() + index.host_hbas())
     for i, zone in entries_of(fabric, "zones"):
         zones.add(str_of(zone.get("name")), ("fabric", "zones", i, "name"))
         for j, member in list_of(zone, "members"):
@@ -237,17 +239,18 @@ def _check_fabric(data, fabric, r, index) -> None:
 def _check_arrays(data, r, index) -> None:
     wwpns = _Unique(r, "WWPN")
     device_ids = _Unique(r, "device ID")
+    initiators = dict.fromkeys(index.initiators())
     for i, array in entries_of(data, "arrays"):
         base = ("arrays", i)
         name = str_of(array.get("name"))
         device_ids.add(text_of(array.get("device_id")), base + ("device_id",))
         for j, manager in list_of(array, "managers"):
-            if isinstance(manager, str) and manager not in index.initiators():
+            if isinstance(manager, str) and manager not in initiators:
                 r(base + ("managers", j), "unknown manager",
-                  expected=one_of(index.initiators()) + " (hosts, arrays or servers)")
+                  expected=one_of(initiators) + " (hosts, arrays or servers)")
         port_names = _Unique(r, "port name")
         port_numbers = _Unique(r, "port number")
-        own_ports = []
+        own_ports: dict[str, None] = {}
         for j, port in entries_of(array, "ports"):
             path = base + ("ports", j)
             port_names.add(str_of(port.get("name")), path + ("name",))
@@ -256,7 +259,7 @@ def _check_arrays(data, r, index) -> None:
                 wwpns.add(port["wwpn"].lower(), path + ("wwpn",))
             _check_switch_ref(r, path + ("switch",), port.get("switch"), index)
             if str_of(port.get("name")):
-                own_ports.append(port["name"])
+                own_ports[port["name"]] = None
         numbers = _Unique(r, "volume number")
         pairs = _Unique(r, "(port, LUN) pair")
         sizes = {}
@@ -278,9 +281,9 @@ def _check_arrays(data, r, index) -> None:
             if isinstance(port, str) and int_of(lun) is not None:
                 pairs.add((port, int(lun)), path + ("lun",))
             for k, host in list_of(volume, "hosts"):
-                if isinstance(host, str) and host not in index.initiators():
+                if isinstance(host, str) and host not in initiators:
                     r(path + ("hosts", k), "unknown initiator",
-                      expected=one_of(index.initiators()) + " (hosts, arrays or servers)")
+                      expected=one_of(initiators) + " (hosts, arrays or servers)")
             for k, dest in list_of(volume, "copy_destinations"):
                 dest_n = int_of(dest)
                 if dest_n is None:
@@ -305,7 +308,7 @@ def _check_arrays(data, r, index) -> None:
 
 
 def _check_hosts(data, r, index) -> None:
-    array_ports = index.array_ports()
+    array_ports = dict.fromkeys(index.array_ports())
     for i, host in entries_of(data, "hosts"):
         base = ("hosts", i)
         hbas = _Unique(r, "HBA name")

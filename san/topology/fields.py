@@ -71,12 +71,17 @@ def bad(what: str, expected: str) -> PydanticCustomError:
 
 
 def one_of(choices) -> str:
-    """'one of a, b, c' (at most 30 shown) for a '(expected ...)'."""
-    choices = list(dict.fromkeys(str(c) for c in choices))
-    if not choices:
+    """'one of a, b, c' (the first 30 shown) for a '(expected ...)'; takes only the first 31
+    distinct choices from `choices`, so that a file with many names is not read once for
+    each of its problems."""
+    shown: dict[str, None] = {}
+    for choice in choices:
+        shown[str(choice)] = None
+        if len(shown) > 30:
+            break
+    if not shown:
         return "a name defined in the file (there are none)"
-    shown = ", ".join(str(c) for c in choices[:30])
-    return "one of " + shown + (", ..." if len(choices) > 30 else "")
+    return "one of " + ", ".join(list(shown)[:30]) + (", ..." if len(shown) > 30 else "")
 
 
 def article(word: str) -> str:

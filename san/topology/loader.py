@@ -25,12 +25,12 @@ from san.topology.checks import Reporter, check_topology
 from san.topology.fields import article, one_of
 from san.topology.models import Topology
 from san.topology.problems import Problem, format_path, message
-from san.topology.source import Source
+from san.topology.source import MAX_BYTES, Source, compose, read_head
 from san.topology.step_checks import check_steps
 from san.topology.steps import OPS, ConcurrentStep, Scenario, ScenarioHead
 
 __all__ = ["Problem", "format_path", "load_topology", "load_scenario", "validate_files",
-           "is_scenario_file", "validate_model", "report_error"]
+           "is_scenario_file", "top_level_keys", "validate_model", "report_error"]
 
 
 # ---------------------------------------------------------------------------- pydantic errors
@@ -240,29 +240,26 @@ def _internal(file: str, exc: BaseException) -> Problem:
                                        f"{type(exc).__name__}: {exc}")
 
 
-def _topology(path) -> tuple[Any, list[Problem]]:
+def _load(path, kind: str | None) -> tuple[Any, list[Problem]]:
+    """(model or None, problems) of the file at `path`, read once: a "topology", a "scenario",
+    or (`kind` None) whichever the file is."""
     problems: list[Problem] = []
     try:
         src = Source(os.fspath(path), problems).read()
-        topology, _ = _topology_from_source(src)
+        if kind is None:
+            kind = "scenario" if _has_steps(src.nodes.get(())) else "topology"
+        if kind == "scenario":
+            model = _validate_scenario_source(src, [])
+        else:
+            model, _ = _topology_from_source(src)
     except Exception as exc:                     # a bug; still no traceback for the user
         return None, _finish(problems + [_internal(path, exc)])
-    return topology, _finish(problems)
-
-
-def _scenario(path) -> tuple[Any, list[Problem]]:
-    problems: list[Problem] = []
-    try:
-        src = Source(os.fspath(path), problems).read()
-        scenario = _validate_scenario_source(src, [])
-    except Exception as exc:
-        return None, _finish(problems + [_internal(path, exc)])
-    return scenario, _finish(problems)
+    return model, _finish(problems)
 
 
 def load_topology(path) -> Topology:
     """The topology of a YAML file; raises ValidationFailed listing every problem."""
-    topology, problems = _topology(path)
+    topology, problems = _load(path, "topology")
     if problems or topology is None:
         raise ValidationFailed(problems or [_internal(path, RuntimeError("no topology"))])
     return topology
@@ -270,34 +267,40 @@ def load_topology(path) -> Topology:
 
 def load_scenario(path) -> Scenario:
     """The scenario of a YAML file with its topology; raises ValidationFailed."""
-    scenario, problems = _scenario(path)
+    scenario, problems = _load(path, "scenario")
     if problems or scenario is None:
         raise ValidationFailed(problems or [_internal(path, RuntimeError("no scenario"))])
     return scenario
 
 
-def is_scenario_file(path) -> bool:
-    """A file whose top level is a mapping with a `steps` key is a scenario."""
+def top_level_keys(path) -> set[str] | None:
+    """The plain keys of the file's top-level mapping; None if it has none (not a mapping,
+    not YAML, unreadable, or refused as too large or too deep: its problems will say)."""
     try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8-sig")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        blob = read_head(path)
+        if len(blob) > MAX_BYTES:
+            return None
+        root = compose(blob.decode("utf-8-sig"))
     except Exception:
-        return False
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    return {k.value for k, _ in root.value if isinstance(k, yaml.ScalarNode)}
+
+
+def _has_steps(root) -> bool:
     return isinstance(root, yaml.MappingNode) and any(
         isinstance(k, yaml.ScalarNode) and k.value == "steps" for k, _ in root.value)
+
+
+def is_scenario_file(path) -> bool:
+    """A file whose top level is a mapping with a `steps` key is a scenario."""
+    return "steps" in (top_level_keys(path) or ())
 
 
 def validate_files(paths) -> list[Problem]:
     """Every problem of the given topology / scenario files (a scenario's topology too)."""
     problems: list[Problem] = []
     for path in paths:
-        try:
-            if is_scenario_file(path):
-                _, found = _scenario(path)
-            else:
-                _, found = _topology(path)
-        except Exception as exc:
-            found = [_internal(path, exc)]
-        problems.extend(found)
+        problems.extend(_load(path, None)[1])
     return _finish(problems)

@@ -1,9 +1,11 @@
 """A located problem of an input file, and the pieces of its one-line message.
 
 A problem prints as the contract's line, ``FILE:LINE:COL: yaml.path: what is wrong (got VALUE;
-expected ...)``.  The YAML reader (`source`), the model validation (`loader`) and the
-cross-reference checks (`checks`, `step_checks`) all build their lines from here, so that none
-of them needs another to say what is wrong.
+expected ...)``, always on one line: a character a terminal would not print as itself (a line
+break, a control or a bidi character) shows escaped, as `\\x85` or `\\u202e`.  The YAML reader
+(`source`), the model validation (`loader`) and the cross-reference checks (`checks`,
+`step_checks`) all build their lines from here, so that none of them needs another to say what
+is wrong.
 """
 from __future__ import annotations
 
@@ -22,10 +24,19 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.path or ROOT}: {self.message}"
+        return printable(f"{self.file}:{self.line}:{self.col}: {self.path or ROOT}: "
+                         f"{self.message}")
 
     def sort_key(self):
         return (self.file, self.line, self.col, self.path, self.message)
+
+
+def printable(text: str) -> str:
+    """`text` with each character that is not printable escaped: '\\r', '\\x1b', '\\u2028'."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 def format_path(path) -> str:
@@ -36,7 +47,8 @@ def format_path(path) -> str:
             out += f"[{part}]"
         else:
             text = str(part)
-            if not text or any(c in text for c in ".[]' \t\"") or text[0].isdigit():
+            if not text or any(c in text for c in ".[]' \"") or text[0].isdigit() \
+                    or not text.isprintable():
                 out += f"['{text}']"
             else:
                 out += ("." if out else "") + text

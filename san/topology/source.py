@@ -6,6 +6,11 @@ back at the line, column and source text of the value (`Source.report`).  Nothin
 an exception through for bad input: unreadable files, YAML syntax, binary garbage, tags,
 recursive aliases and alias bombs all become problems.  Numbers keep the text they were
 written as (`RawInt`, `RawFloat`), so `device_id: 0001` stays '0001'.
+
+Input at scale is refused, not worked through: a file of more than MAX_BYTES, nesting deeper
+than MAX_DEPTH (checked as PyYAML scans and composes, for its composer recurses and its
+scanner's time grows with the square of the depth of `[[[...`; and again with the aliases
+expanded), and more than MAX_NODES values with the aliases expanded (the billion laughs).
 """
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ import yaml
 from san.topology.problems import Problem, format_path, message, quote
 
 AUTO = object()                 # "take the value shown in a problem from the file"
-MAX_NODES = 200_000             # more (e.g. through nested aliases) is refused, not expanded
+MAX_NODES = 200_000             # values: more (composed, or through aliases) are refused
+MAX_DEPTH = 100                 # levels of lists and mappings, one inside the other
+MAX_BYTES = 8 << 20             # a file larger than this is refused before it is parsed
 
 
 class RawInt(int):
@@ -47,6 +54,78 @@ class RawFloat(float):
 
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
+
+
+class _TooLarge(Exception):
+    """More than MAX_NODES values."""
+
+
+class _TooDeep(Exception):
+    """Nesting deeper than MAX_DEPTH, found at `mark`."""
+
+    def __init__(self, mark):
+        super().__init__(mark)
+        self.mark = mark
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing more than MAX_NODES values as it composes, and more than
+    MAX_DEPTH lists and mappings inside each other (the root mapping is level 1) as it
+    composes and already as it scans a `[` or `{`: the scanner runs up to 1024 characters
+    ahead of the composer, and its time grows with the square of the depth of flow
+    collections.  (The scanner does not count a block list written at its key's indentation,
+    so it may stop a level later than the composer would.)"""
+    _depth = 0
+    _values = 0
+
+    def compose_node(self, parent, index):
+        if parent is None or index is not None:         # a value, not a mapping's key
+            self._values += 1
+            if self._values > MAX_NODES:                # before the aliases are expanded
+                raise _TooLarge()
+        return super().compose_node(parent, index)
+
+    def fetch_flow_collection_start(self, TokenClass):
+        if self.flow_level + len(self.indents) >= MAX_DEPTH:
+            raise _TooDeep(self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def _compose_collection(self, compose, anchor):
+        if self._depth >= MAX_DEPTH:
+            raise _TooDeep(self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return compose(self, anchor)
+        finally:
+            self._depth -= 1
+
+    def compose_sequence_node(self, anchor):
+        return self._compose_collection(yaml.SafeLoader.compose_sequence_node, anchor)
+
+    def compose_mapping_node(self, anchor):
+        return self._compose_collection(yaml.SafeLoader.compose_mapping_node, anchor)
+
+
+def compose(text: str) -> yaml.Node | None:
+    """The YAML node tree of `text` (None if empty); raises yaml.YAMLError, or _TooDeep or
+    _TooLarge past MAX_DEPTH or MAX_NODES."""
+    return yaml.compose(text, Loader=_Loader)
+
+
+def read_head(path) -> bytes:
+    """The bytes of the file at `path`, at most MAX_BYTES + 1 of them (so /dev/zero ends)."""
+    with open(path, "rb") as fh:
+        return fh.read(MAX_BYTES + 1)
+
+
+def _too_deep(aliases: bool = False) -> str:
+    return message("YAML nested too deeply" + (" once its aliases are expanded" if aliases
+                                               else ""),
+                   None, f"at most {MAX_DEPTH} levels of lists and mappings inside each other")
+
+
+def _too_large() -> str:
+    return message("document too large", None, f"at most {MAX_NODES} values (aliases expanded)")
 
 
 class Source:
@@ -127,11 +206,15 @@ class Source:
     # ------------------------------------------------------------------ reading
     def read(self) -> "Source":
         try:
-            with open(self.file, "rb") as fh:
-                blob = fh.read()
+            blob = read_head(self.file)
         except OSError as exc:
             self.add(1, 1, (), message("cannot read the file", quote(self.file),
                                        f"a readable file ({exc.strerror or exc})"))
+            return self
+        if len(blob) > MAX_BYTES:
+            self.add(1, 1, (), message("file too large", f"more than {MAX_BYTES} bytes",
+                                       f"a topology or scenario file of at most {MAX_BYTES} "
+                                       "bytes"))
             return self
         return self.parse_bytes(blob)
 
@@ -150,7 +233,13 @@ class Source:
     def parse_text(self, text: str) -> "Source":
         self.text = text
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = compose(text)
+        except _TooDeep as exc:
+            self.add(exc.mark.line + 1, exc.mark.column + 1, (), _too_deep())
+            return self
+        except _TooLarge:
+            self.add(1, 1, (), _too_large())
+            return self
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -170,20 +259,22 @@ class Source:
         except yaml.YAMLError as exc:
             self.add(1, 1, (), message(f"YAML error: {exc}"))
             return self
-        except RecursionError:
-            self.add(1, 1, (), message("YAML nested too deeply"))
+        except RecursionError:                  # not expected below MAX_DEPTH: a backstop
+            self.add(1, 1, (), _too_deep())
             return self
         if root is None:
             self.add(1, 1, (), message("empty file", None, "a mapping"))
             return self
         try:
             self.data = self.convert(root, ())
+        except _TooDeep as exc:
+            self.add(exc.mark.line + 1, exc.mark.column + 1, (), _too_deep(aliases=True))
+            return self
         except RecursionError:
-            self.add(1, 1, (), message("YAML nested too deeply"))
+            self.add(1, 1, (), _too_deep())
             return self
         except _TooLarge:
-            self.add(1, 1, (), message("document too large", None,
-                                       f"at most {MAX_NODES} values (aliases expanded)"))
+            self.add(1, 1, (), _too_large())
             return self
         self.ok = True
         return self
@@ -195,6 +286,8 @@ class Source:
         self.nodes[path] = node
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
+        if len(path) >= MAX_DEPTH:              # through aliases, each adding its own depth
+            raise _TooDeep(node.start_mark)
         if id(node) in self._active:
             self.report(path, "recursive alias", got=None, expected="a value that does not contain itself")
             return None
@@ -219,8 +312,8 @@ class Source:
                     else [value_node]
                 for src in sources:
                     if isinstance(src, yaml.MappingNode):
-                        value = self.convert(src, path)
-                        for k, v in value.items():
+                        value = self.convert(src, path)     # None: a recursive alias, reported
+                        for k, v in (value or {}).items():
                             merged.setdefault(k, v)
                     else:
                         self.nodes.setdefault(path + ("<<",), src)
@@ -283,6 +376,3 @@ class Source:
             return RawFloat(value, raw)
         return value
 
-
-class _TooLarge(Exception):
-    pass

@@ -19,17 +19,18 @@ from san.topology.steps import OPS, SERVER_OPS
 
 
 class _Names:
-    """What earlier steps made: checkpoints, backups, definitions, snapshot arrays."""
+    """What earlier steps made: checkpoints, backups, definitions, snapshot arrays (the
+    names in the order they were made: dicts of None)."""
 
     def __init__(self, index: Index | None = None):
-        self.checkpoints: set[str] = set()
-        self.backups: set[str] = set()
+        self.checkpoints: dict[str, None] = {}
+        self.backups: dict[str, None] = {}
         self.definitions: dict[str, Any] = dict(index.definitions) if index else {}
         self.snapshot_arrays: set[str] = set(index.snapshot_arrays) if index else set()
 
     def copy(self) -> "_Names":
         new = _Names()
-        new.checkpoints, new.backups = set(self.checkpoints), set(self.backups)
+        new.checkpoints, new.backups = dict(self.checkpoints), dict(self.backups)
         new.definitions, new.snapshot_arrays = dict(self.definitions), set(self.snapshot_arrays)
         return new
 
@@ -44,7 +45,7 @@ class _Names:
 def _earlier(kind: str, names) -> str:
     if not names:
         return f"the 'as' name of an earlier {kind} step (there is none before this step)"
-    return f"the 'as' name of an earlier {kind} step: " + one_of(sorted(names))
+    return f"the 'as' name of an earlier {kind} step: " + one_of(names)
 
 
 BACKUP_MAKERS = ("backup", "copy_volume", "copy_to_tape", "migrate")
@@ -62,6 +63,21 @@ class _StepChecker:
     def __init__(self, r: Reporter, index: Index | None):
         self.r = r
         self.index = index
+        self._targets: dict[str, None] | None = None
+        self._sources: dict[str, None] | None = None
+
+    def targets(self) -> dict[str, None]:
+        """What a fault may target: the elements, ports and ISLs (the index has them all)."""
+        if self._targets is None:
+            self._targets = dict.fromkeys([*self.index.elements, *self.index.array_ports(),
+                                           *self.index.host_hbas()])
+        return self._targets
+
+    def sources(self) -> dict[str, None]:
+        """What a catalog is rebuilt from: the arrays and the tape libraries."""
+        if self._sources is None:
+            self._sources = dict.fromkeys([*self.index.arrays, *self.index.libraries])
+        return self._sources
 
     # a name of the topology -------------------------------------------------------
     def ref(self, path, value, table, what) -> bool:
@@ -110,9 +126,9 @@ class _StepChecker:
         made = _Names()
         as_ = step.get("as") if isinstance(step.get("as"), str) else None
         if op == "checkpoint" and as_:
-            made.checkpoints.add(as_)
+            made.checkpoints[as_] = None
         if op in BACKUP_MAKERS and as_:
-            made.backups.add(as_)
+            made.backups[as_] = None
 
         hosts = index.hosts if index else {}
         arrays = index.arrays if index else {}
@@ -147,7 +163,7 @@ class _StepChecker:
             if self.ref(path + ("to", "array"), to.get("array"), arrays, "array"):
                 self.volume(path + ("to", "volume"), to.get("array"), to.get("volume"), names)
         if op == "rebuild_catalog" and index is not None:
-            sources = list(index.arrays) + list(index.libraries)
+            sources = self.sources()
             for j, name in list_of(step, "from"):
                 if isinstance(name, str) and name not in sources:
                     r(path + ("from", j), "unknown array or tape library",
@@ -207,7 +223,7 @@ class _StepChecker:
         r, index = self.r, self.index
         kind, target = step.get("kind"), step.get("target")
         if index is not None and isinstance(target, str):
-            targets = list(index.elements) + index.array_ports() + index.host_hbas()
+            targets = self.targets()
             if target not in targets:
                 r(path + ("target",), "unknown target",
                   expected=one_of(targets) + " (an element, port or ISL)")
@@ -244,8 +260,7 @@ class _StepChecker:
                 r(path + ("when",), "when works only inside a concurrent step", got=None,
                   expected="no when outside concurrent")
             elif isinstance(when.get("step"), str):
-                others = [t for t, i in titles.items() if i != position]
-                if when["step"] not in others:
+                if titles.get(when["step"], position) == position:
                     r(path + ("when", "step"), "unknown step title",
                       expected="the title of another step in this concurrent: "
-                               + one_of(others))
+                               + one_of(t for t, i in titles.items() if i != position))
