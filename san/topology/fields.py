@@ -406,7 +406,7 @@ RowValue = value_type(_row_value, {"type": ["string", "number", "boolean", "null
 Number = int_type(0, what="a whole number")
 Lun = int_type(0, 16383, what="a LUN", label="LUN")
 Count = int_type(1, what="a count", label="count")
-Seed = int_type(0, what="a seed (a whole number)", label="seed")
+Seed = int_type(0, 2**64 - 1, what="a seed (a whole number below 2**64)", label="seed")
 VolumeSize = size_type()
 IoSize = size_type()
 Offset = size_type(minimum=0, maximum=PiB, kind="offset")

@@ -172,6 +172,10 @@ BAD_STEPS = [
     ("write-size-zero",
      "  - {op: write, host: host1, mount: /db, offset: 0, size: 0, seed: 1}\n",
      ["steps[0].size: size out of range (got '0'; expected more than 0 bytes and at most 1 PiB)"]),
+    ("write-seed-past-64-bits",
+     "  - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 18446744073709551616}\n",
+     ["steps[0].seed: out of range (got '18446744073709551616'; expected a seed (a whole number "
+      "below 2**64) from 0 to 18446744073709551615)"]),
     ("write-missing-seed",
      "  - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB}\n",
      ["bad.yaml:4:5: steps[0].seed: missing required key (expected a 'seed' key in this mapping)"]),
