@@ -305,11 +305,17 @@ def _speed(value):
         raise bad("invalid speed", SPEED_EXPECTED) from None
 
 
+MAX_DURATION = 100 * 365.25 * 86400     # a century: the simulated clock's dates stay valid
+
+
 def _duration(value):
     try:
-        return float(parse_duration(value))
+        seconds = float(parse_duration(value))
     except ValueError:
         raise bad("invalid duration", DURATION_EXPECTED) from None
+    if not seconds <= MAX_DURATION:       # also nan and inf ('9' * 400 + 's' is inf)
+        raise bad("duration out of range", "at most 100 years")
+    return seconds
 
 
 def _time(value):
@@ -323,9 +329,12 @@ def _schedule(value):
     if isinstance(value, Schedule):
         return value
     try:
-        return parse_schedule(value)
+        schedule = parse_schedule(value)
     except (ValueError, TypeError, OverflowError):
         raise bad("invalid schedule", SCHEDULE_EXPECTED) from None
+    if schedule.kind == "every" and not 0 < schedule.interval <= MAX_DURATION:
+        raise bad("schedule out of range", "an interval above 0 and at most 100 years")
+    return schedule
 
 
 def choice(*values: str, what: str = "value"):

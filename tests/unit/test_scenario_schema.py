@@ -306,6 +306,13 @@ BAD_STEPS = [
      "  - {op: advance_clock, by: 3 fortnights}\n",
      ["bad.yaml:4:29: steps[0].by: invalid duration (got '3 fortnights'; expected a duration "
       "like 30s, 5m, 2h, 1d, 1w)"]),
+    ("advance-clock-past-a-century",
+     "  - {op: advance_clock, by: 99999999999d}\n",
+     ["bad.yaml:4:29: steps[0].by: duration out of range (got '99999999999d'; expected at most "
+      "100 years)"]),
+    ("advance-clock-infinite",
+     "  - {op: advance_clock, by: " + "9" * 400 + "s}\n",
+     ["steps[0].by: duration out of range (got '99999"]),
     ("fault-kind-and-target",
      "  - {op: fault, kind: explode, target: array1/fc9}\n",
      ["steps[0].kind: unknown fault kind (got 'explode'; expected one of kill, restart, "

@@ -236,6 +236,10 @@ BAD = [
      mini(("label: nightly}", "label: nightly, schedule: hourly}")),
      ["definitions[0].schedule: invalid schedule (got 'hourly'; expected a schedule: "
       "'once 2026-12-01T02:00'"]),
+    ("schedule-past-a-century",
+     mini(("label: nightly}", "label: nightly, schedule: every 99999999d}")),
+     ["definitions[0].schedule: schedule out of range (got 'every 99999999d'; expected an "
+      "interval above 0 and at most 100 years)"]),
     ("unknown-top-key",
      mini(("name: mini\n", "name: mini\ncolour: red\n")),
      ["2:1: colour: unknown key (got 'colour'; expected one of name, start, lan, fabric, "
