@@ -36,12 +36,12 @@ import numpy as np
 
 from ..elements.client_host import (ClientHost, Gate, IoPath, PatternChunks, Sequencer, carry,
                                     chunks, transfers_of)
+from ..actions import ACTIONS
 from ..errors import SanError
 from ..fat import (FAT_EPOCH, BlockDevice, FatVolume, changed_ranges, format_volume, fsck,
                    fsck_repair, normalize)
 from ..scsi import blocks_of, parse_device_identification, parse_standard_inquiry
 from ..timemodel import Transfer
-from ..topology.fields import ACTIONS
 from ..tripwire import Tripwire
 from ..units import BLOCK
 from .backup_client import BackupClient

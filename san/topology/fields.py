@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Optional
 
 from pydantic import BaseModel, PlainSerializer, PlainValidator
+
+from san.actions import ACTIONS as _ACTIONS
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -34,7 +36,7 @@ NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,31}")
 NAME_EXPECTED = "a name: a letter, then up to 31 letters, digits, '.', '_' or '-'"
 WWPN_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){7}")
 WWPN_EXPECTED = "a WWPN like '50:06:0e:80:00:00:00:01' (8 hex bytes separated by ':')"
-ACTIONS = ("quiesce", "resume", "flush", "unmount", "mount", "fsck", "repair")
+ACTIONS = _ACTIONS       # the host's closed vocabulary (san.actions, light for its actors)
 FILESYSTEMS = ("fat", "none")
 DEFINITION_TYPES = ("disk", "tape")
 METHODS = ("mirror", "snapshot")
