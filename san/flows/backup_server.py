@@ -40,12 +40,9 @@ class Server(BackupServer):
 
     def __init__(self, spec, topology, state_dir, peers):
         # its part of the state dir is this generation's until it closes or its process ends
-        self._state_lock = StateLock(Path(state_dir) / "servers" / spec.name, spec.name)
-        try:
-            super().__init__(spec, topology, state_dir)
-        except BaseException:
-            self._state_lock.release()
-            raise
+        self._state_lock = StateLock.holding(
+            Path(state_dir) / "servers" / spec.name, spec.name,
+            lambda: super(Server, self).__init__(spec, topology, state_dir))
         self.peers = peers
         self.session_id = uuid.uuid4().hex     # this generation: what its flows held dies with it
 

@@ -64,6 +64,18 @@ class StateLock:
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, mine, 0)
 
+    @classmethod
+    def holding(cls, directory: Path, owner: str, opens) -> "StateLock":
+        """Take the lock of `directory`, then call `opens()` (the element opening what it
+        keeps there); if that fails, let the lock go again.  Returns the lock held."""
+        lock = cls(directory, owner)
+        try:
+            opens()
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
     def _holder(self) -> str:
         try:
             return os.pread(self._fd, 512, 0).decode(errors="replace").strip() or "another process"

@@ -39,12 +39,9 @@ class LibraryPuller:
     (`san.flows.state_lock`) until it closes or its process ends."""
 
     def __init__(self, spec, state_dir, *args, **kwargs):
-        self._state_lock = StateLock(Path(state_dir) / "tapes" / spec.name, spec.name)
-        try:
-            super().__init__(spec, state_dir, *args, **kwargs)
-        except BaseException:
-            self._state_lock.release()
-            raise
+        self._state_lock = StateLock.holding(
+            Path(state_dir) / "tapes" / spec.name, spec.name,
+            lambda: super(LibraryPuller, self).__init__(spec, state_dir, *args, **kwargs))
 
     def close(self) -> None:
         try:
