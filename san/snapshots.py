@@ -362,32 +362,33 @@ class SnapshotEngine:
                     start = run[0] * G
                     stop = min(run[-1] * G + G, store.size)
                     # as stored, unhashed: the pool keeps each granule under its stored
-                    # checksum, so rot moves along and a read of the snapshot reports it
-                    old, cs = store.read_granules(start, stop - start, verify=False)
-                    pieces = [old[g * G - start: min(g * G + G, store.size) - start] for g in run]
-                    nonzero = holds_data(cs, stop - start, G)
-                    keep = [i for i, nz in enumerate(nonzero) if nz]
-                    slots = iter(self.pool.save_many([pieces[i] for i in keep], cs[keep]))
-                    for g, piece, nz in zip(run, pieces, nonzero):
-                        w = todo[g]
-                        slot = next(slots) if nz else ZERO
-                        if slot is None and src.needed(w, E):
-                            slot = self.pool.save(piece)      # a break earlier in this run may have made room
-                            if slot is None:                  # pool full: those snapshots lose, the write wins
-                                self._append(recs)
-                                recs = []
-                                self._break_range(source, w, E)
+                    # checksum, so rot moves along and a read of the snapshot reports it;
+                    # mapped, not read: the pool's pwrite copies each byte only once
+                    with store.mapped_granules(start, stop - start) as (old, cs):
+                        pieces = [old[g * G - start: min(g * G + G, store.size) - start] for g in run]
+                        nonzero = holds_data(cs, stop - start, G)
+                        keep = [i for i, nz in enumerate(nonzero) if nz]
+                        slots = iter(self.pool.save_many([pieces[i] for i in keep], cs[keep]))
+                        for g, piece, nz in zip(run, pieces, nonzero):
+                            w = todo[g]
+                            slot = next(slots) if nz else ZERO
+                            if slot is None and src.needed(w, E):
+                                slot = self.pool.save(piece)      # a break earlier in this run may have made room
+                                if slot is None:                  # pool full: those snapshots lose, the write wins
+                                    self._append(recs)
+                                    recs = []
+                                    self._break_range(source, w, E)
+                                    continue
+                            elif slot is None:                    # its snapshots broke earlier in this call
                                 continue
-                        elif slot is None:                    # its snapshots broke earlier in this call
-                            continue
-                        elif not src.needed(w, E):            # ditto, but it got a slot: give it back
+                            elif not src.needed(w, E):            # ditto, but it got a slot: give it back
+                                if slot != ZERO:
+                                    self.pool.free(slot)
+                                continue
                             if slot != ZERO:
-                                self.pool.free(slot)
-                            continue
-                        if slot != ZERO:
-                            saved += G
-                        self._apply_cow(source, g, w, E, slot)
-                        recs.append(_pack(_COW, source, g, w, E, slot))
+                                saved += G
+                            self._apply_cow(source, g, w, E, slot)
+                            recs.append(_pack(_COW, source, g, w, E, slot))
             finally:
                 self._append(recs)
             self._maybe_compact()

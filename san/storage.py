@@ -90,6 +90,8 @@ their homes: `checksums` (`san.checksums`), `_pair_checksums` (`san.storage_v1`)
 """
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import pathlib
 import functools
@@ -550,6 +552,51 @@ class VolumeStore(FdOwner):
             self._check_open()
             self._check_range("read", offset, length)
             return self._gather(range(offset // G, -(-end // G)), verify)
+
+    @contextlib.contextmanager
+    def mapped_granules(self, offset: int, length: int):
+        """`read_granules(offset, length, verify=False)` without reading: (bytes, checksums),
+        the bytes a read-only view of the data file's own pages, valid inside the ``with``.
+
+        What copy-on-write needs to move old granules into the snapshot pool: handing the view
+        to the pool's ``pwrite`` copies each byte once, from the page cache to the page cache,
+        where a read into a buffer first copies it twice (about 0.11 s less per GiB here).
+        The store's lock is held inside the ``with``, so no write changes the bytes meanwhile;
+        views still held when it ends keep the mapping until they go.
+        The data file is exactly the volume's size, so no page of the view lies past its end.
+        """
+        offset, length = int(offset), int(length)
+        G = self.granule
+        end = offset + length
+        if offset % G or (end % G and end != self.size) or length <= 0:
+            raise SanError("INVALID_INPUT",
+                           f"{self.label}: mapped_granules at offset {offset}, length {length} "
+                           f"does not cover whole {G}-byte granules")
+        with self._lock:
+            self._check_open()
+            self._check_range("read", offset, length)
+            page = offset - offset % mmap.ALLOCATIONGRANULARITY
+            view = mmap.mmap(self._data_fd, end - page, mmap.MAP_SHARED | mmap.MAP_POPULATE,
+                             mmap.PROT_READ, offset=page)
+            try:
+                gs = range(offset // G, -(-end // G))
+                cs = np.empty((len(gs), 2), dtype=np.uint64)
+                cs[:] = zero_checksum(G)
+                if end % G:
+                    cs[-1] = zero_checksum(end % G)
+                for i, g in enumerate(gs):
+                    got = self._map.get(g)
+                    if got is not None:
+                        cs[i] = got
+                data = np.frombuffer(view, dtype=np.uint8, count=length, offset=offset - page)
+                yield data, cs
+                del data
+            finally:
+                try:
+                    view.close()
+                except BufferError:
+                    pass    # a caller still holds a view: unmapped when the last one goes
+
 
     def gather(self, gs, verify: bool = True, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`read_granules` for granules `gs` (ascending, any spacing): their bytes one after

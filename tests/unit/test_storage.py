@@ -843,6 +843,29 @@ def test_read_granules_verifies_unless_told_not_to(tmp_path, rng):
     assert tuple(checksums(raw[G:], G)[0]) != s.checksum(1)
 
 
+def test_mapped_granules_are_the_stored_bytes_and_checksums_unread(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 64 * KiB + 2 * KiB, granule=G)       # a short last granule
+    s.write(4 * KiB, rand_bytes(rng, 8 * KiB))
+    s.write(64 * KiB, rand_bytes(rng, 2 * KiB))
+    s.corrupt(5 * KiB, 1)                                  # rot travels, as with verify=False
+    for offset, length in [(0, 64 * KiB + 2 * KiB), (G, 2 * G), (64 * KiB, 2 * KiB)]:
+        want, want_cs = s.read_granules(offset, length, verify=False)
+        with s.mapped_granules(offset, length) as (got, cs):
+            assert np.array_equal(got, want) and np.array_equal(cs, want_cs)
+            assert not got.flags.writeable
+        del got
+
+
+@pytest.mark.parametrize("offset,length", [(512, G), (0, G + 512), (0, 0), (64 * KiB, G), (-G, G)])
+def test_mapped_granules_refuses_what_read_granules_refuses(tmp_path, offset, length):
+    s = VolumeStore(tmp_path, "v", 64 * KiB, granule=G)
+    with pytest.raises(SanError) as e:
+        with s.mapped_granules(offset, length):
+            pass
+    assert e.value.code in ("INVALID_INPUT", "LBA_OUT_OF_RANGE")
+    assert str(offset) in e.value.message
+
+
 def test_a_write_with_checksums_stores_them_without_hashing(tmp_path, rng, monkeypatch):
     src = VolumeStore(tmp_path, "a", 64 * KiB, granule=G)
     dst = VolumeStore(tmp_path, "b", 64 * KiB, granule=G)
