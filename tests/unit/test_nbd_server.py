@@ -250,6 +250,28 @@ print(json.dumps({{"data": h.pread(262144, 4194304).hex()[:8], "head": h.pread(5
     assert not thin.data[4 * MiB:4 * MiB + 4 * GRAIN].any() and not other.calls
 
 
+@pytest.mark.parametrize("setup,structured", [
+    ("", True),
+    ("h.set_request_structured_replies(False)", False),   # simple replies
+    ("h.set_handshake_flags(0)", False),                   # plain newstyle: NBD_OPT_EXPORT_NAME, zeroes
+])
+def test_nbdsh_reads_and_writes_however_it_negotiates(san_like, nbdsh, setup, structured):
+    st, exports = san_like
+    out = nbdsh(f"""
+{setup}
+h.connect_uri({st.uri("host2:/var/log")!r})
+h.pwrite(bytes(range(256)) * 64, 8192)
+print(h.get_structured_replies_negotiated(), h.pread(16384, 8192) == bytes(range(256)) * 64)
+try:
+    h.pread(512, 8 * 1024 * 1024)
+except nbd.Error as e:
+    print(e.errnum)
+""")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(structured), "True", str(errno.EINVAL)]
+    assert exports["host2:/var/log"].data[8192:8192 + 256].tolist() == list(range(256))
+
+
 @pytest.mark.parametrize("command", ["h.pwrite(b'x' * 512, 0)", "h.trim(512, 0)", "h.zero(512, 0)"])
 def test_writing_a_read_only_export_is_eperm_from_the_server(san_like, nbdsh, command):
     st, exports = san_like
@@ -604,6 +626,18 @@ def test_close_lets_requests_in_progress_finish():
     assert (slow.data[:512] == 0x77).all()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", st.port), timeout=2)
+
+
+def test_close_disconnects_idle_clients_in_any_phase():
+    st = ServerThread({"v": MemoryExport("v", MiB)})
+    haggling, idle = RawClient(st.port), RawClient(st.port)
+    haggling.greet()
+    idle.go("v")
+    started = time.monotonic()
+    st.close()
+    assert time.monotonic() - started < 2
+    assert haggling.closed_by_server() and idle.closed_by_server()
+    assert not errors_logged(st)
 
 
 def test_a_port_in_use_is_an_oserror():
