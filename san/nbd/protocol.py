@@ -173,8 +173,10 @@ class BadOption(ValueError):
 def nbd_error(errno_value: int) -> int:
     """The NBD error value for a host ``errno`` (the protocol allows only eight of them).
 
-    The ones NBD defines pass through; quota and file-size limits are out of space, a
-    read-only file system is a permission error, anything else an I/O error.
+    The ones NBD defines pass through, but ENOTSUP, which the protocol keeps for a fast
+    zero this server does not offer (a client would misread it), is EINVAL; quota and
+    file-size limits are out of space, a read-only file system is a permission error,
+    anything else an I/O error.
 
     >>> nbd_error(errno.ENOSPC), nbd_error(errno.EDQUOT), nbd_error(errno.EROFS), nbd_error(errno.EBADF)
     (28, 28, 1, 5)
@@ -183,7 +185,7 @@ def nbd_error(errno_value: int) -> int:
         errno.EPERM: NBD_EPERM, errno.EACCES: NBD_EPERM, errno.EROFS: NBD_EPERM,
         errno.EIO: NBD_EIO, errno.ENOMEM: NBD_ENOMEM, errno.EINVAL: NBD_EINVAL,
         errno.ENOSPC: NBD_ENOSPC, errno.EDQUOT: NBD_ENOSPC, errno.EFBIG: NBD_ENOSPC,
-        errno.EOVERFLOW: NBD_EOVERFLOW, errno.ENOTSUP: NBD_ENOTSUP, errno.EOPNOTSUPP: NBD_ENOTSUP,
+        errno.EOVERFLOW: NBD_EOVERFLOW, errno.ENOTSUP: NBD_EINVAL, errno.EOPNOTSUPP: NBD_EINVAL,
         errno.ESHUTDOWN: NBD_ESHUTDOWN,
     }
     return table.get(errno_value, NBD_EIO)

@@ -27,9 +27,17 @@ request) closes that connection only, logged as one line naming the offending va
 
 ``NBD_CMD_FLUSH`` waits for every write, trim and zero received before it on the
 connection, then calls the backend's `flush`; ``NBD_CMD_FLAG_FUA`` is the command
-followed by `flush`.  Since the server keeps no cache and the backend's `flush` covers
-every connection, ``NBD_FLAG_CAN_MULTI_CONN`` is advertised unless an export says
-otherwise (`Export.multi_conn`).
+followed by `flush`.
+
+What a client is told (``nbdinfo`` shows it): transmission flags HAS_FLAGS, SEND_FLUSH;
+SEND_FUA, SEND_TRIM and SEND_WRITE_ZEROES for a writable export, READ_ONLY for the
+others; SEND_DF once structured replies are on (a read is always answered in one
+chunk); CAN_MULTI_CONN unless the export says otherwise (`Export.multi_conn`): the
+server keeps no cache and replies to a write only once the backend has it, so with a
+backend whose `flush` covers every connection, what one connection flushed is flushed
+for all.  Not offered: FAST_ZERO, CACHE, ROTATIONAL, TLS.  Block sizes
+(NBD_INFO_BLOCK_SIZE, sent with every NBD_OPT_INFO/GO): minimum 512, preferred 4 MiB,
+maximum payload 32 MiB.  The base:allocation metadata context answers block status.
 
 `close()` stops listening, stops reading requests, lets the ones in progress finish and
 closes the connections.
@@ -264,8 +272,8 @@ class _Connection:
             self.log.debug("nbd client %s: connection lost: %s", self.peer, err)
         except asyncio.CancelledError:
             raise
-        except Exception:     # a bug here must end this connection only, and say so
-            self.log.exception("nbd client %s: internal error, disconnecting", self.peer)
+        except Exception:     # a bug (or a failing export source) ends this connection only
+            self.log.exception("nbd client %s: disconnecting after an unexpected error", self.peer)
 
     async def _send(self, *parts) -> None:
         """Write one whole message (several buffers) before any other reply's bytes."""

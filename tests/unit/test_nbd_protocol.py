@@ -162,7 +162,7 @@ def test_block_status_chunk():
 @pytest.mark.parametrize("host_errno,nbd", [
     (errno.EPERM, 1), (errno.EACCES, 1), (errno.EROFS, 1), (errno.EIO, 5), (errno.ENOMEM, 12),
     (errno.EINVAL, 22), (errno.ENOSPC, 28), (errno.EDQUOT, 28), (errno.EFBIG, 28),
-    (errno.EOVERFLOW, 75), (errno.ENOTSUP, 95), (errno.ESHUTDOWN, 108),
+    (errno.EOVERFLOW, 75), (errno.ENOTSUP, 22), (errno.ESHUTDOWN, 108),
     (errno.ENOENT, 5), (errno.ETIMEDOUT, 5), (9999, 5),
 ])
 def test_errno_to_nbd_error(host_errno, nbd):
