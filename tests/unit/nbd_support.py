@@ -24,7 +24,7 @@ import threading
 import numpy as np
 import pytest
 
-from san.nbd import Export, ExportError, NbdServer, export_uri
+from san.nbd import Export, NbdServer, export_uri
 from san.nbd import protocol as p
 
 KiB, MiB = 1 << 10, 1 << 20

@@ -10,7 +10,6 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -695,7 +694,3 @@ def test_byte_view_of_the_wrong_length():
 def test_bad_server_options(options, message):
     with pytest.raises(ValueError, match=message):
         NbdServer({}, **options)
-
-
-if __name__ == "__main__":       # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
