@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -610,8 +611,10 @@ def test_requests_in_flight_are_bounded(options, bound):
 
 def test_close_lets_requests_in_progress_finish():
     slow = MemoryExport("slow", MiB)
+    entered = threading.Event()
 
     async def slow_write(offset, data, _write=slow.write):
+        entered.set()
         await asyncio.sleep(0.3)
         await _write(offset, data)
     slow.write = slow_write
@@ -619,7 +622,7 @@ def test_close_lets_requests_in_progress_finish():
     with RawClient(st.port) as c:
         c.go("slow")
         c.request(p.CMD_WRITE, 0, 512, cookie=8, data=b"\x77" * 512)
-        time.sleep(0.1)                                   # the write is in the backend now
+        assert entered.wait(10)                           # the write is in the backend now
         st.close()                                        # returns once it is done
         assert c.error_of() == 0 and c.closed_by_server()
     assert (slow.data[:512] == 0x77).all()
