@@ -19,10 +19,16 @@ given), never the machine's.
 
 Space: `FatVolume.write_file` counts the clusters it needs (data, new directories, growing
 directories, the FAT16 root directory's 512 entries) before it touches anything, and raises
-``NO_SPACE`` if they are not free (clusters of the file being replaced count as free).  If
-pyfatfs still runs out half-way, what the call created is removed again.  File data is
-allocated in one chain (contiguous on a fresh filesystem) and written in 4 MiB pieces
-straight to the clusters, so memory stays bounded whatever the file size.
+``NO_SPACE`` if they are not free.  If pyfatfs still runs out half-way, what the call created
+is removed again.  File data is allocated in one chain (contiguous on a fresh filesystem) and
+written in 4 MiB pieces straight to the clusters, so memory stays bounded whatever the file
+size.
+
+Replacing a file never leaves it half-written: the new content goes into newly allocated
+clusters, then the directory entry is switched to them, then the old chain is freed, each
+step written back before the next (`FatVolume._replace`).  A call that fails half-way (the
+array died) leaves the old file; one that fails after the switch, the new one.  So a
+replacement needs room for the new content beside the old one.
 """
 from __future__ import annotations
 
@@ -385,16 +391,18 @@ class FatVolume:
             bpc = pf.bytes_per_cluster
             free = pf.free_clusters()
             if entry is not None:
-                old = len(list(pf.get_cluster_chain(entry.get_cluster()))) if entry.get_cluster() else 0
-                need = math.ceil(size / bpc)
-                free += old
+                need = math.ceil(size / bpc)    # beside the old content, freed only after
             else:
                 need = self._needed_clusters(parent, missing, names[-1], size)
             if need > free:
+                beside = (f" beside the {entry.filesize} bytes of the file it replaces (kept "
+                          "until the new content is written)" if entry is not None else "")
                 raise SanError("NO_SPACE", f"no space for {path} ({size} bytes) on "
                                            f"{self.device.name}: {free * bpc} bytes free, "
-                                           f"{need * bpc} needed")
+                                           f"{need * bpc} needed{beside}")
             self._begin_change()
+            if entry is not None:
+                return self._replace(path, entry, size, pieces)
             created_dirs: list[str] = []
             file_path = None
             try:
@@ -403,16 +411,8 @@ class FatVolume:
                     base = base.rstrip("/") + "/" + name
                     created_dirs.append(base)
                     parent = self._create_dir(parent, name)
-                if entry is None:
-                    file_path = base.rstrip("/") + "/" + names[-1]
-                    entry = self._create_file(parent, names[-1])
-                else:
-                    file_path = base.rstrip("/") + "/" + repr(entry)
-                    old_cluster = entry.get_cluster()
-                    entry.set_cluster(0)
-                    entry.filesize = 0
-                    pf.free_cluster_chain(old_cluster)
-                    self._touch_times(entry)
+                file_path = base.rstrip("/") + "/" + names[-1]
+                entry = self._create_file(parent, names[-1])
                 if size:
                     chain = pf.allocate_bytes(size)
                     entry.set_cluster(chain[0])
@@ -422,15 +422,75 @@ class FatVolume:
                 pf.flush_fat()
             except PyFATException as exc:
                 self._undo(file_path, created_dirs)
-                if exc.errno == errno.ENOSPC:
-                    raise SanError("NO_SPACE", f"no space for {path} ({size} bytes) on "
-                                               f"{self.device.name}: {exc}") from None
-                raise SanError("INVALID_INPUT", f"cannot write {path} on {self.device.name}: "
-                                                f"{exc}") from None
+                raise self._pyfat_error(exc, path, size) from None
             except BaseException:
                 self._undo(file_path, created_dirs)
                 raise
             return size
+
+    def _pyfat_error(self, exc, path: str, size: int) -> SanError:
+        if exc.errno == errno.ENOSPC:
+            return SanError("NO_SPACE", f"no space for {path} ({size} bytes) on "
+                                        f"{self.device.name}: {exc}")
+        return SanError("INVALID_INPUT", f"cannot write {path} on {self.device.name}: {exc}")
+
+    def _replace(self, path: str, entry, size: int, pieces) -> int:
+        """Give an existing file new content without ever leaving it half-written on the
+        volume, in the order a careful filesystem writes:
+
+        1. the new content into newly allocated clusters, then the FAT with both chains
+           allocated, written back (a barrier: the device's cache writes back in offset
+           order, so without it the entry could reach the volume before the data);
+        2. the directory entry switched to the new chain, size and time, written back;
+        3. the old chain freed (the FAT reaches the volume with the caller's next flush).
+
+        A failure before the switch is written back (the array died, say) leaves the old
+        file, in memory and on the volume: the entry is put back and the new chain freed.  A
+        failure after it leaves the new file.  On the volume, a stop between the steps leaves
+        one of the two files whole and, at worst, a chain no entry names (``fsck.fat``
+        reclaims it).  Needs room for the new content beside the old (`_write` checked)."""
+        pf, device = self._pf, self.device
+        parent = entry.get_parent_dir()
+        old = (entry.get_cluster(), entry.filesize, entry.wrttime, entry.wrtdate,
+               entry.lstaccessdate)
+        chain: list[int] = []
+        switched = False
+        try:
+            if size:
+                chain = pf.allocate_bytes(size)
+                self._write_runs(self._runs(chain), pieces, size)
+                pf.flush_fat()
+                device.flush()                          # the new content is on the volume
+            entry.set_cluster(chain[0] if chain else 0)
+            entry.filesize = size
+            self._touch_times(entry)
+            switched = True
+            pf.update_directory_entry(parent)
+            device.flush()                              # the entry names the new content
+        except BaseException as exc:
+            self._unswitch(entry, parent, old, chain, switched)
+            if isinstance(exc, PyFATException):
+                raise self._pyfat_error(exc, path, size) from None
+            raise
+        pf.free_cluster_chain(old[0])                   # no entry names the old chain now
+        pf.flush_fat()
+        return size
+
+    def _unswitch(self, entry, parent, old, chain, switched: bool) -> None:
+        """Best effort, after a failed `_replace`: the entry as it was (if it had been
+        switched, the directory sector in the cache holds the old entry again, so a later
+        write-back puts it back), and the new chain freed."""
+        cluster, size, entry.wrttime, entry.wrtdate, entry.lstaccessdate = old
+        entry.set_cluster(cluster)
+        entry.filesize = size
+        try:
+            if switched:
+                self._pf.update_directory_entry(parent)
+            if chain:
+                self._pf.free_cluster_chain(chain[0])
+            self._pf.flush_fat()
+        except Exception:
+            pass
 
     def _touch_times(self, entry) -> None:
         dos_stamp(entry, self._now(), created=False)

@@ -58,7 +58,8 @@ class FileSpec(SanModel):
 
 
 class WriteFilesStep(StepBase):
-    """Writes files into the mount's FAT filesystem (NO_SPACE when full)."""
+    """Writes files into the mount's FAT filesystem (NO_SPACE when full).  A file it replaces
+    stays whole until the new one is written, so the new content needs room beside it."""
     host: Name = Field(description=_HOST)
     mount: Text = Field(description=_MOUNT)
     files: dict[Text, FileSpec] = Field(description="Path in the filesystem -> {size, seed}.")

@@ -15,8 +15,7 @@ restarted from the state dir, and then:
 
 A host killed in the middle of `write_files` leaves its filesystem marked dirty (and, had
 its cache held FAT changes, more): the `repair` action (``fsck.fat -a``) mends it, and the
-tests at the end check what it reports.  Cases marked xfail are bugs this table found whose
-fix is elsewhere (their reason says where and how).
+tests at the end check what it reports.
 """
 from __future__ import annotations
 
@@ -249,6 +248,12 @@ CASES = [
          "{op: restore_files, title: it, backup: b0, files: [orders.db]}", "array1",
          16 * MiB, 96 * MiB, RESTORE_FILES_THEN,
          claims=all_of(no_attachment("array1"), info_of("array1", 1, "host1"))),
+    # killed while the host writes the restored orders.db over the primary's (the backup read,
+    # half the new content written): the old orders.db stays whole, as the host acknowledged
+    # it, because a replacement is written beside it and switched to only once on the volume
+    Case("restore-files-array-writing", "two-arrays.yaml", RESTORE_FILES_BEFORE,
+         "{op: restore_files, title: it, backup: b0, files: [orders.db]}", "array1",
+         64 * MiB, 96 * MiB, RESTORE_FILES_THEN, claims=no_attachment("array1")),
     Case("copy-to-tape-array", "single-array.yaml", TAPE_BEFORE,
          "{op: copy_to_tape, title: it, backup: b0, media: T00002, as: t0}", "array1",
          32 * MiB, 96 * MiB, TAPE_THEN,
@@ -278,16 +283,6 @@ CASES = [
          - {op: backup, definition: checked, as: b2}
          """, claims=dirty_filesystem, done=big_file_written), marks=needs_fsck),
     # -- bugs found, fixed elsewhere ----------------------------------------------------------
-    pytest.param(Case("restore-files-array-writing", "two-arrays.yaml", RESTORE_FILES_BEFORE,
-                      "{op: restore_files, title: it, backup: b0, files: [orders.db]}", "array1",
-                      64 * MiB, 96 * MiB, RESTORE_FILES_THEN, claims=no_attachment("array1")),
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "san/fat/volume.py FatVolume._write replaces a file in place: it frees the "
-                     "old chain before writing the new content, and when a write-back fails "
-                     "(the array died) `_undo` unlinks the file, so the primary loses orders.db, "
-                     "which had been acknowledged.  Fix: write a replacement into free clusters "
-                     "and switch the entry over once written (copy-on-write), which changes the "
-                     "goldens of quickstart and nightly-mirror (where data lands)"))),
     pytest.param(Case("copy-to-tape-host", "single-array.yaml", TAPE_BEFORE,
                       "{op: copy_to_tape, title: it, backup: b0, media: T00002, as: t0}", "host1",
                       32 * MiB, 96 * MiB, TAPE_THEN,

@@ -1,11 +1,11 @@
 """san.fat.volume: the mounted FAT filesystem (pyfatfs) on a block device: files, names,
-space, flush / close / discard, read-only mounts."""
+space, flush / close / discard, read-only mounts, replacing a file safely."""
 from __future__ import annotations
 
 import pytest
 
 from san.errors import SanError
-from san.fat import FatVolume, format_volume, fsck, is_formatted, normalize
+from san.fat import BlockDevice, FatVolume, format_volume, fsck, fsck_repair, is_formatted, normalize
 
 from .fat_support import (FSCK, KiB, MiB, Volume, assert_fsck_clean, content, needs_fsck,
                                sha, vol64)  # noqa: F401 (fixture)
@@ -301,3 +301,99 @@ def test_large_file_streams_with_bounded_memory():
     size, digest = fs.file_digest("big.bin")
     assert (size, digest) == (120 * MiB, sha(content(120 * MiB, 5)))
     assert dev.cached_bytes <= dev.max_cached
+
+
+# ---------------------------------------------------------------- replacing a file safely
+def replacing(tmp_path):
+    """An 8 MiB volume holding keep.bin and f.bin (old content), flushed: (volume, device,
+    mount); the device writes back every 256 KiB, so data reaches the volume mid-write, and
+    through ``v.write`` as it is at each call (a test replaces it)."""
+    v = Volume(8 * MiB)
+    format_volume(v.device(), "safe")
+    dev = BlockDevice(v.size, v.read, lambda offset, data: v.write(offset, data),
+                      max_dirty=256 * KiB)
+    fs = FatVolume(dev)
+    fs.write_file("keep.bin", 100 * KiB, 1)
+    fs.write_file("d/f.bin", 1 * MiB, 2)
+    fs.flush()
+    return v, dev, fs
+
+
+OLD, NEW = {"/keep.bin": (100 * KiB, sha(content(100 * KiB, 1))),
+            "/d/f.bin": (1 * MiB, sha(content(1 * MiB, 2)))}, \
+    {"/keep.bin": (100 * KiB, sha(content(100 * KiB, 1))),
+     "/d/f.bin": (2 * MiB, sha(content(2 * MiB, 3)))}
+
+
+@needs_fsck
+def test_a_replacement_cut_at_any_write_leaves_the_old_or_the_new_file(tmp_path):
+    v, dev, fs = replacing(tmp_path)
+    before = v.data.copy()
+    recorded = []
+    real = v.write
+
+    def record(offset, data):
+        recorded.append((offset, data.copy()))
+        real(offset, data)
+    v.write = record
+    fs.write_file("d/f.bin", 2 * MiB, 3)
+    fs.flush()
+    seen = []
+    for cut in range(len(recorded) + 1):        # the volume as a stop after `cut` writes left it
+        img = Volume(v.size, before.copy())
+        for offset, data in recorded[:cut]:
+            img.data[offset:offset + len(data)] = data
+        files = FatVolume(img.readonly_device()).files()
+        assert files in (OLD, NEW), f"cut after {cut} of {len(recorded)} writes: {files}"
+        seen.append(files == NEW)
+        status, out = fsck_repair(img.image(tmp_path / "cut.img"))
+        found = [ln.strip() for ln in out.splitlines()[1:] if ln.strip() and not ln.startswith("/")]
+        allowed = ("Dirty bit is set", "Automatically removing dirty bit", "Reclaimed ",
+                   "*** Filesystem was changed ***", "Writing changes.", "Performing changes.",
+                   "Leaving filesystem unchanged.")
+        assert status in (0, 1) and all(ln.startswith(allowed) for ln in found), (cut, out)
+    assert seen[0] is False and seen[-1] is True and seen == sorted(seen)   # old, then new
+
+
+@needs_fsck
+@pytest.mark.parametrize("fail_at", range(6))     # 4 write-backs, then the flush's
+def test_a_replacement_whose_write_back_fails_keeps_the_old_file(tmp_path, fail_at):
+    v, dev, fs = replacing(tmp_path)
+    free = fs.free_bytes()
+    real, calls = v.write, [0]
+
+    def dying(offset, data):                    # the array dies at write-back call `fail_at`
+        calls[0] += 1
+        if calls[0] > fail_at:
+            raise SanError("ELEMENT_DOWN", "array1 went down")
+        real(offset, data)
+    v.write = dying
+    try:
+        fs.write_file("d/f.bin", 2 * MiB, 3)
+    except SanError as err:
+        assert err.code == "ELEMENT_DOWN"
+        assert fs.files() == OLD and fs.free_bytes() == free
+    else:
+        assert fs.files() == NEW                # it got past its last write-back
+    v.write = real                              # back: the next flush writes what it kept
+    expected = fs.files()
+    fs.flush()
+    assert_fsck_clean(v, tmp_path)
+    assert FatVolume(v.device()).files() == expected
+
+
+def test_a_replacement_needs_room_beside_the_old_file_and_leaves_it_when_there_is_none():
+    v = Volume(8 * MiB)
+    dev = v.device()
+    format_volume(dev, "small")
+    fs = FatVolume(dev)
+    fs.write_file("a.bin", 4 * MiB, 1)
+    free = fs.free_bytes()
+    with pytest.raises(SanError) as err:
+        fs.write_file("a.bin", free + fs.cluster_size, 2)
+    assert err.value.code == "NO_SPACE" and "/a.bin" in err.value.message
+    assert f"beside the {4 * MiB} bytes of the file it replaces" in err.value.message
+    assert fs.read_file("a.bin") == content(4 * MiB, 1) and fs.free_bytes() == free
+    fs.write_file("a.bin", free, 3)             # exactly the free space fits beside it
+    assert fs.read_file("a.bin") == content(free, 3)
+    assert fs.free_bytes() == 4 * MiB               # the old chain freed once replaced
