@@ -6,6 +6,7 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   missing=""
   command -v fsck.fat >/dev/null || missing="$missing dosfstools"
   command -v mtdump >/dev/null || missing="$missing simh"
+  command -v mdir >/dev/null || missing="$missing mtools"
   if [ -n "$missing" ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null 2>&1 \
       || echo "warning: could not install$missing" >&2

@@ -11,7 +11,8 @@ One module per concern:
 * `san.fat.cache`: the block device and its write-back cache (nothing FAT-specific);
 * `san.fat.pyfatfs_adapter`: everything that knows pyfatfs' internals (and its version);
 * `san.fat.names`: file paths, 8.3 aliases, volume labels;
-* `san.fat.mkfs`: `format_volume` (the FAT type per size), timestamps, `is_formatted`;
+* `san.fat.mkfs`: `format_volume` (the FAT type per size, the geometry), timestamps,
+  `is_formatted`;
 * `san.fat.volume`: `FatVolume`, the mounted filesystem;
 * `san.fat.dosfsck`: `fsck` (``fsck.fat -n``), `fsck_repair` (``fsck.fat -a``), `image_to_file`.
 """

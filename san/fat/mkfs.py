@@ -22,6 +22,11 @@ Known pyfatfs 1.1.0 pitfalls about mkfs, and what this module does about each:
 * ``mkfs`` makes a 2 GiB FAT16 with 65527 clusters, which ``fsck.fat`` rejects: the
   filesystem is shrunk until it has at most 65524 (and pyfatfs agrees on its type).
 * ``mkfs`` stamps the label's entry with the machine's time: it is stamped again here.
+* ``mkfs`` writes 0 heads and 0 sectors per track, and gives a FAT12 0xFF0 as FAT[1], both of
+  which mtools refuses: the boot sector gets the geometry ``mkfs.fat`` gives a disk it cannot
+  ask for one (`chs_geometry`), and a FAT12 0xFFF as FAT[1], so mtools (``mdir``, ``mcopy``)
+  reads a volume's image as it is.  A volume formatted by an older san gets both when a host
+  mounts it read-write (`san.fat.volume`).
 
 Times: a volume's bytes must not depend on when the simulation ran, so every time written
 (the volume serial number, directory-entry times: `dos_stamp`) comes from the host's
@@ -41,7 +46,8 @@ import numpy as np
 from ..errors import SanError
 from .cache import MAX_IO, SECTOR, BlockDevice, round_up
 from .names import fat_label
-from .pyfatfs_adapter import DosDateTime, PyFat, cluster_count, raw_entries
+from .pyfatfs_adapter import (DosDateTime, PyFat, cluster_count, fat12_reserved_ok, raw_entries,
+                              set_fat12_reserved, set_geometry)
 
 FAT16_MAX_CLUSTERS = 65524  # what fsck.fat accepts for FAT16
 FAT32_MAX_FS = 32 << 30     # pyfatfs' FAT32 cluster table ends at 32 GiB
@@ -56,6 +62,21 @@ def dos_stamp(entry, moment: datetime.datetime, created: bool) -> None:
     entry.lstaccessdate = dos.serialize_date()
     if created:
         entry.crttime, entry.crtdate, entry.crttimetenth = dos.serialize_time(), dos.serialize_date(), 0
+
+
+def chs_geometry(sectors: int) -> tuple[int, int]:
+    """(heads, sectors per track) for a volume of `sectors` 512-byte sectors, as ``mkfs.fat``
+    (dosfstools 4.2) chooses them for a disk without a geometry of its own (an image file, a
+    SAN LUN): up to 256 MiB the SD card specification's recommendation, above it the BIOS's
+    LBA-assist translation (63 sectors per track, up to 255 heads).  Nothing reads them on a
+    disk addressed by LBA, but mtools refuses a boot sector where either is 0."""
+    if sectors <= 524288:                       # 256 MiB
+        heads = 2 if sectors <= 32768 else 4 if sectors <= 65536 else 8 if sectors <= 262144 else 16
+        return heads, 16 if sectors <= 4096 else 32
+    for heads in (16, 32, 64, 128):
+        if sectors <= heads * 63 * 1024:        # 1024 cylinders of `heads` tracks
+            return heads, 63
+    return 255, 63
 
 
 def _fat_type_for(size: int) -> tuple[int, int]:
@@ -75,7 +96,8 @@ def _volume_id(moment: datetime.datetime) -> int:
     return cdate << 16 | ctime
 
 
-def _mkfs_image(path: str, fat_type: int, fs_size: int, label: str, moment: datetime.datetime):
+def _mkfs_image(path: str, fat_type: int, fs_size: int, label: str, moment: datetime.datetime,
+                geometry: tuple[int, int]):
     """Run pyfatfs' mkfs on the file `path`; return (header facts, pyfatfs warnings)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -88,6 +110,9 @@ def _mkfs_image(path: str, fat_type: int, fs_size: int, label: str, moment: date
             if entry.is_volume_id():
                 dos_stamp(entry, moment, created=True)
         stamp.update_directory_entry(stamp.root_dir)
+        set_geometry(stamp, *geometry)  # mkfs wrote 0 heads, 0 sectors per track
+        if not fat12_reserved_ok(stamp):
+            set_fat12_reserved(stamp)
         stamp.close()
         check = PyFat()
         check.open(path, read_only=True)
@@ -118,7 +143,8 @@ def format_volume(device: BlockDevice, label: str, now: datetime.datetime = FAT_
         for _ in range(8):
             with open(image, "wb") as f:
                 f.truncate(device.size)
-            facts, notes = _mkfs_image(image, fat_type, fs_size, label, now)
+            facts, notes = _mkfs_image(image, fat_type, fs_size, label, now,
+                                       chs_geometry(device.size // SECTOR))
             excess = facts["clusters"] - FAT16_MAX_CLUSTERS
             doubt = any("determine FAT type" in note for note in notes)
             if facts["type"] == 16 and (excess > 0 or doubt):

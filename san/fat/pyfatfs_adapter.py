@@ -5,10 +5,10 @@ A host's `fat` mount keeps a real FAT filesystem on a SAN volume with `pyfatfs` 
 by `SanPyFat` (a ``PyFat`` subclass) and a few small functions; everything here that reaches
 into pyfatfs' private attributes (``_PyFat__lock``, ``_PyFat__seek``, ``_PyFat__fp``,
 ``_fat_size``, ``_get_total_sectors``, ``_parse_fat``, ``_write_data_to_address``,
-``_mark_dirty`` / ``_mark_clean`` / ``_is_dirty``, ``_get_entries_raw``) depends on that
-version, so the version is checked on import (`SUPPORTED`, as pinned in pyproject.toml):
-another one raises ImportError naming the supported range.  The rest of `san.fat` uses only
-the names this module exports.
+``_mark_dirty`` / ``_mark_clean`` / ``_is_dirty``, ``_get_entries_raw``, ``_write_bpb_header``)
+depends on that version, so the version is checked on import (`SUPPORTED`, as pinned in
+pyproject.toml): another one raises ImportError naming the supported range.  The rest of
+`san.fat` uses only the names this module exports.
 
 Known pyfatfs 1.1.0 pitfalls, and what this module does about each (the ones about mkfs,
 labels and names are handled in `san.fat.mkfs` and `san.fat.names`):
@@ -37,6 +37,12 @@ labels and names are handled in `san.fat.mkfs` and `san.fat.names`):
   gets those): only pyfatfs' core (``PyFat``, directory entries) is used, never ``fs``.
 * pyfatfs parses the FAT entry by entry in Python and packs it the same way on every FAT
   write: both are done with numpy here (FAT16/32).
+* ``mkfs`` writes 0 heads and 0 sectors per track, which mtools refuses ("zero number of
+  heads or sectors"): `set_geometry` writes a geometry into the boot sector (and FAT32's
+  backup boot sector), for `san.fat.mkfs` and for mounts of volumes formatted so.
+* ``mkfs`` gives a FAT12 0xFF0 as FAT[1] (its "special EOC"), which mtools refuses ("Initial
+  bytes of fat is not 0xff"): `set_fat12_reserved` writes 0xFFF there, as ``mkfs.fat`` does
+  (pyfatfs never reads FAT[1] of a FAT12: it has no dirty bit).
 """
 from __future__ import annotations
 
@@ -88,7 +94,8 @@ from pyfatfs.PyFat import PyFat  # noqa: E402
 
 __all__ = ["SUPPORTED", "DosDateTime", "EightDotThree", "FATDirectoryEntry", "PyFATException",
            "PyFat", "SanPyFat", "check_version", "cluster_count", "directory_bytes",
-           "drop_entry", "installed_version", "make_lfn_entry", "mount", "raw_entries"]
+           "drop_entry", "fat12_reserved_ok", "geometry_of", "installed_version",
+           "make_lfn_entry", "mount", "raw_entries", "set_fat12_reserved", "set_geometry"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,6 +127,34 @@ def directory_bytes(directory) -> int:
 def drop_entry(directory, entry) -> None:
     """Take `entry` out of `directory`'s entries in memory (this entry, not a namesake)."""
     raw_entries(directory).remove(entry)
+
+
+def geometry_of(pf: PyFat) -> tuple[int, int]:
+    """(heads, sectors per track) as an opened filesystem's boot sector says."""
+    return pf.bpb_header["BPB_NumHeads"], pf.bpb_header["BPB_SecPerTrk"]
+
+
+def set_geometry(pf: PyFat, heads: int, sectors_per_track: int) -> None:
+    """Write a geometry into the boot sector of a filesystem opened read-write (FAT32: and
+    into its backup boot sector, which ``fsck.fat`` compares with the first).  The rest of
+    the boot sector is rewritten as pyfatfs holds it, which is as it was read."""
+    pf.bpb_header["BPB_NumHeads"] = heads
+    pf.bpb_header["BPB_SecPerTrk"] = sectors_per_track
+    pf._write_bpb_header()
+
+
+FAT12_RESERVED = 0xFFF      # FAT[1] of a FAT12, as mkfs.fat writes it (pyfatfs' mkfs: 0xFF0)
+
+
+def fat12_reserved_ok(pf: PyFat) -> bool:
+    """False for a FAT12 whose FAT[1] is not all ones (what pyfatfs' mkfs writes)."""
+    return pf.fat_type != pf.FAT_TYPE_FAT12 or pf.fat[1] == FAT12_RESERVED
+
+
+def set_fat12_reserved(pf: PyFat) -> None:
+    """FAT[1] of a FAT12 opened read-write set to all ones, and the FATs written."""
+    pf.fat[1] = FAT12_RESERVED
+    pf.flush_fat()
 
 
 # ---------------------------------------------------------------------------------------------

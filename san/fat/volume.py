@@ -4,7 +4,11 @@ On a `BlockDevice` (`san.fat.cache`), pyfatfs keeps a FAT filesystem (`FatVolume
 `san.fat.pyfatfs_adapter`); `write_files`, `remove_files`, `restore_files` and checkpoints of
 files work on its real files.  Mounting writes nothing; the first change marks the filesystem
 dirty (as Linux does), and `FatVolume.flush` marks it clean and writes everything back, so
-``fsck.fat -n`` passes while still mounted.
+``fsck.fat -n`` passes while still mounted.  One exception: a volume formatted by an older
+san has 0 heads and 0 sectors per track in its boot sector (and, a FAT12, 0xFF0 as FAT[1]),
+which mtools refuses; a read-write mount puts them as `san.fat.mkfs` now writes them
+(`FatVolume.fixed` says what it did), in the cache, so they reach the volume with the next
+write-back (`flush`, or the next change).
 
 Names: FAT is case-insensitive and case-preserving.  A path names the same file whatever
 its case; a new file keeps the case it was written with, a replaced one keeps its stored name
@@ -44,10 +48,11 @@ import numpy as np
 from ..errors import SanError
 from ..pattern import pattern
 from .cache import SECTOR, BlockDevice, round_up
-from .mkfs import FAT_EPOCH, dos_stamp, is_formatted
+from .mkfs import FAT_EPOCH, chs_geometry, dos_stamp, is_formatted
 from .names import entry_slots_bytes, fold, normalize, short_name
 from .pyfatfs_adapter import (EightDotThree, FATDirectoryEntry, PyFATException, directory_bytes,
-                              drop_entry, make_lfn_entry, mount)
+                              drop_entry, fat12_reserved_ok, geometry_of, make_lfn_entry, mount,
+                              set_fat12_reserved, set_geometry)
 
 PIECE = 4 << 20             # file data moves in pieces of this size
 MAX_FILE_SIZE = 0xFFFFFFFF  # FAT's 32-bit file size
@@ -65,7 +70,8 @@ class FatVolume:
     """A mounted FAT filesystem on a `BlockDevice` (pyfatfs over the device as a file).
 
     ``readonly`` (or a read-only device) mounts through a non-writable file object: listing
-    and reading work, every change is ``READ_ONLY``.  Mounting writes nothing; the first change
+    and reading work, every change is ``READ_ONLY``.  Mounting writes nothing (but what a
+    volume formatted by an older san lacks, see the module doc: `fixed`); the first change
     marks the filesystem dirty, `flush` cleans it.  A volume that holds no FAT filesystem
     raises ``FSCK_FAILED``.  `warnings` keeps what pyfatfs warned about on mount (e.g. a
     filesystem not cleanly unmounted).  Thread-safe (one lock).
@@ -86,12 +92,28 @@ class FatVolume:
             raise SanError("FSCK_FAILED", f"{device.name} holds no readable FAT "
                                           f"filesystem ({exc})") from None
         self._pf = pf
+        self.fixed: list[str] = []            # what this mount put right for mtools
+        if not self.readonly:
+            self._fix_for_tools()
         self._disk_dirty = pf.is_dirty()      # what the volume says now
         self._found_dirty = self._disk_dirty  # not cleanly unmounted before: it stays marked
         self._marked = False                  # we set the dirty mark ourselves
         self._lock = threading.RLock()
         self._closed = False
         self._indexes: dict[int, tuple] = {}
+
+    def _fix_for_tools(self) -> None:
+        """Put right what san's mkfs used to leave and mtools refuses (into the cache)."""
+        pf = self._pf
+        if 0 in geometry_of(pf):
+            was = "{} heads, {} sectors per track".format(*geometry_of(pf))
+            heads, sectors = chs_geometry(self.device.size // SECTOR)
+            set_geometry(pf, heads, sectors)
+            self.fixed.append(f"geometry set to {heads} heads, {sectors} sectors per track "
+                              f"(the boot sector said {was})")
+        if not fat12_reserved_ok(pf):
+            self.fixed.append(f"FAT[1] set to 0xFFF (was {pf.fat[1]:#05x})")
+            set_fat12_reserved(pf)
 
     # -- facts ----------------------------------------------------------------------------------
     @property
