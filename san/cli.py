@@ -456,6 +456,9 @@ def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here
             reports = runner.run(scenario.steps)
         catalog = runner.catalogs()
         rep = report_mod.build(scenario, reports, catalog, runner)
+        # the hosts shut down: their FAT mounts written back clean (in no step's report)
+        for line in runner.unmount_hosts():
+            _Err.print(line)
         if args.address:                  # on a cluster: which Ray node ran each element
             rep["nodes"] = dict(san.nodes)
         out.print(report_mod.table(scenario, reports, rep))

@@ -117,6 +117,12 @@ class FatVolume:
 
     # -- facts ----------------------------------------------------------------------------------
     @property
+    def found_dirty(self) -> bool:
+        """The volume was marked dirty when mounted (its last writer did not unmount it
+        cleanly): `flush` leaves it so, for ``fsck.fat`` to repair."""
+        return self._found_dirty
+
+    @property
     def fat_type(self) -> int:
         return self._pf.fat_type
 

@@ -22,7 +22,8 @@ array is back.  WRITEs carry sequence numbers, so the array applies each once.  
 transfers a call returns charge each route the bytes it carried.
 
 `write_files` puts file data on the array at once but leaves the filesystem marked in use
-until a `flush` (or `unmount`) writes it back clean.  A host that dies before leaves it
+until a `flush` (or `unmount`) writes it back clean; the end of a run unmounts every fat mount
+(`unmount_all`), as a host that shuts down does.  A host that dies before leaves it
 marked, and what its cache held unwritten (a directory entry, a FAT chain) undone: the
 `repair` action runs ``fsck.fat -a`` on the volume and writes back what that changed.
 """
@@ -460,12 +461,13 @@ class Host(BackupClient, ClientHost):
             return []
         with self.fs_locks[mount_point]:
             before = self._fs_mark(mount_point)
-            if name in ("flush", "unmount"):
+            if name == "flush":
                 if mount_point in self.fs:
                     self.filesystem(mount_point).flush()
-                    if name == "unmount":
-                        self.fs.pop(mount_point).close()
                 self.synchronize_cache(mount_point)
+            elif name == "unmount":
+                if not self.unmount(mount_point)["unmounted"]:
+                    self.synchronize_cache(mount_point)
             elif name == "mount":
                 self.filesystem(mount_point)
             elif name == "fsck":
@@ -478,6 +480,51 @@ class Host(BackupClient, ClientHost):
             else:
                 raise SanError("INVALID_INPUT", f"unknown action {name!r}")
             return self._fs_transfers(mount_point, before)
+
+    def unmount(self, mount_point: str) -> dict:
+        """Unmount a fat mount's filesystem, as a host that shuts down does: its cache written
+        back with the filesystem marked clean (`FatVolume.flush`: pyfatfs' two marks, FAT[1]'s
+        clean-shutdown bit and the boot sector's dirty bit, FAT32's backup boot sector too),
+        SYNCHRONIZE CACHE, and its view dropped; the next call on the mount mounts it again.
+        A filesystem that was marked dirty when mounted stays marked (``left_dirty``), as
+        Linux leaves it: what its last writer left undone is for the `repair` action.
+
+        A no-op for a raw mount or a fat mount with no view now (``unmounted`` false).  If
+        the write-back fails (the array or the path is down: ELEMENT_DOWN, LINK_DOWN...), it
+        raises and the view is kept, so a later call still writes back what it holds.
+        Returns {"mount", "unmounted", "left_dirty", "bytes_written", "transfers"}."""
+        mount = self.mount(mount_point)
+        idle = {"mount": mount_point, "unmounted": False, "left_dirty": False,
+                "bytes_written": 0, "transfers": []}
+        if mount.filesystem != "fat":
+            return idle
+        with self.fs_locks[mount_point]:
+            if mount_point not in self.fs:
+                return idle
+            before = self._fs_mark(mount_point)
+            fs = self.filesystem(mount_point)        # this call's path, granted before any I/O
+            fs.flush()
+            self.fs.pop(mount_point).close()        # flushed: nothing is left to write
+            self.synchronize_cache(mount_point)
+            written = sum(n - before.get(key, 0)
+                          for key, n in self.fs_carried[mount_point].items() if key[0])
+            return {"mount": mount_point, "unmounted": True, "left_dirty": fs.found_dirty,
+                    "bytes_written": written,
+                    "transfers": self._fs_transfers(mount_point, before)}
+
+    def unmount_all(self) -> list[dict]:
+        """`unmount` every fat mount that has a view, in listed order (the end of a run).  A
+        mount whose unmount fails is reported as {"mount", "error": {"code", "message"}} and
+        the others are still unmounted; what each other one did is `unmount`'s answer."""
+        done = []
+        for mount_point, mount in self.mounts.items():
+            if mount.filesystem != "fat" or mount_point not in self.fs:
+                continue
+            try:
+                done.append(self.unmount(mount_point))
+            except SanError as exc:
+                done.append({"mount": mount_point, "error": exc.to_dict()})
+        return done
 
     def synchronize_cache(self, mount_point: str) -> None:
         """SCSI SYNCHRONIZE CACHE to the mount's LUN: once it returns, every write this host

@@ -1,5 +1,6 @@
 """Every scenario in topologies/ runs as expected; the CLI's run verb end to end."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -7,6 +8,7 @@ import textwrap
 import pytest
 
 from san import cli
+from san.fat import fsck_binary
 
 from ..goldens import check_golden
 from .conftest import ROOT, TOPOLOGIES
@@ -40,6 +42,33 @@ def run(tmp_path, scenario, *extra):
     out = tmp_path / f"{scenario.stem}.json"
     code = cli.main(["run", str(scenario), "--json", str(out), "--quiet", *extra])
     return code, json.loads(out.read_text()) if out.exists() else None
+
+
+@pytest.mark.skipif(fsck_binary() is None and not os.environ.get("CI"),
+                    reason="fsck.fat is not installed (apt-get install dosfstools)")
+def test_a_run_ends_with_its_fat_volumes_unmounted_clean_and_says_which_host_was_down(
+        ray_session, tmp_path, capsys):
+    """The end of `san run` unmounts every host's FAT filesystems, as hosts that shut down:
+    the volume files in the state dir pass ``fsck.fat -n`` as they are; a host that is down
+    then gets one warning line, no traceback, and the run still exits 0."""
+    state = tmp_path / "state"
+    scenario = write_scenario(tmp_path, "end", textwrap.dedent("""\
+        - {op: write_files, host: hostA, mount: /db, files: {a.db: {size: 3MiB, seed: 1}, b.txt: {size: 100, seed: 2}}}
+        - {op: write_files, host: hostA, mount: /db, files: {b.txt: {size: 200, seed: 3}}}
+        - {op: write_files, host: hostB, mount: /db, files: {c.db: {size: 1MiB, seed: 4}}}
+        - {op: fault, kind: kill, target: hostB}
+        """), topology=TOPOLOGIES / "two-sites.yaml")
+    code, report = run(tmp_path, scenario, "--state-dir", str(state))
+    err = capsys.readouterr().err
+    assert code == 0 and report["ok"] is True and "Traceback" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("warning:")] == [
+        "warning: hostB is down: its mounts were not unmounted cleanly"]
+    checked = {array: subprocess.run([fsck_binary(), "-n", str(state / "arrays" / array /
+                                                               "vol-0.data")],
+                                     capture_output=True, text=True, timeout=120)
+               for array in ("arrayA", "arrayB")}
+    assert checked["arrayA"].returncode == 0, checked["arrayA"].stdout
+    assert checked["arrayB"].returncode == 1 and "Dirty bit is set" in checked["arrayB"].stdout
 
 
 def test_report_has_the_contract_shape_and_modeled_time(ray_session, tmp_path):
