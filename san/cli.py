@@ -44,6 +44,7 @@ from .topology.loader import top_level_keys
 from .units import parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+DEFAULT_LISTEN = ("127.0.0.1", 10809)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,6 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--address", metavar="ADDR", help="run on this Ray cluster instead of a local one")
     r.add_argument("--chunk-size", metavar="SIZE", default="4MiB", help="payload per command (default 4MiB)")
     r.add_argument("--quiet", action="store_true", help="print nothing but problems")
+    sv = sub.add_parser("serve", help="serve host mounts as NBD exports for standard tools "
+                                      "(qemu-img, nbdcopy, nbdinfo) until SIGINT or SIGTERM")
+    sv.add_argument("file", metavar="FILE", help="a topology, or a scenario (its steps are not run)")
+    sv.add_argument("--state-dir", metavar="DIR", required=True,
+                    help="the SAN's data (what an earlier san run left there is served)")
+    sv.add_argument("--listen", metavar="ADDR:PORT", default=f"{DEFAULT_LISTEN[0]}:{DEFAULT_LISTEN[1]}",
+                    help="where to listen (default %(default)s; port 0: a free one)")
+    sv.add_argument("--export", metavar="HOST:MOUNT", action="append",
+                    help="serve this mount (repeatable; default every mount of every host)")
+    sv.add_argument("--json", metavar="OUT", help="write the session's report here at exit")
+    sv.add_argument("--address", metavar="ADDR", help="run on this Ray cluster instead of a local one")
+    sv.add_argument("--chunk-size", metavar="SIZE", default="4MiB", help="payload per command (default 4MiB)")
     i = sub.add_parser("inspect", help="show a topology as tables")
     i.add_argument("file", metavar="FILE")
     s = sub.add_parser("schema", help="print the JSON Schema of topology or scenario files")
@@ -91,7 +104,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     out, err = _console(), _Err()
     try:
-        command = {"validate": cmd_validate, "run": cmd_run, "inspect": cmd_inspect,
+        command = {"validate": cmd_validate, "run": cmd_run, "serve": cmd_serve, "inspect": cmd_inspect,
                    "schema": cmd_schema, "graph": cmd_graph, "bench": cmd_bench}[args.command]
         return command(args, out, err)
     except ValidationFailed as exc:
@@ -469,6 +482,138 @@ def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here
         if args.json:
             report_mod.write_json(rep, Path(args.json))
         return EXIT_OK if rep["ok"] else EXIT_FAILED
+    finally:
+        san.shutdown()
+        if started_here:
+            ray.shutdown()
+
+
+# -- san serve -----------------------------------------------------------------------------------
+def _listen_address(text: str) -> tuple[str, int]:
+    """(host, port) of --listen ADDR:PORT (an IPv6 address in brackets: [::1]:10809)."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise SanError("INVALID_INPUT", f"--listen must be ADDR:PORT, e.g. 127.0.0.1:10809 "
+                                        f"(got {text!r})")
+    try:
+        socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise SanError("INVALID_INPUT", f"--listen {text}: {host!r} is not an address here "
+                                        f"({exc})") from None
+    return host, int(port)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Refuse, before Ray starts, an address that cannot be listened on now (a port in use)."""
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    probe = socket.socket(info[0], socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the server will
+        probe.bind(info[4])
+        probe.listen(1)
+    except OSError as exc:
+        raise SanError("INVALID_INPUT", f"--listen {host}:{port}: cannot listen there "
+                                        f"({exc.strerror or exc})") from None
+    finally:
+        probe.close()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+    try:
+        return all(ipaddress.ip_address(info[4][0]).is_loopback
+                   for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM))
+    except (OSError, ValueError):
+        return False
+
+
+def _load_topology_of(path):
+    """The topology of FILE: a topology file, or a scenario's (whose steps serve ignores)."""
+    keys = top_level_keys(path)
+    if keys is not None and keys & {"steps", "topology"}:
+        return load_scenario(path).topology
+    return load_topology(path)
+
+
+def cmd_serve(args, out, err) -> int:
+    from .serve import choose_exports
+    try:                                              # every invalid input: exit 2 before Ray starts
+        topology = _load_topology_of(args.file)
+        chosen = choose_exports(topology, args.export)
+        chunk = _chunk_size(args.chunk_size)
+        listen = _listen_address(args.listen)
+        _check_listen(*listen)
+        _check_json_out(args.json)
+        _start_timeout()
+        if args.address:
+            _check_ray_address(args.address)
+        state, _, lock = _open_state_dir(args, topology.name)
+    except ValidationFailed:
+        raise
+    except SanError as exc:
+        err.print(str(exc))
+        return EXIT_INVALID
+    if not _is_loopback(listen[0]):
+        err.print(f"warning: listening on {listen[0]}, not a loopback address: whoever reaches it "
+                  "may read and write the exported volumes (NBD has no authentication here)")
+    try:
+        from .fabric import start_ray
+        try:
+            started_here = start_ray(args.address)
+        except SanError as exc:
+            err.print(str(exc))
+            return EXIT_INVALID
+        return _serve(topology, chosen, listen, args, out, err, state, chunk, started_here)
+    finally:
+        os.close(lock)
+
+
+def _serve(topology, chosen, listen, args, out, err, state: Path, chunk: int, started_here: bool) -> int:
+    import ray
+    from .fabric import San
+    from .serve import Serving
+
+    san = San(topology, state, chunk_size=chunk, shared_state=bool(args.address),
+              start_timeout=_start_timeout())
+    stop: list[bool] = []
+    try:
+        try:
+            san.start()
+        except SanError as exc:
+            if exc.code != "INVALID_INPUT":
+                raise
+            err.print(str(exc))
+            return EXIT_INVALID
+        serving = Serving(san, state, chosen, listen, warn=err.print, chunk=chunk)
+        try:
+            uris = serving.start()
+        except SanError as exc:
+            err.print(str(exc))
+            return EXIT_INVALID
+        # a plain flag: a handler that takes a lock (Event.set) can deadlock with the main
+        # thread it interrupts inside that same lock
+        previous = {sig: signal.signal(sig, lambda *_: stop.append(True))
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for uri, export in zip(uris, serving.exports.values()):
+                mode = "read-only" if export.read_only else "read-write"
+                print(f"{uri}\t{export.size} bytes, {mode}", flush=True)
+            print(f"serving {len(uris)} export(s) on {serving.address[0]}:{serving.address[1]}; "
+                  "SIGINT or SIGTERM stops", flush=True)
+            while not stop:
+                time.sleep(0.2)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            rep = serving.stop()
+        rep = {"topology": topology.name, "listen": f"{serving.address[0]}:{serving.address[1]}", **rep}
+        if args.json:
+            report_mod.write_json(rep, Path(args.json))
+        print(f"stopped: {rep['bytes']} bytes moved over {len(rep['exports'])} export(s); "
+              f"modeled {rep['modeled_s']:.4f} s, wall {rep['wall_s']:.2f} s", flush=True)
+        return EXIT_OK
     finally:
         san.shutdown()
         if started_here:

@@ -35,7 +35,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from .elements.fc_switch import rscn_hosts
 from .errors import SanError
 from .kinds import KINDS, plain, resolve, specs
-from .remote import get, lookup
+from .remote import RayPeers, get, lookup
 from .units import DEFAULT_CHUNK, DEFAULT_GRANULE
 
 START_TIMEOUT_S = 60.0          # how long an element may take to be placed and answer
@@ -362,6 +362,12 @@ class San:
         if name in self.down:
             raise SanError("ELEMENT_DOWN", f"{name} is down")
         return self.handles[name]
+
+    @property
+    def peers(self) -> RayPeers:
+        """The elements as `san.flows.peers.Peers`: how the driver's own flows (`san serve`)
+        reach them, bulk data passed by reference as between elements."""
+        return RayPeers(self.namespace, self.names)
 
     def set_time(self, now) -> None:
         """Tell every host that is up the simulated time (what it stamps on files)."""

@@ -72,6 +72,35 @@ class Clock:
 
 
 
+def unmount_hosts(san) -> list[str]:
+    """The end of a run (or of a serve session): every host unmounts its FAT filesystems as
+    a host that shuts down does (`Host.unmount_all`: written back, marked clean, dropped), so each volume
+    passes ``fsck.fat -n`` as it is left.  What this moves is in no step's report.  Returns
+    one warning line per host that is down (its mounts stay as its last write-back left
+    them: marked dirty if it wrote files since) and per mount that could not be written
+    back (its array or path is down)."""
+    warnings = []
+    for host in san.topology.hosts:
+        if not any(m.filesystem == "fat" for m in host.mounts):
+            continue
+        if host.name in san.down:
+            warnings.append(f"warning: {host.name} is down: its mounts were not unmounted "
+                            "cleanly")
+            continue
+        try:
+            done = san.call(host.name, "unmount_all")
+        except SanError as exc:
+            warnings.append(f"warning: {host.name} did not answer ({exc}): its mounts were "
+                            "not unmounted cleanly")
+            continue
+        for mount in done:
+            if "error" in mount:
+                error = mount["error"]
+                warnings.append(f"warning: {host.name}:{mount['mount']} was not unmounted "
+                                f"cleanly ({error['code']}: {error['message']})")
+    return warnings
+
+
 # -- running steps -------------------------------------------------------------------------------
 class Runner:
     """Runs steps in order on `san`; `on_step` is called after each top-level step."""
@@ -88,32 +117,8 @@ class Runner:
         return out
 
     def unmount_hosts(self) -> list[str]:
-        """The end of a run: every host unmounts its FAT filesystems as a host that shuts
-        down does (`Host.unmount_all`: written back, marked clean, dropped), so each volume
-        passes ``fsck.fat -n`` as it is left.  What this moves is in no step's report.  Returns
-        one warning line per host that is down (its mounts stay as its last write-back left
-        them: marked dirty if it wrote files since) and per mount that could not be written
-        back (its array or path is down)."""
-        san, warnings = self.ctx.san, []
-        for host in san.topology.hosts:
-            if not any(m.filesystem == "fat" for m in host.mounts):
-                continue
-            if host.name in san.down:
-                warnings.append(f"warning: {host.name} is down: its mounts were not unmounted "
-                                "cleanly")
-                continue
-            try:
-                done = san.call(host.name, "unmount_all")
-            except SanError as exc:
-                warnings.append(f"warning: {host.name} did not answer ({exc}): its mounts were "
-                                "not unmounted cleanly")
-                continue
-            for mount in done:
-                if "error" in mount:
-                    error = mount["error"]
-                    warnings.append(f"warning: {host.name}:{mount['mount']} was not unmounted "
-                                    f"cleanly ({error['code']}: {error['message']})")
-        return warnings
+        """The end of a run: `unmount_hosts` of its SAN."""
+        return unmount_hosts(self.ctx.san)
 
     def __init__(self, san, state_dir: Path, on_step=None, watch=None):
         self.ctx = Context(san=san, clock=Clock(state_dir, san.topology.start),

@@ -6,7 +6,10 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   missing=""
   command -v fsck.fat >/dev/null || missing="$missing dosfstools"
   command -v mtdump >/dev/null || missing="$missing simh"
-  command -v mdir >/dev/null || missing="$missing mtools"
+  command -v mcopy >/dev/null || missing="$missing mtools"
+  command -v nbdcopy >/dev/null || missing="$missing libnbd-bin"
+  command -v nbdsh >/dev/null || missing="$missing python3-libnbd"
+  command -v qemu-img >/dev/null || missing="$missing qemu-utils"
   if [ -n "$missing" ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null 2>&1 \
       || echo "warning: could not install$missing" >&2

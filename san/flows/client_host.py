@@ -532,6 +532,36 @@ class Host(BackupClient, ClientHost):
         route, array, port, lun = self._path(mount_point)
         array.call("synchronize_cache", route.initiator, port, lun)
 
+    # -- a mount served to block-device clients (`san serve`) -----------------------------------
+    def export_info(self, mount_point: str) -> dict:
+        """What a block-device client of a mount is told: {"size": bytes, "writable": bool}.
+
+        Asked over the host's FC path like any command, so a mount the host cannot reach
+        (zoning, masking, a port or element down) raises what the fabric or the array says,
+        and a volume the array refuses writes to (READ_ONLY: a snapshot, a copy destination,
+        a `read_only` volume) is not writable."""
+        route, array, port, lun = path = self._path(mount_point)
+        size = self._capacity(path)
+        try:
+            array.call("prepare", route.initiator, port, lun, 0, 0, True)
+        except SanError as exc:
+            if exc.code != "READ_ONLY":
+                raise
+            return {"size": size, "writable": False}
+        return {"size": size, "writable": True}
+
+    def lba_status(self, mount_point: str) -> list[tuple[int, int]]:
+        """GET LBA STATUS of a mount's LUN: the (offset, length) byte ranges holding data."""
+        route, array, port, lun = self._path(mount_point)
+        return array.call("lba_status", route.initiator, port, lun)
+
+    def unmap(self, mount_point: str, offset: int, length: int) -> int:
+        """UNMAP [offset, offset + length) of a mount (whole blocks): it reads as zeros again,
+        and the array frees the whole granules in it.  Returns the bytes unmapped."""
+        route, array, port, lun = self._path(mount_point)
+        lba, blocks = blocks_of(offset, length)
+        return array.call("unmap", route.initiator, port, lun, lba, blocks)
+
     def _image(self, path, files: tuple[str, ...]) -> int:
         """Write the volume at `path`, as the array holds it (not this host's cache), into
         each of `files`, sparse: only its written extents are read.  Returns bytes read."""
