@@ -179,6 +179,7 @@ class MountExport(Export):
         self._queue: deque[_Request] = deque()
         self._inflight: list[_Request] = []        # of the host calls under way
         self._calls = 0
+        self._tasks: set[asyncio.Task] = set()     # the loop keeps only weak references
         self._extents: list[tuple[int, int]] | None = None
         session.add(self.name, host, mount_point, self.size, self.read_only)
 
@@ -227,7 +228,9 @@ class MountExport(Export):
                 total += nxt.length
             self._calls += 1
             self._inflight.extend(batch)
-            asyncio.get_running_loop().create_task(self._send(batch))
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[_Request]) -> None:
         try:

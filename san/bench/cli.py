@@ -43,6 +43,7 @@ BENCHMARKS = {
     "tape": ("tape:bench_tape", True, "tape backup throughput; catalog rebuild from N media"),
     "checksums": ("checksums:bench_checksums", False, "granule checksums; the volume store"),
     "scenarios": ("scenarios:bench_scenarios", True, "modeled against wall time per shipped scenario"),
+    "serve": ("serve:bench_serve", True, "nbdcopy through san serve (NBD) beside host I/O of the same bytes"),
     "targets": ("targets:bench_targets", True, "issue 12's figures, each beside its baseline and target"),
 }
 QUICK_SIZE = 16 * MiB
