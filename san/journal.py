@@ -37,6 +37,7 @@ so a crash leaves the old journal or the new one, never a mix.
 from __future__ import annotations
 
 import os
+import threading
 import pathlib
 import struct
 import zlib
@@ -69,7 +70,8 @@ class Journal(FdOwner):
     """The append-only file `path` of `record_size`-byte records after a header record.
 
     Open it with `replay`, then `append` and `rewrite`; `records` counts the records after
-    the header.  Not thread-safe: its owner holds its own lock around every call.
+    the header.  Not thread-safe: its owner holds its own lock around every call, except
+    `sync`, which any thread may call at any time (a barrier another file's owner needs).
     """
 
     def __init__(self, path: pathlib.Path, record_size: int):
@@ -79,6 +81,7 @@ class Journal(FdOwner):
         self.record_size = record_size
         self.records = 0
         self._fd = -1
+        self._fd_lock = threading.Lock()     # `sync` against the descriptor being replaced
 
     def replay(self, new_header: bytes,
                check_header: Callable[[bytes], None] | None = None,
@@ -136,8 +139,9 @@ class Journal(FdOwner):
 
     def sync(self) -> None:
         """fsync the records appended so far (a barrier: they survive a power loss)."""
-        if self._fd >= 0:
-            os.fsync(self._fd)
+        with self._fd_lock:
+            if self._fd >= 0:
+                os.fsync(self._fd)
 
     def rewrite(self, header: bytes, body=b"") -> None:
         """Replace the whole journal by `header` and the records `body`, atomically."""
@@ -145,10 +149,12 @@ class Journal(FdOwner):
         if len(header) != self.record_size or len(data) % self.record_size:
             raise ValueError(f"a journal rewrite must be whole {self.record_size}-byte records")
         write_replace(self.path, data)
-        reopen = self._fd >= 0
-        self.close()
-        if reopen:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        with self._fd_lock:
+            reopen = self._fd >= 0
+            fd, self._fd = self._fd, -1
+            close_fd(fd)
+            if reopen:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.records = len(data) // self.record_size - 1
 
     @property
@@ -156,8 +162,9 @@ class Journal(FdOwner):
         return self._fd < 0
 
     def close(self) -> None:
-        fd, self._fd = self._fd, -1
-        close_fd(fd)
+        with self._fd_lock:
+            fd, self._fd = self._fd, -1
+            close_fd(fd)
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r}, record_size={self.record_size}, records={self.records})"

@@ -4,7 +4,8 @@ One `GranulePool` per array holds, in *slots*, the old content of source granule
 write would otherwise overwrite while a snapshot still needs them (`san.snapshots` decides
 what to save, when to drop it, and journals which slot holds what).  The pool is a thin
 `VolumeStore` named ``pool`` in the array's directory, so a saved granule is checksummed and
-verified like any other stored data.  Slots are reused lowest first, and a freed slot keeps
+verified like any other stored data.  Slots are reused lowest first (a freed one once the
+snapshot journal is synced: see `GranulePool.free`), and a freed slot keeps
 its disk blocks (like the pool volume of a real array, the pool holds the space it ever
 needed, its high-water mark): the next save there overwrites allocated blocks instead of
 filling a hole, which is what lets the first write after a snapshot cost about what any
@@ -87,6 +88,8 @@ class GranulePool:
         self._used: set[int] = set(used)
         self._high = used[-1] + 1 if used else 0       # slots >= _high were never used
         self._free = [s for s in range(self._high) if s not in self._used]   # sorted: a heap
+        self._pending: list[int] = []      # freed, not reusable before `reuse_barrier`
+        self.reuse_barrier = None          # set by the snapshot engine: see `free`
 
     def _create(self, granule: int) -> VolumeStore:
         last: OSError | None = None
@@ -139,6 +142,8 @@ class GranulePool:
             for _ in pieces:
                 if len(self._used) + len(slots) >= self._limit:
                     break
+                if not self._free and self._pending:
+                    self._release_pending()
                 if self._free:
                     slots.append(heapq.heappop(self._free))
                 elif self._high < self._store.size // G:
@@ -191,13 +196,25 @@ class GranulePool:
 
     def free(self, slot: int) -> None:
         """Give `slot` back; freeing a free slot does nothing.  Its disk space stays with the
-        pool (see the module docstring)."""
+        pool (see the module docstring).
+
+        A freed slot is reused only after `reuse_barrier` (the snapshot engine's journal
+        fsync) has run: the record that freed it (a snapshot deleted or broken) must reach
+        the disk before another granule does in its place, or a power loss that kept the new
+        granule and dropped the record would bring the snapshot back reading the new one."""
         with self._lock:
             if slot not in self._used:
                 return
             self._store.discard(slot * self.granule, self.granule, keep_space=True)
             self._used.discard(slot)
+            self._pending.append(slot)
+
+    def _release_pending(self) -> None:
+        if self.reuse_barrier is not None:
+            self.reuse_barrier()
+        for slot in self._pending:
             heapq.heappush(self._free, slot)
+        self._pending.clear()
 
     def sync(self) -> None:
         """A barrier: the saved granules survive a power loss (`VolumeStore.sync`)."""

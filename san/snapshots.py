@@ -42,6 +42,14 @@ or garbled last record is cut off), then the pool is reconciled with it: slots n
 snapshots of an interval whose slot is missing from the pool become broken.  The journal is
 rewritten (compacted) when it holds more than ~4x the live records.
 
+Power loss.  Nothing above is fsync-ed per write (the array's barriers are), so a disk may keep
+a source write and drop the save made just before it.  `create` therefore appends a marker
+with the snapshot's epoch to the source's map journal (`VolumeStore.mark`), and on open a
+granule whose last write came in an epoch its saved intervals do not reach breaks the
+snapshots that needed it (`_reconcile_epochs`).  A slot freed by a ``DELETE`` or ``BROKEN``
+is reused only after this journal is fsync-ed (`GranulePool.free`), so a power loss that drops
+the record cannot bring back a snapshot reading another granule in its slot.
+
 Views hold their engine: after a new `SnapshotEngine` is opened on the directory, take new
 views from it.
 
@@ -108,6 +116,7 @@ class SnapshotEngine:
         self._sources: dict[int, _Source] = {}
         self._n_ivs = 0            # intervals held, all sources
         self._journal = Journal(self.log_path, _RECLEN)
+        pool.reuse_barrier = self._journal.sync      # see GranulePool.free
         self._replay()
         self._reconcile()
 
@@ -246,6 +255,25 @@ class SnapshotEngine:
                 for slot in missing:
                     source, _, lo, hi = named[slot]
                     self._break_range(source, lo, hi)
+        with self._lock:
+            self._reconcile_epochs()
+
+    def _reconcile_epochs(self) -> None:
+        """Break the snapshots a power loss left without a save they needed: a source granule
+        whose last write came in epoch ``m`` (`VolumeStore.mark`) with no interval saved up to
+        ``m`` (``w(g) < m``) was written over content the snapshots of epochs in ``(w(g), m]``
+        still needed (their saves were dropped, the write kept)."""
+        for number, store in list(self.stores.items()):
+            epochs = store.take_replayed_epochs()
+            src = self._sources.get(number)
+            if src is None:
+                continue
+            store.compact_barrier = self._journal.sync
+            for g, m in epochs.items():
+                ivs = src.cow.get(g)
+                w = ivs[-1][1] if ivs else 0
+                if w < m and src.needed(w, m):
+                    self._break_range(number, w, m)
 
     def _break_range(self, source: int, lo: int, hi: int) -> None:
         """Break every live unbroken snapshot of `source` with an epoch in (lo, hi]; free what only they used."""
@@ -324,6 +352,9 @@ class SnapshotEngine:
             epoch = (src.epoch if src else 0) + 1
             self._append([_pack(_CREATE, number, source, epoch, store.size)])
             self._apply_create(number, source, epoch, store.size)
+            # the source's later writes are recorded after this marker (`VolumeStore.mark`)
+            store.compact_barrier = self._journal.sync
+            store.mark(epoch)
             self._maybe_compact()
             return SnapshotView(self, self._snaps[number])
 

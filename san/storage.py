@@ -22,7 +22,10 @@ File layout (in ``directory``)
     ``b"SANMAP02"``, granule size (u64), volume size (u64).  Every later record is
     ``(index u64, lo u64, hi u64)``: "granule ``index`` now holds data whose XXH3-128 is
     ``hi << 64 | lo``".  A record whose index has bit 63 set marks granule
-    ``index & ~(1 << 63)`` as discarded (unwritten again; checksum fields are 0).  On open the
+    ``index & ~(1 << 63)`` as discarded (unwritten again; checksum fields are 0).  A record
+    whose index has bit 62 set is a snapshot-epoch marker (`VolumeStore.mark`): the records
+    after it were written once the source's snapshot of epoch ``index & ~(1 << 62)`` existed
+    (the snapshot engine checks its saves against them after a power loss).  On open the
     journal is replayed and the last record of a granule wins; a torn trailing record (a crash
     in the middle of an append) is cut off.  When the journal holds more than ~4x as many
     records as live granules (plus `VolumeStore.COMPACT_MIN`), it is rewritten, one record per
@@ -122,6 +125,7 @@ _HEADER = struct.Struct("<8sQQ")
 _REC_DTYPE = np.dtype([("g", "<u8"), ("lo", "<u8"), ("hi", "<u8")])
 _REC = _REC_DTYPE.itemsize              # 24 bytes, same as the header
 _DELETED = np.uint64(1 << 63)
+_MARK = np.uint64(1 << 62)              # a snapshot-epoch marker record (see "Snapshot epochs")
 assert _HEADER.size == _REC
 
 
@@ -181,6 +185,9 @@ class VolumeStore(FdOwner):
         self._bad: BadGranules | None = None    # loaded once the map fixes the granule size
         self._data_fd = -1
         self._map_journal = Journal(self.map_path, _REC)
+        self._last_mark = 0             # the epoch of the last marker appended or replayed
+        self.replayed_epochs: dict[int, int] = {}   # see `mark`
+        self.compact_barrier = None     # see `mark`
         self.converted = False
         self.converted_bad: list[int] = []
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -219,6 +226,13 @@ class VolumeStore(FdOwner):
         magic, granule, _ = _HEADER.unpack(header)
         self.granule = int(granule)
         recs = np.frombuffer(body, dtype=_REC_DTYPE)
+        marks = (recs["g"] & _MARK) != 0
+        epochs = None
+        if marks.any():
+            # the epoch in force at each record: the latest marker before it
+            epoch_at = np.maximum.accumulate(np.where(marks, recs["g"] & ~_MARK, np.uint64(0)))
+            self._last_mark = int(epoch_at[-1])
+            recs, epochs = recs[~marks], epoch_at[~marks]
         nrec = len(recs)
         live: dict[int, tuple[int, int]] = {}
         if nrec:
@@ -226,6 +240,9 @@ class VolumeStore(FdOwner):
             # last record per granule wins: first occurrence in the reversed journal
             _, first_rev = np.unique(g[::-1], return_index=True)
             last = nrec - 1 - first_rev
+            if epochs is not None:
+                written = epochs[last] > 0
+                self.replayed_epochs = dict(zip(g[last][written].tolist(), epochs[last][written].tolist()))
             keep = last[(recs["g"][last] & _DELETED) == 0]
             keep.sort()
             kg = recs["g"][keep]
@@ -279,13 +296,46 @@ class VolumeStore(FdOwner):
         recs["g"] = gs
         recs["lo"] = [self._map[g][0] for g in gs]
         recs["hi"] = [self._map[g][1] for g in gs]
+        if self._last_mark:             # later writes are still in the current epoch
+            recs = np.concatenate([recs, np.array([(int(_MARK) | self._last_mark, 0, 0)],
+                                                  dtype=_REC_DTYPE)])
         self._map_journal.rewrite(_HEADER.pack(_MAGIC, self.granule, self.size), recs)
 
     def compact(self) -> None:
-        """Rewrite the journal with one record per live granule (atomically)."""
+        """Rewrite the journal with one record per live granule (atomically).  The markers
+        between the records go, so `compact_barrier` runs first (see `mark`)."""
         with self._lock:
             self._check_open()
+            if self.compact_barrier is not None:
+                self.compact_barrier()
             self._write_map()
+
+    def mark(self, epoch: int) -> None:
+        """Append a snapshot-epoch marker: the writes recorded after it were made once the
+        source's snapshot of `epoch` existed.
+
+        Copy-on-write saves a granule (its record in the snapshot journal) before the write
+        that overwrites it, with no fsync between (none per write).  A power loss that keeps
+        the write's map record and drops the save would let a snapshot read the new data; the
+        markers let the snapshot engine see it when the array opens again: `replayed_epochs`
+        maps each granule whose last record follows a marker to that marker's epoch, and a
+        granule written in an epoch its saves do not reach breaks the snapshots that needed
+        it (`san.snapshots.SnapshotEngine`).  Compaction drops the markers, so the engine sets
+        `compact_barrier` to make its journal durable first: then every save it would have
+        checked is on disk."""
+        epoch = int(epoch)
+        if epoch <= 0 or epoch >= 1 << 62:
+            raise SanError("INVALID_INPUT", f"{self.label}: snapshot epoch {epoch} is not in [1, 2**62)")
+        with self._lock:
+            self._check_open()
+            self._journal(np.array([(int(_MARK) | epoch, 0, 0)], dtype=_REC_DTYPE))
+            self._last_mark = epoch
+
+    def take_replayed_epochs(self) -> dict[int, int]:
+        """`replayed_epochs`, handed over once (the store keeps no copy)."""
+        with self._lock:
+            got, self.replayed_epochs = self.replayed_epochs, {}
+            return got
 
     @property
     def journal_records(self) -> int:

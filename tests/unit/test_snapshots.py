@@ -657,8 +657,48 @@ def test_pool_reopens_with_another_capacity(tmp_path):
     assert pool.save(np.ones(10, np.uint8)) == 1
     assert pool.save(np.ones(10, np.uint8)) is None          # 4 used, cap 4 granules
     pool.free(0)
-    assert pool.save(np.ones(10, np.uint8)) == 0             # lowest free slot first
+    assert pool.save(np.ones(10, np.uint8)) == 3             # free since the reopen: lowest first
+    pool.free(3)
+    assert pool.save(np.ones(10, np.uint8)) == 0             # then those freed since, lowest first
     assert pool.read(1)[:10].tolist() == [1] * 10 and not pool.read(1)[10:].any()
     assert pool.read(4)[0] == 5
     with pytest.raises(SanError):
         GranulePool(tmp_path, G, -1)
+
+
+def test_a_freed_slot_is_reused_only_after_the_reuse_barrier(tmp_path):
+    """The record that freed a slot must be on disk before another granule lands there."""
+    pool = GranulePool(tmp_path, G, 3 * G)
+    events = []
+    pool.reuse_barrier = lambda: events.append("barrier")
+    assert [pool.save(np.full(G, i + 1, np.uint8)) for i in range(3)] == [0, 1, 2]
+    pool.free(1)
+    pool.free(0)
+    assert events == []                                      # freeing alone syncs nothing
+    events.append("save")
+    assert pool.save(np.full(G, 9, np.uint8)) == 0           # lowest first, once released
+    assert events == ["save", "barrier"]
+    assert pool.save(np.full(G, 8, np.uint8)) == 1           # already released: no barrier
+    assert events == ["save", "barrier"]
+    assert pool.save(np.full(G, 7, np.uint8)) is None        # cap 3
+
+
+def test_the_engine_syncs_its_journal_before_a_freed_slot_is_reused(tmp_path):
+    stores = {0: VolumeStore(tmp_path / "vols", "v0", 16 * G, G)}
+    pool = GranulePool(tmp_path / "snap", G, None)
+    eng = SnapshotEngine(tmp_path / "snap", pool, stores)
+    seen = []
+    real_sync = eng._journal.sync
+    eng._journal.sync = lambda: (seen.append(eng.journal_records), real_sync())[1]
+    pool.reuse_barrier = eng._journal.sync
+    rng = np.random.default_rng(1)
+    stores[0].write(0, rand_bytes(rng, G))
+    eng.create(0, 10)
+    eng.before_write(0, 0, G)                     # saves granule 0 for snapshot 10
+    stores[0].write(0, rand_bytes(rng, G))
+    eng.delete(10)                                # frees its slot: pending
+    eng.create(0, 11)
+    records = eng.journal_records
+    eng.before_write(0, 0, G)                     # reuses the slot: the DELETE is synced first
+    assert seen == [records]
+    assert eng.view(11).read(0, G).tobytes() == stores[0].read(0, G).tobytes()

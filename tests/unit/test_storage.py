@@ -984,3 +984,42 @@ def test_new_granules_are_allocated_and_a_discard_may_keep_their_space(tmp_path,
     assert blocks_used(s.data_path) < MiB                       # a plain discard gives them back
     reopened = VolumeStore(tmp_path, "v", 4 * MiB)
     assert reopened.written_granules() == [] and not reopened.read(0, MiB).any()
+
+
+# ---------------------------------------------------------------- snapshot-epoch markers
+def test_markers_tell_after_a_reopen_in_which_epoch_each_granule_was_last_written(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 16 * G, granule=G)
+    s.write(0, rand_bytes(rng, 2 * G))               # before any snapshot: epoch 0, not listed
+    s.mark(1)
+    s.write(2 * G, rand_bytes(rng, G))
+    s.mark(2)
+    s.write(3 * G, rand_bytes(rng, G))
+    s.discard(0, G)                                  # a discard is a write too
+    before = [s.read(g * G, G).tobytes() for g in range(4)]
+    s.close()
+    s = VolumeStore(tmp_path, "v", 16 * G, granule=G)
+    assert s.take_replayed_epochs() == {2: 1, 3: 2, 0: 2}
+    assert s.take_replayed_epochs() == {}            # handed over once
+    assert [s.read(g * G, G).tobytes() for g in range(4)] == before
+
+
+def test_compaction_runs_its_barrier_and_keeps_the_current_epoch(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 16 * G, granule=G)
+    calls = []
+    s.compact_barrier = lambda: calls.append("barrier")
+    s.mark(3)
+    s.write(0, rand_bytes(rng, G))
+    s.compact()
+    assert calls == ["barrier"]
+    s.write(G, rand_bytes(rng, G))                   # after the compaction, still epoch 3
+    s.close()
+    s = VolumeStore(tmp_path, "v", 16 * G, granule=G)
+    assert s.take_replayed_epochs() == {1: 3}        # granule 0's marker went with the compaction
+
+
+@pytest.mark.parametrize("epoch", [0, -1, 1 << 62])
+def test_a_marker_epoch_out_of_range_is_refused(tmp_path, epoch):
+    s = VolumeStore(tmp_path, "v", 16 * G, granule=G)
+    with pytest.raises(SanError) as e:
+        s.mark(epoch)
+    assert e.value.code == "INVALID_INPUT" and str(epoch) in e.value.message
