@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -25,55 +24,25 @@ from san.serve import Serving, choose_exports
 from san.topology import load_topology
 from san.units import MiB
 
+from tests.unit.test_serve import TOPOLOGY
+
 from .conftest import ROOT
 
-TOPOLOGY = """
-name: serve-it
-start: 2026-01-01T00:00:00Z
-fabric:
-  switches:
-    - {name: sw1, speed: 8GFC}
-  zones:
-    - {name: z1, members: [h1/hba0, a1/fc0]}
-arrays:
-  - name: a1
-    device_id: HTC-9101
-    managers: [h1]
-    snapshot_pool: 64MiB
-    ports:
-      - {name: fc0, number: 0, wwpn: "50:00:00:00:00:00:91:01", switch: sw1}
-      - {name: fc1, number: 1, wwpn: "50:00:00:00:00:00:91:02", switch: sw1}
-    volumes:
-      - {number: 0, size: 32MiB, port: fc0, lun: 0, hosts: [h1]}
-      - {number: 1, size: 64MiB, port: fc0, lun: 1, hosts: [h1]}
-      - {number: 2, size: 16MiB, port: fc1, lun: 0, hosts: [h2]}
-hosts:
-  - name: h1
-    hbas:
-      - {name: hba0, wwpn: "21:00:00:00:00:00:91:01", switch: sw1}
-    mounts:
-      - {mount_point: /fs, port: a1/fc0, lun: 0, filesystem: fat}
-      - {mount_point: /raw, port: a1/fc0, lun: 1}
-      - {mount_point: /snap, port: a1/fc0, lun: 9}
-  - name: h2
-    hbas:
-      - {name: hba0, wwpn: "21:00:00:00:00:00:91:02", switch: sw1}
-    mounts:
-      - {mount_point: /data, port: a1/fc1, lun: 0}
-"""
+# TOPOLOGY, the unit tests' SAN: h1 has /raw (64 MiB, LUN 0), /fat (32 MiB FAT, LUN 1) and
+# /snap (LUN 9, where a test attaches a snapshot); h2's /data shares no zone with the array
 
 FILES = {"a.txt": (10000, 1), "dir/b.bin": (3 * MiB + 5, 2), "empty": (0, 3)}
 
 WRITE_FILES = """
-name: serve-it-files
+name: serve-files
 topology: topology.yaml
 steps:
-  - {op: write_files, host: h1, mount: /fs, files: {a.txt: {size: 10000, seed: 1}, dir/b.bin: {size: 3145733, seed: 2}, empty: {size: 0, seed: 3}}}
+  - {op: write_files, host: h1, mount: /fat, files: {a.txt: {size: 10000, seed: 1}, dir/b.bin: {size: 3145733, seed: 2}, empty: {size: 0, seed: 3}}}
   - {op: write, host: h1, mount: /raw, offset: 0, size: 4MiB, seed: 9}
 """
 
 CHECK_RAW = """
-name: serve-it-check
+name: serve-check
 topology: topology.yaml
 steps:
   - {op: checkpoint, as: after, host: h1, mount: /raw}
@@ -152,7 +121,7 @@ def test_standard_tools_read_and_write_simulated_volumes(files, tmp_path):
     try:
         # every mount its host reaches is an export, printed with its URI: nothing is at
         # h1's LUN 9, and h2 shares no zone with the array
-        assert list(served.uris) == ["h1:/fs", "h1:/raw"]
+        assert list(served.uris) == ["h1:/raw", "h1:/fat"]
         listing = tool("nbdinfo", "--list", f"nbd://{served.address}").stdout
         for name in served.uris:
             assert f'export="{name}"' in listing
@@ -160,7 +129,7 @@ def test_standard_tools_read_and_write_simulated_volumes(files, tmp_path):
 
         # the FAT volume the scenario wrote, copied out whole: fsck.fat and mtools take it as is
         image = tmp_path / "fs.img"
-        tool("qemu-img", "convert", "-f", "raw", "-O", "raw", served.uris["h1:/fs"], str(image))
+        tool("qemu-img", "convert", "-f", "raw", "-O", "raw", served.uris["h1:/fat"], str(image))
         assert image.stat().st_size == 32 * MiB
         fsck = tool("fsck.fat", "-n", str(image), check=False)
         assert fsck.returncode == 0, fsck.stdout + fsck.stderr
@@ -189,9 +158,9 @@ def test_standard_tools_read_and_write_simulated_volumes(files, tmp_path):
     assert "Traceback" not in err
     assert out.strip().splitlines()[-1].startswith("stopped: ")
     report = json.loads((tmp_path / "serve.json").read_text())
-    assert report["op"] == "serve" and report["topology"] == "serve-it"
+    assert report["op"] == "serve" and report["topology"] == "serve-unit"
     assert report["exports"]["h1:/raw"]["written_bytes"] >= 12 * MiB
-    assert report["exports"]["h1:/fs"]["read_bytes"] > 0
+    assert report["exports"]["h1:/fat"]["read_bytes"] > 0
     assert report["modeled_s"] > 0
     assert (state / "clock").read_text().strip() == report["clock"]["end"]
 
@@ -235,12 +204,12 @@ def served_san(build_san, tmp_path):
     state = tmp_path / "state"
     built = build_san(topology, state)
     built.call("h1", "write_data", "/raw", 0, np.full(1 * MiB, 0x5A, dtype=np.uint8))
-    snap = built.call("a1", "mgmt_snapshot", "h1", "fc0", 1)["volume"]
+    snap = built.call("a1", "mgmt_snapshot", "h1", "fc0", 0)["volume"]
     built.call("a1", "mgmt_attach", "h1", snap, "fc0", 9, "h1")
     warnings: list[str] = []
     serving = Serving(built, state, choose_exports(topology, None), ("127.0.0.1", 0),
                       warn=warnings.append)
-    uris = dict(zip(["h1:/fs", "h1:/raw", "h1:/snap"], serving.start()))
+    uris = dict(zip(["h1:/raw", "h1:/fat", "h1:/snap"], serving.start()))
     yield built, serving, uris, warnings
     serving.stop()
 
