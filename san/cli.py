@@ -586,7 +586,7 @@ def _serve(topology, chosen, listen, args, out, err, state: Path, chunk: int, st
                 raise
             err.print(str(exc))
             return EXIT_INVALID
-        serving = Serving(san, state, chosen, listen, warn=err.print, chunk=chunk)
+        serving = Serving(san, state, chosen, listen, warn=err.print)
         try:
             uris = serving.start()
         except SanError as exc:

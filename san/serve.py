@@ -10,8 +10,11 @@ exports; the host actor does the I/O.
 Small requests travel together.  Clients such as ``nbdcopy`` keep many 256 KiB requests in
 flight, and Ray moves payloads of 100 KiB-1 MiB slowly: an export queues the requests the
 server hands it (in the order they arrived) and sends requests of one kind that follow each
-other on the volume as one host call of up to ``chunk`` bytes, with at most ``window`` calls
-in flight.  A request never passes an earlier one it overlaps (a write waits for every
+other on the volume as one host call of up to ``batch`` bytes, with at most ``window`` calls
+in flight (the host splits a call into commands of its chunk size, as for any transfer).
+Each host call costs a round trip to the host and one to the array (its checks) before data
+moves, so larger calls go faster: with nbdcopy's 4 MiB requests, calls of up to 32 MiB moved
+about 320 MiB/s here against 260 MiB/s for one call per request.  A request never passes an earlier one it overlaps (a write waits for every
 earlier request on its bytes, a read for earlier writes), so writes apply in the order the
 client sent them.
 
@@ -165,7 +168,7 @@ class MountExport(Export):
     multi_conn = True
 
     def __init__(self, host: str, mount_point: str, info: dict, peer, blocking, session: Session,
-                 chunk: int = 4 << 20, window: int = 4):
+                 batch: int = 32 << 20, window: int = 4):
         self.host, self.mount = host, mount_point
         self.name = export_name(host, mount_point)
         self.size = int(info["size"])
@@ -175,7 +178,7 @@ class MountExport(Export):
         self._peer = None
         self._blocking = blocking
         self.session = session
-        self.chunk, self.window = chunk, window
+        self.batch, self.window = batch, window
         self._queue: deque[_Request] = deque()
         self._inflight: list[_Request] = []        # of the host calls under way
         self._calls = 0
@@ -222,7 +225,7 @@ class MountExport(Export):
             while self._queue:
                 nxt = self._queue[0]
                 if nxt.kind != head.kind or nxt.offset != batch[-1].end or \
-                        total + nxt.length > self.chunk or self._blocked(nxt):
+                        total + nxt.length > self.batch or self._blocked(nxt):
                     break
                 batch.append(self._queue.popleft())
                 total += nxt.length
@@ -309,12 +312,12 @@ class MountExport(Export):
 
     async def zero(self, offset: int, length: int, may_trim: bool) -> None:
         """WRITE_ZEROES: UNMAP when the client lets the range become a hole (a thin volume
-        reads zeros there), else zeros written as data, one chunk at a time."""
+        reads zeros there), else zeros written as data, `batch` bytes at a time."""
         self.session.count(self.name, requests=1)
         if may_trim:
             await self._unmap(offset, length)
             return
-        step = self.chunk
+        step = self.batch
         zeros = np.zeros(min(step, length), dtype=np.uint8)
         writes = [self._submit("write", at, min(step, offset + length - at),
                                zeros[:min(step, offset + length - at)])
@@ -381,7 +384,7 @@ class Serving:
     """
 
     def __init__(self, san, state_dir, exports: list[tuple[str, str]], listen=("127.0.0.1", 10809),
-                 warn=None, chunk: int | None = None, window: int = 4, threads: int = 16):
+                 warn=None, batch: int = 32 << 20, window: int = 4, threads: int = 16):
         from .links import capacities
         from .runner import Clock
         self.san = san
@@ -389,7 +392,7 @@ class Serving:
         self.chosen = list(exports)
         self.listen = (listen[0], int(listen[1]))
         self.warn = warn or (lambda line: None)
-        self.chunk = chunk or getattr(san, "chunk_size", 4 << 20)
+        self.batch = batch
         self.window = window
         self.threads = threads
         self.session = Session(Clock(state_dir, self.topology.start), capacities(self.topology))
@@ -430,7 +433,7 @@ class Serving:
             info = self._prepare(host, mount_point)
             if info is not None:
                 export = MountExport(host, mount_point, info, lambda h=host: peers.element(h),
-                                     blocking, self.session, self.chunk, self.window)
+                                     blocking, self.session, self.batch, self.window)
                 self.exports[export.name] = export
         if not self.exports:
             self._close_loop()

@@ -172,7 +172,7 @@ def test_status_extents_cover_the_range(data, offset, length, expected):
 
 # -- I/O through the host -----------------------------------------------------------------------
 def test_adjacent_small_writes_go_as_one_host_call_and_land_in_order(san, tmp_path, loop):
-    serving, (raw,) = exports_of(san, tmp_path, loop, ["h1:/raw"], chunk=4 * MiB, window=1)
+    serving, (raw,) = exports_of(san, tmp_path, loop, ["h1:/raw"], batch=4 * MiB, window=1)
     rng = np.random.default_rng(7)
     blob = rng.integers(0, 256, 8 * MiB, dtype=np.uint8)
     piece = 256 * 1024
