@@ -422,3 +422,44 @@ def test_a_san_refused_at_start_is_one_line_before_any_step(tmp_path, capsys, mo
     assert captured.err.splitlines() == [f"{code}: array1 did not start within 2.5 s"]
     assert captured.out == "" and not (tmp_path / "r.json").exists()
     assert RefusedSan.built["start_timeout"] == 2.5 and RefusedSan.built["shared_state"] is False
+
+
+# -- san serve: what is refused before Ray starts ----------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("127.0.0.1:10809", ("127.0.0.1", 10809)),
+    ("127.0.0.1:0", ("127.0.0.1", 0)),
+    ("[::1]:10809", ("::1", 10809)),
+    ("localhost:1", ("localhost", 1)),
+])
+def test_listen_addresses(text, expected):
+    assert cli._listen_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["nowhere", "127.0.0.1", ":10809", "127.0.0.1:port",
+                                  "127.0.0.1:65536", "127.0.0.1:-1", "no.such.host.invalid:1"])
+def test_bad_listen_addresses_are_refused_naming_them(text):
+    with pytest.raises(SanError) as err:
+        cli._listen_address(text)
+    assert err.value.code == "INVALID_INPUT"
+    assert text in str(err.value)
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True), ("localhost", True),
+                                            ("0.0.0.0", False)])
+def test_only_loopback_addresses_serve_without_a_warning(host, loopback):
+    assert cli._is_loopback(host) is loopback
+
+
+def test_serve_refuses_bad_input_before_ray_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)        # importing Ray would fail the test
+    topology = Path(__file__).resolve().parents[2] / "topologies" / "single-array.yaml"
+    for args, line in [
+        (["--export", "host1:/nope"], "INVALID_INPUT: --export: 'host1:/nope' is not a mount of a host"),
+        (["--export", "host1:/db", "--export", "host1:/db"], "INVALID_INPUT: --export: 'host1:/db' is given twice"),
+        (["--listen", "127.0.0.1"], "INVALID_INPUT: --listen must be ADDR:PORT"),
+        (["--json", str(tmp_path / "no" / "r.json")], "INVALID_INPUT: --json"),
+    ]:
+        code = cli.main(["serve", str(topology), "--state-dir", str(tmp_path / "state"), *args])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith(line), (args, err)
+        assert len(err.strip().splitlines()) == 1
