@@ -604,13 +604,16 @@ class VolumeStore(FdOwner):
             return self._gather(range(offset // G, -(-end // G)), verify)
 
     @contextlib.contextmanager
-    def mapped_granules(self, offset: int, length: int):
-        """`read_granules(offset, length, verify=False)` without reading: (bytes, checksums),
-        the bytes a read-only view of the data file's own pages, valid inside the ``with``.
+    def mapped_granules(self, offset: int, length: int, verify: bool = False):
+        """`read_granules(offset, length, verify)` without reading: (bytes, checksums), the
+        bytes a read-only view of the data file's own pages, valid inside the ``with``.
 
-        What copy-on-write needs to move old granules into the snapshot pool: handing the view
-        to the pool's ``pwrite`` copies each byte once, from the page cache to the page cache,
-        where a read into a buffer first copies it twice (about 0.11 s less per GiB here).
+        What moves granules to another file needs: handing the view to the other store's
+        ``pwrite`` copies each byte once, from the page cache to the page cache, where a read
+        into a buffer first copies it twice (about 0.11 s less per GiB here).  Copy-on-write
+        moves old granules into the snapshot pool so, unverified (rot travels with its
+        checksum); a copy job moves a volume's granules so, verified (``CHECKSUM_MISMATCH``
+        before anything is handed out, as `read_granules` raises it).
         The store's lock is held inside the ``with``, so no write changes the bytes meanwhile;
         views still held when it ends keep the mapping until they go.
         The data file is exactly the volume's size, so no page of the view lies past its end.
@@ -639,6 +642,13 @@ class VolumeStore(FdOwner):
                     if got is not None:
                         cs[i] = got
                 data = np.frombuffer(view, dtype=np.uint8, count=length, offset=offset - page)
+                if verify:
+                    bad: list[int] = []
+                    for run in self._runs([g for g in gs if g in self._map]):
+                        at = (run[0] - gs.start) * G
+                        bad += self._failing(run, data[at: at + (len(run) - 1) * G + self._glen(run[-1])])
+                    if bad:
+                        raise self._mismatch(bad)
                 yield data, cs
                 del data
             finally:

@@ -25,6 +25,7 @@ copy engine.  A copy to another array over FC is a `CopyJob` too, run by `san.ac
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from dataclasses import dataclass, field
@@ -230,16 +231,17 @@ class CopyEngine:
         G = self.granule
         for run in runs(gs):        # before anything is read into the shared buffer
             self._before_write(job.dest, *self._extent(job.dest, run))
-        data, cs = self._read_for_copy(job.source, gs)
-        nonzero = self._nonzero(data, cs)
-        keep = [i for i, full in enumerate(nonzero) if full]
-        dest = self.stores[job.dest]
-        if len(keep) == len(gs):
-            dest.scatter(gs, data, cs)
-        elif keep:
-            dest.scatter([gs[i] for i in keep],
-                         np.concatenate([data[i * G: i * G + self._glen(job.dest, gs[i])] for i in keep]),
-                         None if cs is None else cs[keep])
+        with self._read_for_copy(job.source, gs) as (data, cs):
+            nonzero = self._nonzero(data, cs)
+            keep = [i for i, full in enumerate(nonzero) if full]
+            dest = self.stores[job.dest]
+            if len(keep) == len(gs):
+                dest.scatter(gs, data, cs)
+            elif keep:
+                dest.scatter([gs[i] for i in keep],
+                             np.concatenate([data[i * G: i * G + self._glen(job.dest, gs[i])] for i in keep]),
+                             None if cs is None else cs[keep])
+            del data
         for run in runs(g for g, full in zip(gs, nonzero) if not full):
             self._store_zero(job.dest, *self._extent(job.dest, run))
         done = sum(self._glen(job.dest, g) for g in gs)
@@ -247,21 +249,30 @@ class CopyEngine:
         job.copied += done
         self.moved_bytes += done
 
+    @contextlib.contextmanager
     def _read_for_copy(self, number: int, gs: list[int]):
         """(the bytes of granules `gs` of volume `number`, one after the other; their
-        checksums, or None when the source is a snapshot, which is read as a host would)."""
+        checksums, or None when the source is a snapshot, which is read as a host would),
+        valid inside the ``with``.  Consecutive granules of a volume are its data file's pages
+        mapped, verified (`VolumeStore.mapped_granules`): the destination's ``pwrite`` copies
+        each byte once.  Scattered ones (a resync's) are gathered into a reused buffer."""
         G = self.granule
+        if number in self.stores and gs and gs[-1] - gs[0] == len(gs) - 1:
+            with self.stores[number].mapped_granules(*self._extent(number, gs), verify=True) as got:
+                yield got
+            return
         if len(self._copy_buf) < len(gs) * G:
             self._copy_buf = np.empty(len(gs) * G, dtype=np.uint8)
         if number in self.stores:
-            return self.stores[number].gather(gs, out=self._copy_buf)
+            yield self.stores[number].gather(gs, out=self._copy_buf)
+            return
         out = self._copy_buf[:sum(self._glen(number, g) for g in gs)]
         at = 0
         for run in runs(gs):
             offset, n = self._extent(number, run)
             out[at: at + n] = self.read_volume(number, offset, n)
             at += n
-        return out, None
+        yield out, None
 
     def _nonzero(self, data: np.ndarray, cs) -> list[bool]:
         """Per granule of `data` (granules of a volume one after the other, as

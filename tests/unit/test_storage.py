@@ -856,6 +856,20 @@ def test_mapped_granules_are_the_stored_bytes_and_checksums_unread(tmp_path, rng
         del got
 
 
+def test_mapped_granules_verified_fail_as_a_read_would(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 64 * KiB, granule=G)
+    s.write(0, rand_bytes(rng, 4 * G))
+    with s.mapped_granules(0, 8 * G, verify=True) as (got, cs):      # holes and data, all good
+        assert np.array_equal(got, s.read(0, 8 * G)) and tuple(cs[5]) == san.storage.zero_checksum(G)
+        del got
+    s.corrupt(2 * G + 7, 1)
+    with pytest.raises(SanError) as e:
+        with s.mapped_granules(0, 4 * G, verify=True):
+            pass
+    assert e.value.code == "CHECKSUM_MISMATCH" and "granule 2," in e.value.message
+    assert s.bad_granules() == [2]
+
+
 @pytest.mark.parametrize("offset,length", [(512, G), (0, G + 512), (0, 0), (64 * KiB, G), (-G, G)])
 def test_mapped_granules_refuses_what_read_granules_refuses(tmp_path, offset, length):
     s = VolumeStore(tmp_path, "v", 64 * KiB, granule=G)
