@@ -143,7 +143,7 @@ class GranulePool:
                 if len(self._used) + len(slots) >= self._limit:
                     break
                 if not self._free and self._pending:
-                    self._release_pending()
+                    self.release_pending()
                 if self._free:
                     slots.append(heapq.heappop(self._free))
                 elif self._high < self._store.size // G:
@@ -209,12 +209,17 @@ class GranulePool:
             self._used.discard(slot)
             self._pending.append(slot)
 
-    def _release_pending(self) -> None:
-        if self.reuse_barrier is not None:
-            self.reuse_barrier()
-        for slot in self._pending:
-            heapq.heappush(self._free, slot)
-        self._pending.clear()
+    def release_pending(self, synced: bool = False) -> None:
+        """Make the slots freed so far reusable: after `reuse_barrier`, unless the caller has
+        just `synced` the snapshot journal itself (a barrier)."""
+        with self._lock:
+            if not self._pending:
+                return
+            if not synced and self.reuse_barrier is not None:
+                self.reuse_barrier()
+            for slot in self._pending:
+                heapq.heappush(self._free, slot)
+            self._pending.clear()
 
     def sync(self) -> None:
         """A barrier: the saved granules survive a power loss (`VolumeStore.sync`)."""

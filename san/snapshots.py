@@ -480,10 +480,12 @@ class SnapshotEngine:
 
     def sync(self) -> None:
         """A barrier: the pool's slots, then the journal naming them, survive a power loss
-        (in that order, so no durable record names a slot that is not)."""
+        (in that order, so no durable record names a slot that is not).  The slots freed
+        before it may be reused from now on without another fsync (`GranulePool.free`)."""
         with self._lock:
             self.pool.sync()
             self._journal.sync()
+            self.pool.release_pending(synced=True)
 
     def close(self) -> None:
         with self._lock:

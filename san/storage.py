@@ -591,17 +591,23 @@ class VolumeStore(FdOwner):
         snapshot pool saving what a write will overwrite), where rot travels with its
         checksum and is found by whoever reads it there.  No caller hands such bytes out.
         """
+        offset, length, end = self._whole_granules("read_granules", offset, length)
+        with self._lock:
+            self._check_open()
+            self._check_range("read", offset, length)
+            return self._gather(range(offset // self.granule, -(-end // self.granule)), verify)
+
+    def _whole_granules(self, what: str, offset, length) -> tuple[int, int, int]:
+        """(offset, length, end) of a range that must cover whole granules (its end may be
+        the end of the volume), else INVALID_INPUT naming it."""
         offset, length = int(offset), int(length)
         G = self.granule
         end = offset + length
         if offset % G or (end % G and end != self.size) or length < 0:
             raise SanError("INVALID_INPUT",
-                           f"{self.label}: read_granules at offset {offset}, length {length} "
+                           f"{self.label}: {what} at offset {offset}, length {length} "
                            f"does not cover whole {G}-byte granules")
-        with self._lock:
-            self._check_open()
-            self._check_range("read", offset, length)
-            return self._gather(range(offset // G, -(-end // G)), verify)
+        return offset, length, end
 
     @contextlib.contextmanager
     def mapped_granules(self, offset: int, length: int, verify: bool = False):
@@ -618,13 +624,11 @@ class VolumeStore(FdOwner):
         views still held when it ends keep the mapping until they go.
         The data file is exactly the volume's size, so no page of the view lies past its end.
         """
-        offset, length = int(offset), int(length)
+        offset, length, end = self._whole_granules("mapped_granules", offset, length)
+        if not length:          # nothing to map (mmap refuses a length of 0)
+            raise SanError("INVALID_INPUT", f"{self.label}: mapped_granules at offset {offset}, "
+                                            "length 0 maps nothing")
         G = self.granule
-        end = offset + length
-        if offset % G or (end % G and end != self.size) or length <= 0:
-            raise SanError("INVALID_INPUT",
-                           f"{self.label}: mapped_granules at offset {offset}, length {length} "
-                           f"does not cover whole {G}-byte granules")
         with self._lock:
             self._check_open()
             self._check_range("read", offset, length)

@@ -702,3 +702,20 @@ def test_the_engine_syncs_its_journal_before_a_freed_slot_is_reused(tmp_path):
     eng.before_write(0, 0, G)                     # reuses the slot: the DELETE is synced first
     assert seen == [records]
     assert eng.view(11).read(0, G).tobytes() == stores[0].read(0, G).tobytes()
+
+
+def test_a_barrier_makes_freed_slots_reusable_without_another_fsync(tmp_path):
+    stores = {0: VolumeStore(tmp_path / "vols", "v0", 16 * G, G)}
+    pool = GranulePool(tmp_path / "snap", G, None)
+    eng = SnapshotEngine(tmp_path / "snap", pool, stores)
+    rng = np.random.default_rng(2)
+    stores[0].write(0, rand_bytes(rng, G))
+    eng.create(0, 10)
+    eng.before_write(0, 0, G)
+    eng.delete(10)
+    eng.sync()                                     # the DELETE is on disk: slot 0 is free now
+    calls = []
+    pool.reuse_barrier = lambda: calls.append("barrier")
+    eng.create(0, 11)
+    eng.before_write(0, 0, G)
+    assert calls == [] and pool.used_slots() == [0]
