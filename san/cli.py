@@ -36,7 +36,7 @@ from rich.progress import Progress
 from . import report as report_mod
 from .errors import SanError, ValidationFailed
 from .progress import StepProgress, columns as progress_columns
-from .topology import load_scenario, load_topology, validate_files
+from .topology import is_scenario_file, load_scenario, load_topology, validate_files
 from .topology.inspect import render_inspect
 from .topology.json_schema import KINDS as SCHEMA_KINDS
 from .topology.json_schema import schema_text
@@ -138,11 +138,7 @@ def cmd_inspect(args, out, err) -> int:
     problems = validate_files([args.file])
     if problems:
         raise ValidationFailed(problems)
-    try:
-        topology = load_topology(args.file)
-    except ValidationFailed:
-        topology = load_scenario(args.file).topology
-    render_inspect(topology, out)
+    render_inspect(_load_topology_of(args.file), out)
     return EXIT_OK
 
 
@@ -175,17 +171,13 @@ def cmd_graph(args, out, err) -> int:
     """A picture of the SAN of a topology or scenario file into -o OUT (see san.graph)."""
     # loaded here: a picture needs matplotlib, which validate, inspect and run never pay for
     from .graph import FORMATS, graph_bytes, suffix_of
-    from .topology import is_scenario_file
     suffix = suffix_of(args.output)
     if suffix not in FORMATS:
         err.print(f"INVALID_INPUT: -o {args.output}: unknown extension {suffix!r} "
                   f"(expected one of: {', '.join(FORMATS)})")
         return EXIT_INVALID
-    if is_scenario_file(args.file):         # an invalid file raises: main prints its problems
-        topology = load_scenario(args.file).topology
-    else:
-        topology = load_topology(args.file)
-    data = graph_bytes(topology, suffix)
+    # an invalid file raises: main prints its problems
+    data = graph_bytes(_load_topology_of(args.file), suffix)
     try:
         Path(args.output).write_bytes(data)
     except OSError as exc:
@@ -530,9 +522,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def _load_topology_of(path):
-    """The topology of FILE: a topology file, or a scenario's (whose steps serve ignores)."""
-    keys = top_level_keys(path)
-    if keys is not None and keys & {"steps", "topology"}:
+    """The topology of FILE: a topology file, or a scenario's (whose steps inspect, graph
+    and serve ignore).  ValidationFailed, with every located problem, for an invalid one."""
+    if is_scenario_file(path):
         return load_scenario(path).topology
     return load_topology(path)
 
