@@ -140,14 +140,20 @@ def zero_checksum(length: int) -> tuple[int, int]:
     return int(cs[0]), int(cs[1])
 
 
+def zero_checksums(n: int, nbytes: int, granule: int) -> np.ndarray:
+    """The checksums, one (n, 2) row each, of `n` granules covering `nbytes` that read as
+    zeros (the last one short when `nbytes` is not a multiple of `granule`)."""
+    cs = np.empty((n, 2), dtype=np.uint64)
+    cs[:] = zero_checksum(granule)
+    if n and nbytes % granule:
+        cs[-1] = zero_checksum(nbytes % granule)
+    return cs
+
+
 def holds_data(cs: np.ndarray, nbytes: int, granule: int) -> list[bool]:
     """Per granule of a `read_granules` answer covering `nbytes` (its last granule may be
     short): does it hold anything but zeros?  Told by the checksums, without a scan."""
-    zero = np.empty_like(cs)
-    zero[:] = zero_checksum(granule)
-    if nbytes % granule:
-        zero[-1] = zero_checksum(nbytes % granule)
-    return (cs != zero).any(axis=1).tolist()
+    return (cs != zero_checksums(len(cs), nbytes, granule)).any(axis=1).tolist()
 
 
 class VolumeStore(FdOwner):
@@ -637,10 +643,7 @@ class VolumeStore(FdOwner):
                              mmap.PROT_READ, offset=page)
             try:
                 gs = range(offset // G, -(-end // G))
-                cs = np.empty((len(gs), 2), dtype=np.uint64)
-                cs[:] = zero_checksum(G)
-                if end % G:
-                    cs[-1] = zero_checksum(end % G)
+                cs = zero_checksums(len(gs), length, G)
                 for i, g in enumerate(gs):
                     got = self._map.get(g)
                     if got is not None:
@@ -690,11 +693,7 @@ class VolumeStore(FdOwner):
             out = out[:total]
             if not full:
                 out[:] = 0
-        cs = np.empty((n, 2), dtype=np.uint64)
-        if not full:
-            cs[:] = zero_checksum(G)
-            if n and total % G:
-                cs[-1] = zero_checksum(total % G)
+        cs = np.empty((n, 2), dtype=np.uint64) if full else zero_checksums(n, total, G)
         # `gs` ascends without repeats, so granules consecutive on disk are neighbours in it
         where = {g: i for i, g in enumerate(gs)} if not isinstance(gs, range) else None
         for run in runs(held, max(1, VERIFY_RUN // G)):

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import SanError
 from ..units import format_size
 from .core import OVERWRITE, READS, Baseline, Figure, alternate, check, clock, gibps, rate
-from .fabric import ONE, WINDOW, load
+from .fabric import ONE, WINDOW, _seeds, load
 
 NBDCOPY = "nbdcopy"
 
@@ -44,7 +44,7 @@ def bench_serve(s, res) -> tuple[list, list]:
     serving = Serving(san, state, [("h1", "/v")], ("127.0.0.1", 0))
     try:
         (uri,) = serving.start()
-        seeds = iter(range(1, 1 << 30))
+        seeds = _seeds()
 
         def nbd_write():
             _nbdcopy(str(image), uri)
