@@ -37,9 +37,9 @@ so a crash leaves the old journal or the new one, never a mix.
 from __future__ import annotations
 
 import os
-import threading
 import pathlib
 import struct
+import threading
 import zlib
 from typing import Callable
 
@@ -151,8 +151,7 @@ class Journal(FdOwner):
         write_replace(self.path, data)
         with self._fd_lock:
             reopen = self._fd >= 0
-            fd, self._fd = self._fd, -1
-            close_fd(fd)
+            self._drop_fd()
             if reopen:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.records = len(data) // self.record_size - 1
@@ -163,8 +162,12 @@ class Journal(FdOwner):
 
     def close(self) -> None:
         with self._fd_lock:
-            fd, self._fd = self._fd, -1
-            close_fd(fd)
+            self._drop_fd()
+
+    def _drop_fd(self) -> None:
+        """Close the descriptor (the caller holds `_fd_lock`)."""
+        fd, self._fd = self._fd, -1
+        close_fd(fd)
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r}, record_size={self.record_size}, records={self.records})"
