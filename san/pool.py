@@ -11,7 +11,9 @@ needed, its high-water mark): the next save there overwrites allocated blocks in
 filling a hole, which is what lets the first write after a snapshot cost about what any
 write costs once a pool has been used (a slot never used before is new space).  A pool may
 be capped (`capacity`, the topology's ``snapshot_pool``), which caps that space too; when it is full `save` says so (None) instead of failing, so that the snapshot engine can
-break the snapshots that needed the granule and let the host's write go on.
+break the snapshots that needed the granule and let the host's write go on.  The cap counts
+what snapshots keep outside the pool as well (redirect-on-write leaves old granules in their
+volume's files: `hold`), so it means "what snapshots may keep", however it is kept.
 """
 from __future__ import annotations
 
@@ -89,6 +91,7 @@ class GranulePool:
         self._high = used[-1] + 1 if used else 0       # slots >= _high were never used
         self._free = [s for s in range(self._high) if s not in self._used]   # sorted: a heap
         self._pending: list[int] = []      # freed, not reusable before `reuse_barrier`
+        self._held = 0                     # granules kept outside the pool (see `hold`)
         self.reuse_barrier = None          # set by the snapshot engine: see `free`
 
     def _create(self, granule: int) -> VolumeStore:
@@ -110,8 +113,24 @@ class GranulePool:
 
     @property
     def used_bytes(self) -> int:
+        """Snapshot space in use: the slots, and the granules `hold` counts."""
         with self._lock:
-            return len(self._used) * self.granule
+            return (len(self._used) + self._held) * self.granule
+
+    def hold(self, force: bool = False) -> bool:
+        """Count one granule a snapshot keeps outside the pool (redirect-on-write leaves it
+        in its volume) against the capacity, as if it took a slot: False when the pool is
+        full, unless `force` (re-opening an engine whose granules are already kept)."""
+        with self._lock:
+            if not force and len(self._used) + self._held >= self._limit:
+                return False
+            self._held += 1
+            return True
+
+    def unhold(self) -> None:
+        """A granule `hold` counted is no longer kept."""
+        with self._lock:
+            self._held -= 1
 
     def used_slots(self) -> list[int]:
         with self._lock:
@@ -140,7 +159,7 @@ class GranulePool:
         with self._lock:
             slots: list[int | None] = []
             for _ in pieces:
-                if len(self._used) + len(slots) >= self._limit:
+                if len(self._used) + self._held + len(slots) >= self._limit:
                     break
                 if not self._free and self._pending:
                     self.release_pending()

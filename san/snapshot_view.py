@@ -21,9 +21,22 @@ from san.units import BLOCK
 if TYPE_CHECKING:   # the engine imports this module
     from san.snapshots import SnapshotEngine
 
-__all__ = ["ZERO", "SnapshotView"]
+__all__ = ["ZERO", "IN_HOME", "IN_ALT", "SnapshotView"]
 
 ZERO = -1                               # interval slot: the saved content is all zeros
+# interval slots naming a place of the source granule itself (redirect-on-write): its bytes
+# stay where they were, in NAME.data (home) or NAME.alt, and the write went to the other place
+IN_HOME, IN_ALT = -2, -3
+
+
+def place_slot(place: int) -> int:
+    """The interval slot of a source granule's `place` (`san.storage.HOME` or ``ALT``)."""
+    return IN_HOME - place
+
+
+def slot_place(slot: int) -> int | None:
+    """The place an interval slot names, or None (a pool slot, or ZERO)."""
+    return IN_HOME - slot if slot in (IN_HOME, IN_ALT) else None
 
 
 def _hi(iv: tuple[int, int, int]) -> int:
@@ -51,14 +64,19 @@ class _Snap:
 
 
 class _Source:
-    __slots__ = ("epoch", "numbers", "live", "cow", "slots")
+    __slots__ = ("number", "epoch", "numbers", "live", "cow", "slots", "kept", "pins")
 
-    def __init__(self) -> None:
+    def __init__(self, number: int) -> None:
+        self.number = number
         self.epoch = 0                  # snapshots ever taken of this source
         self.numbers: list[int] = []    # its snapshots (broken ones too), creation order
         self.live: list[int] = []       # epochs of its live unbroken snapshots, sorted
         self.cow: dict[int, list[tuple[int, int, int]]] = {}   # granule -> intervals (lo, hi, slot)
-        self.slots = 0                  # pool slots its intervals hold
+        self.slots = 0                  # granules of snapshot space its intervals hold
+        # redirect-on-write: (granule, place) -> the checksum of the bytes kept there, and how
+        # many intervals name that place (more than one only after a crash: see before_write)
+        self.kept: dict[tuple[int, int], tuple[int, int]] = {}
+        self.pins: dict[tuple[int, int], int] = {}
 
     def needed(self, lo: int, hi: int) -> bool:
         """Does a live unbroken snapshot have an epoch in (lo, hi]?"""
@@ -149,8 +167,15 @@ class SnapshotView:
             return out
 
     def _read_saved(self, saved: list[tuple[int, int]]) -> list[np.ndarray]:
-        """The pool slots of `saved` (granule, slot) pairs, ZERO ones left out.  Rot in a slot
+        """The kept bytes of `saved` (granule, slot) pairs, ZERO ones left out: from the pool,
+        or from the place of the source granule a redirected write left them in.  Rot there
         is reported as rot in this snapshot's bytes, which is what the reader asked for."""
+        if any(slot_place(slot) is not None for _, slot in saved):
+            out: list[np.ndarray] = []
+            for g, slot in saved:
+                if slot != ZERO:
+                    out.extend(self._read_saved([(g, slot)]) if slot >= 0 else [self._read_place(g, slot)])
+            return out
         pool = self._engine.pool
         kept = [(g, slot) for g, slot in saved if slot != ZERO]
         try:
@@ -166,6 +191,21 @@ class SnapshotView:
                                f"{start + self._glen(g) - 1} (granule {g}, kept in pool slot {slot}) "
                                f"fail their checksum") from None
         return pool.read_many([slot for _, slot in kept])
+
+    def _read_place(self, g: int, slot: int) -> np.ndarray:
+        eng = self._engine
+        place = slot_place(slot)
+        src = eng._sources[self.source]
+        try:
+            return eng._store(self.source).read_place(g, place, src.kept[(g, place)])
+        except SanError as exc:
+            if exc.code != "CHECKSUM_MISMATCH":
+                raise
+            start = g * self.granule
+            raise SanError("CHECKSUM_MISMATCH",
+                           f"{self.label} (a snapshot of volume {self.source}): bytes {start}.."
+                           f"{start + self._glen(g) - 1} (granule {g}, kept where the source "
+                           f"had it) fail their checksum") from None
 
     def scrub(self, piece: int = VERIFY_RUN) -> tuple[int, list[int]]:
         """Read and verify every granule of the image: (bytes checked, bad granules).  A bad

@@ -1,10 +1,23 @@
-"""Copy-on-write snapshots of the volumes of one disk array (SPEC "Embodiment 2: snapshot").
+"""Snapshots of the volumes of one disk array (SPEC "Embodiment 2: snapshot").
 
 A snapshot is a read-only point-in-time image of an ordinary volume (its *source*).  Creating
 one costs O(1) whatever the source's size: nothing is read or copied.  Afterwards, the first
-write to a granule of the source saves the granule's old content once, into the array's
-`GranulePool` (`san.pool`), shared by every snapshot that still needs it; later writes to that granule cost
-nothing until the next snapshot of the source.
+write to a granule of the source keeps the granule's old content once, shared by every
+snapshot that still needs it; later writes to that granule cost nothing until the next
+snapshot of the source.
+
+Redirect-on-write, copy-on-write
+--------------------------------
+Where the old content is kept: by default (``redirect=True``) it stays where it is, and the
+write goes to the granule's other place in the source's store (`VolumeStore.pin`: each
+granule has two, ``NAME.data`` and ``NAME.alt``), so keeping it moves no byte.  When the
+other place is itself pinned (an older snapshot keeps another version there), the old content
+is copied into the array's `GranulePool` (`san.pool`) first (copy-on-write), and the write
+goes where the granule is; with ``redirect=False`` every save is such a copy.  An interval's
+*slot* says where its content is: a pool slot (>= 0), ``ZERO``, or ``IN_HOME``/``IN_ALT`` (a
+place of the source granule, with the checksum it had, `_Source.kept`).  The pool's capacity
+counts both kinds (`GranulePool.hold`), so ``snapshot_pool`` caps what snapshots keep
+wherever it is.
 
 Epochs
 ------
@@ -23,7 +36,7 @@ epoch in it; dropping never changes what any remaining snapshot reads.
 
 Pool full
 ---------
-When the pool has no free slot for a save, the write still proceeds: every live snapshot that
+When the pool has no room for a save (a slot, or a place to hold), the write still proceeds: every live snapshot that
 needed the lost content (epoch in ``(w(g), E]``) becomes *broken* (persisted), reading it raises
 ``POOL_FULL``, and the pool slots only broken or deleted snapshots needed are freed at once.
 
@@ -31,8 +44,11 @@ Persistence
 -----------
 ``directory/snapshots.log``: an append-only journal (`san.journal.Journal`: torn tails cut,
 compaction atomic) of 64-byte records (8 little-endian int64: kind, 6 fields, CRC-32 of the
-first 56 bytes, `san.journal.seal`): a header (granule size), ``EPOCH``, ``CREATE``,
-``COW`` (an interval saved), ``BROKEN`` and ``DELETE``.  Freed slots are not journaled: they are a
+first 56 bytes, `san.journal.seal`): a header (``b"ANSSNP02"``, granule size), ``EPOCH``,
+``CREATE``, ``COW`` (an interval saved in a pool slot, or ZERO), ``ROW_HOME``/``ROW_ALT``
+(an interval kept in a place of the source granule: source, granule, lo, hi, and the two
+halves of its checksum), ``BROKEN`` and ``DELETE``.  A version-1 journal (``ANSSNP01``, no
+``ROW`` records) is rewritten under the new header when it is opened.  Freed slots are not journaled: they are a
 deterministic consequence of ``BROKEN``/``DELETE``, and replay recomputes them.  Every record of a
 `SnapshotEngine.before_write` is appended (``os.write`` on an ``O_APPEND`` descriptor) before it returns, i.e. before the
 array writes the source; a pool slot is written before the record naming it, and a record that
@@ -40,7 +56,9 @@ drops a slot is appended before the slot is discarded.  On open the journal is r
 or garbled last record is cut off), then the pool is reconciled with it: slots no interval names
 (a crash between a save and its record, or between a drop and its discard) are freed, and the
 snapshots of an interval whose slot is missing from the pool become broken.  The journal is
-rewritten (compacted) when it holds more than ~4x the live records.
+rewritten (compacted) when it holds more than ~4x the live records.  The places the intervals
+name are then pinned in their stores (`_reconcile_places`); a place whose granule is there
+now under another checksum was written over, and the snapshots that needed it break.
 
 Power loss.  Nothing above is fsync-ed per write (the array's barriers are), so a disk may keep
 a source write and drop the save made just before it.  `create` therefore appends a marker
@@ -71,8 +89,8 @@ from san.errors import SanError
 from san.granules import runs
 from san.journal import Journal, seal, sealed
 from san.pool import GranulePool
-from san.snapshot_view import ZERO, SnapshotView, _hi, _Snap, _Source
-from san.storage import VolumeStore, holds_data
+from san.snapshot_view import ZERO, SnapshotView, _hi, _Snap, _Source, place_slot, slot_place
+from san.storage import VolumeStore, holds_data, zero_checksum
 
 __all__ = ["SnapshotView", "SnapshotEngine", "ZERO",
            "GranulePool"]          # re-exported from san.pool, its home
@@ -80,9 +98,16 @@ __all__ = ["SnapshotView", "SnapshotEngine", "ZERO",
 # ====================================================================== journal records
 _REC = struct.Struct("<7qQ")            # kind, 6 fields, crc32 of the first 56 bytes
 _RECLEN = _REC.size                     # 64
-_MAGIC = 0x3130504E53534E41             # b"ANSSNP01" as a little-endian int64: the header's kind
-_EPOCH, _CREATE, _COW, _BROKEN, _DELETE = 1, 2, 3, 4, 5
-_KINDS = (_EPOCH, _CREATE, _COW, _BROKEN, _DELETE)
+_MAGIC = int.from_bytes(b"ANSSNP02", "little")  # the header's kind
+_MAGIC_V1 = int.from_bytes(b"ANSSNP01", "little")   # san 0.4: no redirect-on-write records
+_EPOCH, _CREATE, _COW, _BROKEN, _DELETE, _ROW_HOME, _ROW_ALT = 1, 2, 3, 4, 5, 6, 7
+_KINDS = (_EPOCH, _CREATE, _COW, _BROKEN, _DELETE, _ROW_HOME, _ROW_ALT)
+_U64 = (1 << 64) - 1
+
+
+def _s64(v: int) -> int:
+    """A u64 checksum half as the int64 a record field holds."""
+    return v - (1 << 64) if v >> 63 else v
 
 
 def _pack(kind: int, *fields: int) -> bytes:
@@ -103,8 +128,9 @@ class SnapshotEngine:
     COMPACT_MIN = 1024       # journal records tolerated beyond 4x the live ones
 
     def __init__(self, directory: pathlib.Path, pool: GranulePool, stores: dict[int, VolumeStore],
-                 array: str | None = None):
-        self.array = array             # names the snapshots in messages ("array1 volume 4")
+                 array: str | None = None, redirect: bool = True):
+        self.array = array
+        self.redirect = bool(redirect)  # False: every save is a copy into the pool             # names the snapshots in messages ("array1 volume 4")
         self.directory = pathlib.Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.pool = pool
@@ -117,19 +143,24 @@ class SnapshotEngine:
         self._n_ivs = 0            # intervals held, all sources
         self._journal = Journal(self.log_path, _RECLEN)
         pool.reuse_barrier = self._journal.sync      # see GranulePool.free
-        self._replay()
+        self._live = False              # replaying: places are held in the stores once known
+        old = self._replay()
         self._reconcile()
+        if old:                         # the same records under the new header
+            self.compact()
 
     # ------------------------------------------------------------------ journal
-    def _replay(self) -> None:
-        _, body = self._journal.replay(_pack(_MAGIC, self.granule), check_header=self._check_header,
-                                       valid=lambda rec: sealed(rec) and _REC.unpack(rec)[0] in _KINDS)
+    def _replay(self) -> bool:
+        """Load the journal; True when it has the version-1 header."""
+        header, body = self._journal.replay(_pack(_MAGIC, self.granule), check_header=self._check_header,
+                                            valid=lambda rec: sealed(rec) and _REC.unpack(rec)[0] in _KINDS)
         for at in range(0, len(body), _RECLEN):
             self._apply(_REC.unpack_from(body, at))
+        return _REC.unpack(header)[0] == _MAGIC_V1
 
     def _check_header(self, rec: bytes) -> None:
         vals = _REC.unpack(rec)
-        if vals[0] != _MAGIC or not sealed(rec):
+        if vals[0] not in (_MAGIC, _MAGIC_V1) or not sealed(rec):
             raise SanError("INVALID_INPUT", f"{self.log_path} is not a snapshot journal")
         if vals[1] != self.granule:
             raise SanError("INVALID_INPUT", f"{self.log_path} was written for {vals[1]}-byte granules, "
@@ -148,6 +179,9 @@ class SnapshotEngine:
             return self._apply_break(vals[1])
         elif kind == _DELETE:
             return self._apply_delete(vals[1])
+        elif kind in (_ROW_HOME, _ROW_ALT):
+            self._apply_row(vals[1], vals[2], vals[3], vals[4], kind - _ROW_HOME,
+                            (vals[5] & _U64, vals[6] & _U64))
         return []
 
     def _append(self, recs: list[bytes]) -> None:
@@ -170,7 +204,12 @@ class SnapshotEngine:
                         recs.append(_pack(_BROKEN, n))
                 for g in sorted(src.cow):
                     for lo, hi, slot in src.cow[g]:
-                        recs.append(_pack(_COW, number, g, lo, hi, slot))
+                        place = slot_place(slot)
+                        if place is None:
+                            recs.append(_pack(_COW, number, g, lo, hi, slot))
+                        else:
+                            cs = src.kept[(g, place)]
+                            recs.append(_pack(_ROW_HOME + place, number, g, lo, hi, _s64(cs[0]), _s64(cs[1])))
             self._journal.rewrite(recs[0], b"".join(recs[1:]))
 
     @property
@@ -181,7 +220,7 @@ class SnapshotEngine:
     def _source(self, number: int) -> _Source:
         src = self._sources.get(number)
         if src is None:
-            src = self._sources[number] = _Source()
+            src = self._sources[number] = _Source(number)
         return src
 
     def _apply_create(self, number: int, source: int, epoch: int, size: int) -> None:
@@ -197,6 +236,32 @@ class SnapshotEngine:
         self._n_ivs += 1
         if slot != ZERO:
             src.slots += 1
+
+    def _apply_row(self, source: int, g: int, lo: int, hi: int, place: int, cs: tuple[int, int]) -> bool:
+        """An interval kept where the source granule was (redirect-on-write); True when
+        that place was not held before (the caller then holds it in the store and pool)."""
+        src = self._source(source)
+        src.cow.setdefault(g, []).append((lo, hi, place_slot(place)))
+        self._n_ivs += 1
+        src.slots += 1
+        n = src.pins.get((g, place), 0)
+        src.pins[(g, place)] = n + 1
+        src.kept[(g, place)] = cs
+        return n == 0
+
+    def _unpin(self, src: _Source, g: int, place: int) -> None:
+        """An interval naming a place of the source granule is gone: the last one gives the
+        place back to the store and its granule of snapshot space to the pool."""
+        n = src.pins[(g, place)] - 1
+        if n:
+            src.pins[(g, place)] = n
+            return
+        del src.pins[(g, place)], src.kept[(g, place)]
+        if self._live:
+            store = self.stores.get(src.number)
+            if store is not None:
+                store.unpin(g, place)
+            self.pool.unhold()
 
     def _apply_break(self, number: int) -> list[int]:
         snap = self._snaps[number]
@@ -217,8 +282,13 @@ class SnapshotEngine:
         """Drop the intervals holding epoch `e` that no live unbroken snapshot needs; their slots."""
         freed: list[int] = []
         if not src.live:                       # nobody needs anything any more
-            for ivs in src.cow.values():
-                freed.extend(slot for _, _, slot in ivs if slot != ZERO)
+            for g, ivs in src.cow.items():
+                for _, _, slot in ivs:
+                    if slot >= 0:
+                        freed.append(slot)
+                    elif slot != ZERO:
+                        self._unpin(src, g, slot_place(slot))
+                        src.slots -= 1
                 self._n_ivs -= len(ivs)
             src.cow.clear()
         else:
@@ -231,8 +301,11 @@ class SnapshotEngine:
                 if lo < e and not src.needed(lo, hi):
                     del ivs[i]
                     self._n_ivs -= 1
-                    if slot != ZERO:
+                    if slot >= 0:
                         freed.append(slot)
+                    elif slot != ZERO:
+                        self._unpin(src, g, slot_place(slot))
+                        src.slots -= 1
                     if not ivs:
                         del src.cow[g]
         src.slots -= len(freed)
@@ -244,7 +317,7 @@ class SnapshotEngine:
         for number, src in self._sources.items():
             for g, ivs in src.cow.items():
                 for lo, hi, slot in ivs:
-                    if slot != ZERO:
+                    if slot >= 0:
                         named[slot] = (number, g, lo, hi)
         used = set(self.pool.used_slots())
         for slot in sorted(used - set(named)):
@@ -256,7 +329,33 @@ class SnapshotEngine:
                     source, _, lo, hi = named[slot]
                     self._break_range(source, lo, hi)
         with self._lock:
+            self._reconcile_places()
             self._reconcile_epochs()
+
+    def _reconcile_places(self) -> None:
+        """Hold in the stores (and in the pool's count) the places the replayed intervals
+        name.  A place whose granule is there now under another checksum was written over
+        (a power loss dropped the record that freed it, and kept a later write there): the
+        snapshots that needed it break, as when a pool slot is missing."""
+        for number, src in self._sources.items():
+            store = self.stores.get(number)
+            if store is None or not src.pins:
+                continue
+            keys = sorted(src.pins)
+            states = store.granule_states([g for g, _ in keys])
+            lost = [(g, place) for (g, place), (cs, cur, _) in zip(keys, states)
+                    if cur == place and cs is not None and cs != src.kept[(g, place)]]
+            for g, place in lost:
+                for lo, hi, slot in list(src.cow.get(g, ())):
+                    if slot == place_slot(place):
+                        self._break_range(number, lo, hi)
+        self._live = True
+        for number, store in self.stores.items():
+            src = self._sources.get(number)
+            store.pin_many(src.pins if src else (), replace=True)
+        for src in self._sources.values():
+            for _ in src.pins:
+                self.pool.hold(force=True)
 
     def _reconcile_epochs(self) -> None:
         """Break the snapshots a power loss left without a save they needed: a source granule
@@ -389,6 +488,29 @@ class SnapshotEngine:
             saved = 0
             recs: list[bytes] = []
             try:
+                copy: dict[int, int] = {}       # the granules copied into the pool, -> w(g)
+                pins: list[tuple[int, int]] = []
+                for g, (cs, place, held) in zip(todo, store.granule_states(todo)):
+                    w = todo[g]
+                    if not self.redirect or cs is None or held & (1 << (1 - place)) or \
+                            cs == zero_checksum(min(G, store.size - g * G)):
+                        copy[g] = w     # zeros (kept as ZERO), or no other place to write
+                        continue
+                    if not src.needed(w, E):          # its snapshots broke earlier in this call
+                        continue
+                    # redirect-on-write: the bytes stay where they are, for the snapshots;
+                    # the store writes the granule in its other place (`VolumeStore.pin`)
+                    if src.pins.get((g, place), 0) == 0 and not self.pool.hold():
+                        self._append(recs)            # snapshot space full: those snapshots lose
+                        recs = []
+                        self._break_range(source, w, E)
+                        continue
+                    if self._apply_row(source, g, w, E, place, cs):
+                        pins.append((g, place))
+                    recs.append(_pack(_ROW_HOME + place, source, g, w, E, _s64(cs[0]), _s64(cs[1])))
+                    saved += G
+                store.pin_many(pins)
+                todo = copy
                 for run in runs(todo):    # one source read per run of consecutive granules
                     start = run[0] * G
                     stop = min(run[-1] * G + G, store.size)

@@ -16,12 +16,17 @@ File layout (in ``directory``)
 ------------------------------
 ``NAME.data``
     A sparse file of exactly ``size`` bytes (created with ``ftruncate``).  Byte ``o`` of the
-    volume is byte ``o`` of the file.  Unwritten granules are holes and take no disk.
+    volume is byte ``o`` of the file, for every granule at home (see "Two places").
+    Unwritten granules are holes and take no disk.
+``NAME.alt``
+    The second place of every granule, laid out as ``NAME.data``; created by the first write
+    that goes there.
 ``NAME.map``
     An append-only journal of 24-byte little-endian records.  The first record is a header
-    ``b"SANMAP02"``, granule size (u64), volume size (u64).  Every later record is
+    ``b"SANMAP03"``, granule size (u64), volume size (u64).  Every later record is
     ``(index u64, lo u64, hi u64)``: "granule ``index`` now holds data whose XXH3-128 is
-    ``hi << 64 | lo``".  A record whose index has bit 63 set marks granule
+    ``hi << 64 | lo``", in ``NAME.alt`` when bit 61 of the index is set, else in
+    ``NAME.data``.  A record whose index has bit 63 set marks granule
     ``index & ~(1 << 63)`` as discarded (unwritten again; checksum fields are 0).  A record
     whose index has bit 62 set is a snapshot-epoch marker (`VolumeStore.mark`): the records
     after it were written once the source's snapshot of epoch ``index & ~(1 << 62)`` existed
@@ -35,11 +40,26 @@ File layout (in ``directory``)
     The granules known to be bad (see "Bad granules"), only while there are any; its layout
     is `san.bad_granules`'s.
 
+Two places
+----------
+Each granule has two places, its home (``NAME.data``) and its second place (``NAME.alt``), at
+the same offset; the map says which one holds it now.  The snapshot engine may *pin* a place
+(`pin`): it keeps a snapshot's bytes there, so no write or discard touches it, and a write of
+that granule goes to the other place (redirect-on-write: the old bytes stay, the new ones move
+nothing).  Pins live in memory; the engine sets them again from its journal when it opens.
+`read_place` reads a pinned place back for the snapshot, against the checksum the engine
+recorded.  Reads, copies, `scrub`, `digest` and `corrupt` follow each granule to where it is
+now, so a volume offset means the same whatever the place.  A place given back keeps its
+blocks (the next write there overwrites instead of filling a hole), as the snapshot pool's
+free slots do.
+
 The granule size of an existing store is fixed by its header: re-opening with another
 ``granule`` argument uses the stored one (the bytes on disk are laid out for it).  Re-opening
 with another ``size`` raises ``INVALID_INPUT`` naming both sizes.
 
-Version 1 maps (``b"SANMAP01"``, written by san 0.1) held a linear checksum pair per
+Version 2 maps (``b"SANMAP02"``, san 0.2 to 0.4) hold the same records, every granule at
+home: opening one rewrites it once under the version-3 header.  Version 1 maps
+(``b"SANMAP01"``, written by san 0.1) held a linear checksum pair per
 granule; opening such a store converts it once (`san.storage_v1` says how, and what a crash
 during the conversion leaves).  `VolumeStore.converted` and `VolumeStore.converted_bad` tell
 what the conversion found.
@@ -51,7 +71,7 @@ restarted, or read by a second process) once `VolumeStore.write` returns: the da
 ``pwrite``-n into ``NAME.data`` and its journal records appended with one ``os.write`` on an
 ``O_APPEND`` descriptor.  There is no ``fsync`` on that path (none per write: it would cost
 more than the write); `VolumeStore.sync` is the barrier (the array calls it for a host's
-SYNCHRONIZE CACHE and at the end of every step): the data file is fsync-ed, then the journal.
+SYNCHRONIZE CACHE and at the end of every step): the data files are fsync-ed, then the journal.
 A power loss may lose the writes since the last barrier, never what one covered, and never
 makes a read return data no write put there: a granule whose data and map record did not
 both reach the disk fails its checksum (tests/unit/test_power_loss.py replays the recorded
@@ -107,25 +127,29 @@ from san.bad_granules import BadGranules, granule_list
 from san.checksums import checksums, granule_checksums
 from san.digest import DIGEST_BLOCK, DigestBuilder, digest_extents, digest_of
 from san.errors import SanError
-from san.fileio import FdOwner, allocate, as_bytes_array, close_fd, pread_into, punch_hole, pwrite_all
+from san.fileio import (FdOwner, allocate, as_bytes_array, close_fd, pread_into, punch_hole,
+                        pwrite_all, sync_dir)
 from san.granules import granule_extents, present, runs
 from san.journal import Journal
 from san.storage_v1 import MAGIC_V1, _pair_checksums, rechecksum
 from san.units import BLOCK, DEFAULT_GRANULE, MiB, PiB
 
-__all__ = ["VolumeStore", "MAX_SIZE", "VERIFY_RUN", "zero_checksum", "holds_data",
+__all__ = ["VolumeStore", "MAX_SIZE", "VERIFY_RUN", "HOME", "ALT", "zero_checksum", "holds_data",
            # re-exported from their own modules, for the importers of san.storage
            "DigestBuilder", "digest_of", "digest_extents", "granule_extents", "DIGEST_BLOCK",
            "checksums", "_pair_checksums", "BLOCK", "DEFAULT_GRANULE"]
 
 MAX_SIZE = PiB                          # the largest volume
 VERIFY_RUN = 4 * MiB                    # bytes read at a time by scrub(), verify(), conversion
-_MAGIC = b"SANMAP02"
+_MAGIC = b"SANMAP03"
+_MAGIC_V2 = b"SANMAP02"                 # san 0.2-0.4: every granule at home (converted on open)
 _HEADER = struct.Struct("<8sQQ")
 _REC_DTYPE = np.dtype([("g", "<u8"), ("lo", "<u8"), ("hi", "<u8")])
 _REC = _REC_DTYPE.itemsize              # 24 bytes, same as the header
 _DELETED = np.uint64(1 << 63)
 _MARK = np.uint64(1 << 62)              # a snapshot-epoch marker record (see "Snapshot epochs")
+_ALT = np.uint64(1 << 61)               # the granule's bytes are in NAME.alt (see "Two places")
+HOME, ALT = 0, 1                        # the two places of a granule: NAME.data, NAME.alt
 assert _HEADER.size == _REC
 
 
@@ -186,10 +210,14 @@ class VolumeStore(FdOwner):
         self.data_path = self.directory / f"{name}.data"
         self.map_path = self.directory / f"{name}.map"
         self.bad_path = self.directory / f"{name}.bad"
+        self.alt_path = self.directory / f"{name}.alt"
         self._lock = threading.RLock()
         self._map: dict[int, tuple[int, int]] = {}
         self._bad: BadGranules | None = None    # loaded once the map fixes the granule size
         self._data_fd = -1
+        self._alt_fd = -1               # NAME.alt, opened once it exists
+        self._alt: set[int] = set()     # written granules whose bytes are in NAME.alt
+        self._pinned: dict[int, int] = {}   # granule -> mask of places held (1 << HOME, 1 << ALT)
         self._map_journal = Journal(self.map_path, _REC)
         self._last_mark = 0             # the epoch of the last marker appended or replayed
         self.replayed_epochs: dict[int, int] = {}   # see `mark`
@@ -216,10 +244,14 @@ class VolumeStore(FdOwner):
             raise
         self._data_fd = fd
         try:
+            if self.alt_path.exists():
+                self._open_alt()
             magic = self._replay()          # fixes the granule size, hence the granule count
             self._bad = BadGranules(self.bad_path, self.label, self.n_granules)
             if magic == MAGIC_V1:
                 self._convert_v1()
+            elif magic == _MAGIC_V2:        # the same records, none in NAME.alt: a new header
+                self._write_map()
             self._maybe_compact()
         except BaseException:
             self.close()
@@ -232,6 +264,9 @@ class VolumeStore(FdOwner):
         magic, granule, _ = _HEADER.unpack(header)
         self.granule = int(granule)
         recs = np.frombuffer(body, dtype=_REC_DTYPE)
+        if magic != _MAGIC and len(recs) and ((recs["g"] & _ALT) != 0).any():
+            raise SanError("INVALID_INPUT", f"{self.label}: {self.map_path} has a {magic!r} header "
+                                            f"and records only {_MAGIC!r} maps hold")
         marks = (recs["g"] & _MARK) != 0
         epochs = None
         if marks.any():
@@ -242,7 +277,7 @@ class VolumeStore(FdOwner):
         nrec = len(recs)
         live: dict[int, tuple[int, int]] = {}
         if nrec:
-            g = recs["g"] & ~_DELETED
+            g = recs["g"] & ~(_DELETED | _ALT)
             # last record per granule wins: first occurrence in the reversed journal
             _, first_rev = np.unique(g[::-1], return_index=True)
             last = nrec - 1 - first_rev
@@ -251,7 +286,12 @@ class VolumeStore(FdOwner):
                 self.replayed_epochs = dict(zip(g[last][written].tolist(), epochs[last][written].tolist()))
             keep = last[(recs["g"][last] & _DELETED) == 0]
             keep.sort()
-            kg = recs["g"][keep]
+            kg = recs["g"][keep] & ~_ALT
+            self._alt = set(kg[(recs["g"][keep] & _ALT) != 0].tolist())
+            if self._alt and self._alt_fd < 0:
+                raise SanError("INVALID_INPUT", f"{self.label}: {self.map_path} puts "
+                                                f"{len(self._alt)} granules in {self.alt_path}, "
+                                                f"which is missing")
             if len(kg) and int(kg.max()) >= self.n_granules:
                 raise SanError("INVALID_INPUT",
                                f"{self.label}: {self.map_path} names granule {int(kg.max())} "
@@ -262,7 +302,7 @@ class VolumeStore(FdOwner):
 
     def _check_header(self, header: bytes) -> None:
         magic, granule, size = _HEADER.unpack(header)
-        if magic not in (_MAGIC, MAGIC_V1) or granule <= 0 or granule % BLOCK:
+        if magic not in (_MAGIC, _MAGIC_V2, MAGIC_V1) or granule <= 0 or granule % BLOCK:
             raise SanError("INVALID_INPUT",
                            f"{self.label}: {self.map_path} is not a volume map (header {magic!r}, "
                            f"granule {granule}; expected {_MAGIC!r} or {MAGIC_V1!r} and a multiple of {BLOCK})")
@@ -300,6 +340,8 @@ class VolumeStore(FdOwner):
         gs = sorted(self._map)
         recs = np.empty(len(gs), dtype=_REC_DTYPE)
         recs["g"] = gs
+        if self._alt:
+            recs["g"] |= np.where(np.isin(recs["g"], np.fromiter(self._alt, np.uint64)), _ALT, np.uint64(0))
         recs["lo"] = [self._map[g][0] for g in gs]
         recs["hi"] = [self._map[g][1] for g in gs]
         if self._last_mark:             # later writes are still in the current epoch
@@ -406,12 +448,125 @@ class VolumeStore(FdOwner):
         return runs(gs, max(1, VERIFY_RUN // self.granule))
 
     def _pread_run(self, run: list[int], buf: np.ndarray) -> np.ndarray:
-        """The bytes of consecutive granules `run`, read with one pread into the front of `buf`."""
-        start = run[0] * self.granule
-        stop = run[-1] * self.granule + self._glen(run[-1])
+        """The bytes of consecutive granules `run`, read into the front of `buf`: one pread
+        per stretch of granules in the same place."""
+        G = self.granule
+        start = run[0] * G
+        stop = run[-1] * G + self._glen(run[-1])
         piece = buf[: stop - start]
-        pread_into(self._data_fd, piece, start)
+        if not self._alt or self._alt.isdisjoint(run):
+            pread_into(self._data_fd, piece, start)
+            return piece
+        for place, a, b in self._place_runs(run):
+            lo, hi = a * G - start, min(b * G, self.size) - start
+            pread_into(self._fd(place), piece[lo:hi], a * G)
         return piece
+
+    # ------------------------------------------------------------------ two places
+    def _fd(self, place: int) -> int:
+        return self._alt_fd if place == ALT else self._data_fd
+
+    def _place(self, g: int) -> int:
+        """Where written granule `g`'s bytes are now (an unwritten one is at home)."""
+        return ALT if g in self._alt else HOME
+
+    def _place_runs(self, gs, place_of=None):
+        """(place, first, end) per stretch of consecutive granules of ascending `gs` in one
+        place (`place_of(g)`, by default where each one is now)."""
+        place_of = place_of or self._place
+        out: list[tuple[int, int, int]] = []
+        for g in gs:
+            p = place_of(g)
+            if out and out[-1][0] == p and out[-1][2] == g:
+                out[-1] = (p, out[-1][1], g + 1)
+            else:
+                out.append((p, g, g + 1))
+        return out
+
+    def _target(self, g: int) -> int:
+        """Where a write of granule `g` goes: where it is, unless a snapshot holds that place."""
+        cur = ALT if g in self._alt else HOME
+        held = self._pinned.get(g, 0)
+        if not held & (1 << cur):
+            return cur
+        if held & (1 << (1 - cur)):
+            raise SanError("INVALID_INPUT", f"{self.label}: granule {g} has both its places "
+                                            f"held for snapshots, nowhere to write it")
+        return 1 - cur
+
+    def _open_alt(self) -> None:
+        """Open NAME.alt, creating it (as sparse as NAME.data) the first time it is needed."""
+        new = not self.alt_path.exists()
+        fd = os.open(self.alt_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if new or os.fstat(fd).st_size == 0:
+                os.ftruncate(fd, self.size)
+                if new:                     # the name is durable before a record needs it
+                    sync_dir(self.directory)
+            elif os.fstat(fd).st_size != self.size:
+                raise SanError("INVALID_INPUT", f"{self.label}: {self.alt_path} holds "
+                                                f"{os.fstat(fd).st_size} bytes, the volume {self.size}")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._alt_fd = fd
+
+    def place(self, g: int) -> int:
+        """Where written granule `g`'s bytes are now: `HOME` (``NAME.data``) or `ALT`
+        (``NAME.alt``, where redirect-on-write puts a granule whose home a snapshot holds)."""
+        with self._lock:
+            return self._place(int(g))
+
+    def granule_states(self, gs) -> list[tuple[tuple[int, int] | None, int, int]]:
+        """Per granule of `gs`: (its checksum or None, its place, the mask of places held)."""
+        with self._lock:
+            return [(self._map.get(g), ALT if g in self._alt else HOME, self._pinned.get(g, 0))
+                    for g in gs]
+
+    def pin(self, g: int, place: int) -> None:
+        """Hold `place` of granule `g` for a snapshot: no write or discard changes its bytes
+        until `unpin` (a write of the granule goes to its other place)."""
+        self.pin_many([(g, place)])
+
+    def pin_many(self, pairs, replace: bool = False) -> None:
+        """`pin` for each (granule, place) of `pairs`, under one lock; with `replace`, these
+        become the only places held (a snapshot engine opening sets them from its journal)."""
+        with self._lock:
+            if replace:
+                self._pinned = {}
+            pinned = self._pinned
+            for g, place in pairs:
+                pinned[g] = pinned.get(g, 0) | 1 << place
+
+    def unpin(self, g: int, place: int) -> None:
+        """Give `place` of granule `g` back (its blocks stay, to be overwritten later)."""
+        with self._lock:
+            held = self._pinned.get(int(g), 0) & ~(1 << place)
+            if held:
+                self._pinned[int(g)] = held
+            else:
+                self._pinned.pop(int(g), None)
+
+    def read_place(self, g: int, place: int, checksum: tuple[int, int]) -> np.ndarray:
+        """The bytes of granule `g` in `place`, verified against `checksum` (what a snapshot
+        recorded when it took that place): CHECKSUM_MISMATCH if they differ."""
+        g = int(g)
+        with self._lock:
+            self._check_open()
+            buf = np.empty(self._glen(g), dtype=np.uint8)
+            fd = self._fd(place)
+            if fd < 0:
+                buf[:] = 0
+            else:
+                pread_into(fd, buf, g * self.granule)
+            got = checksums(buf, len(buf))[0]
+            if (int(got[0]), int(got[1])) != tuple(checksum):
+                start = g * self.granule
+                raise SanError("CHECKSUM_MISMATCH",
+                               f"{self.label}: bytes {start}..{start + len(buf) - 1} (granule {g}) "
+                               f"as kept in {self.alt_path if place == ALT else self.data_path} "
+                               f"fail their checksum")
+            return buf
 
     def _verify_granules(self, gs: list[int], buf: np.ndarray | None = None) -> list[int]:
         """The written granules among sorted `gs` that fail their checksum (records nothing)."""
@@ -468,7 +623,7 @@ class VolumeStore(FdOwner):
     def _read_granule(self, g: int) -> np.ndarray:
         """The verified content of written granule `g` (a new array)."""
         buf = np.empty(self._glen(g), dtype=np.uint8)
-        pread_into(self._data_fd, buf, g * self.granule)
+        pread_into(self._fd(self._place(g)), buf, g * self.granule)
         if self._failing([g], buf):
             raise self._mismatch([g])
         return buf
@@ -528,27 +683,54 @@ class VolumeStore(FdOwner):
         hi = min(offset + len(arr), gstart + len(buf))
         buf[lo - gstart: hi - gstart] = arr[lo - offset: hi - offset]
         cs = checksums(buf, len(buf))
-        pwrite_all(self._data_fd, buf, gstart)
-        return self._commit(g, cs)
+        place = self._target(g)
+        pwrite_all(self._writable(place), buf, gstart)
+        return self._commit(g, cs, place)
 
     def _write_whole(self, f0: int, f1: int, piece: np.ndarray, cs: np.ndarray | None = None) -> np.ndarray:
         """Write granules [f0, f1) from `piece` (their exact bytes) directly from the buffer;
         `cs` are their checksums when the caller has them, else they are computed."""
+        G = self.granule
         if cs is None:
-            cs = granule_checksums(piece, self.granule)
-        if len(present(self._map, f0, f1)) < f1 - f0:
-            # some granules are new: their blocks are found in one go (see fileio.allocate)
-            allocate(self._data_fd, f0 * self.granule, len(piece))
-        pwrite_all(self._data_fd, piece, f0 * self.granule)
-        return self._commit(np.arange(f0, f1, dtype=np.uint64), cs)
+            cs = granule_checksums(piece, G)
+        if not self._alt and not self._pinned:          # every granule stays at home
+            if len(present(self._map, f0, f1)) < f1 - f0:
+                # some granules are new: their blocks are found in one go (see fileio.allocate)
+                allocate(self._data_fd, f0 * G, len(piece))
+            pwrite_all(self._data_fd, piece, f0 * G)
+            return self._commit(np.arange(f0, f1, dtype=np.uint64), cs)
+        places = np.empty(f1 - f0, dtype=np.uint8)
+        for place, a, b in self._place_runs(range(f0, f1), self._target):
+            part = piece[(a - f0) * G: min(b * G, self.size) - f0 * G]
+            moved = any((g in self._alt) != (place == ALT) for g in range(a, b))
+            if moved or len(present(self._map, a, b)) < b - a:
+                allocate(self._writable(place), a * G, len(part))
+            pwrite_all(self._writable(place), part, a * G)
+            places[a - f0: b - f0] = place
+        return self._commit(np.arange(f0, f1, dtype=np.uint64), cs, places)
 
-    def _commit(self, gs, cs: np.ndarray) -> np.ndarray:
+    def _writable(self, place: int) -> int:
+        """The descriptor of `place`, NAME.alt created the first time a write goes there."""
+        if place == ALT and self._alt_fd < 0:
+            self._open_alt()
+        return self._fd(place)
+
+    def _commit(self, gs, cs: np.ndarray, places=HOME) -> np.ndarray:
+        """The map records of granules `gs` now holding data with checksums `cs`, in
+        `places` (one, or one per granule); `_map` and the set in NAME.alt follow."""
         gs = np.atleast_1d(np.asarray(gs, dtype=np.uint64))
         recs = np.empty(len(gs), dtype=_REC_DTYPE)
         recs["g"] = gs
         recs["lo"] = cs[:, 0]
         recs["hi"] = cs[:, 1]
-        self._map.update(zip(gs.tolist(), zip(cs[:, 0].tolist(), cs[:, 1].tolist())))
+        glist = gs.tolist()
+        self._map.update(zip(glist, zip(cs[:, 0].tolist(), cs[:, 1].tolist())))
+        places = np.broadcast_to(np.asarray(places, dtype=np.uint8), (len(gs),))
+        if places.any():
+            recs["g"][places == ALT] |= _ALT
+            self._alt.update(g for g, p in zip(glist, places.tolist()) if p == ALT)
+        if self._alt and not places.all():
+            self._alt.difference_update(g for g, p in zip(glist, places.tolist()) if p == HOME)
         return recs
 
     def read(self, offset: int, length: int) -> np.ndarray:
@@ -629,6 +811,8 @@ class VolumeStore(FdOwner):
         The store's lock is held inside the ``with``, so no write changes the bytes meanwhile;
         views still held when it ends keep the mapping until they go.
         The data file is exactly the volume's size, so no page of the view lies past its end.
+        The bytes of a granule never written are whatever its file holds there (a place a
+        snapshot keeps, say): tell such granules by their checksum (`holds_data`).
         """
         offset, length, end = self._whole_granules("mapped_granules", offset, length)
         if not length:          # nothing to map (mmap refuses a length of 0)
@@ -638,11 +822,16 @@ class VolumeStore(FdOwner):
         with self._lock:
             self._check_open()
             self._check_range("read", offset, length)
+            gs = range(offset // G, -(-end // G))
+            places = {ALT if g in self._alt else HOME for g in gs if g in self._map} if self._alt else {HOME}
+            if len(places) > 1:         # some granules at home, some not: no one mapping
+                data, cs = self._gather(gs, verify)
+                yield data, cs
+                return
             page = offset - offset % mmap.ALLOCATIONGRANULARITY
-            view = mmap.mmap(self._data_fd, end - page, mmap.MAP_SHARED | mmap.MAP_POPULATE,
-                             mmap.PROT_READ, offset=page)
+            view = mmap.mmap(self._fd(places.pop() if places else HOME), end - page,
+                             mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ, offset=page)
             try:
-                gs = range(offset // G, -(-end // G))
                 cs = zero_checksums(len(gs), length, G)
                 for i, g in enumerate(gs):
                     got = self._map.get(g)
@@ -780,12 +969,18 @@ class VolumeStore(FdOwner):
             gone = present(self._map, f0, f1)
             if gone:
                 for g in gone:
-                    if keep_space:
-                        del self._map[g]
-                        continue
-                    if not punch_hole(self._data_fd, g * G, self._glen(g)):
-                        pwrite_all(self._data_fd, np.zeros(self._glen(g), np.uint8), g * G)
+                    self._alt.discard(g)
                     del self._map[g]
+                    if keep_space:
+                        continue        # the pool's free slots
+                    held = self._pinned.get(g, 0)
+                    # both places of the granule are freed, but one a snapshot holds
+                    for place in (HOME, ALT) if self._alt_fd >= 0 else (HOME,):
+                        if held & (1 << place):
+                            continue
+                        fd = self._fd(place)
+                        if not punch_hole(fd, g * G, self._glen(g)):
+                            pwrite_all(fd, np.zeros(self._glen(g), np.uint8), g * G)
                 recs = np.zeros(len(gone), dtype=_REC_DTYPE)
                 recs["g"] = np.asarray(gone, dtype=np.uint64) | _DELETED
                 self._journal(recs)
@@ -865,14 +1060,16 @@ class VolumeStore(FdOwner):
                                f"outside the volume of {self.size} bytes")
             flipped = 0
             end = offset + nbytes
-            for start, ln in self.extents():
-                lo, hi = max(offset, start), min(end, start + ln)
+            G = self.granule
+            written = present(self._map, offset // G, -(-end // G)) if nbytes else []
+            for place, a, b in self._place_runs(written):   # the bytes where each granule is
+                lo, hi = max(offset, a * G), min(end, b * G, self.size)
                 if lo >= hi:
                     continue
                 buf = np.empty(hi - lo, dtype=np.uint8)
-                pread_into(self._data_fd, buf, lo)
+                pread_into(self._fd(place), buf, lo)
                 np.bitwise_xor(buf, 0xFF, out=buf)
-                pwrite_all(self._data_fd, buf, lo)
+                pwrite_all(self._fd(place), buf, lo)
                 flipped += hi - lo
             return flipped
 
@@ -883,11 +1080,15 @@ class VolumeStore(FdOwner):
         with self._lock:
             self._check_open()
             os.fsync(self._data_fd)
+            if self._alt_fd >= 0:
+                os.fsync(self._alt_fd)
             self._map_journal.sync()
 
     def close(self) -> None:
         with self._lock:
             fd, self._data_fd = self._data_fd, -1
+            close_fd(fd)
+            fd, self._alt_fd = self._alt_fd, -1
             close_fd(fd)
             self._map_journal.close()
 

@@ -4,7 +4,8 @@
   written data), beside a full copy of that data (what a snapshot without copy-on-write
   would cost) and the metadata floor (a small file rewritten and renamed plus a 32-byte
   journal append: what any persistent change costs); and the first write after a snapshot
-  (it saves the old granules into the pool) beside a plain overwrite.
+  beside a plain overwrite, with redirect-on-write (the array's default: the old granules
+  stay where they are) and with copy-on-write (they are first copied into the pool).
 - ``mirror``: a mirror onto a secondary whose granules all differ, beside a raw file copy of
   the same bytes (pread + pwrite, granule by granule).  Both overwrite.
 - ``resync``: an incremental mirror after a fraction of the primary's granules changed,
@@ -55,10 +56,13 @@ def array_topology(tmp, size: int, snapshot_sizes: list[int]):
     return load(tmp, "array", text)
 
 
-def open_array(s, name: str, snapshot_sizes=()):
+def open_array(s, name: str, snapshot_sizes=(), snapshot_mode: str | None = None):
     from ..elements.disk_array import DiskArray
     topo = array_topology(s.tmp, s.size, list(snapshot_sizes))
-    arr = DiskArray(topo.arrays[0], s.tmp / name)
+    spec = topo.arrays[0]
+    if snapshot_mode is not None:
+        spec = spec.model_copy(update={"snapshot_mode": snapshot_mode})
+    arr = DiskArray(spec, s.tmp / name)
     arr.autostart = False          # jobs are stepped here, in this thread
     return arr
 
@@ -195,6 +199,11 @@ def bench_snapshots(s, res=None) -> tuple[list, list]:
     finally:
         close_floor()
         arr.close()
+    cow = open_array(s, "snap-cow-state", snapshot_mode="copy-on-write")
+    try:
+        figures.append(_first_write(s, cow))
+    finally:
+        cow.close()
     curve = Curve("snapshot_create_vs_size", f"Snapshot create time by volume size "
                   f"({format_size(data)} written in each)", "volume size (thin)", "time (µs, log)",
                   [v / GiB for v, _ in rows],
@@ -209,8 +218,11 @@ def bench_snapshots(s, res=None) -> tuple[list, list]:
 
 
 def _first_write(s, arr) -> Figure:
-    """The first write after a snapshot (copy-on-write saves each old granule) beside a plain
-    overwrite of the same range, on volume 0."""
+    """The first write after a snapshot beside a plain overwrite of the same range, on volume
+    0, in the array's snapshot mode: redirect-on-write leaves each old granule where it is
+    and writes the new one in its other place, copy-on-write first copies the old one into
+    the pool."""
+    redirect = arr.spec.snapshot_mode == "redirect-on-write"
     n = min(s.size, 4 * MiB if s.quick else 256 * MiB)
     seeds = itertools.count(200)
     state = {"seed": next(seeds), "snap": None, "before": None}
@@ -241,14 +253,17 @@ def _first_write(s, arr) -> Figure:
     check(np.array_equal(arr.read_volume(0, 0, head), pattern(state["seed"], 0, head)),
           "snapshots: after the first write the volume does not hold the new data")
     setup(None)
-    return Figure("snapshots", "snapshots.first_write", "first write after a snapshot",
+    how = ("the old granules stay where they are, the new ones go to each granule's other "
+           "place (redirect-on-write)" if redirect else
+           "each old granule is first copied into the snapshot pool (copy-on-write)")
+    return Figure("snapshots", "snapshots.first_write" if redirect else "snapshots.first_write_copy",
+                  "first write after a snapshot" + ("" if redirect else ", copy-on-write"),
                   rate(n, times["after"]), "GiB/s",
-                  f"overwriting {format_size(n)} of a volume right after a snapshot: each old "
-                  f"granule is first saved into the snapshot pool",
+                  f"overwriting {format_size(n)} of a volume right after a snapshot: {how}",
                   Baseline("plain overwrite", rate(n, times["plain"]),
                            "the same overwrite with no snapshot", gibps(n, times["plain"])),
-                  space="overwrite; the pool takes new space", runs=gibps(n, times["after"]),
-                  params={"bytes": n, "piece": PIECE})
+                  space="overwrite" if redirect else "overwrite; the pool takes new space",
+                  runs=gibps(n, times["after"]), params={"bytes": n, "piece": PIECE})
 
 
 # -- mirror -----------------------------------------------------------------------------------

@@ -98,7 +98,8 @@ class DiskArray(CopyEngine):
                        for v in spec.volumes}
         self.pool = GranulePool(self.directory, granule, spec.snapshot_pool,
                                 label=f"{self.name} snapshot pool")
-        self.snaps = SnapshotEngine(self.directory, self.pool, self.stores, array=self.name)
+        self.snaps = SnapshotEngine(self.directory, self.pool, self.stores, array=self.name,
+                                    redirect=spec.snapshot_mode == "redirect-on-write")
         self.read_only: set[int] = set()
         self.reserved: dict[int, str] = {}   # volume -> the array copying into it over FC
         self.sequences = WriteSequences(self.directory, self.name)   # hosts' WRITEs applied

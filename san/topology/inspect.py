@@ -139,8 +139,8 @@ def render_inspect(topology: Topology, console: Console | None = None) -> None:
                       p.name if p else "-", str(p.number) if p else "",
                       p.wwpn if p else "", p.switch if p else "", _speed(p.speed) if p else "",
                       ", ".join(a.managers) if first else "",
-                      (format_size(a.snapshot_pool) if a.snapshot_pool is not None else "no cap")
-                      if first else "",
+                      ((format_size(a.snapshot_pool) if a.snapshot_pool is not None else "no cap")
+                       + f", {a.snapshot_mode}") if first else "",
                       _speed(a.copy_speed) if first else "")
     console.print(t)
 

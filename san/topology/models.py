@@ -12,7 +12,7 @@ checked by `checks`, and the loader runs both.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -143,8 +143,16 @@ class Array(SanModel):
                                         "records; unique.")
     managers: list[Name] = Field([], description="Who may use its management (LAN) "
                                                  "interface: hosts, arrays or servers.")
-    snapshot_pool: Optional[PoolSize] = Field(None, description="Cap on what snapshots keep; "
+    snapshot_pool: Optional[PoolSize] = Field(None, description="Cap on what snapshots keep "
+                                                                "(in the pool, or left in "
+                                                                "place by redirect-on-write); "
                                                                 "default: no cap.")
+    snapshot_mode: Literal["redirect-on-write", "copy-on-write"] = Field(
+        "redirect-on-write", description="How a write keeps what a snapshot needs: "
+                                         "redirect-on-write writes the new data in the "
+                                         "granule's second place and moves nothing; "
+                                         "copy-on-write first copies the old data into the "
+                                         "snapshot pool.")
     copy_speed: Speed = Field(1000e6, description="Speed of copies inside the array (mirrors, "
                                                   "restores, checks).")
     ports: list[ArrayPort] = Field(description="Its FC ports.")

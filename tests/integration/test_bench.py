@@ -32,7 +32,7 @@ def test_quick_bench_reports_every_figure_beside_its_baseline_and_draws_every_pl
         assert f["ratio"] == pytest.approx(f["value"] / f["baseline"]["value"])
     keys = {f["key"] for f in report["figures"]}
     for key in ("fabric.write.1MiB", "fabric.read.4MiB", "hosts.write.2", "fanout.copy.2",
-                "snapshots.create.1TiB", "snapshots.first_write", "mirror.full", "resync.mirror.1%",
+                "snapshots.create.1TiB", "snapshots.first_write", "snapshots.first_write_copy", "mirror.full", "resync.mirror.1%",
                 "resync.restore.0%", "tape.backup.real", "tape.rebuild.2", "checksums.xxh3",
                 "store.write", "scenarios.quickstart"):
         assert key in keys

@@ -10,6 +10,7 @@ import pytest
 
 from san.elements.disk_array import DiskArray
 from san.errors import SanError
+from san.storage import ALT
 
 from .test_array_services import G, SIZE, content, host_write, rand, topo  # noqa: F401 (fixture)
 
@@ -20,8 +21,9 @@ INFO = b"SANV" + bytes(508)
 def make(topo, tmp_path):
     made = []
 
-    def build(cls=DiskArray):
-        arr = cls(topo.arrays[0], tmp_path / "state", granule=G)
+    def build(cls=DiskArray, mode=None):
+        spec = topo.arrays[0] if mode is None else topo.arrays[0].model_copy(update={"snapshot_mode": mode})
+        arr = cls(spec, tmp_path / "state", granule=G)
         arr.autostart = False
         made.append(arr)
         return arr
@@ -185,7 +187,8 @@ def test_a_snapshot_restore_repairs_rot_in_what_it_kept(array):
     assert np.array_equal(content(array, 0), np.concatenate([data, np.zeros(SIZE - len(data), np.uint8)]))
 
 
-def test_rot_in_the_pool_is_reported_as_the_snapshots_bytes(array):
+def test_rot_in_the_pool_is_reported_as_the_snapshots_bytes(make):
+    array = make(mode="copy-on-write")
     fill(array)
     snap = array.snapshot(0)
     host_write(array, 3 * G, rand(9, G))                    # granule 3 kept in the pool
@@ -207,7 +210,8 @@ def test_a_write_over_rot_a_snapshot_keeps_succeeds_and_the_snapshot_reports_the
     assert np.array_equal(array.read_volume(snap, 0, 2 * G), data[:2 * G])
 
 
-def test_freed_pool_slots_keep_their_space_and_are_reused(array):
+def test_freed_pool_slots_keep_their_space_and_are_reused(make):
+    array = make(mode="copy-on-write")
     fill(array)
     path = array.pool._store.data_path
     snap = array.snapshot(0)
@@ -219,6 +223,36 @@ def test_freed_pool_slots_keep_their_space_and_are_reused(array):
     snap = array.snapshot(0)
     host_write(array, 0, rand(13, 2 * G))
     assert array.pool.used_slots() == [0, 1] and os.stat(path).st_blocks == held
+
+
+def test_rot_where_a_redirected_write_left_a_snapshots_bytes_is_reported_as_the_snapshots(array):
+    data = fill(array)
+    snap = array.snapshot(0)
+    new = rand(9, G)
+    host_write(array, 3 * G, new)               # redirected: granule 3's old bytes stay at home
+    assert array.stores[0].place(3) == ALT and array.pool.used_slots() == []
+    with open(array.stores[0].data_path, "r+b") as f:   # rot at home, behind everyone's back
+        f.seek(3 * G + 10)
+        byte = f.read(1)
+        f.seek(3 * G + 10)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert np.array_equal(array.read_volume(0, 3 * G, G), new)      # the source does not care
+    message = raises("CHECKSUM_MISMATCH", array.read_volume, snap, 0, SIZE)
+    assert f"a1 volume {snap}" in message and f"bytes {3 * G}..{4 * G - 1}" in message
+    assert np.array_equal(array.read_volume(snap, 0, 3 * G), data[:3 * G])
+    checked, bad = array.reader(snap).scrub()
+    assert bad == [3]
+
+
+def test_corrupt_names_a_volume_offset_wherever_the_granule_lives(array):
+    fill(array)
+    snap = array.snapshot(0)
+    host_write(array, 2 * G, rand(9, G))        # granule 2 now in vol-0.alt
+    array.corrupt(0, 2 * G + 7, 1)
+    message = raises("CHECKSUM_MISMATCH", array.read_volume, 0, 2 * G, G)
+    assert f"bytes {2 * G}..{3 * G - 1}" in message
+    checked, bad = array.reader(snap).scrub()   # the snapshot's own bytes (at home) are intact
+    assert bad == []
 
 
 # -- scrub ---------------------------------------------------------------------------------------

@@ -203,10 +203,10 @@ def reorder(ops: list[Op], cut: int, rnd: random.Random) -> list[Op]:
 class Array:
     """Stores, pool and engine as the array holds them, the array's order of a write."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, redirect: bool = True):
         self.stores = {n: VolumeStore(root / "vols", f"v{n}", size, G) for n, size in SIZES.items()}
         self.pool = GranulePool(root / "snap", G, 6 * G)      # small: POOL_FULL happens
-        self.eng = SnapshotEngine(root / "snap", self.pool, self.stores)
+        self.eng = SnapshotEngine(root / "snap", self.pool, self.stores, redirect=redirect)
 
     def write(self, vol, offset, data):
         self.eng.before_write(vol, offset, len(data))
@@ -353,14 +353,18 @@ def check_state(dest: Path, history, ops: list[Op], cut: int, in_order: bool, to
         arr.close()
 
 
-@pytest.fixture(params=[7, 11, 23])
+@pytest.fixture(params=[(7, True), (17, True), (23, True), (7, False), (11, False)],
+                ids=["7-redirect", "17-redirect", "23-redirect", "7-copy", "11-copy"])
 def recorded(tmp_path, monkeypatch, request):
     root = tmp_path / "state"
     rec = Recorder(tmp_path, monkeypatch)
-    arr = Array(root)
-    history = workload(arr, rec, seed=request.param)
+    seed, redirect = request.param
+    arr = Array(root, redirect)
+    history = workload(arr, rec, seed=seed)
     arr.close()
     monkeypatch.undo()
+    # redirect-on-write really ran (writes into a granule's second place), or really did not
+    assert any(op.kind == "pwrite" and op.path.endswith(".alt") for op in rec.ops) == redirect
     return rec.ops, history, tmp_path
 
 

@@ -19,7 +19,7 @@ from san.digest import digest_of
 from san.errors import SanError
 from san.pool import GranulePool
 from san.snapshots import SnapshotEngine
-from san.storage import VolumeStore
+from san.storage import ALT, HOME, VolumeStore
 
 KiB, MiB, TiB = 1 << 10, 1 << 20, 1 << 40
 G = 4 * KiB
@@ -32,8 +32,8 @@ def rand_bytes(rng, n) -> np.ndarray:
 class Array:
     """The array's side of the contract: before_write, then write, under one lock."""
 
-    def __init__(self, root, sizes: dict[int, int], capacity: int | None = None):
-        self.root, self.sizes, self.capacity = root, dict(sizes), capacity
+    def __init__(self, root, sizes: dict[int, int], capacity: int | None = None, redirect: bool = True):
+        self.root, self.sizes, self.capacity, self.redirect = root, dict(sizes), capacity, redirect
         self.stores: dict[int, VolumeStore] = {}
         self.lock = threading.Lock()
         self._open_stores()
@@ -45,7 +45,7 @@ class Array:
 
     def _open_engine(self):
         self.pool = GranulePool(self.root / "snap", G, self.capacity)
-        self.eng = SnapshotEngine(self.root / "snap", self.pool, self.stores)
+        self.eng = SnapshotEngine(self.root / "snap", self.pool, self.stores, redirect=self.redirect)
 
     def reopen(self, stores_too: bool = False):
         """What an actor restarted after a crash does: everything from disk again."""
@@ -247,9 +247,10 @@ class Model:
 SIZES = {0: 64 * KiB, 1: 50 * KiB + 512}      # volume 1 ends with a short granule
 
 
+@pytest.mark.parametrize("redirect", [True, False], ids=["redirect", "copy"])
 @pytest.mark.parametrize("seed,capacity", [(1, None), (2, None), (3, None), (4, 6 * G), (5, 10 * G), (6, 3 * G)])
-def test_random_operations_match_the_model(tmp_path, seed, capacity):
-    arr = Array(tmp_path, SIZES, capacity)
+def test_random_operations_match_the_model(tmp_path, seed, capacity, redirect):
+    arr = Array(tmp_path, SIZES, capacity, redirect)
     m = Model(arr, np.random.default_rng(seed))
     for vol in SIZES:                          # start from non-empty volumes
         m.write(vol, 0, rand_bytes(m.rng, SIZES[vol]))
@@ -368,7 +369,7 @@ def test_first_write_after_snapshots_saves_one_granule_once(tmp_path):
 
 
 def test_delete_frees_exactly_what_only_that_snapshot_used(tmp_path):
-    arr = Array(tmp_path, {0: 64 * KiB})
+    arr = Array(tmp_path, {0: 64 * KiB}, redirect=False)   # the pool's slots
     rng = np.random.default_rng(3)
     v0 = rand_bytes(rng, 64 * KiB)
     arr.write(0, 0, v0)
@@ -557,14 +558,17 @@ def test_a_journal_in_the_documented_format_opens(tmp_path):
     arr.write(0, 0, np.ones(2 * G, np.uint8))     # written after both snapshots (not journaled)
     arr.pool.close()
     arr._open_engine()
-    assert arr.eng.snapshots() == [5] and arr.eng.journal_records == 7
+    assert arr.eng.snapshots() == [5]
+    # rewritten once under the version-2 header: one record per live fact
+    assert arr.eng.journal_records == 4
+    assert (tmp_path / "snap" / "snapshots.log").read_bytes()[:8] == b"ANSSNP02"
     assert np.array_equal(arr.eng.view(5).read(0, 2 * G), np.concatenate([old, np.zeros(G, np.uint8)]))
     assert arr.eng.view(5).written_granules() == [0] and arr.pool.used_slots() == [slot]
     assert arr.eng.create(0, 7).number == 7 and arr.eng._sources[0].epoch == 3   # epochs go on
 
 
 def test_crash_between_save_and_record_leaks_nothing(tmp_path):
-    arr = Array(tmp_path, {0: 64 * KiB})
+    arr = Array(tmp_path, {0: 64 * KiB}, redirect=False)   # the pool's slots
     arr.write(0, 0, rand_bytes(np.random.default_rng(9), 64 * KiB))
     arr.eng.create(0, 1)
     arr.write(0, 0, np.ones(G, np.uint8))
@@ -575,7 +579,7 @@ def test_crash_between_save_and_record_leaks_nothing(tmp_path):
 
 
 def test_a_pool_slot_lost_under_the_engine_breaks_its_snapshots(tmp_path):
-    arr = Array(tmp_path, {0: 64 * KiB})
+    arr = Array(tmp_path, {0: 64 * KiB}, redirect=False)   # the pool's slots
     arr.write(0, 0, rand_bytes(np.random.default_rng(10), 64 * KiB))
     arr.eng.create(0, 1)
     arr.eng.create(0, 2)
@@ -686,7 +690,7 @@ def test_a_freed_slot_is_reused_only_after_the_reuse_barrier(tmp_path):
 def test_the_engine_syncs_its_journal_before_a_freed_slot_is_reused(tmp_path):
     stores = {0: VolumeStore(tmp_path / "vols", "v0", 16 * G, G)}
     pool = GranulePool(tmp_path / "snap", G, None)
-    eng = SnapshotEngine(tmp_path / "snap", pool, stores)
+    eng = SnapshotEngine(tmp_path / "snap", pool, stores, redirect=False)
     seen = []
     real_sync = eng._journal.sync
     eng._journal.sync = lambda: (seen.append(eng.journal_records), real_sync())[1]
@@ -707,7 +711,7 @@ def test_the_engine_syncs_its_journal_before_a_freed_slot_is_reused(tmp_path):
 def test_a_barrier_makes_freed_slots_reusable_without_another_fsync(tmp_path):
     stores = {0: VolumeStore(tmp_path / "vols", "v0", 16 * G, G)}
     pool = GranulePool(tmp_path / "snap", G, None)
-    eng = SnapshotEngine(tmp_path / "snap", pool, stores)
+    eng = SnapshotEngine(tmp_path / "snap", pool, stores, redirect=False)
     rng = np.random.default_rng(2)
     stores[0].write(0, rand_bytes(rng, G))
     eng.create(0, 10)
@@ -719,3 +723,172 @@ def test_a_barrier_makes_freed_slots_reusable_without_another_fsync(tmp_path):
     eng.create(0, 11)
     eng.before_write(0, 0, G)
     assert calls == [] and pool.used_slots() == [0]
+
+
+# ====================================================================== redirect-on-write
+def test_a_write_after_a_snapshot_moves_no_byte_and_keeps_the_old_one_where_it_was(tmp_path):
+    arr = Array(tmp_path, {0: 16 * G})
+    rng = np.random.default_rng(21)
+    old = rand_bytes(rng, 16 * G)
+    arr.write(0, 0, old)
+    arr.eng.create(0, 1)
+    new = rand_bytes(rng, 4 * G)
+    assert arr.write(0, 0, new) == 4 * G               # 4 granules kept for the snapshot...
+    assert arr.pool.used_slots() == []                 # ...none of them copied into the pool
+    assert arr.pool.used_bytes == 4 * G and arr.eng.pool_bytes_of(0) == 4 * G   # but counted
+    assert [arr.stores[0].place(g) for g in range(5)] == [ALT] * 4 + [HOME]
+    assert arr.write(0, G, rand_bytes(rng, G)) == 0    # a second write keeps nothing more
+    assert np.array_equal(arr.eng.view(1).read(0, 16 * G), old)
+    assert arr.eng.view(1).written_granules() == list(range(16))
+    arr.eng.delete(1)                                  # the places go back to the store
+    assert arr.pool.used_bytes == 0 and arr.stores[0].granule_states([0])[0][2] == 0
+
+
+def test_a_granule_with_a_version_kept_in_each_place_copies_the_next_into_the_pool(tmp_path):
+    arr = Array(tmp_path, {0: 4 * G})
+    v = [np.full(G, k, np.uint8) for k in range(1, 6)]
+    arr.write(0, 0, v[0])
+    arr.eng.create(0, 1)
+    arr.write(0, 0, v[1])                              # v0 stays at home, v1 goes to ALT
+    arr.eng.create(0, 2)
+    arr.write(0, 0, v[2])                              # v1 is copied into the pool, v2 in ALT
+    assert arr.pool.used_slots() == [0] and arr.stores[0].place(0) == ALT
+    arr.eng.delete(1)                                  # home is free again
+    arr.eng.create(0, 3)
+    arr.write(0, 0, v[3])                              # v2 stays in ALT, v3 goes home
+    assert arr.stores[0].place(0) == HOME and arr.pool.used_slots() == [0]
+    for number, want in ((2, v[1]), (3, v[2])):
+        assert np.array_equal(arr.eng.view(number).read(0, G), want)
+    assert np.array_equal(arr.stores[0].read(0, G), v[3])
+    arr.reopen(stores_too=True)
+    arr.write(0, 0, v[4])                              # no new snapshot: in place, at home
+    assert arr.stores[0].place(0) == HOME
+    for number, want in ((2, v[1]), (3, v[2])):
+        assert np.array_equal(arr.eng.view(number).read(0, G), want)
+
+
+def test_places_count_against_the_pool_cap_and_a_full_cap_breaks_the_snapshots(tmp_path):
+    arr = Array(tmp_path, {0: 8 * G}, capacity=2 * G)
+    rng = np.random.default_rng(22)
+    arr.write(0, 0, rand_bytes(rng, 8 * G))
+    arr.eng.create(0, 1)
+    arr.write(0, 0, rand_bytes(rng, 2 * G))            # two granules kept in place: the cap
+    assert not arr.eng.is_broken(1) and arr.pool.used_bytes == 2 * G
+    new = rand_bytes(rng, G)
+    arr.write(0, 2 * G, new)                           # a third: no room, the snapshot breaks
+    assert arr.eng.is_broken(1) and arr.pool.used_bytes == 0
+    with pytest.raises(SanError) as e:
+        arr.eng.view(1).read(0, G)
+    assert e.value.code == "POOL_FULL"
+    assert np.array_equal(arr.stores[0].read(2 * G, G), new)
+    assert arr.stores[0].granule_states([0, 1])[0][2] == 0    # nothing held any more
+
+
+def test_an_array_reopened_holds_the_places_again(tmp_path):
+    arr = Array(tmp_path, {0: 4 * G})
+    rng = np.random.default_rng(23)
+    old = rand_bytes(rng, 4 * G)
+    arr.write(0, 0, old)
+    arr.eng.create(0, 1)
+    arr.write(0, 0, rand_bytes(rng, 2 * G))
+    arr.reopen(stores_too=True)
+    assert arr.pool.used_bytes == 2 * G
+    arr.eng.create(0, 2)
+    last = rand_bytes(rng, 4 * G)
+    arr.write(0, 0, last)          # 0, 1: ALT kept for 2, HOME for 1: copied; 2, 3: redirected
+    assert np.array_equal(arr.eng.view(1).read(0, 4 * G), old)
+    assert np.array_equal(arr.stores[0].read(0, 4 * G), last)
+    assert arr.pool.used_slots() == [0, 1]
+
+
+def test_a_crash_between_the_record_and_the_write_leaves_the_snapshot_whole(tmp_path):
+    arr = Array(tmp_path, {0: 4 * G})
+    rng = np.random.default_rng(24)
+    old = rand_bytes(rng, 4 * G)
+    arr.write(0, 0, old)
+    arr.eng.create(0, 1)
+    arr.eng.before_write(0, 0, G)                      # recorded; the write never came
+    arr.reopen(stores_too=True)
+    assert arr.stores[0].place(0) == HOME              # the old bytes, now held for snapshot 1
+    arr.eng.create(0, 2)
+    new = rand_bytes(rng, G)
+    arr.write(0, 0, new)                               # held twice at home: the write goes to ALT
+    for number in (1, 2):
+        assert np.array_equal(arr.eng.view(number).read(0, 4 * G), old)
+    arr.eng.delete(1)
+    assert np.array_equal(arr.eng.view(2).read(0, G), old[:G])
+    arr.eng.delete(2)
+    assert arr.pool.used_bytes == 0 and np.array_equal(arr.stores[0].read(0, G), new)
+
+
+def test_a_place_written_over_after_a_lost_delete_breaks_its_snapshot(tmp_path):
+    """A power loss that drops the DELETE (and what came after it in the journal) but keeps a
+    later write into the place the deleted snapshot held: the snapshot comes back, its place
+    holds other bytes, and it is broken instead of failing its checksum on every read."""
+    arr = Array(tmp_path, {0: 4 * G})
+    rng = np.random.default_rng(25)
+    arr.write(0, 0, rand_bytes(rng, 4 * G))
+    arr.eng.create(0, 1)
+    arr.write(0, 0, rand_bytes(rng, G))                # home kept for 1, the write in ALT
+    arr.eng.sync()
+    log = (tmp_path / "snap" / "snapshots.log").read_bytes()
+    arr.eng.delete(1)
+    arr.eng.create(0, 2)
+    arr.write(0, 0, rand_bytes(rng, G))                # ALT kept for 2, the write back home
+    assert arr.stores[0].place(0) == HOME
+    arr.eng.close()
+    (tmp_path / "snap" / "snapshots.log").write_bytes(log)   # DELETE 1, CREATE 2, ROW lost
+    arr.pool.close()
+    arr._open_engine()
+    assert arr.eng.snapshots() == [1] and arr.eng.is_broken(1)
+    assert arr.pool.used_bytes == 0 and arr.stores[0].granule_states([0])[0][2] == 0
+
+
+def test_a_discard_after_a_snapshot_keeps_the_old_bytes_in_place(tmp_path):
+    arr = Array(tmp_path, {0: 4 * G})
+    rng = np.random.default_rng(26)
+    old = rand_bytes(rng, 4 * G)
+    arr.write(0, 0, old)
+    arr.eng.create(0, 1)
+    assert arr.discard(0, 0, 2 * G) == 2 * G
+    assert not arr.stores[0].read(0, 2 * G).any()
+    assert np.array_equal(arr.eng.view(1).read(0, 4 * G), old)
+    new = rand_bytes(rng, G)
+    arr.write(0, 0, new)                               # home is still kept: written in ALT
+    assert arr.stores[0].place(0) == ALT and np.array_equal(arr.stores[0].read(0, G), new)
+    assert np.array_equal(arr.eng.view(1).read(0, 4 * G), old)
+
+
+def test_a_version_2_journal_in_the_documented_format_opens(tmp_path):
+    """snapshots.log with a ROW record: (kind 6 for home, 7 for ALT; source, granule, lo, hi,
+    and the kept bytes' XXH3-128 as two int64 halves)."""
+    import xxhash
+
+    def record(kind, *fields):
+        body = struct.pack("<7q", kind, *fields, *(0,) * (6 - len(fields)))
+        return body + struct.pack("<Q", zlib.crc32(body))
+
+    def s64(v):
+        return v - (1 << 64) if v >> 63 else v
+
+    arr = Array(tmp_path, {0: 4 * G})
+    old = rand_bytes(np.random.default_rng(27), G)
+    arr.write(0, 0, old)
+    arr.eng.close()
+    h = xxhash.xxh3_128_intdigest(old.tobytes())
+    arr.stores[0].pin(0, HOME)
+    arr.stores[0].write(0, np.ones(G, np.uint8))       # in ALT, as the engine would have it
+    arr.stores[0].unpin(0, HOME)
+    (tmp_path / "snap" / "snapshots.log").write_bytes(b"".join([
+        record(int.from_bytes(b"ANSSNP02", "little"), G),
+        record(2, 5, 0, 1, 4 * G),                     # CREATE snapshot 5 of volume 0, epoch 1
+        record(6, 0, 0, 0, 1, s64(h & (2 ** 64 - 1)), s64(h >> 64)),   # ROW_HOME: granule 0
+        record(1, 0, 1),                               # EPOCH of volume 0: 1
+    ]))
+    arr.pool.close()
+    arr._open_engine()
+    assert arr.eng.snapshots() == [5] and arr.eng.journal_records == 3
+    assert np.array_equal(arr.eng.view(5).read(0, G), old)
+    assert arr.pool.used_bytes == G and arr.stores[0].granule_states([0])[0][2] == 1 << HOME
+    arr.write(0, 0, np.full(G, 2, np.uint8))           # home held: stays in ALT
+    assert np.array_equal(arr.eng.view(5).read(0, G), old)

@@ -21,7 +21,7 @@ from san.checksums import checksums
 from san.digest import DIGEST_BLOCK, DigestBuilder, digest_of
 from san.errors import SanError
 from san.granules import granule_extents, runs
-from san.storage import VolumeStore
+from san.storage import ALT, HOME, VolumeStore
 from san.storage_v1 import _pair_checksums
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -240,7 +240,7 @@ def test_journal_record_format(tmp_path):
     s.discard(3 * G, G)
     s.close()
     raw = (tmp_path / "v.map").read_bytes()
-    assert raw[:24] == struct.pack("<8sQQ", b"SANMAP02", G, MiB)
+    assert raw[:24] == struct.pack("<8sQQ", b"SANMAP03", G, MiB)
     g, lo, hi = struct.unpack_from("<QQQ", raw, 24)
     h = xxhash.xxh3_128_intdigest(b"\x01" * G)
     assert (g, lo, hi) == (3, h & (2 ** 64 - 1), h >> 64)
@@ -613,7 +613,7 @@ def test_v1_store_is_converted_on_open(tmp_path, rng):
         # its checksum matches neither its good bytes nor its current bytes
         assert s.checksum(g) != xxh3_pair(data[g])
     raw = (tmp_path / "v.map").read_bytes()
-    assert raw[:24] == struct.pack("<8sQQ", b"SANMAP02", G, size)
+    assert raw[:24] == struct.pack("<8sQQ", b"SANMAP03", G, size)
     assert len(raw) == 24 * (1 + 6) and not (tmp_path / "v.map.tmp").exists()
     s.close()
     s = VolumeStore(tmp_path, "v", size, granule=G)
@@ -633,7 +633,7 @@ def test_v1_store_with_nothing_written_converts_to_an_empty_v2(tmp_path):
     assert s.converted and s.converted_bad == [] and s.written_granules() == []
     assert not (tmp_path / "v.bad").exists()
     s.close()
-    assert (tmp_path / "v.map").read_bytes()[:8] == b"SANMAP02"
+    assert (tmp_path / "v.map").read_bytes()[:8] == b"SANMAP03"
 
 
 def test_unknown_map_header_is_refused(tmp_path):
@@ -785,11 +785,13 @@ def test_a_v2_map_and_bad_list_written_by_hand_open(tmp_path, rng):
     (tmp_path / "v.map").write_bytes(b"".join(recs) + b"\x00" * 5)                     # and a torn tail
     (tmp_path / "v.bad").write_bytes(b"SANBAD01" + struct.pack("<2Q", 5, 100))
     s = VolumeStore(tmp_path, "v", MiB, granule=64 * KiB)
-    assert not s.converted and s.granule == G and s.journal_records == 6
+    assert not s.converted and s.granule == G
     assert s.written_granules() == [0, 2, 5] and s.bad_granules() == [5, 100]
     for g, d in data.items():
         assert np.array_equal(s.read(g * G, G), d) and s.checksum(g) == xxh3_pair(d)
-    assert os.path.getsize(tmp_path / "v.map") == 24 * 7
+    # rewritten once with the v3 header (same records, one per live granule)
+    assert s.journal_records == 3 and os.path.getsize(tmp_path / "v.map") == 24 * 4
+    assert (tmp_path / "v.map").read_bytes()[:8] == b"SANMAP03"
     s.close()
 
 
@@ -1037,3 +1039,146 @@ def test_a_marker_epoch_out_of_range_is_refused(tmp_path, epoch):
     with pytest.raises(SanError) as e:
         s.mark(epoch)
     assert e.value.code == "INVALID_INPUT" and str(epoch) in e.value.message
+
+
+# ---------------------------------------------------------------- two places (redirect-on-write)
+def xxh(data) -> tuple[int, int]:
+    h = xxhash.xxh3_128_intdigest(bytes(data))
+    return h & (2 ** 64 - 1), h >> 64
+
+
+def test_a_write_of_a_pinned_granule_goes_to_its_other_place_and_leaves_the_old_bytes(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 16 * G, granule=G)
+    old = rand_bytes(rng, 16 * G)
+    s.write(0, old)
+    assert not (tmp_path / "v.alt").exists()            # no second place until one is needed
+    s.pin_many([(2, HOME), (3, HOME)])
+    new = rand_bytes(rng, 4 * G)
+    s.write(G, new)                                     # granules 1..4; 2 and 3 are pinned
+    assert [s.place(g) for g in range(6)] == [HOME, HOME, ALT, ALT, HOME, HOME]
+    assert os.path.getsize(tmp_path / "v.alt") == 16 * G
+    assert np.array_equal(s.read(0, 16 * G), np.concatenate([old[:G], new, old[5 * G:]]))
+    for g in (2, 3):                                    # what the pin kept, under its checksum
+        piece = old[g * G:(g + 1) * G]
+        assert np.array_equal(s.read_place(g, HOME, xxh(piece)), piece)
+    with pytest.raises(SanError) as e:
+        s.read_place(2, HOME, xxh(new[:G]))
+    assert e.value.code == "CHECKSUM_MISMATCH" and "v.data" in e.value.message
+    # the record says where: bit 61 of the index
+    raw = (tmp_path / "v.map").read_bytes()
+    idx = [struct.unpack_from("<Q", raw, at)[0] for at in range(24, len(raw), 24)]
+    assert {2 | (1 << 61), 3 | (1 << 61), 1, 4} <= set(idx)
+    s.close()
+    s = VolumeStore(tmp_path, "v", 16 * G, granule=G)   # the place survives a reopen
+    assert [s.place(g) for g in range(6)] == [HOME, HOME, ALT, ALT, HOME, HOME]
+    assert np.array_equal(s.read(G, 4 * G), new)
+    s.compact()                                         # and a compaction
+    s.close()
+    s = VolumeStore(tmp_path, "v", 16 * G, granule=G)
+    assert [s.place(g) for g in range(6)] == [HOME, HOME, ALT, ALT, HOME, HOME]
+    assert np.array_equal(s.read(0, 16 * G), np.concatenate([old[:G], new, old[5 * G:]]))
+    s.close()
+
+
+def test_an_unpinned_granule_is_written_where_it_is_and_a_part_write_merges_from_there(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 4 * G, granule=G)
+    old = rand_bytes(rng, 4 * G)
+    s.write(0, old)
+    s.pin(1, HOME)
+    s.write(G + 512, np.full(512, 7, np.uint8))         # read-modify-write: merged into ALT
+    want = old.copy()
+    want[G + 512: G + 1024] = 7
+    assert s.place(1) == ALT and np.array_equal(s.read(0, 4 * G), want)
+    s.unpin(1, HOME)
+    s.write(G, np.full(G, 9, np.uint8))                 # no pin: it stays in ALT, in place
+    assert s.place(1) == ALT and (s.read(G, G) == 9).all()
+    assert np.array_equal(s.read_place(1, HOME, xxh(old[G:2 * G])), old[G:2 * G])
+    s.close()
+
+
+def test_a_granule_with_both_places_pinned_refuses_a_write_and_changes_nothing(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 4 * G, granule=G)
+    old = rand_bytes(rng, 4 * G)
+    s.write(0, old)
+    s.pin_many([(1, HOME), (1, ALT)])
+    with pytest.raises(SanError) as e:
+        s.write(0, rand_bytes(rng, 2 * G))
+    assert e.value.code == "INVALID_INPUT" and "granule 1" in e.value.message
+    assert np.array_equal(s.read(0, 4 * G), old)
+    s.close()
+
+
+def test_reads_gathers_maps_scrub_and_corrupt_follow_each_granule_to_its_place(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 8 * G, granule=G)
+    old = rand_bytes(rng, 8 * G)
+    s.write(0, old)
+    s.pin_many([(g, HOME) for g in (2, 3, 5)])
+    new = rand_bytes(rng, 8 * G)
+    s.write(0, new)
+    assert [s.place(g) for g in range(8)] == [HOME, HOME, ALT, ALT, HOME, ALT, HOME, HOME]
+    data, cs = s.read_granules(0, 8 * G)
+    assert np.array_equal(data, new) and [tuple(map(int, r)) for r in cs] == [xxh(new[g * G:(g + 1) * G]) for g in range(8)]
+    got, _ = s.gather([1, 2, 5, 7])
+    assert np.array_equal(got, np.concatenate([new[g * G:(g + 1) * G] for g in (1, 2, 5, 7)]))
+    for offset, length in ((0, 8 * G), (2 * G, 2 * G), (G, G)):     # mixed, all ALT, all HOME
+        with s.mapped_granules(offset, length, verify=True) as (view, _):
+            assert np.array_equal(view, new[offset: offset + length])
+    assert s.digest() == digest_of(new)
+    assert s.corrupt(2 * G + 5, 1) == 1                 # a volume offset: the bytes in ALT
+    with open(tmp_path / "v.alt", "rb") as f:
+        f.seek(2 * G + 5)
+        assert f.read(1)[0] == new[2 * G + 5] ^ 0xFF
+    assert np.array_equal(s.read_place(2, HOME, xxh(old[2 * G:3 * G])), old[2 * G:3 * G])
+    assert s.scrub() == (8 * G, [2])
+    with pytest.raises(SanError) as e:
+        s.read(2 * G, G)
+    assert e.value.code == "CHECKSUM_MISMATCH" and "granule 2," in e.value.message
+    s.close()
+
+
+def test_a_discard_keeps_a_pinned_place_and_frees_the_others(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 64 * G, granule=G)
+    old = rand_bytes(rng, 64 * G)
+    s.write(0, old)
+    s.pin_many([(g, HOME) for g in range(32)])
+    s.write(0, rand_bytes(rng, 32 * G))                 # granules 0..31 now in ALT
+    data_used, alt_used = blocks_used(tmp_path / "v.data"), blocks_used(tmp_path / "v.alt")
+    assert s.discard(0, 64 * G) == 64
+    assert not s.read(0, 64 * G).any() and s.written_granules() == []
+    assert blocks_used(tmp_path / "v.data") <= data_used - 32 * G   # 32..63: unpinned, freed
+    assert blocks_used(tmp_path / "v.alt") <= alt_used - 32 * G     # 0..31 in ALT: freed
+    assert np.array_equal(s.read_place(5, HOME, xxh(old[5 * G:6 * G])), old[5 * G:6 * G])
+    s.write(5 * G, np.full(G, 3, np.uint8))             # home still pinned: written in ALT
+    assert s.place(5) == ALT and (s.read(5 * G, G) == 3).all()
+    s.close()
+
+
+def test_a_map_naming_a_missing_second_place_or_an_old_header_with_one_is_refused(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 4 * G, granule=G)
+    s.write(0, rand_bytes(rng, 4 * G))
+    s.pin(0, HOME)
+    s.write(0, rand_bytes(rng, G))
+    s.close()
+    os.rename(tmp_path / "v.alt", tmp_path / "v.alt.gone")
+    with pytest.raises(SanError) as e:
+        VolumeStore(tmp_path, "v", 4 * G, granule=G)
+    assert e.value.code == "INVALID_INPUT" and "v.alt" in e.value.message and "missing" in e.value.message
+    os.rename(tmp_path / "v.alt.gone", tmp_path / "v.alt")
+    raw = bytearray((tmp_path / "v.map").read_bytes())
+    raw[:8] = b"SANMAP02"
+    (tmp_path / "v.map").write_bytes(bytes(raw))
+    with pytest.raises(SanError) as e:
+        VolumeStore(tmp_path, "v", 4 * G, granule=G)
+    assert e.value.code == "INVALID_INPUT" and "SANMAP02" in e.value.message
+
+
+def test_sync_fsyncs_both_places_before_the_map(tmp_path, rng, monkeypatch):
+    s = VolumeStore(tmp_path, "v", 4 * G, granule=G)
+    s.write(0, rand_bytes(rng, 4 * G))
+    s.pin(0, HOME)
+    s.write(0, rand_bytes(rng, G))
+    seen, real = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (seen.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))), real(fd)))
+    s.sync()
+    assert seen == ["v.data", "v.alt", "v.map"]
+    s.close()
