@@ -172,6 +172,49 @@ def test_standard_tools_read_and_write_simulated_volumes(files, tmp_path):
     assert step["result"]["digest"] == digest_of(written)
 
 
+SNAP_TOPOLOGY = TOPOLOGY.replace("name: serve-unit", "name: serve-snap").replace(
+    "    managers: [h1]\n", "    managers: [h1, b1]\n") + """backup_servers:
+  - name: b1
+    definitions:
+      - {name: fat-snap, host: h1, mount_point: /fat, type: disk, method: snapshot, destination: {array: a1}, pre: [flush], label: "h1 /fat, snapshot"}
+"""
+
+SNAP_THEN_WRITE = """
+name: serve-snap
+topology: topology.yaml
+steps:
+  - {op: write_files, host: h1, mount: /fat, files: {a.txt: {size: 10000, seed: 1}, dir/b.bin: {size: 3145733, seed: 2}}}
+  - {op: backup, definition: fat-snap, as: before}
+  - {op: write_files, host: h1, mount: /fat, files: {dir/b.bin: {size: 2097152, seed: 4}, c.txt: {size: 7000, seed: 5}}}
+"""
+
+
+def test_a_fat_volume_written_after_a_snapshot_is_whole_through_san_serve(tmp_path):
+    """Redirect-on-write put the granules written after the snapshot in vol-1.alt, so
+    vol-1.data alone is the volume as the snapshot has it; through `san serve` the standard
+    tools see the volume as it is now."""
+    (tmp_path / "topology.yaml").write_text(SNAP_TOPOLOGY)
+    (tmp_path / "run.yaml").write_text(SNAP_THEN_WRITE)
+    state = tmp_path / "state"
+    done = san("run", tmp_path / "run.yaml", "--state-dir", state, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert (state / "arrays" / "a1" / "vol-1.alt").exists()
+    served = Served(tmp_path / "topology.yaml", "--state-dir", state, "--listen", "127.0.0.1:0",
+                    "--export", "h1:/fat")
+    try:
+        image = tmp_path / "fs.img"
+        tool("qemu-img", "convert", "-f", "raw", "-O", "raw", served.uris["h1:/fat"], str(image))
+    finally:
+        rc, _, err = served.stop()
+    assert rc == 0, err
+    fsck = tool("fsck.fat", "-n", str(image), check=False)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    for name, (size, seed) in {"a.txt": (10000, 1), "dir/b.bin": (2097152, 4), "c.txt": (7000, 5)}.items():
+        out = tmp_path / name.replace("/", "_")
+        tool("mcopy", "-n", "-i", str(image), f"::{name}", str(out))
+        assert out.read_bytes() == content(size, seed), name
+
+
 @pytest.mark.parametrize("args, message", [
     (["--export", "h1:/nope"], "INVALID_INPUT: --export: 'h1:/nope' is not a mount of a host"),
     (["--listen", "nowhere"], "INVALID_INPUT: --listen must be ADDR:PORT"),

@@ -249,6 +249,26 @@ def test_a_snapshot_mount_is_exported_read_only(san, tmp_path, loop):
     assert err.value.errno == errno.EPERM
 
 
+def test_a_volume_written_after_a_snapshot_reads_whole_through_its_export(san, tmp_path, loop):
+    """Redirect-on-write leaves some granules of vol-0 in vol-0.alt: the file alone is no
+    longer the volume, the export is (and the snapshot's export is what it was taken of)."""
+    old = np.arange(4 * MiB, dtype=np.uint64).astype(np.uint8)
+    san.call("h1", "write_data", "/raw", 0, old)
+    snap = san.call("a1", "mgmt_snapshot", "h1", "fc0", 0)["volume"]
+    san.call("a1", "mgmt_attach", "h1", snap, "fc0", 9, "h1")
+    new = np.full(MiB, 0x5A, dtype=np.uint8)
+    san.call("h1", "write_data", "/raw", MiB, new)
+    arrays = tmp_path / "state" / "arrays" / "a1"
+    assert (arrays / "vol-0.alt").exists()
+    on_file = np.fromfile(arrays / "vol-0.data", dtype=np.uint8, count=4 * MiB)
+    assert np.array_equal(on_file, old)            # the old bytes stayed where they were
+    serving, (raw, ro) = exports_of(san, tmp_path, loop, ["h1:/raw", "h1:/snap"])
+    want = old.copy()
+    want[MiB: 2 * MiB] = new
+    assert np.array_equal(np.asarray(loop.run(raw.read(0, 4 * MiB))), want)
+    assert np.array_equal(np.asarray(loop.run(ro.read(0, 4 * MiB))), old)
+
+
 def test_an_array_down_gives_eio_and_its_restart_gives_data_again(san, tmp_path, loop):
     serving, (raw,) = exports_of(san, tmp_path, loop, ["h1:/raw"])
     loop.run(raw.write(0, np.full(65536, 5, dtype=np.uint8)))
