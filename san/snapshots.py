@@ -129,8 +129,8 @@ class SnapshotEngine:
 
     def __init__(self, directory: pathlib.Path, pool: GranulePool, stores: dict[int, VolumeStore],
                  array: str | None = None, redirect: bool = True):
-        self.array = array
-        self.redirect = bool(redirect)  # False: every save is a copy into the pool             # names the snapshots in messages ("array1 volume 4")
+        self.array = array             # names the snapshots in messages ("array1 volume 4")
+        self.redirect = bool(redirect)  # False: every save is a copy into the pool
         self.directory = pathlib.Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.pool = pool
@@ -487,9 +487,9 @@ class SnapshotEngine:
                 return 0
             saved = 0
             recs: list[bytes] = []
+            pins: list[tuple[int, int]] = []    # places to hold in the store (one call)
             try:
                 copy: dict[int, int] = {}       # the granules copied into the pool, -> w(g)
-                pins: list[tuple[int, int]] = []
                 for g, (cs, place, held) in zip(todo, store.granule_states(todo)):
                     w = todo[g]
                     if not self.redirect or cs is None or held & (1 << (1 - place)) or \
@@ -503,6 +503,8 @@ class SnapshotEngine:
                     if src.pins.get((g, place), 0) == 0 and not self.pool.hold():
                         self._append(recs)            # snapshot space full: those snapshots lose
                         recs = []
+                        store.pin_many(pins)          # held first: the break gives back its own
+                        pins = []
                         self._break_range(source, w, E)
                         continue
                     if self._apply_row(source, g, w, E, place, cs):
@@ -510,6 +512,7 @@ class SnapshotEngine:
                     recs.append(_pack(_ROW_HOME + place, source, g, w, E, _s64(cs[0]), _s64(cs[1])))
                     saved += G
                 store.pin_many(pins)
+                pins = []
                 todo = copy
                 for run in runs(todo):    # one source read per run of consecutive granules
                     start = run[0] * G
@@ -543,6 +546,7 @@ class SnapshotEngine:
                             self._apply_cow(source, g, w, E, slot)
                             recs.append(_pack(_COW, source, g, w, E, slot))
             finally:
+                store.pin_many(pins)            # whatever was recorded is held, even on an error
                 self._append(recs)
             self._maybe_compact()
             return saved

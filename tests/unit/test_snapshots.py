@@ -892,3 +892,19 @@ def test_a_version_2_journal_in_the_documented_format_opens(tmp_path):
     assert arr.pool.used_bytes == G and arr.stores[0].granule_states([0])[0][2] == 1 << HOME
     arr.write(0, 0, np.full(G, 2, np.uint8))           # home held: stays in ALT
     assert np.array_equal(arr.eng.view(5).read(0, G), old)
+
+
+def test_a_cap_reached_inside_one_write_gives_back_every_place_of_the_broken_snapshot(tmp_path):
+    arr = Array(tmp_path, {0: 8 * G}, capacity=2 * G)
+    rng = np.random.default_rng(28)
+    arr.write(0, 0, rand_bytes(rng, 8 * G))
+    arr.eng.create(0, 1)
+    new = rand_bytes(rng, 4 * G)
+    arr.write(0, 0, new)                               # 2 kept, the 3rd breaks the snapshot
+    assert arr.eng.is_broken(1) and arr.pool.used_bytes == 0
+    assert arr.stores[0].granule_states(range(4)) == [(arr.stores[0].checksum(g), arr.stores[0].place(g), 0)
+                                                      for g in range(4)]      # nothing held
+    assert np.array_equal(arr.stores[0].read(0, 4 * G), new)
+    arr.eng.create(0, 2)                               # the space is there for the next one
+    arr.write(0, 0, rand_bytes(rng, 2 * G))
+    assert not arr.eng.is_broken(2) and np.array_equal(arr.eng.view(2).read(0, 4 * G), new)
