@@ -971,22 +971,32 @@ class VolumeStore(FdOwner):
                 for g in gone:
                     self._alt.discard(g)
                     del self._map[g]
-                    if keep_space:
-                        continue        # the pool's free slots
-                    held = self._pinned.get(g, 0)
-                    # both places of the granule are freed, but one a snapshot holds
+                if not keep_space:      # (the pool's free slots keep their blocks)
+                    # both places of each granule are freed, but one a snapshot holds; one
+                    # hole per run: 4096 granule-sized holes left ext4's free space so that
+                    # writing new space there ran 5x slower than after one hole of 1 GiB
                     for place in (HOME, ALT) if self._alt_fd >= 0 else (HOME,):
-                        if held & (1 << place):
-                            continue
-                        fd = self._fd(place)
-                        if not punch_hole(fd, g * G, self._glen(g)):
-                            pwrite_all(fd, np.zeros(self._glen(g), np.uint8), g * G)
+                        free = [g for g in gone if not self._pinned.get(g, 0) & (1 << place)]
+                        for run in runs(free):
+                            start = run[0] * G
+                            length = (run[-1] - run[0]) * G + self._glen(run[-1])
+                            self._free_space(self._fd(place), start, length)
                 recs = np.zeros(len(gone), dtype=_REC_DTYPE)
                 recs["g"] = np.asarray(gone, dtype=np.uint64) | _DELETED
                 self._journal(recs)
             # after the journal: a crash in between leaves a stale entry, never a lost one
             self._bad.clear(f0, f1)
             return len(gone)
+
+    @staticmethod
+    def _free_space(fd: int, start: int, length: int) -> None:
+        """Give [start, start+length) of a data file back (a hole, or zeros where holes
+        cannot be punched)."""
+        if punch_hole(fd, start, length):
+            return
+        zeros = np.zeros(min(length, VERIFY_RUN), np.uint8)
+        for at in range(start, start + length, len(zeros)):
+            pwrite_all(fd, zeros[: min(len(zeros), start + length - at)], at)
 
     def checksum(self, g: int) -> tuple[int, int] | None:
         """The stored checksum of granule `g`: (low, high) 64-bit halves of its XXH3-128, or

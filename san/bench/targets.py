@@ -418,6 +418,16 @@ class MainBench:
         """UNMAP a whole volume: its space goes back to the file system (untimed)."""
         self.san.call(array, "unmap", initiator, "fc0", lun, 0, self.size // BLOCK)
 
+    def free_before(self, used: list[tuple[str, str, int]]) -> None:
+        """UNMAP the volumes a side wrote in its last run, right before its next run (untimed),
+        as each baseline empties its own file right before writing it again.  Why it matters
+        here: page cache pages freed moments ago are quick to take again, but pages long free
+        are not (this VM's host has reclaimed them): writing 1 GiB of new file space took
+        1.5-2.1 s after `drop_caches` and a 6 s wait, 0.2 s right after deleting a cached
+        1 GiB file.  So both sides of a row write with the pages their own last run freed."""
+        while used:
+            self.free(*used.pop())
+
     # -- rows 2 and 3: overwrite, read
     def overwrite_and_read(self) -> list[Figure]:
         size, pairs, last = self.size, self.pairs, {}
@@ -469,13 +479,15 @@ class MainBench:
         host_vols, dests, last = iter(range(L.k)), iter(range(L.k)), {}
         source = self.digest("a1", L.V)
 
+        used: dict[str, list[tuple[str, str, int]]] = {"host": [], "fc": []}
+
         def host():
             i = next(host_vols)
             seed = next(self.seeds)
             seconds = clock(lambda: self.write(f"/n{i}", seed))()
             bad = self.mismatch(f"/n{i}", seed)
             check(bad is None, f"targets write_new: host h1 read back a wrong byte of /n{i} at {bad}")
-            self.free("a1", "h1/hba0", L.new[i])
+            used["host"].append(("a1", "h1/hba0", L.new[i]))
             return seconds
 
         def raw():
@@ -490,17 +502,21 @@ class MainBench:
             check(status["state"] == "done", f"targets fc_copy_new: the copy ended {status['state']}")
             check(self.digest("a2", j) == source,
                   f"targets fc_copy_new: a2 volume {j} is not a copy of a1 volume {L.V} (digests differ)")
-            self.free("a2", "a1/fc0", j)
+            used["fc"].append(("a2", "a1/fc0", j))
             return seconds
 
         def setup(name):
             if name == "raw":
                 pairs.punch(1)                     # the next writes take new space
+            else:                                  # as raw does: see `free_before`
+                self.free_before(used[name])
 
         for name, mover in (("host", host), ("raw", raw), ("fc", fc_copy)):   # warm-up
             setup(name)
             mover()
         t = alternate({"host": host, "raw": raw, "fc": fc_copy}, self.R, setup=setup)
+        for side in used.values():
+            self.free_before(side)
         bad = pairs.check(1, last["raw"], size)[0]
         check(bad is None, f"targets write_new: the raw receiver's file differs at {bad}")
         params = {"size": size, "chunk": CHUNK, "window": WINDOW}
@@ -536,6 +552,8 @@ class MainBench:
                   "restore": lambda d: ("restore", L.V, "fc0", d),
                   "copy": lambda d: ("copy", L.V, d, False)}
 
+        used: dict[str, list[tuple[str, str, int]]] = {kind: [] for kind in fresh}
+
         def job(kind):
             def run():
                 dest = next(fresh[kind])
@@ -546,7 +564,7 @@ class MainBench:
                       f"targets {kind}: it copied {status['copied']} bytes, not {size}")
                 check(self.digest("a1", dest) == source,
                       f"targets {kind}: volume {dest} is not a copy of volume {L.V} (digests differ)")
-                self.free("a1", "h1/hba0", dest)
+                used[kind].append(("a1", "h1/hba0", dest))
                 return seconds
             return run
 
@@ -556,6 +574,8 @@ class MainBench:
         def setup(name):
             if name == "python":
                 plain.reset()
+            else:                                   # as the Python copy does: `free_before`
+                self.free_before(used[name])
 
         movers = {"mirror": job("mirror"), "restore": job("restore"), "copy": job("copy"),
                   "python": python}
@@ -564,6 +584,8 @@ class MainBench:
                 setup(name)
                 mover()
             t = alternate(movers, self.R, setup=setup)
+            for side in used.values():
+                self.free_before(side)
             check(plain.same(extents), "targets copies: the plain Python copy differs from its source")
         finally:
             plain.reset()

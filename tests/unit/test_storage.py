@@ -1182,3 +1182,27 @@ def test_sync_fsyncs_both_places_before_the_map(tmp_path, rng, monkeypatch):
     s.sync()
     assert seen == ["v.data", "v.alt", "v.map"]
     s.close()
+
+
+def test_a_discard_frees_each_run_of_granules_with_one_hole(tmp_path, rng, monkeypatch):
+    s = VolumeStore(tmp_path, "v", 64 * G, granule=G)
+    s.write(0, rand_bytes(rng, 64 * G))
+    calls = []
+    real = san.storage.punch_hole
+    monkeypatch.setattr(san.storage, "punch_hole", lambda fd, off, ln: (calls.append((off, ln)), real(fd, off, ln))[1])
+    s.discard(4 * G, 8 * G)                             # one run
+    s.discard(0, 64 * G)                                # the rest: two runs around the hole
+    assert calls == [(4 * G, 8 * G), (0, 4 * G), (12 * G, 52 * G)]
+    assert blocks_used(tmp_path / "v.data") == 0
+    s.close()
+
+
+def test_where_holes_cannot_be_punched_a_discard_writes_zeros(tmp_path, rng, monkeypatch):
+    s = VolumeStore(tmp_path, "v", 8 * G + 512, granule=G)
+    s.write(0, rand_bytes(rng, 8 * G + 512))
+    monkeypatch.setattr(san.storage, "punch_hole", lambda fd, off, ln: False)
+    assert s.discard(2 * G, 6 * G + 512) == 7           # the short last granule included
+    raw = np.fromfile(tmp_path / "v.data", dtype=np.uint8)
+    assert raw[:2 * G].any() and not raw[2 * G:].any()
+    assert not s.read(2 * G, 6 * G + 512).any()
+    s.close()
