@@ -424,7 +424,10 @@ class MainBench:
         here: page cache pages freed moments ago are quick to take again, but pages long free
         are not (this VM's host has reclaimed them): writing 1 GiB of new file space took
         1.5-2.1 s after `drop_caches` and a 6 s wait, 0.2 s right after deleting a cached
-        1 GiB file.  So both sides of a row write with the pages their own last run freed."""
+        1 GiB file.  So both sides of a row write with the pages their own last run freed,
+        freed after the `os.sync()` that starts each run (flushing the last run's 1 GiB takes
+        seconds, long enough for pages freed before it to go cold: a copy run right after
+        the Python copy's ran at 0.3 GiB/s, against 1.5-1.9 in the other rounds)."""
         while used:
             self.free(*used.pop())
 
@@ -506,15 +509,16 @@ class MainBench:
             return seconds
 
         def setup(name):
+            os.sync()                              # first: see `free_before`
             if name == "raw":
                 pairs.punch(1)                     # the next writes take new space
-            else:                                  # as raw does: see `free_before`
+            else:                                  # as raw does
                 self.free_before(used[name])
 
         for name, mover in (("host", host), ("raw", raw), ("fc", fc_copy)):   # warm-up
             setup(name)
             mover()
-        t = alternate({"host": host, "raw": raw, "fc": fc_copy}, self.R, setup=setup)
+        t = alternate({"host": host, "raw": raw, "fc": fc_copy}, self.R, sync=False, setup=setup)
         for side in used.values():
             self.free_before(side)
         bad = pairs.check(1, last["raw"], size)[0]
@@ -572,9 +576,10 @@ class MainBench:
             return clock(lambda: plain.copy(extents))()
 
         def setup(name):
+            os.sync()                               # first: see `free_before`
             if name == "python":
                 plain.reset()
-            else:                                   # as the Python copy does: `free_before`
+            else:                                   # as the Python copy does
                 self.free_before(used[name])
 
         movers = {"mirror": job("mirror"), "restore": job("restore"), "copy": job("copy"),
@@ -583,7 +588,7 @@ class MainBench:
             for name, mover in movers.items():      # warm-up
                 setup(name)
                 mover()
-            t = alternate(movers, self.R, setup=setup)
+            t = alternate(movers, self.R, sync=False, setup=setup)
             for side in used.values():
                 self.free_before(side)
             check(plain.same(extents), "targets copies: the plain Python copy differs from its source")
