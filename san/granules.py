@@ -7,13 +7,14 @@ pool, a copy job copies a batch run by run, and the volume digest reads consecut
 blocks in pieces.  `runs` cuts a list of indexes into such runs; `granule_extents` turns
 sorted granule indexes into the merged ``(offset, length)`` byte ranges they cover (what
 ``GET LBA STATUS``, a copy over FC, a tape image and the digest work from); `present` finds
-the granules of a range that a thin map holds, in time that follows the smaller of the two.
+the granules of a range that a thin map holds, in time that follows the smaller of the two;
+`granules_nbytes` counts the bytes of a list of granules.
 """
 from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-__all__ = ["runs", "granule_extents", "present"]
+__all__ = ["runs", "granule_extents", "present", "granules_nbytes"]
 
 
 def runs(indexes: Iterable[int], most: int | None = None) -> Iterator[list[int]]:
@@ -44,6 +45,16 @@ def granule_extents(granules, granule: int, length_of) -> list[tuple[int, int]]:
         else:
             out.append((start, ln))
     return out
+
+
+def granules_nbytes(granules, granule: int, length_of) -> int:
+    """Bytes of distinct ascending granule indexes: whole granules, but for the last one,
+    which may be the short last granule of its volume (`length_of(g)`, as above).
+
+    >>> granules_nbytes([0, 3, 7], 4, lambda g: 2 if g == 7 else 4), granules_nbytes([], 4, len)
+    (10, 0)
+    """
+    return (len(granules) - 1) * granule + length_of(granules[-1]) if len(granules) else 0
 
 
 def present(held, lo: int, hi: int) -> list[int]:

@@ -129,7 +129,7 @@ from san.digest import DIGEST_BLOCK, DigestBuilder, digest_extents, digest_of
 from san.errors import SanError
 from san.fileio import (FdOwner, allocate, as_bytes_array, close_fd, pread_into, punch_hole,
                         pwrite_all, sync_dir)
-from san.granules import granule_extents, present, runs
+from san.granules import granule_extents, granules_nbytes, present, runs
 from san.journal import Journal
 from san.storage_v1 import MAGIC_V1, _pair_checksums, rechecksum
 from san.units import BLOCK, DEFAULT_GRANULE, MiB, PiB
@@ -485,7 +485,7 @@ class VolumeStore(FdOwner):
 
     def _target(self, g: int) -> int:
         """Where a write of granule `g` goes: where it is, unless a snapshot holds that place."""
-        cur = ALT if g in self._alt else HOME
+        cur = self._place(g)
         held = self._pinned.get(g, 0)
         if not held & (1 << cur):
             return cur
@@ -499,13 +499,14 @@ class VolumeStore(FdOwner):
         new = not self.alt_path.exists()
         fd = os.open(self.alt_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if new or os.fstat(fd).st_size == 0:
+            have = os.fstat(fd).st_size
+            if new or have == 0:
                 os.ftruncate(fd, self.size)
                 if new:                     # the name is durable before a record needs it
                     sync_dir(self.directory)
-            elif os.fstat(fd).st_size != self.size:
+            elif have != self.size:
                 raise SanError("INVALID_INPUT", f"{self.label}: {self.alt_path} holds "
-                                                f"{os.fstat(fd).st_size} bytes, the volume {self.size}")
+                                                f"{have} bytes, the volume {self.size}")
         except BaseException:
             os.close(fd)
             raise
@@ -520,8 +521,7 @@ class VolumeStore(FdOwner):
     def granule_states(self, gs) -> list[tuple[tuple[int, int] | None, int, int]]:
         """Per granule of `gs`: (its checksum or None, its place, the mask of places held)."""
         with self._lock:
-            return [(self._map.get(g), ALT if g in self._alt else HOME, self._pinned.get(g, 0))
-                    for g in gs]
+            return [(self._map.get(g), self._place(g), self._pinned.get(g, 0)) for g in gs]
 
     def pin(self, g: int, place: int) -> None:
         """Hold `place` of granule `g` for a snapshot: no write or discard changes its bytes
@@ -823,7 +823,7 @@ class VolumeStore(FdOwner):
             self._check_open()
             self._check_range("read", offset, length)
             gs = range(offset // G, -(-end // G))
-            places = {ALT if g in self._alt else HOME for g in gs if g in self._map} if self._alt else {HOME}
+            places = {self._place(g) for g in gs if g in self._map} if self._alt else {HOME}
             if len(places) > 1:         # some granules at home, some not: no one mapping
                 data, cs = self._gather(gs, verify)
                 yield data, cs
@@ -871,7 +871,7 @@ class VolumeStore(FdOwner):
     def _gather(self, gs, verify: bool, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         G, n = self.granule, len(gs)
         held = [g for g in gs if g in self._map]
-        total = n * G if not n or gs[-1] != self.n_granules - 1 else (n - 1) * G + self._glen(gs[-1])
+        total = granules_nbytes(gs, G, self._glen)
         full = len(held) == n
         if out is None:
             out = np.empty(total, dtype=np.uint8) if full else np.zeros(total, dtype=np.uint8)
@@ -909,7 +909,7 @@ class VolumeStore(FdOwner):
         gs = self._granule_list("scatter", gs)
         arr = as_bytes_array(data)
         G = self.granule
-        want = 0 if not gs else (len(gs) - 1) * G + self._glen(gs[-1])
+        want = granules_nbytes(gs, G, self._glen)
         if len(arr) == want and checksums is None:
             checksums = granule_checksums(arr, G)
         cs = np.asarray(checksums if checksums is not None else (), dtype=np.uint64)
@@ -977,9 +977,7 @@ class VolumeStore(FdOwner):
                     # writing new space there ran 5x slower than after one hole of 1 GiB
                     for place in (HOME, ALT) if self._alt_fd >= 0 else (HOME,):
                         free = [g for g in gone if not self._pinned.get(g, 0) & (1 << place)]
-                        for run in runs(free):
-                            start = run[0] * G
-                            length = (run[-1] - run[0]) * G + self._glen(run[-1])
+                        for start, length in granule_extents(free, G, self._glen):
                             self._free_space(self._fd(place), start, length)
                 recs = np.zeros(len(gone), dtype=_REC_DTYPE)
                 recs["g"] = np.asarray(gone, dtype=np.uint64) | _DELETED

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import SanError
-from ..granules import granule_extents, runs
+from ..granules import granule_extents, granules_nbytes, runs
 from ..storage import VolumeStore, holds_data
 from ..timemodel import Transfer
 from ..tripwire import Tripwire
@@ -214,9 +214,7 @@ class CopyEngine:
         """Bytes of distinct granules `gs` (ascending) of a volume: only the last granule
         of the volume may be short (a plan of 4096 granules summed granule by granule took
         milliseconds, through a size lookup each)."""
-        if not len(gs):
-            return 0
-        return len(gs) * self.granule - (self.granule - self._glen(number, gs[-1]))
+        return granules_nbytes(gs, self.granule, lambda g: self._glen(number, g))
 
     def _glen(self, number: int, g: int) -> int:
         """Bytes of granule `g` of a volume (the last one of an odd-sized volume is short)."""
