@@ -117,14 +117,15 @@ class GranulePool:
         with self._lock:
             return (len(self._used) + self._held) * self.granule
 
-    def hold(self, force: bool = False) -> bool:
-        """Count one granule a snapshot keeps outside the pool (redirect-on-write leaves it
-        in its volume) against the capacity, as if it took a slot: False when the pool is
-        full, unless `force` (re-opening an engine whose granules are already kept)."""
+    def hold(self, n: int = 1, force: bool = False) -> bool:
+        """Count `n` granules a snapshot keeps outside the pool (redirect-on-write leaves
+        them in their volume) against the capacity, as if they took slots: False (and
+        nothing counted) when they do not fit, unless `force` (re-opening an engine whose
+        granules are already kept)."""
         with self._lock:
-            if not force and len(self._used) + self._held >= self._limit:
+            if not force and len(self._used) + self._held + n > self._limit:
                 return False
-            self._held += 1
+            self._held += n
             return True
 
     def unhold(self) -> None:

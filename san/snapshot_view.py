@@ -170,14 +170,13 @@ class SnapshotView:
         """The kept bytes of `saved` (granule, slot) pairs, ZERO ones left out: from the pool,
         or from the place of the source granule a redirected write left them in.  Rot there
         is reported as rot in this snapshot's bytes, which is what the reader asked for."""
-        if any(slot_place(slot) is not None for _, slot in saved):
-            out: list[np.ndarray] = []
-            for g, slot in saved:
-                if slot != ZERO:
-                    out.extend(self._read_saved([(g, slot)]) if slot >= 0 else [self._read_place(g, slot)])
-            return out
+        pooled = iter(self._read_pool([(g, slot) for g, slot in saved if slot >= 0]))
+        return [next(pooled) if slot >= 0 else self._read_place(g, slot)
+                for g, slot in saved if slot != ZERO]
+
+    def _read_pool(self, kept: list[tuple[int, int]]) -> list[np.ndarray]:
+        """The pool slots of `kept` (granule, slot) pairs, one store read per run of slots."""
         pool = self._engine.pool
-        kept = [(g, slot) for g, slot in saved if slot != ZERO]
         try:
             return pool.read_many([slot for _, slot in kept])
         except SanError as exc:

@@ -284,11 +284,7 @@ class SnapshotEngine:
         if not src.live:                       # nobody needs anything any more
             for g, ivs in src.cow.items():
                 for _, _, slot in ivs:
-                    if slot >= 0:
-                        freed.append(slot)
-                    elif slot != ZERO:
-                        self._unpin(src, g, slot_place(slot))
-                        src.slots -= 1
+                    self._drop(src, g, slot, freed)
                 self._n_ivs -= len(ivs)
             src.cow.clear()
         else:
@@ -301,15 +297,21 @@ class SnapshotEngine:
                 if lo < e and not src.needed(lo, hi):
                     del ivs[i]
                     self._n_ivs -= 1
-                    if slot >= 0:
-                        freed.append(slot)
-                    elif slot != ZERO:
-                        self._unpin(src, g, slot_place(slot))
-                        src.slots -= 1
+                    self._drop(src, g, slot, freed)
                     if not ivs:
                         del src.cow[g]
-        src.slots -= len(freed)
         return freed
+
+    def _drop(self, src: _Source, g: int, slot: int, freed: list[int]) -> None:
+        """An interval of granule `g` is gone: its pool slot goes to `freed` (the caller frees
+        it), a place of the source granule it named is given back (`_unpin`)."""
+        if slot == ZERO:
+            return
+        src.slots -= 1
+        if slot >= 0:
+            freed.append(slot)
+        else:
+            self._unpin(src, g, slot_place(slot))
 
     def _reconcile(self) -> None:
         """Make the pool and the replayed journal agree (see the module docstring)."""
@@ -353,9 +355,7 @@ class SnapshotEngine:
         for number, store in self.stores.items():
             src = self._sources.get(number)
             store.pin_many(src.pins if src else (), replace=True)
-        for src in self._sources.values():
-            for _ in src.pins:
-                self.pool.hold(force=True)
+        self.pool.hold(sum(len(src.pins) for src in self._sources.values()), force=True)
 
     def _reconcile_epochs(self) -> None:
         """Break the snapshots a power loss left without a save they needed: a source granule
