@@ -29,6 +29,13 @@ def rand_bytes(rng, n) -> np.ndarray:
     return rng.integers(1, 256, n, dtype=np.uint8)
 
 
+def journal_record(kind, *fields) -> bytes:
+    """A snapshots.log record as documented, written independently of the engine: 8
+    little-endian int64 (kind, 6 fields, CRC-32 of the first 56 bytes)."""
+    body = struct.pack("<7q", kind, *fields, *(0,) * (6 - len(fields)))
+    return body + struct.pack("<Q", zlib.crc32(body))
+
+
 class Array:
     """The array's side of the contract: before_write, then write, under one lock."""
 
@@ -536,24 +543,20 @@ def test_a_journal_in_the_documented_format_opens(tmp_path):
     """snapshots.log as san 0.2 wrote it: 64-byte records, 8 little-endian int64 (kind, 6
     fields, CRC-32 of the first 56 bytes); a header (kind b"ANSSNP01", granule), EPOCH,
     CREATE, COW (source, granule, lo, hi, slot; -1 for zeros), BROKEN, DELETE."""
-    def record(kind, *fields):
-        body = struct.pack("<7q", kind, *fields, *(0,) * (6 - len(fields)))
-        return body + struct.pack("<Q", zlib.crc32(body))
-
     arr = Array(tmp_path, {0: 64 * KiB})
     old = rand_bytes(np.random.default_rng(14), G)
     arr.write(0, 0, np.concatenate([old, np.zeros(G, np.uint8)]))
     arr.eng.close()
     slot = arr.pool.save(old)                     # what the COW record below names
     (tmp_path / "snap" / "snapshots.log").write_bytes(b"".join([
-        record(0x3130504E53534E41, G),            # header
-        record(2, 5, 0, 1, 64 * KiB),             # CREATE snapshot 5 of volume 0, epoch 1
-        record(2, 6, 0, 2, 64 * KiB),             # CREATE snapshot 6, epoch 2
-        record(3, 0, 0, 0, 2, slot),              # COW: granule 0 for epochs (0, 2] in `slot`
-        record(3, 0, 1, 0, 2, -1),                # COW: granule 1 read as zeros
-        record(4, 6),                             # BROKEN 6
-        record(5, 6),                             # DELETE 6
-        record(1, 0, 2),                          # EPOCH of volume 0: 2
+        journal_record(0x3130504E53534E41, G),            # header
+        journal_record(2, 5, 0, 1, 64 * KiB),             # CREATE snapshot 5 of volume 0, epoch 1
+        journal_record(2, 6, 0, 2, 64 * KiB),             # CREATE snapshot 6, epoch 2
+        journal_record(3, 0, 0, 0, 2, slot),              # COW: granule 0 for epochs (0, 2] in `slot`
+        journal_record(3, 0, 1, 0, 2, -1),                # COW: granule 1 read as zeros
+        journal_record(4, 6),                             # BROKEN 6
+        journal_record(5, 6),                             # DELETE 6
+        journal_record(1, 0, 2),                          # EPOCH of volume 0: 2
     ]))
     arr.write(0, 0, np.ones(2 * G, np.uint8))     # written after both snapshots (not journaled)
     arr.pool.close()
@@ -864,10 +867,6 @@ def test_a_version_2_journal_in_the_documented_format_opens(tmp_path):
     and the kept bytes' XXH3-128 as two int64 halves)."""
     import xxhash
 
-    def record(kind, *fields):
-        body = struct.pack("<7q", kind, *fields, *(0,) * (6 - len(fields)))
-        return body + struct.pack("<Q", zlib.crc32(body))
-
     def s64(v):
         return v - (1 << 64) if v >> 63 else v
 
@@ -880,10 +879,10 @@ def test_a_version_2_journal_in_the_documented_format_opens(tmp_path):
     arr.stores[0].write(0, np.ones(G, np.uint8))       # in ALT, as the engine would have it
     arr.stores[0].unpin(0, HOME)
     (tmp_path / "snap" / "snapshots.log").write_bytes(b"".join([
-        record(int.from_bytes(b"ANSSNP02", "little"), G),
-        record(2, 5, 0, 1, 4 * G),                     # CREATE snapshot 5 of volume 0, epoch 1
-        record(6, 0, 0, 0, 1, s64(h & (2 ** 64 - 1)), s64(h >> 64)),   # ROW_HOME: granule 0
-        record(1, 0, 1),                               # EPOCH of volume 0: 1
+        journal_record(int.from_bytes(b"ANSSNP02", "little"), G),
+        journal_record(2, 5, 0, 1, 4 * G),                     # CREATE snapshot 5 of volume 0, epoch 1
+        journal_record(6, 0, 0, 0, 1, s64(h & (2 ** 64 - 1)), s64(h >> 64)),   # ROW_HOME: granule 0
+        journal_record(1, 0, 1),                               # EPOCH of volume 0: 1
     ]))
     arr.pool.close()
     arr._open_engine()
