@@ -935,6 +935,14 @@ def test_gather_reads_scattered_granules_one_after_the_other_with_their_checksum
     with pytest.raises(SanError) as e:
         s.gather([2, 7])
     assert e.value.code == "CHECKSUM_MISMATCH" and f"bytes {7 * G}..{8 * G - 1}" in e.value.message
+    s.corrupt(1 * G, 1)             # two more failing granules, apart: both recorded,
+    s.corrupt(16 * G, 1)            # the first named
+    with pytest.raises(SanError) as e:
+        s.gather([0, 1, 5, 16])
+    assert f"bytes {G}..{2 * G - 1}" in e.value.message and s.bad_granules() == [1, 7, 16]
+    got, cs = s.gather([0, 2], verify=False)        # unchecked: the map's checksums, as stored
+    assert np.array_equal(got, np.concatenate([np.zeros(G, np.uint8), ref[2 * G: 3 * G]]))
+    assert [tuple(r) for r in cs] == [san.storage.zero_checksum(G), s.checksum(2)]
 
 
 def test_scatter_writes_gathered_granules_elsewhere_without_hashing(tmp_path, rng, monkeypatch):
