@@ -17,6 +17,7 @@ releases it when a BUSY check finds it (`DiskArray._reservation`).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..elements.client_host import chunks, first_granted
 from ..elements.copy_jobs import CopyJob
 from ..errors import SanError
 from ..scsi import parse_device_identification
+from ..storage import holds_data
 from ..timemodel import Transfer
 from ..units import BLOCK
 from .lan import lan_transfer
@@ -142,6 +144,20 @@ class ArrayInitiator:
                          args=(job, route, dest, dest_port, dest_lun, extents)).start()
         return job.status()
 
+    @contextlib.contextmanager
+    def _outgoing(self, number: int, offset: int, length: int):
+        """The bytes of a volume a copy over FC sends, valid inside the ``with``: whole written
+        granules of a volume are its data file's pages mapped and verified, so putting them
+        into the object store is their one copy (a read into a buffer first copied them
+        twice); anything else (a snapshot, a granule unwritten or all zeros) is read."""
+        store, G = self.stores.get(number), self.granule
+        if store is not None and offset % G == 0 and (length % G == 0 or offset + length == store.size):
+            with store.mapped_granules(offset, length, verify=True) as (data, cs):
+                if all(holds_data(cs, length, G)):
+                    yield data
+                    return
+        yield self.read_volume(number, offset, length)
+
     def _check_not_busy_source(self, source: int) -> None:
         job = self._running(source)
         if job is not None and job.dest == source and job.dest_array is None:
@@ -156,8 +172,9 @@ class ArrayInitiator:
             def submit(piece):
                 off, length = piece
                 self.copies_go.wait()
-                return dest.start("write", me, port, lun, off // BLOCK,
-                                  Payload(self.read_volume(job.source, off, length)))
+                with self._outgoing(job.source, off, length) as data:
+                    # the payload is put into the object store here, while `data` is valid
+                    return dest.start("write", me, port, lun, off // BLOCK, Payload(data))
 
             def consume(piece, written):
                 job.copied += written

@@ -101,6 +101,19 @@ def test_volume_copy_to_another_array_crosses_the_fabric_with_its_volume_info(sa
     assert call(san, "backup1", "array2", "read_info", 0)[0] == record
 
 
+def test_a_copy_over_fc_verifies_what_it_sends_and_copies_holes_and_zeros_as_such(san):
+    san.call("host1", "write", "/db", 4 * MiB, 8 * MiB, 9)
+    # granules written all zeros: sent as read, not as mapped pages
+    san.call("array1", "write", "host1/hba0", "fc0", 0, 20 * MiB // 512, np.zeros(MiB, np.uint8))
+    status, _ = call(san, "backup1", "array1", "copy_remote", 0, "array2", 0, "fc0", 0, False)
+    call(san, "backup1", "array1", "wait", status["job"])
+    assert san.call("array2", "digest_volume", 0) == san.call("array1", "digest_volume", 0)
+    san.call("array1", "corrupt", 0, 6 * MiB + 5, 1)      # rot in the source
+    status, _ = call(san, "backup1", "array1", "copy_remote", 0, "array2", 0, "fc0", 0, False)
+    err = raises(call, san, "backup1", "array1", "wait", status["job"])
+    assert err.code == "CHECKSUM_MISMATCH" and f"bytes {6 * MiB}.." in err.message
+
+
 def test_volume_copy_refusals(san):
     err = raises(call, san, "backup1", "array1", "copy_remote", 0, "array2", 0, "fc0", 3, True)
     assert err.code == "NO_SUCH_PORT"
