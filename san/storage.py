@@ -694,10 +694,7 @@ class VolumeStore(FdOwner):
         if cs is None:
             cs = granule_checksums(piece, G)
         if not self._alt and not self._pinned:          # every granule stays at home
-            if len(present(self._map, f0, f1)) < f1 - f0:
-                # some granules are new: their blocks are found in one go (see fileio.allocate)
-                allocate(self._data_fd, f0 * G, len(piece))
-            pwrite_all(self._data_fd, piece, f0 * G)
+            self._write_home(f0, f1, piece)
             return self._commit(np.arange(f0, f1, dtype=np.uint64), cs)
         places = np.empty(f1 - f0, dtype=np.uint8)
         for place, a, b in self._place_runs(range(f0, f1), self._target):
@@ -708,6 +705,14 @@ class VolumeStore(FdOwner):
             pwrite_all(self._writable(place), part, a * G)
             places[a - f0: b - f0] = place
         return self._commit(np.arange(f0, f1, dtype=np.uint64), cs, places)
+
+    def _write_home(self, f0: int, f1: int, piece: np.ndarray) -> None:
+        """pwrite granules [f0, f1) at home (nothing relocated or pinned); the map is the
+        caller's to update."""
+        if len(present(self._map, f0, f1)) < f1 - f0:
+            # some granules are new: their blocks are found in one go (see fileio.allocate)
+            allocate(self._data_fd, f0 * self.granule, len(piece))
+        pwrite_all(self._data_fd, piece, f0 * self.granule)
 
     def _writable(self, place: int) -> int:
         """The descriptor of `place`, NAME.alt created the first time a write goes there."""
@@ -930,10 +935,8 @@ class VolumeStore(FdOwner):
             for run in runs(gs):
                 j = i + len(run)
                 piece = arr[i * G: i * G + (j - i - 1) * G + self._glen(run[-1])]
-                if home:        # `_write_whole`'s fast path, its one map update made below
-                    if len(present(self._map, run[0], run[-1] + 1)) < len(run):
-                        allocate(self._data_fd, run[0] * G, len(piece))
-                    pwrite_all(self._data_fd, piece, run[0] * G)
+                if home:        # the map updated once, below
+                    self._write_home(run[0], run[-1] + 1, piece)
                 else:
                     recs.append(self._write_whole(run[0], run[-1] + 1, piece, cs[i:j]))
                 self._bad.clear(run[0], run[-1] + 1)
