@@ -487,9 +487,10 @@ class MainBench:
     def new_space(self) -> list[Figure]:
         """Rows 1 and 5, each its own alternation: the host write with raw Ray (row 1), then
         the host write with the FC copy (row 5).  Raw Ray runs only beside row 1's host runs:
-        on this VM a SAN side run right after raw Ray's wrote 3-4x slower (host 3.2-3.6 s,
-        FC copy 3.7-4.6 s, against 1.1-1.3 s after a SAN run, in every run measured), and when
-        the three took turns the FC copy followed raw Ray in 4 rounds of 5."""
+        on this VM a SAN side run right after raw Ray's wrote 3-4x slower (host 2.7-3.8 s,
+        FC copy 3.0-4.6 s, against 1.0-1.3 s after a SAN run, in 18 of the 22 such runs
+        logged; the 4 fast ones each the first round of a row), and when the three took turns
+        the FC copy followed raw Ray in 4 rounds of 5."""
         size, pairs, L = self.size, self.pairs, self.L
         # volumes are reused in turn: each is UNMAPped (all holes again) right before its next use
         host_vols, dests, last = itertools.cycle(range(L.k)), itertools.cycle(range(L.k)), {}
