@@ -10,9 +10,10 @@ scenario step for the tape backup.  Each figure's params carry the issue's targe
 ratio (figure / baseline) and its direction (``target_is``: ``min``, the ratio must be at
 least the target, or ``max``, at most), and whether this run met it.
 
- 1. ``targets.write_new``: a host writes `size` into a never-written volume (a fresh one per
-    run), beside raw Ray writing new space the fastest way (the receiver's file emptied,
-    each chunk's range `posix_fallocate`d, then pwritten).  Target >= 0.8.
+ 1. ``targets.write_new``: a host writes `size` into a never-written volume (a few taken in
+    turn, each UNMAPped right before it is written again), beside raw Ray writing new space
+    the fastest way (the receiver's file emptied, each chunk's range `posix_fallocate`d,
+    then pwritten).  Target >= 0.8.
  2. ``targets.write_overwrite``: the host overwrites a written volume, beside raw Ray + file
     overwriting its written file.  >= 0.9.
  3. ``targets.read``: the host reads it, beside raw Ray + file reading its file.  >= 0.85.
@@ -31,7 +32,7 @@ least the target, or ``max``, at most), and whether this run met it.
     full copy (a mirror after every granule changed).  <= 0.03, every run.
  8. ``targets.tape_backup``: a tape backup (a scenario step), beside raw Ray streaming the
     same bytes array -> host -> library actors into a file with the tape's syncs
-    (`san.bench.raw.Appender`).  >= 0.8.
+    (`san.bench.raw.Appender`), one file growing run after run as the medium does.  >= 0.8.
  9. ``targets.san_start``: a 7-element SAN started (`San(...).start()`), beside 7 bare actors
     created and answering.  <= 1.2.
 10. ``targets.catalog_rebuild``: a backup server's catalog rebuilt from 4 arrays holding
