@@ -152,15 +152,25 @@ def median(values) -> float:
 
 
 def alternate(movers: dict[str, Callable[[], float]], repeat: int, sync: bool = True,
-              setup: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+              setup: Callable[[str], None] | None = None,
+              settle: bool = False) -> dict[str, list[float]]:
     """Run each mover `repeat` times, alternating them (the order rotates every round so that
     none always follows the same one), `os.sync()` before each; each mover returns its own
-    seconds.  `setup(name)`, if given, runs untimed before each run (e.g. changing data)."""
+    seconds.  `setup(name)`, if given, runs untimed before each run (e.g. changing data).
+
+    With `settle`, `os.sync()` also runs before each setup: the last run's write-back is
+    done before this run's setup starts, so the sync right before a run flushes only what
+    its own setup wrote.  What it is for: on this VM, memory left untouched for a while is
+    slow to touch again (10 MiB took 11 ms after 0.5 s unused, 42-47 ms after 3-5 s), so a
+    short run that waits out another run's seconds-long flush right before it is timed
+    pays for that other run."""
     names = list(movers)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeat):
         k = r % len(names)
         for name in names[k:] + names[:k]:
+            if settle:
+                os.sync()
             if setup is not None:
                 setup(name)
             if sync:

@@ -719,7 +719,7 @@ class MainBench:
         for name, mover in movers.items():         # warm-up
             setup(name)
             mover()
-        t = alternate(movers, self.R, setup=setup)
+        t = alternate(movers, self.R, setup=setup, settle=True)
         check(self.digest("a1", L.M) == self.digest("a1", L.Q),
               "targets resync: the primary and its secondary differ after the mirrors")
         per_run = [a / b for a, b in zip(t["resync"], t["full"])]

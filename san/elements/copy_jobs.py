@@ -12,11 +12,12 @@ an interrupted copy never leaves a record claiming a complete backup.
 
 Planning (`CopyEngine._plan`) decides which granules a job moves and which destination
 granules it reads only to check them (see there: rot on disk is what the map cannot know).
-A job moves up to `BATCH` granules per turn of the array's lock (`CopyEngine.step`): one
-gathered read of them (however scattered: a resync's changed granules are), one scattered
-write of those holding data, and all-zero ones freed to keep the destination thin; `CopyEngine.finish` records the volume info (a volume copy with
-``with_info``) only once the data is complete, and the job's modeled transfer on the array's
-copy engine.  A copy to another array over FC is a `CopyJob` too, run by `san.actors`.
+A job moves up to `BATCH` granules per turn of the array's lock (`CopyEngine.step`): the
+source's data file mapped and its granules verified, however scattered (a resync's changed
+granules are), one scattered write of those holding data from the mapping (no buffer in
+between), and all-zero ones freed to keep the destination thin; `CopyEngine.finish` records
+the volume info (a volume copy with ``with_info``) only once the data is complete, and the
+job's modeled transfer on the array's copy engine.  A copy to another array over FC is a `CopyJob` too, run by `san.actors`.
 
 `CopyEngine` is a mixin of `san.elements.disk_array.DiskArray`, which provides what it uses:
 `name`, `granule`, `stores`, `snaps`, `_lock`, `reader`, `size_of`, `read_volume`,
@@ -81,7 +82,8 @@ class CopyEngine:
         self.copies_go.set()
         self.moved_bytes = 0                 # bytes every copy of this array has moved so far
         self.trip = Tripwire()
-        # what a batch is read into, under the lock: one buffer whose pages stay mapped
+        # what a snapshot's batch is read into, under the lock: one buffer whose pages stay
+        # mapped (a volume's granules are mapped from its file instead)
         self._copy_buf = np.empty(0, dtype=np.uint8)
 
     def mgmt_moved(self, caller: str) -> int:
@@ -234,20 +236,17 @@ class CopyEngine:
 
         From a volume, the read hands over the checksums it verified: zero granules are told
         by them and the destination stores them as they are, so each byte is hashed once."""
-        G = self.granule
-        for run in runs(gs):        # before anything is read into the shared buffer
+        for run in runs(gs):        # before anything is read
             self._before_write(job.dest, *self._extent(job.dest, run))
-        with self._read_for_copy(job.source, gs) as (data, cs):
-            nonzero = self._nonzero(data, cs)
-            keep = [i for i, full in enumerate(nonzero) if full]
-            dest = self.stores[job.dest]
-            if len(keep) == len(gs):
-                dest.scatter(gs, data, cs)
-            elif keep:
-                dest.scatter([gs[i] for i in keep],
-                             np.concatenate([data[i * G: i * G + self._glen(job.dest, gs[i])] for i in keep]),
-                             None if cs is None else cs[keep])
-            del data
+        with self._read_for_copy(job.source, gs) as (pieces, cs):
+            nonzero = self._nonzero(pieces, cs)
+            if all(nonzero):
+                self.stores[job.dest].scatter(gs, pieces, cs)
+            elif any(nonzero):
+                keep = [i for i, full in enumerate(nonzero) if full]
+                self.stores[job.dest].scatter([gs[i] for i in keep], self._kept(pieces, nonzero),
+                                              None if cs is None else cs[keep])
+            del pieces
         for run in runs(g for g, full in zip(gs, nonzero) if not full):
             self._store_zero(job.dest, *self._extent(job.dest, run))
         done = self._nbytes(job.dest, gs)
@@ -255,42 +254,60 @@ class CopyEngine:
         job.copied += done
         self.moved_bytes += done
 
+    def _kept(self, pieces: list[np.ndarray], keep: list[bool]) -> list[np.ndarray]:
+        """The parts of `pieces` (granules laid end to end, as `_read_for_copy` gives them)
+        holding the granules flagged in `keep`: views, nothing copied."""
+        G, out, i = self.granule, [], 0
+        for piece in pieces:
+            n = -(-len(piece) // G)
+            for run in runs(k for k in range(i, i + n) if keep[k]):
+                out.append(piece[(run[0] - i) * G: min((run[-1] - i + 1) * G, len(piece))])
+            i += n
+        return out
+
     @contextlib.contextmanager
     def _read_for_copy(self, number: int, gs: list[int]):
-        """(the bytes of granules `gs` of volume `number`, one after the other; their
-        checksums, or None when the source is a snapshot, which is read as a host would),
-        valid inside the ``with``.  Consecutive granules of a volume are its data file's pages
-        mapped, verified (`VolumeStore.mapped_granules`): the destination's ``pwrite`` copies
-        each byte once.  Scattered ones (a resync's) are gathered into a reused buffer."""
+        """(the bytes of granules `gs` of volume `number`, as pieces of consecutive granules
+        laid end to end; their checksums, or None when the source is a snapshot, which is
+        read as a host would), valid inside the ``with``.  Granules of a volume are its data
+        file's pages mapped, verified (`VolumeStore.mapped_granules`, `mapped_gather`): the
+        destination's ``pwrite`` copies each byte once."""
         G = self.granule
-        if number in self.stores and gs and gs[-1] - gs[0] == len(gs) - 1:
-            with self.stores[number].mapped_granules(*self._extent(number, gs), verify=True) as got:
-                yield got
+        if number in self.stores:
+            store = self.stores[number]
+            if gs and gs[-1] - gs[0] == len(gs) - 1:
+                with store.mapped_granules(*self._extent(number, gs), verify=True) as (data, cs):
+                    yield [data], cs
+                    del data
+            else:
+                with store.mapped_gather(gs, verify=True) as got:
+                    yield got
             return
+        # a snapshot, read as a host would, into a reused buffer whose pages stay mapped
         if len(self._copy_buf) < len(gs) * G:
             self._copy_buf = np.empty(len(gs) * G, dtype=np.uint8)
-        if number in self.stores:
-            yield self.stores[number].gather(gs, out=self._copy_buf)
-            return
-        out = self._copy_buf[:self._nbytes(number, gs)]
-        at = 0
+        pieces, at = [], 0
         for run in runs(gs):
             offset, n = self._extent(number, run)
-            out[at: at + n] = self.read_volume(number, offset, n)
+            piece = self._copy_buf[at: at + n]
+            piece[:] = self.read_volume(number, offset, n)
+            pieces.append(piece)
             at += n
-        yield out, None
+        yield pieces, None
 
-    def _nonzero(self, data: np.ndarray, cs) -> list[bool]:
-        """Per granule of `data` (granules of a volume one after the other, as
-        `_read_for_copy` gives them): does it hold anything?"""
+    def _nonzero(self, pieces: list[np.ndarray], cs) -> list[bool]:
+        """Per granule of `pieces` (granules of a volume laid end to end, as `_read_for_copy`
+        gives them): does it hold anything?"""
         G = self.granule
         if cs is not None:
-            return holds_data(cs, len(data), G)
-        n, short = divmod(len(data), G)
-        # 8 bytes at a time: a granule is a multiple of 512 bytes
-        flags = data[:n * G].view(np.uint64).reshape(n, G // 8).any(axis=1).tolist()
-        if short:
-            flags.append(bool(data[n * G:].any()))
+            return holds_data(cs, sum(len(p) for p in pieces), G)
+        flags: list[bool] = []
+        for data in pieces:
+            n, short = divmod(len(data), G)
+            # 8 bytes at a time: a granule is a multiple of 512 bytes
+            flags += data[:n * G].view(np.uint64).reshape(n, G // 8).any(axis=1).tolist()
+            if short:
+                flags.append(bool(data[n * G:].any()))
         return flags
 
     def hold_copies(self, hold: bool = True) -> None:

@@ -131,6 +131,20 @@ def test_a_step_copies_at_most_its_batch_lowest_first_in_one_gather_and_one_scat
     assert np.array_equal(content(array, 1), content(array, 0))
 
 
+def test_a_resync_of_scattered_granules_copies_from_the_sources_pages_and_frees_zero_ones(array):
+    host_write(array, 0, rand(1, 16 * G))
+    run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    changed = {1: rand(2, G), 3: np.zeros(G, np.uint8), 4: rand(3, G), 5: rand(4, G),
+               9: np.zeros(G, np.uint8), 12: rand(5, G)}
+    for g, data in changed.items():
+        host_write(array, g * G, data)
+    job = run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    assert job.copied == len(changed) * G and job.state == "done"
+    assert np.array_equal(content(array, 1), content(array, 0))
+    assert array.stores[1].written_granules() == [g for g in range(16) if g not in (3, 9)]
+    assert len(array._copy_buf) == 0        # mapped from the source's file: no buffer between
+
+
 def test_all_zero_granules_are_freed_on_the_destination(array):
     host_write(array, 0, rand(1, 8 * G))
     run(array, array.mgmt_mirror("srv", "fc0", 0, 1))

@@ -17,7 +17,7 @@ import xxhash
 
 import san.storage
 from san import checksums as checksums_module, digest, granules, storage_v1, units
-from san.checksums import checksums
+from san.checksums import checksums, checksums_each
 from san.digest import DIGEST_BLOCK, DigestBuilder, digest_of
 from san.errors import SanError
 from san.granules import granule_extents, runs
@@ -327,6 +327,14 @@ def test_checksums_vectorized_equals_per_granule(rng):
     all_at_once = checksums(data, G)
     one_by_one = np.stack([checksums(data[i * G:(i + 1) * G], G)[0] for i in range(16)])
     assert np.array_equal(all_at_once, one_by_one)
+
+
+def test_checksums_each_hashes_pieces_of_any_length_as_checksums_does(rng):
+    data = rand_bytes(rng, 3 * G)
+    pieces = [data[:G], data[G + 5: 2 * G], data[2 * G:]]           # the middle one short
+    assert np.array_equal(checksums_each(pieces),
+                          np.stack([checksums(p, len(p))[0] for p in pieces]))
+    assert checksums_each([]).shape == (0, 2)
 
 
 def xxh3_pair(data) -> tuple[int, int]:
@@ -962,6 +970,50 @@ def test_scatter_writes_gathered_granules_elsewhere_without_hashing(tmp_path, rn
     assert np.array_equal(c.read(9 * G, G), a.read(3 * G, G)) and c.checksum(9) == a.checksum(3)
 
 
+def test_mapped_gather_is_gather_from_the_files_own_pages(tmp_path, rng):
+    s = VolumeStore(tmp_path, "v", 16 * G + 1024, granule=G)          # a short last granule
+    for g in (1, 2, 7, 16):
+        s.write(g * G, rand_bytes(rng, min(G, s.size - g * G)))
+    gs = [0, 1, 2, 5, 7, 16]                                           # unwritten ones too
+    want, want_cs = s.gather(gs)
+    with s.mapped_gather(gs) as (pieces, cs):
+        # one piece per stretch of consecutive granules, views of the file: no buffer
+        assert [len(p) for p in pieces] == [3 * G, G, G, 1024]
+        assert all(not p.flags.writeable and not p.flags.owndata for p in pieces)
+        assert np.array_equal(np.concatenate(pieces), want) and np.array_equal(cs, want_cs)
+        del pieces
+    with s.mapped_gather([]) as (pieces, cs):
+        assert pieces == [] and cs.shape == (0, 2)
+    s.corrupt(7 * G + 3, 1)
+    s.corrupt(16 * G, 1)
+    with pytest.raises(SanError) as e:          # every failing granule recorded, the first named
+        with s.mapped_gather([2, 7, 16]):
+            pytest.fail("handed out bytes that fail their checksum")
+    assert e.value.code == "CHECKSUM_MISMATCH" and f"bytes {7 * G}..{8 * G - 1}" in e.value.message
+    assert s.bad_granules() == [7, 16]
+    with s.mapped_gather([7], verify=False) as (pieces, cs):          # as stored, rot and all
+        assert pieces[0][3] == want[4 * G + 3] ^ 0xFF and tuple(cs[0]) == s.checksum(7)
+        del pieces
+
+
+def test_scatter_takes_pieces_of_consecutive_granules_as_mapped_gather_gives_them(tmp_path, rng, monkeypatch):
+    a = VolumeStore(tmp_path, "a", 16 * G, granule=G)
+    b = VolumeStore(tmp_path, "b", 16 * G, granule=G)
+    a.write(0, rand_bytes(rng, 16 * G))
+    gs = [0, 3, 4, 5, 11, 15]
+    with a.mapped_gather(gs) as (pieces, cs):
+        monkeypatch.setattr(san.storage, "granule_checksums", lambda *x: pytest.fail("hashed again"))
+        b.scatter(gs, pieces, cs)
+        monkeypatch.undo()
+        c = VolumeStore(tmp_path, "c", 16 * G, granule=G)
+        c.scatter(gs, [pieces[0], pieces[1][:G], pieces[1][G:]] + pieces[2:])   # hashed here
+        del pieces
+    for store in (b, c):
+        assert store.written_granules() == gs and [store.checksum(g) for g in gs] == [a.checksum(g) for g in gs]
+        for g in gs:
+            assert np.array_equal(store.read(g * G, G), a.read(g * G, G))
+
+
 @pytest.mark.parametrize("call,args,words", [
     ("gather", ([3, 2],), "ascending granules in [0, 16)"),
     ("gather", ([1, 1],), "ascending granules"),
@@ -971,6 +1023,12 @@ def test_scatter_writes_gathered_granules_elsewhere_without_hashing(tmp_path, rn
     ("scatter", ([0, 1], np.zeros(G, np.uint8)), f"needs {2 * G} bytes and 2 checksums (got {G} bytes"),
     ("scatter", ([0], np.zeros(G, np.uint8), np.zeros((2, 2), np.uint64)), "checksums (2, 2)"),
     ("scatter", ([5, 4], np.zeros(2 * G, np.uint8)), "ascending granules"),
+    # pieces: each must hold whole granules, consecutive ones, and all of them together
+    ("scatter", ([0, 2], [np.zeros(2 * G, np.uint8)]), "in 1 pieces, checksums (0,)); each piece holds"),
+    ("scatter", ([0, 1], [np.zeros(G + 512, np.uint8)]), f"(got {G + 512} bytes in 1 pieces"),
+    ("scatter", ([0, 1], [np.zeros(G, np.uint8)]), f"(got {G} bytes in 1 pieces"),
+    ("scatter", ([0], [np.zeros(G, np.uint8), np.zeros(G, np.uint8)]), f"(got {2 * G} bytes in 2 pieces"),
+    ("scatter", ([0], [np.zeros(0, np.uint8), np.zeros(G, np.uint8)]), f"(got {G} bytes in 2 pieces"),
 ])
 def test_gather_and_scatter_refuse_bad_arguments_naming_them(tmp_path, call, args, words):
     s = VolumeStore(tmp_path, "v", 16 * G, granule=G)
@@ -1128,6 +1186,10 @@ def test_reads_gathers_maps_scrub_and_corrupt_follow_each_granule_to_its_place(t
     assert np.array_equal(data, new) and [tuple(map(int, r)) for r in cs] == [xxh(new[g * G:(g + 1) * G]) for g in range(8)]
     got, _ = s.gather([1, 2, 5, 7])
     assert np.array_equal(got, np.concatenate([new[g * G:(g + 1) * G] for g in (1, 2, 5, 7)]))
+    with s.mapped_gather([1, 2, 3, 5, 7]) as (pieces, _):       # a run split where places change
+        assert [len(p) for p in pieces] == [G, 2 * G, G, G]
+        assert np.array_equal(np.concatenate(pieces), np.concatenate([new[g * G:(g + 1) * G] for g in (1, 2, 3, 5, 7)]))
+        del pieces
     for offset, length in ((0, 8 * G), (2 * G, 2 * G), (G, G)):     # mixed, all ALT, all HOME
         with s.mapped_granules(offset, length, verify=True) as (view, _):
             assert np.array_equal(view, new[offset: offset + length])
