@@ -69,11 +69,13 @@ class ChecksumTable:
             if c in self._held:
                 self._held[c][gs[chunks == c] - c * CHUNK] = False
 
-    def compare(self, other: "ChecksumTable") -> tuple[list[int], list[int]]:
+    def compare(self, other: "ChecksumTable", same: bool = True) -> tuple[list[int], list[int]]:
         """(granules written on one side only or with different checksums, granules written
-        on both with equal checksums), each ascending."""
+        on both with equal checksums), each ascending; the second list is left empty unless
+        `same` (a mirror needs only the first: listing the thousands of equal granules of a
+        resync cost more than finding the few that differ)."""
         differ: list[np.ndarray] = []
-        same: list[np.ndarray] = []
+        equals: list[np.ndarray] = []
         none = np.zeros(CHUNK, dtype=bool)
         for c in sorted(self._held.keys() | other._held.keys()):
             mine, theirs = self._held.get(c, none), other._held.get(c, none)
@@ -83,10 +85,10 @@ class ChecksumTable:
             else:
                 equal = none
             differ.append(np.flatnonzero((mine | theirs) & ~equal) + c * CHUNK)
-            same.append(np.flatnonzero(equal) + c * CHUNK)
-        if not differ:
-            return [], []
-        return np.concatenate(differ).tolist(), np.concatenate(same).tolist()
+            if same:
+                equals.append(np.flatnonzero(equal) + c * CHUNK)
+        return ((np.concatenate(differ).tolist() if differ else []),
+                (np.concatenate(equals).tolist() if equals else []))
 
     def snapshot(self) -> "ChecksumTable":
         """A copy, to compare outside the lock of the store it belongs to."""

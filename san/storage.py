@@ -1124,18 +1124,19 @@ class VolumeStore(FdOwner):
         with self._lock:
             return self._map.get(int(g))
 
-    def compare(self, other: "VolumeStore") -> tuple[list[int], list[int]]:
+    def compare(self, other: "VolumeStore", same: bool = True) -> tuple[list[int], list[int]]:
         """(granules whose checksums differ here and in `other`, granules written on both
         with equal checksums), each ascending: what an incremental copy between two stores of
-        the same granule size moves, and what it may skip.  Metadata only, no data read:
-        the stores' dense tables (`san.checksum_table`), not their maps."""
+        the same granule size moves, and what it may skip (listed only if `same`).
+        Metadata only, no data read: the stores' dense tables (`san.checksum_table`), not
+        their maps."""
         if other.granule != self.granule:
             raise SanError("INVALID_INPUT", f"{self.label} has {self.granule}-byte granules, "
                                             f"{other.label} {other.granule}-byte ones")
         with other._lock:       # one lock at a time: no lock order to keep with anyone
             theirs = other._table.snapshot()
         with self._lock:
-            return self._table.compare(theirs)
+            return self._table.compare(theirs, same)
 
     def written_granules(self) -> list[int]:
         with self._lock:

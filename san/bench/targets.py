@@ -361,6 +361,17 @@ def _load(tmp: Path, name: str, text: str):
 
 
 # -- rows 1-8: one SAN -------------------------------------------------------------------------
+class _Handles:
+    """The SAN's elements as peers (`san.flows.peers.Peers`) through the handles it holds."""
+
+    def __init__(self, san):
+        self.san = san
+
+    def element(self, name: str):
+        from ..remote import RayPeer
+        return RayPeer(name, self.san.actor(name))
+
+
 class MainBench:
     """The SAN of rows 1-8, its raw-Ray pair, and the runs of each row."""
 
@@ -401,8 +412,11 @@ class MainBench:
 
     # -- calls
     def mgmt(self, method: str, *args, array: str = "a1"):
-        from ..remote import manage
-        return manage("h1", self.san.namespace, array, method, *args)[0]
+        """A management call from host h1 to `array` over the LAN, through the SAN's own
+        handle of the array, as a session that stays open would (`san.remote.manage` looks
+        the array up by name first, a call to Ray's GCS each time)."""
+        from ..flows.lan import manage
+        return manage("h1", _Handles(self.san), array, method, *args)[0]
 
     def job(self, method: str, *args, array: str = "a1") -> dict:
         """Order a copy job and wait for its end; its final status.  A job small enough to

@@ -146,7 +146,7 @@ class CopyEngine:
         bad = set(dst.bad_granules())
         exact = kind in ("restore", "copy")
         if isinstance(src, VolumeStore):
-            differ, same = src.compare(dst)
+            differ, same = src.compare(dst, same=exact)
             copy = set(differ) | bad
             checked = []
             if exact:

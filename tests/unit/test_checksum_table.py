@@ -25,6 +25,7 @@ def test_set_clear_and_compare_across_tables():
     a.set(np.array([far]), rows(4))                       # written again: held again
     assert a.compare(b) == ([CHUNK], [0, far])
     assert ChecksumTable().compare(ChecksumTable()) == ([], [])
+    assert a.compare(b, same=False) == ([CHUNK], [])      # the equal ones not listed
 
 
 def test_a_snapshot_does_not_follow_later_changes():

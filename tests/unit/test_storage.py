@@ -1048,6 +1048,7 @@ def test_compare_lists_differing_and_equal_granules_from_the_maps(tmp_path, rng)
     b.write(9 * G, rand_bytes(rng, G))                          # 9: only in b
     assert a.compare(b) == ([1, 5, 9], [0])
     assert b.compare(a) == ([1, 5, 9], [0])
+    assert a.compare(b, same=False) == ([1, 5, 9], [])
     c = VolumeStore(tmp_path, "c", 64 * KiB, granule=2 * G)
     with pytest.raises(SanError) as e:
         a.compare(c)
