@@ -145,6 +145,21 @@ def test_a_resync_of_scattered_granules_copies_from_the_sources_pages_and_frees_
     assert len(array._copy_buf) == 0        # mapped from the source's file: no buffer between
 
 
+def test_a_resync_maps_granules_redirected_by_a_snapshot_from_their_other_place(array):
+    host_write(array, 0, rand(1, 16 * G))
+    run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    snap = array.snapshot(0)                       # later writes go to the other place
+    before = content(array, snap)
+    for g in (2, 3, 7, 11):
+        host_write(array, g * G, rand(20 + g, G))
+    store = array.stores[0]
+    assert {store.place(g) for g in (2, 3, 7, 11)} != {store.place(0)}   # redirected
+    job = run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    assert job.copied == 4 * G
+    assert np.array_equal(content(array, 1), content(array, 0))
+    assert np.array_equal(content(array, snap), before)
+
+
 def test_all_zero_granules_are_freed_on_the_destination(array):
     host_write(array, 0, rand(1, 8 * G))
     run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
