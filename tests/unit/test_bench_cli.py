@@ -167,6 +167,15 @@ def test_alternate_rotates_the_order_syncs_and_sets_up(monkeypatch):
     assert calls[:3] == ["setup a", "sync", "a"]
 
 
+def test_alternate_settles_the_last_runs_write_back_before_each_setup(monkeypatch):
+    calls = []
+    monkeypatch.setattr(core.os, "sync", lambda: calls.append("sync"))
+    movers = {n: (lambda n: lambda: calls.append(n) or 1.0)(n) for n in "ab"}
+    core.alternate(movers, 2, setup=lambda n: calls.append(f"setup {n}"), settle=True)
+    assert calls == ["sync", "setup a", "sync", "a", "sync", "setup b", "sync", "b",
+                     "sync", "setup b", "sync", "b", "sync", "setup a", "sync", "a"]
+
+
 def test_settings_quick_lists_are_short():
     quick, full = core.Settings(quick=True, size=16 << 20), core.Settings()
     assert quick.hosts == [1, 2] and full.hosts == [1, 2, 4, 8] and full.fanout == [1, 2, 4, 8]
