@@ -54,9 +54,8 @@ class ChecksumTable:
             sums[gs - c0 * CHUNK] = cs
             held[gs - c0 * CHUNK] = True
             return
-        chunks = gs // CHUNK
-        for c in np.unique(chunks).tolist():
-            at = chunks == c
+        cs = np.asarray(cs)
+        for c, at in _by_chunk(gs):
             sums, held = self._chunk(c)
             sums[gs[at] - c * CHUNK] = cs[at]
             held[gs[at] - c * CHUNK] = True
@@ -64,10 +63,9 @@ class ChecksumTable:
     def clear(self, gs) -> None:
         """Granules `gs` hold nothing any more (their checksums stay, unread)."""
         gs = np.asarray(gs, dtype=np.int64)
-        chunks = gs // CHUNK
-        for c in np.unique(chunks).tolist():
+        for c, at in _by_chunk(gs):
             if c in self._held:
-                self._held[c][gs[chunks == c] - c * CHUNK] = False
+                self._held[c][gs[at] - c * CHUNK] = False
 
     def compare(self, other: "ChecksumTable", same: bool = True) -> tuple[list[int], list[int]]:
         """(granules written on one side only or with different checksums, granules written
@@ -96,3 +94,15 @@ class ChecksumTable:
         copy._sums = {c: t.copy() for c, t in self._sums.items()}
         copy._held = {c: t.copy() for c, t in self._held.items()}
         return copy
+
+
+def _by_chunk(gs: np.ndarray):
+    """(table, indexes into `gs` of its granules) per table `gs` touches: one sort, so a
+    replay of a 1 TiB map (4 million granules, 256 tables) is not 256 passes over it."""
+    if not len(gs):
+        return
+    order = np.argsort(gs // CHUNK, kind="stable")
+    chunks = gs[order] // CHUNK
+    cuts = np.flatnonzero(np.diff(chunks)) + 1
+    for part in np.split(order, cuts):
+        yield int(gs[part[0]] // CHUNK), part

@@ -25,6 +25,11 @@ def test_set_clear_and_compare_across_tables():
     a.set(np.array([far]), rows(4))                       # written again: held again
     assert a.compare(b) == ([CHUNK], [0, far])
     assert ChecksumTable().compare(ChecksumTable()) == ([], [])
+    c = ChecksumTable()                                   # any order, across tables
+    c.set(np.array([far, CHUNK, 0, CHUNK - 1]), rows(4, 3, 1, 2))
+    assert c.compare(a) == ([CHUNK - 1], [0, CHUNK, far])
+    c.clear(np.array([far, 0]))
+    assert c.compare(a) == ([0, CHUNK - 1, far], [CHUNK])
     assert a.compare(b, same=False) == ([CHUNK], [])      # the equal ones not listed
 
 
