@@ -118,6 +118,7 @@ import mmap
 import os
 import pathlib
 import functools
+import math
 import struct
 import threading
 
@@ -142,6 +143,7 @@ __all__ = ["VolumeStore", "MAX_SIZE", "VERIFY_RUN", "HOME", "ALT", "zero_checksu
 
 MAX_SIZE = PiB                          # the largest volume
 VERIFY_RUN = 4 * MiB                    # bytes read at a time by scrub(), verify(), conversion
+MAP_WINDOW = 1 << 40                    # the most `mapped_gather` maps at once (see there)
 _MAGIC = b"SANMAP03"
 _MAGIC_V2 = b"SANMAP02"                 # san 0.2-0.4: every granule at home (converted on open)
 _HEADER = struct.Struct("<8sQQ")
@@ -868,7 +870,8 @@ class VolumeStore(FdOwner):
         """`gather` without reading: (pieces, checksums), valid inside the ``with``.  Each
         piece is a read-only view of the data file's pages holding consecutive granules of
         `gs` (ascending, any spacing), in order: laid end to end they are what `gather`
-        returns.  One mapping per file, no buffer.
+        returns.  One mapping per file and `MAP_WINDOW` of it (a process has 128 TiB of
+        address space, a volume may be 1 PiB), no buffer.
 
         What a resync needs: its changed granules are scattered, and gathering them into a
         buffer first copies each byte once more, into pages of the array's process that sat
@@ -885,23 +888,32 @@ class VolumeStore(FdOwner):
         G = self.granule
         with self._lock:
             self._check_open()
-            maps: dict[int, mmap.mmap] = {}
+            maps: dict[tuple[int, int], mmap.mmap] = {}
             pieces: list[np.ndarray] = []
             held: list[np.ndarray] = []     # the written granules' bytes, to verify
+            # windows of whole granules that start on a page: a stretch is cut where one ends
+            step = G * mmap.ALLOCATIONGRANULARITY // math.gcd(G, mmap.ALLOCATIONGRANULARITY)
+            span = max(1, MAP_WINDOW // step) * step // G      # granules per window
             try:
                 for run in runs(gs):
                     stretches = (self._place_runs(run) if self._alt and not self._alt.isdisjoint(run)
                                  else [(HOME, run[0], run[-1] + 1)])
-                    for place, a, b in stretches:
-                        if place not in maps:    # the file is exactly the volume's size
-                            maps[place] = mmap.mmap(self._fd(place), self.size, mmap.MAP_SHARED,
-                                                    mmap.PROT_READ)
-                        piece = np.frombuffer(maps[place], dtype=np.uint8,
-                                              count=min(b * G, self.size) - a * G, offset=a * G)
-                        pieces.append(piece)
-                        if verify:
-                            held += [piece[(g - a) * G: (g - a) * G + self._glen(g)]
-                                     for g in range(a, b) if g in self._map]
+                    for place, a, end in stretches:
+                        while a < end:
+                            w = a // span
+                            b = min(end, (w + 1) * span)
+                            if (place, w) not in maps:  # the file is exactly the volume's size
+                                start = w * span * G
+                                maps[place, w] = mmap.mmap(self._fd(place), min(span * G, self.size - start),
+                                                           mmap.MAP_SHARED, mmap.PROT_READ, offset=start)
+                            piece = np.frombuffer(maps[place, w], dtype=np.uint8,
+                                                  count=min(b * G, self.size) - a * G,
+                                                  offset=(a - w * span) * G)
+                            pieces.append(piece)
+                            if verify:
+                                held += [piece[(g - a) * G: (g - a) * G + self._glen(g)]
+                                         for g in range(a, b) if g in self._map]
+                            a = b
                 total = granules_nbytes(gs, G, self._glen)
                 cs = zero_checksums(len(gs), total, G)
                 at = [i for i, g in enumerate(gs) if g in self._map]

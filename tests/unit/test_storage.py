@@ -996,6 +996,25 @@ def test_mapped_gather_is_gather_from_the_files_own_pages(tmp_path, rng):
         del pieces
 
 
+@pytest.mark.parametrize("granule,window", [(G, 3 * G), (1536, 3 * 12288)])
+def test_mapped_gather_maps_a_window_at_a_time_and_cuts_pieces_where_one_ends(tmp_path, rng, monkeypatch, granule, window):
+    """A volume may be larger than a process's address space: no mapping is larger than
+    MAP_WINDOW (made small here), so a stretch of granules across windows comes in pieces."""
+    monkeypatch.setattr(san.storage, "MAP_WINDOW", window)
+    n = 60
+    s = VolumeStore(tmp_path, "v", n * granule - 512, granule=granule)    # a short last granule
+    s.write(0, rand_bytes(rng, s.size))
+    gs = [g for g in range(n) if g % 10 != 9 or g == n - 1]        # runs of 9, and the last
+    want, want_cs = s.gather(gs)
+    maps = []
+    real = san.storage.mmap.mmap
+    monkeypatch.setattr(san.storage.mmap, "mmap", lambda fd, length, *a, **k: maps.append(length) or real(fd, length, *a, **k))
+    with s.mapped_gather(gs) as (pieces, cs):
+        assert np.array_equal(np.concatenate(pieces), want) and np.array_equal(cs, want_cs)
+        assert max(maps) <= window and len(pieces) > len(list(runs(gs)))
+        del pieces
+
+
 def test_scatter_takes_pieces_of_consecutive_granules_as_mapped_gather_gives_them(tmp_path, rng, monkeypatch):
     a = VolumeStore(tmp_path, "a", 16 * G, granule=G)
     b = VolumeStore(tmp_path, "b", 16 * G, granule=G)
