@@ -98,7 +98,7 @@ class ChecksumTable:
 
 def _by_chunk(gs: np.ndarray):
     """(table, indexes into `gs` of its granules) per table `gs` touches: one sort, so a
-    replay of a 1 TiB map (4 million granules, 256 tables) is not 256 passes over it."""
+    replay of a 1 TiB map (4 million granules, 1,024 tables) is not 1,024 passes over it."""
     if not len(gs):
         return
     order = np.argsort(gs // CHUNK, kind="stable")

@@ -801,13 +801,17 @@ class VolumeStore(FdOwner):
         """(offset, length, end) of a range that must cover whole granules (its end may be
         the end of the volume), else INVALID_INPUT naming it."""
         offset, length = int(offset), int(length)
-        G = self.granule
-        end = offset + length
-        if offset % G or (end % G and end != self.size) or length < 0:
+        if not self.covers_whole_granules(offset, length):
             raise SanError("INVALID_INPUT",
                            f"{self.label}: {what} at offset {offset}, length {length} "
-                           f"does not cover whole {G}-byte granules")
-        return offset, length, end
+                           f"does not cover whole {self.granule}-byte granules")
+        return offset, length, offset + length
+
+    def covers_whole_granules(self, offset: int, length: int) -> bool:
+        """Does [offset, offset+length) cover whole granules (its end may be the volume's)?
+        What `read_granules` and `mapped_granules` take."""
+        G, end = self.granule, offset + length
+        return length >= 0 and offset % G == 0 and (end % G == 0 or end == self.size)
 
     @contextlib.contextmanager
     def mapped_granules(self, offset: int, length: int, verify: bool = False):
@@ -844,11 +848,7 @@ class VolumeStore(FdOwner):
             view = mmap.mmap(self._fd(places.pop() if places else HOME), end - page,
                              mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ, offset=page)
             try:
-                cs = zero_checksums(len(gs), length, G)
-                for i, g in enumerate(gs):
-                    got = self._map.get(g)
-                    if got is not None:
-                        cs[i] = got
+                cs, _ = self._stored_checksums(gs, length)
                 data = np.frombuffer(view, dtype=np.uint8, count=length, offset=offset - page)
                 if verify:
                     bad: list[int] = []
@@ -864,6 +864,15 @@ class VolumeStore(FdOwner):
                     view.close()
                 except BufferError:
                     pass    # a caller still holds a view: unmapped when the last one goes
+
+    def _stored_checksums(self, gs, nbytes: int) -> tuple[np.ndarray, list[int]]:
+        """(the checksums of granules `gs`, covering `nbytes`, as the map holds them, a
+        zero granule's for those never written; the indexes in `gs` of the written ones)."""
+        cs = zero_checksums(len(gs), nbytes, self.granule)
+        at = [i for i, g in enumerate(gs) if g in self._map]
+        if at:
+            cs[at] = [self._map[gs[i]] for i in at]
+        return cs, at
 
     @contextlib.contextmanager
     def mapped_gather(self, gs, verify: bool = True):
@@ -914,10 +923,7 @@ class VolumeStore(FdOwner):
                                 held += [piece[(g - a) * G: (g - a) * G + self._glen(g)]
                                          for g in range(a, b) if g in self._map]
                             a = b
-                total = granules_nbytes(gs, G, self._glen)
-                cs = zero_checksums(len(gs), total, G)
-                at = [i for i, g in enumerate(gs) if g in self._map]
-                cs[at] = [self._map[gs[i]] for i in at] if at else cs[at]
+                cs, at = self._stored_checksums(gs, granules_nbytes(gs, G, self._glen))
                 if held:    # checked in one pass: per granule, the numpy calls cost more
                     got = checksums_each(held)
                     failing = np.flatnonzero((got != cs[at]).any(axis=1)).tolist()

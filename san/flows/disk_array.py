@@ -150,10 +150,10 @@ class ArrayInitiator:
         granules of a volume are its data file's pages mapped and verified, so putting them
         into the object store is their one copy (a read into a buffer first copied them
         twice); anything else (a snapshot, a granule unwritten or all zeros) is read."""
-        store, G = self.stores.get(number), self.granule
-        if store is not None and offset % G == 0 and (length % G == 0 or offset + length == store.size):
+        store = self.stores.get(number)
+        if store is not None and store.covers_whole_granules(offset, length):
             with store.mapped_granules(offset, length, verify=True) as (data, cs):
-                if all(holds_data(cs, length, G)):
+                if all(holds_data(cs, length, self.granule)):
                     yield data
                     return
         yield self.read_volume(number, offset, length)
