@@ -16,4 +16,7 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   fi
 fi
 python -m pip install --quiet -e '.[test]'
+# An editable install leaves san as source: where PYTHONDONTWRITEBYTECODE is set (CI images,
+# Docker) every actor's process would compile the ~100 modules it imports, again and again.
+python -m compileall -q san
 exec python -m pytest "$@"

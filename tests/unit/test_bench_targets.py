@@ -9,7 +9,7 @@ from san.bench.core import Baseline
 from san.bench.targets import (START_TOPOLOGY, TARGETS, ChecksumCopy, Layout, _load,
                                catalog_topology, file_mismatch, main_topology, meets,
                                ratio_curve, read_records, runs_of, target_figure,
-                               write_pattern_file)
+                               uncompiled, write_pattern_file)
 from san.bench.core import Settings
 from san.checksums import granule_checksums
 from san.units import KiB, MiB
@@ -137,3 +137,22 @@ def test_the_topologies_load(tmp_path):
     assert len(start.arrays) + len(start.hosts) + len(start.backup_servers) \
         + len(start.tape_libraries) + len(start.fabric.switches) == 7
     assert len(_load(tmp_path, "c", catalog_topology(4)).arrays) == 4
+
+
+@pytest.mark.parametrize("invalidation", ["timestamp", "unchecked-hash", "checked-hash"])
+def test_uncompiled_counts_modules_without_up_to_date_bytecode(tmp_path, invalidation):
+    import py_compile
+    mode = {"timestamp": py_compile.PycInvalidationMode.TIMESTAMP,
+            "unchecked-hash": py_compile.PycInvalidationMode.UNCHECKED_HASH,
+            "checked-hash": py_compile.PycInvalidationMode.CHECKED_HASH}[invalidation]
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    sources = [package / "__init__.py", package / "a.py", package / "sub" / "b.py"]
+    for path in sources:
+        path.write_text(f"X = {path.name!r}\n")
+    assert uncompiled(package) == 3
+    for path in sources:
+        py_compile.compile(str(path), doraise=True, invalidation_mode=mode)
+    assert uncompiled(package) == 0
+    sources[1].write_text("X = 'a changed, longer'\n")     # a new size: stale whatever the mtime
+    assert uncompiled(package) == 1
