@@ -85,3 +85,26 @@ def test_elements_built_from_plain_specs_give_the_golden_reports(tmp_path, name)
         got = report_mod.build(scenario, reports, runner.catalogs(), runner)
     assert [(r.index, r.error) for r in reports if not r.ok] == []
     check_golden(name, got)
+
+
+def test_every_element_actor_puts_what_it_started_with_out_of_the_collectors_sight(tmp_path):
+    # a full collection walks every tracked object (11-17 ms in an array's process, 39-48 ms
+    # once it has served a benchmark): an element's start-up objects are frozen instead
+    code = (
+        "import gc\n"
+        "from pathlib import Path\n"
+        "import san.actors as actors\n"
+        "from san.fabric import San\n"
+        "from san.topology import load_topology\n"
+        f"topology = load_topology(Path({str(ROOT / 'topologies' / 'two-arrays.yaml')!r}))\n"
+        f"site = San(topology, Path({str(tmp_path)!r}))\n"
+        "for name, kind in site.kinds.items():\n"
+        "    spec = site._kind[name]\n"
+        "    cls = getattr(actors, spec.actor.rsplit('.', 1)[1])\n"
+        "    gc.unfreeze()\n"
+        "    cls(*spec.args(site._plain[name], site))\n"
+        "    assert gc.get_freeze_count() > 1000, (name, gc.get_freeze_count())\n"
+        "    print(kind)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert set(done.stdout.split()) == {kind.name for kind in KINDS}
