@@ -71,6 +71,7 @@ CHUNK = DEFAULT_CHUNK            # 4 MiB per command
 WINDOW = 8                       # commands in flight
 MIN_RUNS = 5                     # the "median of at least 5 runs of each side"
 QUICK_START_RUNS = 3             # ... but SAN start-up with --quick: see `start_runs`
+EXIT_PAUSE = 0.5                 # s between a start-up run's kills and the next run (row 9)
 PIECE = 16 << 20                 # what the checks read at a time
 COMMIT = bytes(80)               # the tape's commit record (an 80-byte HDR1 label)
 
@@ -853,9 +854,15 @@ def san_start(s, repeat: int) -> Figure:
         check(got == names, f"targets san_start: the bare actors answered {got}, not {names}")
         return seconds
 
+    def setup(name):
+        # the last run's 7 processes are killed, not yet gone (all had exited 0.26 s after
+        # ray.kill): their exits must not land on this run's start.  Without the pause, 2 of
+        # 15 SAN starts took 0.55-0.73 s more than their row's median; with it, none over 0.18
+        time.sleep(EXIT_PAUSE)
+
     if not s.quick:
         start_san(), bare()                       # warm-up: classes exported, code imported
-    t = alternate({"san": start_san, "bare": bare}, repeat)
+    t = alternate({"san": start_san, "bare": bare}, repeat, setup=setup)
     return target_figure(
         "san_start", median(t["san"]), "s",
         f"a SAN of 7 elements ({', '.join(names)}) started: San(topology, new state dir)"
