@@ -19,6 +19,14 @@ from ..goldens import check_golden
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def in_new_process(code: str) -> str:
+    """Run `code` in a new Python process (what an element's process imports, or freezes,
+    must not be this one's); what it printed.  It must succeed."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def same(model, made) -> None:
     """`made` (plain) holds every field of `model` (pydantic), recursively, and no model."""
     fields = getattr(type(model), "model_fields", None)
@@ -71,8 +79,7 @@ def test_unpickling_plain_specs_and_building_an_actor_class_imports_no_topology_
         "assert 'numpy' not in sys.modules   # a switch and a server need none\n"
         "assert actors.ArrayNode.mgmt_read_infos\n"
         "assert len(actors.MGMT_METHODS) > 10 and 'mgmt_read_infos' in actors.MGMT_METHODS\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    in_new_process(code)
 
 
 @pytest.mark.parametrize("name", ["catalog-rebuild", "dr-drill", "snapshot-week", "file-restore"])
@@ -105,6 +112,5 @@ def test_every_element_actor_puts_what_it_started_with_out_of_the_collectors_sig
         "    cls(*spec.args(site._plain[name], site))\n"
         "    assert gc.get_freeze_count() > 1000, (name, gc.get_freeze_count())\n"
         "    print(kind)\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert set(done.stdout.split()) == {kind.name for kind in KINDS}
+    printed = in_new_process(code)
+    assert set(printed.split()) == {kind.name for kind in KINDS}
