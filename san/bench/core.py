@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..errors import SanError
 from ..units import GiB, MiB, format_size
 
 # what a figure's timed runs do to disk
@@ -151,11 +152,29 @@ def median(values) -> float:
     return statistics.median(values)
 
 
+def williams(n: int) -> list[list[int]]:
+    """The orders of `n` movers round after round: a Williams design, a Latin square in which
+    each mover runs right after each other one equally often (n rounds for an even n, 2n for
+    an odd one: the rows, then the rows reversed), so that no mover always pays for the
+    one before it.  For 2 movers: [0, 1], [1, 0]; for 3: 012, 120, 201, then 210, 021, 102."""
+    if n < 1:
+        raise SanError("INVALID_INPUT", f"alternate needs at least one mover (got {n})")
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    rows = [[(x + i) % n for x in first] for i in range(n)]
+    return rows + [row[::-1] for row in rows] if n % 2 else rows
+
+
 def alternate(movers: dict[str, Callable[[], float]], repeat: int, sync: bool = True,
               setup: Callable[[str], None] | None = None,
               settle: bool = False) -> dict[str, list[float]]:
-    """Run each mover `repeat` times, alternating them (the order rotates every round so that
-    none always follows the same one), `os.sync()` before each; each mover returns its own
+    """Run each mover `repeat` times, alternating them (round r takes the order `williams`
+    gives, so that none always follows the same one), `os.sync()` before each; each mover returns its own
     seconds.  `setup(name)`, if given, runs untimed before each run (e.g. changing data).
 
     With `settle`, `os.sync()` also runs before each setup: the last run's write-back is
@@ -166,9 +185,9 @@ def alternate(movers: dict[str, Callable[[], float]], repeat: int, sync: bool = 
     pays for that other run."""
     names = list(movers)
     times: dict[str, list[float]] = {n: [] for n in names}
+    orders = williams(len(names))
     for r in range(repeat):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
+        for name in (names[i] for i in orders[r % len(orders)]):
             if settle:
                 os.sync()
             if setup is not None:

@@ -10,6 +10,7 @@ from san.bench import cli as bench_cli
 from san.bench import core
 from san.bench.core import Baseline, Curve, DataCheckFailed, Figure, Series
 from san.bench.table import render
+from san.errors import SanError
 
 
 @pytest.fixture
@@ -165,6 +166,34 @@ def test_alternate_rotates_the_order_syncs_and_sets_up(monkeypatch):
     runs = [c for c in calls if len(c) == 1]
     assert runs == list("abc" "bca" "cab")
     assert calls[:3] == ["setup a", "sync", "a"]
+
+
+def test_alternate_takes_the_reversed_orders_after_the_rotations_of_an_odd_count(monkeypatch):
+    calls = []
+    monkeypatch.setattr(core.os, "sync", lambda: None)
+    movers = {n: (lambda n: lambda: calls.append(n) or 1.0)(n) for n in "abc"}
+    core.alternate(movers, 7)
+    assert "".join(calls) == "abc" "bca" "cab" "cba" "acb" "bac" "abc"
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7])
+def test_williams_orders_make_each_mover_follow_each_other_equally_often(n):
+    rows = core.williams(n)
+    assert len(rows) == (2 * n if n % 2 else n)
+    assert all(sorted(row) == list(range(n)) for row in rows)
+    for column in range(n):                     # a Latin square: each first, second... once
+        assert sorted(row[column] for row in rows) == sorted(list(range(n)) * (len(rows) // n))
+    follows = {}
+    for row in rows:
+        for before, after in zip(row, row[1:]):
+            follows[before, after] = follows.get((before, after), 0) + 1
+    assert len(follows) == n * (n - 1) and len(set(follows.values())) <= 1
+
+
+def test_williams_refuses_no_movers():
+    with pytest.raises(SanError) as err:
+        core.williams(0)
+    assert err.value.code == "INVALID_INPUT" and "got 0" in str(err.value)
 
 
 def test_alternate_settles_the_last_runs_write_back_before_each_setup(monkeypatch):
