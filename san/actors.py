@@ -97,7 +97,8 @@ def _server():
     class ServerNode(Server):
         def __init__(self, spec, topology, state_dir, namespace: str, known: list):
             super().__init__(spec, topology, state_dir, RayPeers(namespace, known))
-            started()       # and a catalog rebuild's thousands of rows are not walked again and again
+            # what it holds is not walked again and again during a catalog rebuild's rows
+            started()
 
     return ServerNode
 
@@ -124,7 +125,7 @@ def _library():
 _BUILDERS = {"SwitchNode": _switch, "ArrayNode": _array, "HostNode": _host,
              "ServerNode": _server, "LibraryNode": _library}
 _LOCK = threading.Lock()
-__all__ = ["started", *_BUILDERS]   # each kind built by __getattr__, as is MGMT_METHODS
+__all__ = list(_BUILDERS)   # each built by __getattr__, as is MGMT_METHODS
 __all__.append("MGMT_METHODS")
 
 

@@ -174,8 +174,9 @@ def alternate(movers: dict[str, Callable[[], float]], repeat: int, sync: bool = 
               setup: Callable[[str], None] | None = None,
               settle: bool = False) -> dict[str, list[float]]:
     """Run each mover `repeat` times, alternating them (round r takes the order `williams`
-    gives, so that none always follows the same one), `os.sync()` before each; each mover returns its own
-    seconds.  `setup(name)`, if given, runs untimed before each run (e.g. changing data).
+    gives, so that none always follows the same one), `os.sync()` before each; each mover
+    returns its own seconds.  `setup(name)`, if given, runs untimed before each run (e.g.
+    changing data).
 
     With `settle`, `os.sync()` also runs before each setup: the last run's write-back is
     done before this run's setup starts, so the sync right before a run flushes only what
