@@ -43,6 +43,12 @@ def test_quick_bench_reports_every_figure_beside_its_baseline_and_draws_every_pl
         assert f["params"]["meets_target"] in (True, False), f["key"]
         assert f["params"]["repeat"] >= (3 if f["key"] == "targets.san_start" else 5), f["key"]
         assert len(f["runs"]) == len(f["baseline"]["runs"]) == f["params"]["repeat"], f["key"]
+    resync = next(f for f in targets if f["key"] == "targets.resync_1pct")   # and its floor
+    floor, floor_full = resync["other_baselines"]
+    assert len(floor["runs"]) == len(floor_full["runs"]) == resync["params"]["repeat"]
+    assert resync["params"]["floor_ratio"] == pytest.approx(floor["value"] / floor_full["value"])
+    assert 0 < floor["value"] < floor_full["value"]
+    assert set(resync["params"]["setup_ms"]) == {"resync", "full"}
     assert {c["key"] for c in report["curves"]} == PLOTS
     written = {p.stem: p for p in plots.glob("*.png")}
     assert set(written) == PLOTS and sorted(report["plots"]) == sorted(str(p) for p in written.values())

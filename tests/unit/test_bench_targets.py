@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from san.bench.core import Baseline
-from san.bench.targets import (START_TOPOLOGY, TARGETS, ChecksumCopy, Layout, _load,
+from san.bench.targets import (START_TOPOLOGY, TARGETS, ChecksumCopy, Layout, PlainMirror, _load,
                                catalog_topology, file_mismatch, main_topology, meets,
                                ratio_curve, read_records, runs_of, target_figure,
                                uncompiled, write_pattern_file)
 from san.bench.core import Settings
 from san.checksums import granule_checksums
+from san.pattern import pattern
 from san.units import KiB, MiB
 
 G = 256 * KiB
@@ -40,6 +41,31 @@ def test_the_checksum_copy_moves_the_written_extents_into_allocated_space(tmp_pa
     copy.reset()
     assert not (tmp_path / "dst").exists()
     copy.close()
+
+
+def test_the_plain_mirror_copies_the_granules_it_is_given_and_only_those(tmp_path):
+    size = 20 * G + 4 * KiB                     # an odd size: the last granule is short
+    plain = PlainMirror(tmp_path / "floor", size, G)
+    src, dst = tmp_path / "floor" / "src", tmp_path / "floor" / "dst"
+    assert os.path.getsize(src) == os.path.getsize(dst) == size
+    everything = range(21)
+    plain.host_write(everything, 5)
+    assert np.array_equal(np.fromfile(src, dtype=np.uint8), pattern(5, 0, size))
+    assert plain.mirror(everything) == size and plain.same()
+    assert np.array_equal(plain.sums, granule_checksums(pattern(5, 0, size), G))
+    some = [0, 1, 2, 7, 20]                     # runs, a single one, the short last one
+    plain.host_write(some, 6)
+    assert not plain.same()
+    assert plain.mirror(some) == 4 * G + 4 * KiB
+    assert plain.same()
+    new = pattern(6, 0, size)
+    assert np.array_equal(plain.sums, np.concatenate(
+        [granule_checksums(new[:3 * G], G), granule_checksums(new[7 * G:8 * G], G),
+         granule_checksums(new[20 * G:], G)]))
+    plain.host_write([3], 7)
+    assert plain.mirror([4]) == G and not plain.same()      # granule 3 was not copied
+    plain.close()
+    assert not (tmp_path / "floor").exists()
 
 
 def test_read_records_reads_each_file_whole(tmp_path):
