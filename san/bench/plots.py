@@ -6,8 +6,9 @@ its series against x (measured series solid, baselines dashed; series with a `pa
 side-by-side panels sharing a y axis); a ``scatter`` draws each series' [x, y] points, a
 baseline series as a dashed line; ``bars`` draws the first measured series as one bar per x
 (labelled by `x_ticks`) and each baseline series as a marker on its bar: a target, pointing up
-if its name says "at least" (met when the bar reaches it), down for "at most"; a bar is green
-when it meets every target drawn on it, red when it misses one.  Every plot has a title, the
+if its name says "at least" (met when the bar reaches it), down for "at most", or a grey
+reference that judges nothing (row 7's floor); a bar is green when it meets every target
+drawn on it, red when it misses one.  Every plot has a title, the
 curve's note under it, axis labels with units and a legend.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 MARKERS = "os^Dv<>phX*P"
+NEUTRAL = "DsphX*P"                # for bars: ^ and v say "at least" and "at most"
 
 
 def _as_dict(curve) -> dict:
@@ -179,14 +181,15 @@ def _bars(fig, c: dict) -> None:
             ax.annotate(f"{v:.2g}" if v < 10 else f"{v:,.0f}", (i, v), textcoords="offset points",
                         xytext=(0, 3), ha="center", fontsize=7.5)
     for k, s in enumerate(targets):      # a line across the bar, its marker just beside it
-        bound = _bound(s["name"])
+        bound = _bound(s["name"])       # none: a reference (e.g. a floor), grey, not a verdict
         pts = [(i, t) for i, t in zip(x, s["y"]) if t is not None]
         if pts:
+            color = "black" if bound else "dimgrey"
             ax.hlines([p[1] for p in pts], [p[0] - 0.36 for p in pts], [p[0] + 0.36 for p in pts],
-                      colors="black", linestyles="--", linewidth=1.2, zorder=3)
-            ax.scatter([p[0] + 0.36 for p in pts], [p[1] for p in pts], s=60, color="black",
+                      colors=color, linestyles="--" if bound else ":", linewidth=1.2, zorder=3)
+            ax.scatter([p[0] + 0.36 for p in pts], [p[1] for p in pts], s=60, color=color,
                        zorder=3, label=s["name"],
-                       marker="^" if bound == "min" else "v" if bound == "max" else MARKERS[k % len(MARKERS)])
+                       marker="^" if bound == "min" else "v" if bound == "max" else NEUTRAL[k % len(NEUTRAL)])
     if c.get("y_log") and everything:
         ax.set_ylim(bottom, max(everything) * 2.5)
         _plain_log_labels(ax.yaxis, bottom, max(everything) * 2.5)

@@ -141,12 +141,14 @@ def ratio_curve(figures: list, repeat: int) -> Curve:
     runs = f"{repeat}" + (f" ({', '.join(map(str, others))} for some)" if others else "")
     at_least = [f.params["target"] if f.params["target_is"] == "min" else None for f in figures]
     at_most = [f.params["target"] if f.params["target_is"] == "max" else None for f in figures]
+    floors = [f.params.get("floor_ratio") for f in figures]        # row 7's
     return Curve("targets_ratio_vs_target", "Issue 12's figures: ratio to the same-run baseline "
                  "beside its target", "figure (row of the issue's table)",
                  "ratio to the same-run baseline (log)", list(range(1, len(figures) + 1)),
                  [Series("measured ratio", ratios),
                   Series("target: ratio at least (≥)", at_least, True),
-                  Series("target: ratio at most (≤)", at_most, True)],
+                  Series("target: ratio at most (≤)", at_most, True),
+                  Series("floor: bare system calls, same run", floors, True)],
                  note=f"median of {runs} alternating runs of each side, os.sync() before each; "
                       "green: target met, red: not met",
                  x_log=False, y_log=True, kind="bars",

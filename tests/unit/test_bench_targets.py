@@ -115,8 +115,9 @@ def _figures():
     for key, (row, target, direction, _) in TARGETS.items():
         met = row % 2 == 1                    # odd rows meet their target, even ones miss it
         value = target * ((1.1 if met else 0.5) if direction == "min" else (0.9 if met else 2))
+        params = {"size": 1, **({"floor_ratio": 0.041} if key == "resync_1pct" else {})}
         out.append(target_figure(key, value, "GiB/s", "what", Baseline("b", 1.0, "how", [1.0]),
-                                 [value], "new space", 5, {"size": 1}))
+                                 [value], "new space", 5, params))
     return out
 
 
@@ -138,12 +139,14 @@ def test_the_ratio_curve_has_one_bar_and_one_target_per_figure(tmp_path):
     figs = _figures()
     curve = ratio_curve(list(reversed(figs)), 5)          # sorted back into row order
     assert curve.kind == "bars" and len(curve.x) == len(figs) == len(curve.x_ticks)
-    measured, at_least, at_most = curve.series
+    measured, at_least, at_most, floor = curve.series
     assert measured.y == [f.ratio for f in figs]
+    assert floor.baseline and floor.y == [0.041 if f.key == "targets.resync_1pct" else None
+                                          for f in figs]     # row 7's floor, judging nothing
     for f, lo, hi in zip(figs, at_least.y, at_most.y):
         assert (lo, hi) == ((f.params["target"], None) if f.params["target_is"] == "min"
                             else (None, f.params["target"]))
-    colors = bar_colors(measured.y, [("min", at_least.y), ("max", at_most.y)])
+    colors = bar_colors(measured.y, [("min", at_least.y), ("max", at_most.y), (None, floor.y)])
     assert [c == "#2ca02c" for c in colors] == [f.params["meets_target"] for f in figs]
     path = plot_curve(curve, tmp_path / "t.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
