@@ -257,12 +257,12 @@ class PlainMirror:
         """Copy granules `gs` (ascending) of the source onto the destination; bytes copied."""
         G, copied, sums = self.granule, 0, []
         with mmap.mmap(self.fds["src"], self.size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
-            data = np.frombuffer(m, dtype=np.uint8)
+            data, piece = np.frombuffer(m, dtype=np.uint8), None
             for offset, n in self._extents(gs):
                 piece = data[offset: offset + n]
                 sums.append(granule_checksums(piece, G))
                 copied += write_all(self.fds["dst"], piece, offset)
-            del data, piece     # the mapping closes only once no view of it is left
+            data = piece = None     # the mapping closes only once no view of it is left
         self.sums = np.concatenate(sums) if sums else np.empty((0, 2), dtype=np.uint64)
         return copied
 

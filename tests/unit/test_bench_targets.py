@@ -64,6 +64,7 @@ def test_the_plain_mirror_copies_the_granules_it_is_given_and_only_those(tmp_pat
          granule_checksums(new[20 * G:], G)]))
     plain.host_write([3], 7)
     assert plain.mirror([4]) == G and not plain.same()      # granule 3 was not copied
+    assert plain.mirror([]) == 0 and len(plain.sums) == 0   # nothing to copy: nothing moves
     plain.close()
     assert not (tmp_path / "floor").exists()
 
