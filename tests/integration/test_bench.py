@@ -47,7 +47,9 @@ def test_quick_bench_reports_every_figure_beside_its_baseline_and_draws_every_pl
     floor, floor_full = resync["other_baselines"]
     assert len(floor["runs"]) == len(floor_full["runs"]) == resync["params"]["repeat"]
     assert resync["params"]["floor_ratio"] == pytest.approx(floor["value"] / floor_full["value"])
-    assert 0 < floor["value"] < floor_full["value"]
+    assert resync["params"]["floor_run_ratios"] == pytest.approx(
+        [a / b for a, b in zip(floor["runs"], floor_full["runs"])])     # round by round
+    assert floor["value"] > 0 and floor_full["value"] > 0
     assert set(resync["params"]["setup_ms"]) == {"resync", "full"}
     assert {c["key"] for c in report["curves"]} == PLOTS
     written = {p.stem: p for p in plots.glob("*.png")}
