@@ -248,8 +248,11 @@ def run(args, out, err) -> int:
     for f in result["failures"]:
         err.print(f"{f['code']}: {f['benchmark']}: {f['message']}")
     n_fail = len(result["failures"])
+    judged = [f.params["meets_target"] for f in result["figures"]
+              if f.params.get("meets_target") is not None]
     out.print(f"{'ok' if not n_fail else 'NOT OK'}: {len(result['figures'])} figures from "
               f"{len(names)} benchmark(s), {n_fail} failed; {time.perf_counter() - started:.0f} s"
+              + (f"; targets met: {sum(judged)} of {len(judged)}" if judged else "")
               + (f"; {len(plots)} plot(s) in {args.plot}" if plots else ""), highlight=False)
     if args.json:
         try:

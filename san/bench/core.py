@@ -143,6 +143,8 @@ class Curve:
     y_log: bool = False
     x_ticks: list | None = None    # labels for the x values (e.g. "4 MiB")
     kind: str = "lines"            # or "scatter": series y are [[x, y], ...] points
+    verdicts: list | None = None   # bars: per x, target met (True), missed (False) or None,
+                                   # when the verdict judges more than the bar (every round)
 
     def to_dict(self) -> dict:
         return asdict(self)

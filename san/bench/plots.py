@@ -8,7 +8,9 @@ baseline series as a dashed line; ``bars`` draws the first measured series as on
 (labelled by `x_ticks`) and each baseline series as a marker on its bar: a target, pointing up
 if its name says "at least" (met when the bar reaches it), down for "at most", or a grey
 reference that judges nothing (row 7's floor); a bar is green when it meets every target
-drawn on it, red when it misses one.  Every plot has a title, the
+drawn on it, red when it misses one, unless the curve carries its own `verdicts` (row 7 is
+judged round by round, not by its median: its bar is red if one round missed).  Every plot
+has a title, the
 curve's note under it, axis labels with units and a legend.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 MARKERS = "os^Dv<>phX*P"
 NEUTRAL = "DsphX*P"                # for bars: ^ and v say "at least" and "at most"
+GREEN, RED, BLUE = "#2ca02c", "#d62728", "#1f77b4"     # bars: met, missed, no target
 
 
 def _as_dict(curve) -> dict:
@@ -147,17 +150,23 @@ def _bound(name: str) -> str | None:
     return None
 
 
-def bar_colors(values: list, targets: list[tuple[str | None, list]]) -> list[str]:
-    """Per bar: green if it meets every target on it, red if it misses one, blue if none."""
+def bar_colors(values: list, targets: list[tuple[str | None, list]],
+               verdicts: list | None = None) -> list[str]:
+    """Per bar: green if it meets every target on it, red if it misses one, blue if none;
+    where `verdicts` says True or False, green or red as it says."""
     colors = []
     for i, v in enumerate(values):
-        verdicts = []
+        given = verdicts[i] if verdicts is not None and i < len(verdicts) else None
+        if given is not None:
+            colors.append(GREEN if given else RED)
+            continue
+        verdicts_here = []
         for bound, ys in targets:
             t = ys[i] if i < len(ys) else None
             if v is None or t is None or bound is None:
                 continue
-            verdicts.append(v >= t if bound == "min" else v <= t)
-        colors.append("#1f77b4" if not verdicts else "#2ca02c" if all(verdicts) else "#d62728")
+            verdicts_here.append(v >= t if bound == "min" else v <= t)
+        colors.append(BLUE if not verdicts_here else GREEN if all(verdicts_here) else RED)
     return colors
 
 
@@ -172,7 +181,7 @@ def _bars(fig, c: dict) -> None:
     if c.get("y_log"):
         ax.set_yscale("log")
     bottom = min(everything) / 2 if c.get("y_log") and everything else 0
-    colors = bar_colors(values, [(_bound(s["name"]), s["y"]) for s in targets])
+    colors = bar_colors(values, [(_bound(s["name"]), s["y"]) for s in targets], c.get("verdicts"))
     if shown:
         ax.bar([i for i, _ in shown], [v - bottom for _, v in shown], bottom=bottom, width=0.6,
                color=[colors[i] for i, _ in shown], edgecolor="black", linewidth=0.5,

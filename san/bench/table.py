@@ -2,7 +2,10 @@
 
 Columns: the figure, its value, the baseline's value and what the baseline is, the ratio
 (figure / baseline; for times, lower is better) and what the timed runs did to disk.  Every
-cell folds rather than cuts, so at any width from 80 columns up every value is shown.
+cell folds rather than cuts, so at any width from 80 columns up every value is shown.  A
+figure with a target (``params["meets_target"]``, the `targets` rows) has its verdict after
+its ratio: ✓ met, ✗ missed; the table's caption says so, and names the figures judged in
+every round rather than by their median (a ✗ beside a ratio under its target is one of them).
 """
 from __future__ import annotations
 
@@ -34,6 +37,22 @@ def ratio(r: float | None) -> str:
     return f"{r:.2g}×" if r < 10 else f"{r:.0f}×"
 
 
+def verdict(f) -> str:
+    """What follows a figure's ratio: " ✓" if it meets its target, " ✗" if it misses it, ""
+    if it has none."""
+    met = f.params.get("meets_target")
+    return "" if met is None else " ✓" if met else " ✗"
+
+
+def caption(figs) -> str | None:
+    """What ✓ and ✗ mean, for a table holding figures with a target."""
+    if all(f.params.get("meets_target") is None for f in figs):
+        return None
+    each = [f.name for f in figs if f.params.get("every_run_meets") is not None]
+    return ("✓ target met, ✗ missed (the target is in the figure's name)"
+            + (f"; judged in every run, not by the median: {', '.join(each)}" if each else ""))
+
+
 def header(settings, names) -> str:
     import os
     return (f"san bench{' --quick' if settings.quick else ''}: size {format_size(settings.size)}, "
@@ -48,7 +67,7 @@ def tables(figures) -> list[Table]:
     out = []
     for bench, figs in groups.items():
         t = Table(title=bench, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                  caption_justify="left")
+                  caption=caption(figs), caption_justify="left")
         t.add_column("figure", overflow="fold", max_width=24)
         t.add_column("measured", justify="right", overflow="fold", max_width=11)
         t.add_column("baseline", justify="right", overflow="fold", max_width=11)
@@ -57,7 +76,7 @@ def tables(figures) -> list[Table]:
         t.add_column("disk", overflow="fold", max_width=7)
         for f in figs:
             t.add_row(f.name, value(f.value, f.unit), value(f.baseline.value, f.unit),
-                      f.baseline.name, ratio(f.ratio), DISK.get(f.space, f.space))
+                      f.baseline.name, ratio(f.ratio) + verdict(f), DISK.get(f.space, f.space))
         out.append(t)
     return out
 

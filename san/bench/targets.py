@@ -142,17 +142,28 @@ def ratio_curve(figures: list, repeat: int) -> Curve:
     at_least = [f.params["target"] if f.params["target_is"] == "min" else None for f in figures]
     at_most = [f.params["target"] if f.params["target_is"] == "max" else None for f in figures]
     floors = [f.params.get("floor_ratio") for f in figures]        # row 7's
+    worst = [_worst_round(f) for f in figures]                       # row 7's, judged
     return Curve("targets_ratio_vs_target", "Issue 12's figures: ratio to the same-run baseline "
                  "beside its target", "figure (row of the issue's table)",
                  "ratio to the same-run baseline (log)", list(range(1, len(figures) + 1)),
                  [Series("measured ratio", ratios),
                   Series("target: ratio at least (≥)", at_least, True),
                   Series("target: ratio at most (≤)", at_most, True),
-                  Series("floor: bare system calls, same run", floors, True)],
+                  Series("floor: bare system calls, same run", floors, True),
+                  Series("worst round (row 7 judges each round)", worst, True)],
                  note=f"median of {runs} alternating runs of each side, os.sync() before each; "
                       "green: target met, red: not met",
                  x_log=False, y_log=True, kind="bars",
-                 x_ticks=[TARGETS[f.key.split(".", 1)[1]][3] for f in figures])
+                 x_ticks=[TARGETS[f.key.split(".", 1)[1]][3] for f in figures],
+                 verdicts=[f.params["meets_target"] for f in figures])
+
+
+def _worst_round(f) -> float | None:
+    """The ratio of a figure's worst round, if it is judged round by round (row 7), else None."""
+    per_round = f.params.get("run_ratios")
+    if not per_round:
+        return None
+    return max(per_round) if f.params["target_is"] == "max" else min(per_round)
 
 
 # -- plain Python baselines ------------------------------------------------------------------

@@ -157,6 +157,48 @@ def test_the_table_fits_80_columns():
         assert word in text
 
 
+def _targets():
+    from san.bench.targets import target_figure
+    tape = target_figure("tape_backup", 0.26, "GiB/s", "what", Baseline("raw Ray", 0.2673, "how",
+                         [0.2673]), [0.26], "new space", 5)
+    resync = target_figure("resync_1pct", 12.46, "ms", "what", Baseline("full copy", 435.8, "how",
+                           [435.8]), [12.46], "overwrite", 5, {"every_run_meets": False})
+    resync.params["meets_target"] = False       # a round missed, though the median met it
+    start = target_figure("san_start", 2.5, "s", "what", Baseline("7 bare actors", 1.9, "how",
+                          [1.9]), [2.5], "no data written", 5)
+    return [tape, resync, start]
+
+
+def test_the_table_marks_each_target_met_or_missed_and_says_which_are_judged_by_round():
+    console = Console(width=80, record=True)
+    render(console, _targets() + [_figure()])
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    rows = {w: next(line for line in lines if line.lstrip().startswith(w))
+            for w in ("tape backup", "resync 1%", "SAN start", "a figure")}
+    assert "0.97× ✓" in rows["tape backup"] and "0.029× ✗" in rows["resync 1%"]
+    assert "1.3× ✗" in rows["SAN start"]                 # 2.5 / 1.9 misses <= 1.2
+    assert "✓" not in rows["a figure"] and "✗" not in rows["a figure"]    # no target
+    words = " ".join(" ".join(lines).split())
+    assert ("✓ target met, ✗ missed (the target is in the figure's name); judged in every run, "
+            "not by the median: resync 1% (≤0.03×)") in words
+    assert words.count("✓ target met") == 1           # the fake table has no caption
+
+
+def test_the_summary_counts_the_targets_met(monkeypatch, capsys):
+    _fake(monkeypatch, {"t": lambda s, res: (_targets(), [])})
+    assert cli.main(["bench", "--only", "t"]) == 0       # a missed target is not a failure
+    out = capsys.readouterr().out
+    assert "ok: 3 figures from 1 benchmark(s), 0 failed;" in out and "targets met: 1 of 3" in out
+
+
+def test_a_bench_without_targets_has_no_verdicts(monkeypatch, capsys):
+    _fake(monkeypatch, {"f": lambda s, res: ([_figure()], [])})
+    assert cli.main(["bench", "--only", "f"]) == 0
+    out = capsys.readouterr().out
+    assert "targets met" not in out and "✓" not in out and "✗" not in out
+
+
 def test_alternate_rotates_the_order_syncs_and_sets_up(monkeypatch):
     calls = []
     monkeypatch.setattr(core.os, "sync", lambda: calls.append("sync"))

@@ -140,17 +140,43 @@ def test_the_ratio_curve_has_one_bar_and_one_target_per_figure(tmp_path):
     figs = _figures()
     curve = ratio_curve(list(reversed(figs)), 5)          # sorted back into row order
     assert curve.kind == "bars" and len(curve.x) == len(figs) == len(curve.x_ticks)
-    measured, at_least, at_most, floor = curve.series
+    measured, at_least, at_most, floor, worst = curve.series
     assert measured.y == [f.ratio for f in figs]
     assert floor.baseline and floor.y == [0.041 if f.key == "targets.resync_1pct" else None
                                           for f in figs]     # row 7's floor, judging nothing
+    assert worst.baseline and worst.y == [None] * len(figs)     # no figure judged by round
     for f, lo, hi in zip(figs, at_least.y, at_most.y):
         assert (lo, hi) == ((f.params["target"], None) if f.params["target_is"] == "min"
                             else (None, f.params["target"]))
+    assert curve.verdicts == [f.params["meets_target"] for f in figs]
     colors = bar_colors(measured.y, [("min", at_least.y), ("max", at_most.y), (None, floor.y)])
     assert [c == "#2ca02c" for c in colors] == [f.params["meets_target"] for f in figs]
     path = plot_curve(curve, tmp_path / "t.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_row_7_is_red_when_one_round_missed_though_its_median_met():
+    from san.bench.plots import bar_colors
+    rounds = [0.031, 0.028, 0.022, 0.040, 0.028]         # run O of 2026-11-30: median 0.028
+    fig = target_figure("resync_1pct", 12.46, "ms", "what", Baseline("full copy", 435.8, "how",
+                        [435.8] * 5), [r * 435.8 for r in rounds], "overwrite", 5,
+                        {"run_ratios": rounds, "every_run_meets": False})
+    assert fig.params["meets_target"] is True            # the median alone meets 0.03
+    fig.params["meets_target"] = False                   # as `MainBench.resync` judges it
+    curve = ratio_curve([fig], 5)
+    measured, at_least, at_most, floor, worst = curve.series
+    assert worst.y == [0.040] and curve.verdicts == [False]
+    assert bar_colors(measured.y, [("max", at_most.y)]) == ["#2ca02c"]          # by the bar
+    assert bar_colors(measured.y, [("max", at_most.y)], curve.verdicts) == ["#d62728"]
+
+
+@pytest.mark.parametrize("verdicts, colors", [
+    (None, ["#2ca02c", "#d62728", "#1f77b4"]),                    # each bar against its target
+    ([False, True, None], ["#d62728", "#2ca02c", "#1f77b4"]),     # a verdict overrides the bar
+    ([None, None, True], ["#2ca02c", "#d62728", "#2ca02c"])])
+def test_bar_colors(verdicts, colors):
+    from san.bench.plots import bar_colors
+    assert bar_colors([1.0, 0.5, 2.0], [("min", [0.8, 0.8, None])], verdicts) == colors
 
 
 def test_the_topologies_load(tmp_path):
