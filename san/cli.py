@@ -18,6 +18,7 @@ Ray; only `san graph` and `san bench --plot` load matplotlib, and only when they
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import math
 import os
@@ -34,7 +35,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from . import report as report_mod
-from .errors import SanError, ValidationFailed
+from .errors import InternalError, SanError, ValidationFailed
 from .progress import StepProgress, columns as progress_columns
 from .topology import is_scenario_file, load_scenario, load_topology, validate_files
 from .topology.inspect import render_inspect
@@ -111,6 +112,11 @@ def main(argv=None) -> int:
         for problem in exc.problems:
             err.print(str(problem), markup=False, highlight=False)
         return EXIT_INVALID
+    except InternalError as exc:     # a bug met inside an element or a step: one line too
+        if os.environ.get("SAN_DEBUG"):
+            raise
+        err.print(f"{exc.message} (set SAN_DEBUG=1 for the traceback)", markup=False, highlight=False)
+        return EXIT_FAILED
     except SanError as exc:
         err.print(str(exc), markup=False, highlight=False)
         return EXIT_FAILED
@@ -249,9 +255,10 @@ def _open_state_dir(args, topology_name: str):
         raise SanError("INVALID_INPUT", f"state dir {path} is in use by another san run") from None
     marker = path / "topology"
     try:
-        if marker.exists() and marker.read_text().strip() != topology_name:
+        held = marker.read_bytes().decode("utf-8", "replace").strip() if marker.exists() else None
+        if held is not None and held != topology_name:
             raise SanError("INVALID_INPUT", f"state dir {path} holds the SAN of topology "
-                                            f"{marker.read_text().strip()!r}, not {topology_name!r}")
+                                            f"{held[:60]!r}, not {topology_name!r}")
         marker.write_text(topology_name + "\n")
     except OSError as exc:      # e.g. `topology` there is a folder
         os.close(lock)
@@ -364,7 +371,7 @@ def _host_port(address: str) -> tuple[str, int] | None:
     """(host, port) of `host:port`, `[v6]:port` or `ray://host:port`; None for e.g. `auto`."""
     rest = address.split("://", 1)[-1].rstrip("/")
     host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         return None
     return host.strip("[]"), int(port)
 
@@ -412,6 +419,14 @@ def cmd_run(args, out, err) -> int:
         if args.address:                              # before the state dir: a refusal leaves no trace
             _check_ray_address(args.address)
         state, temporary, lock = _open_state_dir(args, scenario.topology.name)
+        try:
+            from .runner import Clock
+            Clock(state, scenario.topology.start)     # a clock file that holds no time: exit 2
+        except SanError:
+            os.close(lock)
+            if temporary:
+                shutil.rmtree(state, ignore_errors=True)
+            raise
     except ValidationFailed:
         raise                                         # main prints every located problem
     except SanError as exc:
@@ -449,7 +464,7 @@ def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here
             with out.status(f"building {scenario.topology.name}", spinner="dots") if out.is_terminal and not quiet else _null():
                 san.start()
         except SanError as exc:           # a placement or state dir refused: before any step
-            if exc.code != "INVALID_INPUT":
+            if exc.code != "INVALID_INPUT" or isinstance(exc, InternalError):
                 raise
             _Err.print(str(exc))
             return EXIT_INVALID
@@ -466,13 +481,22 @@ def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here
             _Err.print(line)
         if args.address:                  # on a cluster: which Ray node ran each element
             rep["nodes"] = dict(san.nodes)
+        unwritten = None
+        if args.json:                     # first: nothing printed below can cost the report
+            try:
+                report_mod.write_json(rep, Path(args.json))
+            except OSError as exc:        # e.g. the disk filled up during the run
+                unwritten = f"NO_SPACE: --json {args.json} could not be written: {exc.strerror or exc}" \
+                    if exc.errno == errno.ENOSPC else \
+                    f"INVALID_INPUT: --json {args.json} could not be written: {exc.strerror or exc}"
         out.print(report_mod.table(scenario, reports, rep))
         tot = rep["totals"]
         out.print(f"{'ok' if rep['ok'] else 'NOT OK'}: {sum(r.ok for r in reports)}/{len(reports)} "
                   f"steps as expected; modeled {tot['modeled_s']:.4f} s, wall {tot['wall_s']:.2f} s, "
                   f"{tot['bytes']} bytes moved", highlight=False)
-        if args.json:
-            report_mod.write_json(rep, Path(args.json))
+        if unwritten:
+            _Err.print(unwritten)
+            return EXIT_FAILED
         return EXIT_OK if rep["ok"] else EXIT_FAILED
     finally:
         san.shutdown()
@@ -486,7 +510,7 @@ def _listen_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise SanError("INVALID_INPUT", f"--listen must be ADDR:PORT, e.g. 127.0.0.1:10809 "
                                         f"(got {text!r})")
     try:
@@ -574,7 +598,7 @@ def _serve(topology, chosen, listen, args, out, err, state: Path, chunk: int, st
         try:
             san.start()
         except SanError as exc:
-            if exc.code != "INVALID_INPUT":
+            if exc.code != "INVALID_INPUT" or isinstance(exc, InternalError):
                 raise
             err.print(str(exc))
             return EXIT_INVALID

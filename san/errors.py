@@ -6,6 +6,9 @@ them in `expect_error`, the report prints them, tests assert them.  Every elemen
 ``ZONING_DENIED: host1/hba0 is not zoned with array2/fc0``.
 
 `ValidationFailed` is the exit-2 case: it carries every located problem of the input files.
+`InternalError` is a bug met on the way (any other exception, caught where it would otherwise
+reach the user as a traceback): coded ``INVALID_INPUT``, as the contract's list has no code for
+bugs, but never what a step expects, and the CLI says ``internal error`` and exits 1.
 """
 from __future__ import annotations
 
@@ -55,3 +58,24 @@ class ValidationFailed(SanError):
 def invalid(message: str) -> SanError:
     """Shorthand for the commonest error: a bad argument, shown with its value."""
     return SanError("INVALID_INPUT", message)
+
+
+class InternalError(SanError):
+    """A bug met while doing `where`: the exception `exc`, on one line.
+
+    >>> e = InternalError.of("backup", KeyError("d2"))
+    >>> e.code, e.message
+    ('INVALID_INPUT', "internal error in backup: KeyError: 'd2'")
+    """
+
+    def __init__(self, message: str):
+        super().__init__("INVALID_INPUT", message)
+
+    def __reduce__(self):       # crosses Ray (pickled) as itself, not as a plain SanError
+        return (InternalError, (self.message,))
+
+    @classmethod
+    def of(cls, where: str, exc: BaseException) -> "InternalError":
+        text = str(exc).strip().splitlines()
+        line = text[0] + (" ..." if len(text) > 1 else "") if text else ""
+        return cls(f"internal error in {where}: {type(exc).__name__}" + (f": {line}" if line else ""))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -33,7 +34,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from .elements.fc_switch import rscn_hosts
-from .errors import SanError
+from .errors import CODES, InternalError, SanError
 from .kinds import KINDS, plain, resolve, specs
 from .remote import RayPeers, get, lookup
 from .units import DEFAULT_CHUNK, DEFAULT_GRANULE
@@ -137,9 +138,15 @@ def check_placement(requests: dict[str, dict[str, float]], nodes: list[dict]) ->
 
 def _died(name: str, exc: RayActorError) -> SanError:
     """ELEMENT_DOWN for an element whose actor died while starting, with the last line of
-    the reason Ray gives (e.g. the exception its constructor raised), on one line."""
+    the reason Ray gives (e.g. the exception its constructor raised), on one line; but if its
+    constructor raised a `SanError`, that error with its own code (a volume size that does not
+    match the state dir is INVALID_INPUT, exit 2, whoever checks it)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     reason = lines[-1] if lines and getattr(exc, "actor_init_failed", False) else "its actor died"
+    raised = re.fullmatch(r"san\.errors\.(SanError|InternalError): ([A-Z_]+): (.*)", reason)
+    if raised and raised[2] in CODES:
+        message = f"{name} did not start: {raised[3]}"
+        return InternalError(message) if raised[1] == "InternalError" else SanError(raised[2], message)
     return SanError("ELEMENT_DOWN", f"{name} did not start: {reason}")
 
 
@@ -286,7 +293,8 @@ class San:
                     raise exc.cause from None
                 if isinstance(exc.cause, RayActorError):
                     raise _died(name, exc.cause) from None
-                raise
+                raise InternalError.of(f"{name} starting", exc.cause if exc.cause is not None
+                                       else exc) from exc
             except RayActorError as exc:
                 raise _died(name, exc) from None
         if self.shared_state:

@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import SanError
+from .errors import InternalError, SanError
 from .fat import BlockDevice, FatVolume
 from .strike import strike
 from .timemodel import Transfer
@@ -41,6 +41,11 @@ class Context:
     meters: dict = field(default_factory=dict)        # step title -> `san.strike.StepMeter`
 
     def server_of(self, definition: str) -> str:
+        """The server of a definition a `define` step made; INVALID_INPUT if that step failed
+        (the validator knows the name, but it was never defined)."""
+        if definition not in self.definitions:
+            raise SanError("INVALID_INPUT", f"definition {definition!r} was never defined "
+                                            "(its define step failed)")
         return self.definitions[definition]
 
     def backup(self, name: str) -> tuple[str, tuple]:
@@ -127,15 +132,15 @@ def _stored_content(ctx, array: str, volume: int) -> dict:
 
 
 def _content_of(size: int, read_fn, digest_fn) -> dict:
-    """The files of a readable FAT image, else its volume digest."""
+    """The files of a readable FAT image, else (FSCK_FAILED: no FAT there) its volume digest.
+    Any other failure, reading the volume say, is the caller's: a checkpoint quietly taken of
+    the volume instead of its files would fail its `verify` with a misleading mismatch."""
     device = BlockDevice(size, read_fn, readonly=True)
     try:
         fs = FatVolume(device, readonly=True)
     except SanError as exc:
-        if exc.code in ("CHECKSUM_MISMATCH", "POOL_FULL", "ELEMENT_DOWN", "MEDIA_ERROR"):
+        if exc.code != "FSCK_FAILED" or isinstance(exc, InternalError):
             raise
-        fs = None
-    except Exception:   # not a readable FAT: the volume digest, as for a raw volume
         fs = None
     if fs is None:
         return {"kind": "volume", "digest": digest_fn()}

@@ -13,7 +13,7 @@ import sys
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from .errors import SanError
+from .errors import InternalError, SanError
 from .flows.lan import manage as lan_manage
 
 
@@ -27,7 +27,8 @@ except ImportError:  # pragma: no cover
 
 def get(refs, element: str = "an element", timeout: float | None = None):
     """`ray.get` that re-raises a remote `SanError` as itself, a dead actor as ELEMENT_DOWN,
-    and no answer within `timeout` seconds as TimeoutError."""
+    any other remote exception (a bug) as `InternalError` on one line (Ray's own text of it is
+    the remote traceback), and no answer within `timeout` seconds as TimeoutError."""
     try:
         return ray.get(refs, timeout=timeout)
     except GetTimeoutError:
@@ -38,7 +39,7 @@ def get(refs, element: str = "an element", timeout: float | None = None):
             raise cause from None
         if isinstance(cause, _DOWN):
             raise SanError("ELEMENT_DOWN", f"{element} is down") from None
-        raise
+        raise InternalError.of(element, cause if cause is not None else exc) from exc
     except _DOWN:
         raise SanError("ELEMENT_DOWN", f"{element} is down") from None
 

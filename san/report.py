@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .units import format_size
 
@@ -58,7 +60,7 @@ def table(scenario, reports, report: dict | None = None) -> Table:
 
     Every cell folds (wraps, breaking long words) rather than cutting, so at any width from 80
     columns up every value is shown in full."""
-    t = Table(title=f"scenario {scenario.name} on {scenario.topology.name}", title_justify="left",
+    t = Table(title=Text(f"scenario {scenario.name} on {scenario.topology.name}"), title_justify="left",
               caption_justify="left")
     for name, justify in (("#", "right"), ("step", "left"), ("ok", "center"),
                           ("outcome", "left"), ("modeled s", "right"), ("wall s", "right"),
@@ -71,7 +73,8 @@ def table(scenario, reports, report: dict | None = None) -> Table:
                      f"{report['totals']['modeled_s']:.4f} s modeled ({use['utilization']:.0%}), "
                      f"{format_size(use['bytes'])} carried")
     for prefix, r in _rows(reports):
-        label = r.title or r.op
+        # user text (a title, a path quoted in an error) shows as written, never as markup
+        label = escape(r.title or r.op)
         if r.title:
             label += f" [dim]({r.op})[/dim]"
         if prefix:
@@ -85,6 +88,6 @@ def table(scenario, reports, report: dict | None = None) -> Table:
         if r.error is None and r.expected:
             outcome = f"succeeded, expected {r.expected}"
         t.add_row(f"{prefix}{r.index}", label, "[green]✓[/green]" if r.ok else "[red]✗[/red]",
-                  outcome, f"{r.modeled_s:.4f}", f"{r.wall_s:.2f}",
-                  format_size(r.bytes) if r.bytes else "-", r.busiest_link or "-")
+                  Text(outcome), f"{r.modeled_s:.4f}", f"{r.wall_s:.2f}",
+                  format_size(r.bytes) if r.bytes else "-", Text(r.busiest_link or "-"))
     return t

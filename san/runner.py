@@ -17,13 +17,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SanError
+from .errors import InternalError, SanError
 from .fileio import write_replace
 from .links import capacities, link_of
 from .ops import OPS, Context
 from .strike import meters_for
 from .timemodel import Transfer, busiest, simulate
-from .units import format_time, parse_time
+from .units import CLOCK_RANGE, format_time, in_clock_range, parse_time
 
 
 @dataclass
@@ -58,12 +58,39 @@ class Clock:
 
     def __init__(self, state_dir: Path, start: dt.datetime):
         self.path = Path(state_dir) / "clock"
-        self.now = parse_time(self.path.read_text().strip()) if self.path.exists() else start
+        self.now = self._stored() if self.path.exists() else start
+
+    def _stored(self) -> dt.datetime:
+        """The time the state dir's clock file holds; INVALID_INPUT naming it if it holds none."""
+        try:
+            text = self.path.read_bytes().decode("utf-8", "replace").strip()
+        except OSError as exc:
+            raise SanError("INVALID_INPUT", f"{self.path} (the simulated clock) cannot be read: "
+                                            f"{exc.strerror or exc}") from None
+        try:
+            moment = parse_time(text)
+        except (ValueError, OverflowError):
+            raise SanError("INVALID_INPUT", f"{self.path} holds {text[:40]!r}, not the simulated "
+                                            "clock's time (a UTC time like 2026-01-01T00:00:00Z)") from None
+        if not in_clock_range(moment):
+            raise SanError("INVALID_INPUT", f"{self.path} holds {format_time(moment)}, outside the "
+                                            f"simulated clock's range ({CLOCK_RANGE})")
+        return moment
 
     def advance(self, seconds: float) -> None:
-        self.set(self.now + dt.timedelta(seconds=seconds))
+        try:
+            moment = self.now + dt.timedelta(seconds=seconds)
+        except OverflowError:
+            moment = None
+        if moment is None or not in_clock_range(moment):
+            raise SanError("INVALID_INPUT", f"the simulated clock, at {self.stamp()}, cannot move "
+                                            f"{seconds:g} s on: it stays {CLOCK_RANGE}")
+        self.set(moment)
 
     def set(self, moment: dt.datetime) -> None:
+        if not in_clock_range(moment):
+            raise SanError("INVALID_INPUT", f"the simulated clock cannot show {moment.isoformat()}: "
+                                            f"it stays {CLOCK_RANGE}")
         self.now = moment
         write_replace(self.path, (self.now.isoformat() + "\n").encode())
 
@@ -140,15 +167,23 @@ class Runner:
     def run(self, steps) -> list[StepReport]:
         reports = []
         for index, step in enumerate(steps):
-            self.ctx.san.set_time(self.ctx.clock.now)
-            with self.watch.step(f"{index} {step.title or step.op}") if self.watch else nullcontext():
-                report, chains = self._execute(index, step)
-                started = time.perf_counter()
-                self._barrier()
-                report.wall_s += time.perf_counter() - started
-            self._settle(report, chains)
-            if not report.clock_set:
-                self.ctx.clock.advance(report.modeled_s)
+            report = None
+            try:
+                self.ctx.san.set_time(self.ctx.clock.now)
+                with self.watch.step(f"{index} {step.title or step.op}") if self.watch else nullcontext():
+                    report, chains = self._execute(index, step)
+                    started = time.perf_counter()
+                    self._barrier()
+                    report.wall_s += time.perf_counter() - started
+                self._settle(report, chains)
+                if not report.clock_set:
+                    self.ctx.clock.advance(report.modeled_s)
+            except Exception as exc:  # the step's end (barrier, time, clock) failed: its error
+                if report is None:
+                    report = StepReport(index, step.title, step.op, expected=step.expect_error)
+                report.error = exc if isinstance(exc, SanError) else InternalError.of(
+                    f"the end of step {index}", exc)
+                report.ok = False       # whatever the step expected: this came after it
             reports.append(report)
             if self.on_step:
                 self.on_step(report)
@@ -207,10 +242,11 @@ class Runner:
         except SanError as exc:
             report.error = exc
         except Exception as exc:  # a bug: this step fails with what happened, the run goes on
-            report.error = SanError("INVALID_INPUT", f"internal error in {step.op}: "
-                                                     f"{type(exc).__name__}: {exc}")
+            report.error = InternalError.of(step.op, exc)
         report.wall_s = time.perf_counter() - started
-        if step.op == "concurrent" and report.error is not None and step.expect_error is None:
+        if isinstance(report.error, InternalError):     # a bug is never what a step expects
+            report.ok = False
+        elif step.op == "concurrent" and report.error is not None and step.expect_error is None:
             report.ok = False
         elif step.expect_error is None:
             report.ok = report.error is None

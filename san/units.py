@@ -104,6 +104,18 @@ def parse_duration(value) -> float:
     raise ValueError(DURATION_EXPECTED)
 
 
+# The simulated clock's range: FAT dates start in 1980, a volume info timestamp (u32 seconds
+# since 1970) ends at 2106-02-07T06:28:15Z.  A topology's `start` and every clock move stay in it.
+CLOCK_FIRST = _dt.datetime(1980, 1, 1, tzinfo=_dt.timezone.utc)
+CLOCK_LAST = _dt.datetime(2106, 2, 7, 6, 28, 15, tzinfo=_dt.timezone.utc)
+CLOCK_RANGE = "from 1980-01-01T00:00:00Z to 2106-02-07T06:28:15Z"
+
+
+def in_clock_range(moment: _dt.datetime) -> bool:
+    """Can the simulated clock show `moment` (a FAT date and a volume info timestamp hold it)?"""
+    return CLOCK_FIRST <= moment <= CLOCK_LAST
+
+
 def parse_time(value) -> _dt.datetime:
     """An aware UTC datetime from '2026-01-01T00:00:00Z' (YAML may already give a datetime)."""
     if isinstance(value, _dt.datetime):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import SanError
+from ..errors import InternalError, SanError
 from ..granules import granule_extents, granules_nbytes, runs
 from ..storage import VolumeStore, holds_data
 from ..timemodel import Transfer
@@ -349,8 +349,8 @@ class CopyEngine:
     def fail(self, job: CopyJob, exc: Exception) -> None:
         if job.state == "failed":       # the first failure is the one its waiter hears of
             return
-        job.error = exc if isinstance(exc, SanError) else SanError(
-            "INVALID_INPUT", f"{job.kind} {job.source} -> {job.dest} failed: {exc!r}")
+        job.error = exc if isinstance(exc, SanError) else InternalError.of(
+            f"the {job.kind} {job.source} -> {job.dest}", exc)
         job.state = "failed"
         job.done.set()
 

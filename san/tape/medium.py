@@ -41,6 +41,7 @@ cannot bring back the half-written file's commit point.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -67,14 +68,19 @@ def _whole(value) -> bool:
 
 
 def _fsync_dir(directory: Path) -> None:
+    """Make a new file's name in `directory` durable.  A file system that cannot fsync a
+    folder (EINVAL, ENOTSUP) has nothing more to do; any other failure is the append's."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise SanError("MEDIA_ERROR", f"{directory} (the library's media) cannot be opened "
+                                      f"({exc.strerror or exc})") from None
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise SanError("MEDIA_ERROR", f"{directory}: a new medium's name could not be made "
+                                          f"durable ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
 
@@ -359,9 +365,9 @@ class TapeMedium:
                     _fsync_dir(self.path.parent)
             except BaseException:
                 try:
-                    if blank:
+                    if blank:       # (renamed already if the folder's fsync failed)
                         os.ftruncate(fd, 0)
-                        os.unlink(target)
+                        Path(target).unlink(missing_ok=True)
                     else:
                         os.pwrite(fd, TAPE_MARK + END_OF_MEDIUM, begin)
                         os.ftruncate(fd, begin + 8)

@@ -29,7 +29,7 @@ from san.errors import CODES
 from san.units import (
     BLOCK, DURATION_EXPECTED, DURATION_UNITS, PiB, SCHEDULE_EXPECTED, SIZE_EXPECTED, SIZE_UNITS,
     SPEED_EXPECTED, SPEED_NAMES, TIME_EXPECTED, WEEKDAYS, Schedule, format_time, parse_duration,
-    parse_schedule, parse_size, parse_speed, parse_time,
+    parse_schedule, parse_size, parse_speed, parse_time, CLOCK_RANGE, in_clock_range,
 )
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,31}")
@@ -191,6 +191,39 @@ def _text(value):
     text = as_text(value)
     if text is None or text == "":
         raise bad("invalid value", "a non-empty string")
+    if not _encodes(text):
+        raise bad("invalid text", "text that is valid Unicode (no lone surrogate like \\ud800)")
+    return text
+
+
+def _encodes(text: str) -> bool:
+    """Is `text` valid Unicode (YAML's "\\ud800" escape makes a lone surrogate, which no file
+    name, FAT entry or label can hold)?"""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+MEDIA_ID_PATTERN = r"^[A-Za-z0-9._-]{1,6}$"
+MEDIA_ID_EXPECTED = "1 to 6 letters, digits, '.', '_' or '-' (a tape's VOL1 label)"
+DEVICE_ID_MAX = 200
+DEVICE_ID_EXPECTED = f"1 to {DEVICE_ID_MAX} printable ASCII characters (SCSI INQUIRY's)"
+
+
+def _media_id(value):
+    # also the medium's file name in the state dir: no '/', nothing a VOL1 label cannot hold
+    text = as_text(value)
+    if text is None or not re.fullmatch(MEDIA_ID_PATTERN, text):
+        raise bad("invalid media ID", MEDIA_ID_EXPECTED)
+    return text
+
+
+def _device_id(value):
+    text = as_text(value)
+    if text is None or not 1 <= len(text) <= DEVICE_ID_MAX or not all(" " <= c <= "~" for c in text):
+        raise bad("invalid device ID", DEVICE_ID_EXPECTED)
     return text
 
 
@@ -202,6 +235,8 @@ def _label(value):
     text = as_text(value)
     if text is None:
         raise bad("invalid label", "a string")
+    if not _encodes(text):
+        raise bad("invalid label", "text that is valid Unicode (no lone surrogate like \\ud800)")
     if _utf8_len(text) > LABEL_MAX:
         raise bad("label too long",
                   f"at most {LABEL_MAX} bytes of UTF-8, this is {_utf8_len(text)}")
@@ -212,6 +247,8 @@ def _mount_point(value):
     text = as_text(value)
     if text is None or not text.startswith("/"):
         raise bad("invalid mount point", "an absolute path like /db")
+    if not _encodes(text):
+        raise bad("invalid mount point", "a path that is valid Unicode (no lone surrogate)")
     if _utf8_len(text) > MOUNT_POINT_MAX:
         raise bad("mount point too long", f"at most {MOUNT_POINT_MAX} bytes of UTF-8, "
                   f"this is {_utf8_len(text)}")
@@ -322,9 +359,12 @@ def _duration(value):
 
 def _time(value):
     try:
-        return parse_time(value)
+        moment = parse_time(value)
     except (ValueError, TypeError, OverflowError):
         raise bad("invalid time", TIME_EXPECTED) from None
+    if not in_clock_range(moment):
+        raise bad("time out of range", f"a UTC time {CLOCK_RANGE}")
+    return moment
 
 
 def _schedule(value):
@@ -382,6 +422,11 @@ def _row_value(value):
 Name = value_type(_name, {"type": "string", "pattern": NAME_PATTERN},
                   Shown("name", NAME_EXPECTED), str)
 Text = value_type(_text, _text_or_number(minLength=1), Shown("text", "a non-empty string"), str)
+MediaId = value_type(_media_id, _text_or_number(pattern=MEDIA_ID_PATTERN),
+                     Shown("media ID", MEDIA_ID_EXPECTED), str)
+DeviceId = value_type(_device_id, _text_or_number(minLength=1, maxLength=DEVICE_ID_MAX,
+                                                  pattern="^[ -~]+$"),
+                      Shown("device ID", DEVICE_ID_EXPECTED), str)
 Label = value_type(_label, _text_or_number(maxLength=LABEL_MAX),
                    Shown("label", f"a string of at most {LABEL_MAX} bytes of UTF-8"), str)
 MountPoint = value_type(_mount_point,
@@ -401,7 +446,7 @@ Speed = value_type(_speed, {"type": "string", "pattern": SPEED_PATTERN,
 Duration = value_type(_duration, {"type": "string", "pattern": DURATION_PATTERN},
                       Shown("duration", DURATION_EXPECTED), float)
 Time = value_type(_time, {"type": "string", "pattern": TIME_PATTERN},
-                  Shown("time", TIME_EXPECTED, format_time), _dt.datetime)
+                  Shown("time", f"{TIME_EXPECTED}, {CLOCK_RANGE}", format_time), _dt.datetime)
 ScheduleT = Annotated[Schedule, PlainValidator(_schedule),
                       PlainSerializer(lambda s: s.text, return_type=str),
                       WithJsonSchema({"type": "string",
@@ -417,6 +462,7 @@ RowValue = value_type(_row_value, {"type": ["string", "number", "boolean", "null
 Number = int_type(0, what="a whole number")
 Lun = int_type(0, 16383, what="a LUN", label="LUN")
 Count = int_type(1, what="a count", label="count")
+Drives = int_type(1, 256, what="a number of drives", label="drive count")
 Seed = int_type(0, 2**64 - 1, what="a seed (a whole number below 2**64)", label="seed")
 VolumeSize = size_type()
 IoSize = size_type()

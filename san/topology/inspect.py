@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections import deque
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from san.topology.models import Array, Host, Topology
 from san.units import format_size, format_speed
@@ -79,23 +81,32 @@ def path_status(topology: Topology, initiator_name: str, port_ref: str, lun: int
     return None
 
 
-def _status_cell(status: str | None) -> str:
+def _status_cell(status: str | None) -> Text:
     if status is None:
-        return "[green]allowed[/green]"
-    return "[red]DENIED" + status[len("denied"):] + "[/red]"
+        return Text("allowed", style="green")
+    return Text("DENIED" + status[len("denied"):], style="red")
 
 
 def _speed(rate) -> str:
     return format_speed(rate) if rate is not None else "-"
 
 
+class _Table(Table):
+    """A table whose string cells show exactly what they hold: user text (a label, a device
+    ID, a media list) is never read as rich markup, where "[daily]" would vanish and "[/x]"
+    would raise.  Markup meant as such comes as `Text` (`_status_cell`)."""
+
+    def add_row(self, *cells, **options) -> None:
+        super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **options)
+
+
 def render_inspect(topology: Topology, console: Console | None = None) -> None:
     """Print the topology as tables on `console` (a new rich Console by default)."""
     console = console or Console()
-    console.print(f"[bold]Topology {topology.name}[/bold]  start {topology.start:%Y-%m-%dT%H:%M:%SZ}"
+    console.print(f"[bold]Topology {escape(topology.name)}[/bold]  start {topology.start:%Y-%m-%dT%H:%M:%SZ}"
                   f"  LAN {_speed(topology.lan.speed)}")
 
-    t = Table(title="Switches")
+    t = _Table(title="Switches")
     for c in ("switch", "ports used", "speed", "placement"):
         t.add_column(c)
     used: dict[str, int] = {}
@@ -114,21 +125,21 @@ def render_inspect(topology: Topology, console: Console | None = None) -> None:
     console.print(t)
 
     if topology.fabric.isls:
-        t = Table(title="ISLs")
+        t = _Table(title="ISLs")
         for c in ("isl", "a", "b", "speed"):
             t.add_column(c)
         for isl in topology.fabric.isls:
             t.add_row(isl.name, isl.a, isl.b, _speed(isl.speed))
         console.print(t)
 
-    t = Table(title="Zones")
+    t = _Table(title="Zones")
     t.add_column("zone")
     t.add_column("members")
     for z in topology.fabric.zones:
         t.add_row(z.name, ", ".join(z.members))
     console.print(t)
 
-    t = Table(title="Arrays")
+    t = _Table(title="Arrays")
     for c in ("array", "device_id", "port", "number", "wwpn", "switch", "speed", "managers",
               "snapshot pool", "copy speed"):
         t.add_column(c)
@@ -144,7 +155,7 @@ def render_inspect(topology: Topology, console: Console | None = None) -> None:
                       _speed(a.copy_speed) if first else "")
     console.print(t)
 
-    t = Table(title="Volumes / LUN map")
+    t = _Table(title="Volumes / LUN map")
     for c in ("array", "volume", "size", "port", "lun", "hosts", "copy destinations"):
         t.add_column(c)
     for a in topology.arrays:
@@ -155,13 +166,13 @@ def render_inspect(topology: Topology, console: Console | None = None) -> None:
     console.print(t)
 
     for h in topology.hosts:
-        t = Table(title=f"Host {h.name}: HBAs")
+        t = _Table(title=f"Host {h.name}: HBAs")
         for c in ("hba", "wwpn", "switch", "speed"):
             t.add_column(c)
         for b in h.hbas:
             t.add_row(b.name, b.wwpn, b.switch, _speed(b.speed))
         console.print(t)
-        t = Table(title=f"Host {h.name}: port table")
+        t = _Table(title=f"Host {h.name}: port table")
         for c in ("mount point", "device", "port", "lun", "filesystem", "path"):
             t.add_column(c)
         for m in h.mounts:
@@ -169,7 +180,7 @@ def render_inspect(topology: Topology, console: Console | None = None) -> None:
                       _status_cell(path_status(topology, h.name, m.port, m.lun)))
         console.print(t)
         if h.restore_ports:
-            t = Table(title=f"Host {h.name}: restore port table")
+            t = _Table(title=f"Host {h.name}: restore port table")
             for c in ("port", "lun", "zoning"):
                 t.add_column(c)
             for rp in h.restore_ports:
@@ -180,7 +191,7 @@ def render_inspect(topology: Topology, console: Console | None = None) -> None:
                 t.add_row(rp.port, str(rp.lun), _status_cell(status))
             console.print(t)
 
-    t = Table(title="Backup definitions")
+    t = _Table(title="Backup definitions")
     for c in ("server", "definition", "host", "mount point", "type", "method", "destination",
               "pre", "post", "label", "schedule"):
         t.add_column(c)
@@ -198,7 +209,7 @@ def render_inspect(topology: Topology, console: Console | None = None) -> None:
                       d.schedule.text if d.schedule else "-")
     console.print(t)
 
-    t = Table(title="Backup servers and tape libraries")
+    t = _Table(title="Backup servers and tape libraries")
     for c in ("name", "kind", "tape library / drives", "drive speed", "media", "capacity"):
         t.add_column(c)
     for s in topology.backup_servers:

@@ -19,9 +19,9 @@ from pydantic.json_schema import SkipJsonSchema
 
 from san.kinds import KINDS
 from san.topology.fields import (
-    Action, Amount, Capacity, Count, DefinitionType, Filesystem, Label, Lun, Method, MountPoint,
-    Name, Number, PoolSize, PortRef, ScheduleT, Speed, Text, Time, VolumeSize, Wwpn, shown_of,
-    yaml_default,
+    Action, Amount, Capacity, Count, DefinitionType, DeviceId, Drives, Filesystem, Label, Lun,
+    MediaId, Method, MountPoint, Name, Number, PoolSize, PortRef, ScheduleT, Speed, Text, Time,
+    VolumeSize, Wwpn, shown_of, yaml_default,
 )
 
 DEFAULT_START = _dt.datetime(2026, 1, 1, tzinfo=_dt.timezone.utc)
@@ -139,7 +139,7 @@ class Volume(SanModel):
 class Array(SanModel):
     """A disk array: FC ports, thin volumes, a management interface on the LAN."""
     name: Name = Field(description="The array's name.")
-    device_id: Text = Field(description="What SCSI INQUIRY reports, and what the catalog "
+    device_id: DeviceId = Field(description="What SCSI INQUIRY reports, and what the catalog "
                                         "records; unique.")
     managers: list[Name] = Field([], description="Who may use its management (LAN) "
                                                  "interface: hosts, arrays or servers.")
@@ -217,7 +217,7 @@ class Destination(SanModel):
     for tape."""
     array: Optional[Name] = Field(None, description="The array (disk backups).")
     volume: Optional[Number] = Field(None, description="The destination volume (mirror only).")
-    media: Optional[Text] = Field(None, description="The tape ID (tape backups only).")
+    media: Optional[MediaId] = Field(None, description="The tape ID (tape backups only).")
 
 
 class Definition(SanModel):
@@ -258,9 +258,9 @@ class BackupServer(SanModel):
 class TapeLibrary(SanModel):
     """A tape library: drives and media (SIMH tape images with ANSI labels)."""
     name: Name = Field(description="The library's name.")
-    drives: Count = Field(1, description="Number of drives; work beyond it waits for a drive.")
+    drives: Drives = Field(1, description="Number of drives; work beyond it waits for a drive.")
     drive_speed: Speed = Field(160e6, description="Speed of each drive.")
-    media: list[Text] = Field(description="Its tape IDs (media), unique in the file.")
+    media: list[MediaId] = Field(description="Its tape IDs (media), unique in the file.")
     media_capacity: Capacity = Field(800 * 10**9, description="Capacity of each medium.")
     placement: Optional[Placement] = Field(None, description=_PLACEMENT)
 

@@ -320,7 +320,10 @@ def render() -> str:
                      "`expect_catalog` rows match as strings and the JSON report lists.")
     lines += _closed("Error codes", sorted(CODES), ERROR_MEANINGS,
                      "A failure prints and reports as `CODE: message`, the message naming the "
-                     "objects involved; a step's `expect_error` names the code it expects.")
+                     "objects involved; a step's `expect_error` names the code it expects.  A "
+                     "bug met on the way (an exception that is not one of these failures) is "
+                     "reported as `INVALID_INPUT: internal error in WHERE: ...`, on one line; no "
+                     "`expect_error` matches it, and the CLI exits 1.")
     return "\n".join(lines).rstrip() + "\n"
 
 

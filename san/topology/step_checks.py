@@ -170,6 +170,11 @@ class _StepChecker:
                       expected=one_of(sources))
         if op == "fault":
             self.fault(step, path, names, titles, position)
+        if op == "concurrent" and step.get("expect_error") is not None:
+            # its own error only says that an inner step went wrong, whichever and however:
+            # expecting it would pass any inner failure
+            r(path + ("expect_error",), "a concurrent step expects no error of its own",
+              got=step["expect_error"], expected="expect_error on the inner steps that should fail")
         if op == "concurrent" and isinstance(step.get("steps"), list):
             made.update(self.walk(step["steps"], path + ("steps",), names.copy(),
                                   sequential=False))

@@ -15,8 +15,8 @@ from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
 from san.topology.fields import (
-    Action, CatalogField, Duration, ErrorCode, FaultKind, FileSize, IoSize, Name, Number, Offset,
-    RowValue, Seed, Shown, Text, TargetRef, Threshold, bad, raw_list, value_type,
+    Action, CatalogField, Duration, ErrorCode, FaultKind, FileSize, IoSize, MediaId, Name,
+    Number, Offset, RowValue, Seed, Shown, Text, TargetRef, Threshold, bad, raw_list, value_type,
 )
 from san.topology.models import Definition, SanModel, Topology
 
@@ -219,7 +219,7 @@ class FaultStep(StepBase):
     kind: FaultKind = Field(description="What happens.")
     target: TargetRef = Field(description="An element, a port (ARRAY/PORT, HOST/HBA) or an ISL.")
     volume: Optional[Number] = Field(None, description="corrupt: the array's volume.")
-    media: Optional[Text] = Field(None, description="corrupt: the library's medium.")
+    media: Optional[MediaId] = Field(None, description="corrupt: the library's medium.")
     offset: Optional[Offset] = Field(None, description="corrupt: where the flipped byte is.")
     when: Optional[When] = Field(None, description="Inside concurrent: fire once another step "
                                                    "has moved so many bytes.")
@@ -246,7 +246,8 @@ StepList = _step_list("a list of steps, each a mapping with an op")
 
 class ConcurrentStep(StepBase):
     """Runs the inner steps at the same time, for real and in modeled time; its modeled time
-    is until the last one ends."""
+    is until the last one ends.  It is as expected when every inner step is: an inner step
+    that should fail carries its own `expect_error`, the concurrent step none."""
     steps: StepList = Field(description="The inner steps.")   # replaced by the validated steps
 
 
