@@ -441,6 +441,38 @@ BAD = [
      mini(("  - {name: lib1,", "  - {placement: {resources: {site_a: -1}, x: 1}, name: lib1,")),
      ["tape_libraries[0].placement.resources.site_a: invalid amount (got '-1'",
       "tape_libraries[0].placement.x: unknown key"]),
+    # values the run-time formats cannot hold: refused here, not met as a traceback later
+    ("start-before-fat-dates",
+     mini(("name: mini\n", "name: mini\nstart: 1975-01-01T00:00:00Z\n")),
+     ["start: time out of range (got '1975-01-01T00:00:00Z'; expected a UTC time from "
+      "1980-01-01T00:00:00Z to 2106-02-07T06:28:15Z)"]),
+    ("start-after-volume-info-timestamps",
+     mini(("name: mini\n", "name: mini\nstart: 2106-02-07T06:28:16Z\n")),
+     ["start: time out of range (got '2106-02-07T06:28:16Z'"]),
+    ("media-id-a-path",
+     mini(("media: [T00001, T00002]", "media: [T00001, /tmp/q]")),
+     ["tape_libraries[0].media[1]: invalid media ID (got '/tmp/q'; expected 1 to 6 letters, "
+      "digits, '.', '_' or '-' (a tape's VOL1 label))"]),
+    ("media-id-too-long",
+     mini(("media: [T00001, T00002]", "media: [T00001, TAPE000002]")),
+     ["tape_libraries[0].media[1]: invalid media ID (got 'TAPE000002'"]),
+    ("device-id-not-ascii",
+     mini(("device_id: DEV-1", "device_id: DÉV-1")),
+     ["arrays[0].device_id: invalid device ID (got 'DÉV-1'; expected 1 to 200 printable ASCII "
+      "characters (SCSI INQUIRY's))"]),
+    ("device-id-too-long",
+     mini(("device_id: DEV-1", "device_id: " + "D" * 201)),
+     ["arrays[0].device_id: invalid device ID"]),
+    ("drives-without-bound",
+     mini(("{name: lib1, media:", "{name: lib1, drives: 10000000000000000000, media:")),
+     ["tape_libraries[0].drives: out of range (got '10000000000000000000'; expected a number of "
+      "drives from 1 to 256)"]),
+    ("label-lone-surrogate",
+     mini(("label: nightly}", 'label: "night\\ud800ly"}')),
+     ["definitions[0].label: invalid label"]),
+    ("mount-point-lone-surrogate",
+     mini(("{mount_point: /db, port: array1/fc0", '{mount_point: "/d\\ud800b", port: array1/fc0')),
+     ["hosts[0].mounts[0].mount_point: invalid mount point"]),
     ("duplicate-yaml-key",
      mini(("    device_id: DEV-1\n", "    device_id: DEV-1\n    device_id: DEV-2\n")),
      ["10:5: arrays[0].device_id: duplicate key (got 'device_id'; expected each key once in a "
