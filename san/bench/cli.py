@@ -52,7 +52,7 @@ FULL_SIZE = GiB
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
-                   help=f"small sizes and short lists, for CI (seconds; --size {format_size(QUICK_SIZE)})")
+                   help=f"small sizes and short lists, for CI (about a minute; --size {format_size(QUICK_SIZE)})")
     p.add_argument("--only", metavar="NAMES",
                    help="comma-separated benchmarks to run (default: all): " + ", ".join(BENCHMARKS))
     p.add_argument("--size", metavar="SIZE",
