@@ -187,8 +187,8 @@ def start_ray(address: str | None = None, object_store_memory: int = 2 << 30) ->
     if address:
         try:
             ray.init(address=address, **kwargs)
-        except (ConnectionError, ValueError):       # refused, gone, or not an address at all
-            raise SanError("INVALID_INPUT", f"no Ray cluster at {address}") from None
+        except (ConnectionError, ValueError) as exc:    # refused, gone, or not an address
+            raise SanError("INVALID_INPUT", f"no Ray cluster at {address} ({exc})") from None
     else:
         ray.init(address="local", object_store_memory=object_store_memory, **kwargs)
     return True

@@ -264,7 +264,9 @@ class Server(BackupServer):
 
     def _disk_only(self, row: dict, op: str) -> None:
         if row["type"] != "disk":
-            raise SanError("INVALID_INPUT", f"{op} of a tape copy is not available in this version")
+            raise SanError("INVALID_INPUT", f"{op} of a tape copy is not available in this version "
+                                            f"(the backup of {row['host']}:{row['mount_point']} "
+                                            f"labelled {row['label']!r} on tape {row['media_id']})")
 
     # -- the catalog ------------------------------------------------------------------------------
     def lose_catalog(self) -> dict:

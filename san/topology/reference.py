@@ -62,7 +62,9 @@ ERROR_MEANINGS = {
     "BUSY": "the volume is already the destination of a running copy or restore (or an "
             "application write waited more than 10 minutes at a quiesced mount)",
     "LINK_DOWN": "no live path: a port, HBA or ISL on the way is down",
-    "ELEMENT_DOWN": "a killed element, until `fault kind: restart`",
+    "ELEMENT_DOWN": "a killed element, until `fault kind: restart`; also an element that did "
+                    "not start (its actor died, or did not answer in time, or its state dir is "
+                    "held by another run)",
     "UNAUTHORIZED": "the caller is not among the array's `managers`",
     "CHECKSUM_MISMATCH": "stored data fails its granule checksum: names the array, the volume "
                          "and the byte range",
@@ -70,7 +72,8 @@ ERROR_MEANINGS = {
                        "number of bad ranges than `expect_bad`)",
     "CATALOG_MISMATCH": "`expect_catalog` found other rows",
     "INVALID_INPUT": "a bad argument, shown with its value (also every refusal of the command "
-                     "line before Ray starts)",
+                     "line before Ray starts, and a bug met on the way: `internal error in ...`, "
+                     "which no `expect_error` matches)",
 }
 ACTION_MEANINGS = {
     "quiesce": "application writes to that mount wait until `resume`",
