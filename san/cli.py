@@ -606,6 +606,8 @@ def _serve(topology, chosen, listen, args, out, err, state: Path, chunk: int, st
         try:
             uris = serving.start()
         except SanError as exc:
+            if isinstance(exc, InternalError):
+                raise
             err.print(str(exc))
             return EXIT_INVALID
         # a plain flag: a handler that takes a lock (Event.set) can deadlock with the main

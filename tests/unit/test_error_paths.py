@@ -241,3 +241,15 @@ def test_a_tape_folder_that_cannot_be_synced(tmp_path, monkeypatch, failure, cod
     with pytest.raises(SanError) as info:
         medium._fsync_dir(tmp_path)
     assert info.value.code == code and str(tmp_path) in info.value.message
+
+
+def test_the_cli_says_internal_error_on_one_line_and_exits_1(monkeypatch, capsys):
+    from san import cli
+
+    def broken(args, out, err):
+        raise InternalError.of("host1", KeyError("k"))
+    monkeypatch.setattr(cli, "cmd_validate", broken)
+    monkeypatch.delenv("SAN_DEBUG", raising=False)
+    assert cli.main(["validate", "x.yaml"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "internal error in host1: KeyError: 'k' (set SAN_DEBUG=1 for the traceback)"]
