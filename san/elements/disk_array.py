@@ -126,7 +126,16 @@ class DiskArray(CopyEngine):
         empty = {"ever_used": [], "attachments": [], "mirror_source": {}}
         if not self._table_path.exists():
             return empty
-        return {**empty, **json.loads(self._table_path.read_text())}
+        raw = self._table_path.read_bytes()
+        try:
+            table = json.loads(raw)
+        except ValueError as exc:       # also bytes that are not UTF-8
+            raise SanError("INVALID_INPUT", f"{self._table_path} holds no volume table "
+                                            f"({type(exc).__name__}: {exc}; starts {raw[:40]!r})") from None
+        if not isinstance(table, dict):
+            raise SanError("INVALID_INPUT", f"{self._table_path} holds no volume table "
+                                            f"(a JSON {type(table).__name__}, not an object)")
+        return {**empty, **table}
 
     def _save_table(self) -> None:
         data = {"ever_used": _ranges(self.ever_used), "attachments": self.attachments,

@@ -124,6 +124,19 @@ def test_data_survives_a_new_array_object(array, tmp_path):
     again.close()
 
 
+@pytest.mark.parametrize("stored, shown", [(b"{not json", "JSONDecodeError"),
+                                            (b"\xff\xfe\x00", "UnicodeDecodeError"),
+                                            (b"[1, 2]", "a JSON list, not an object")])
+def test_a_corrupt_volume_table_is_named(array, tmp_path, stored, shown):
+    array.close()
+    table = array.directory / "table.json"      # the volume management table (Fig. 7)
+    table.write_bytes(stored)
+    with pytest.raises(SanError) as info:
+        DiskArray(array.spec, tmp_path / "state", granule=64 * 1024)
+    assert info.value.code == "INVALID_INPUT"
+    assert str(table) in info.value.message and shown in info.value.message
+
+
 def test_unknown_volume(array):
     assert code(array.digest_volume, 7) == "NO_SUCH_VOLUME"
 
