@@ -222,7 +222,7 @@ def run(args, out, err) -> int:
     except SanError as exc:
         err.print(str(exc))
         return EXIT_INVALID
-    from .table import header, render
+    from .table import QUICK_VERDICTS, header, render
     out.print(header(settings, names), highlight=False)
     if "targets" in names:
         from .targets import runs_of, start_runs
@@ -244,7 +244,7 @@ def run(args, out, err) -> int:
         except Exception as exc:          # noqa: BLE001
             result["failures"].append({"benchmark": "plots", "code": "BENCH_FAILED",
                                        "message": f"{type(exc).__name__}: {exc}"})
-    render(out, result["figures"])
+    render(out, result["figures"], settings.quick)
     for f in result["failures"]:
         err.print(f"{f['code']}: {f['benchmark']}: {f['message']}")
     n_fail = len(result["failures"])
@@ -252,7 +252,8 @@ def run(args, out, err) -> int:
               if f.params.get("meets_target") is not None]
     out.print(f"{'ok' if not n_fail else 'NOT OK'}: {len(result['figures'])} figures from "
               f"{len(names)} benchmark(s), {n_fail} failed; {time.perf_counter() - started:.0f} s"
-              + (f"; targets met: {sum(judged)} of {len(judged)}" if judged else "")
+              + (f"; targets met: {sum(judged)} of {len(judged)}"
+                 + (f" ({QUICK_VERDICTS})" if settings.quick else "") if judged else "")
               + (f"; {len(plots)} plot(s) in {args.plot}" if plots else ""), highlight=False)
     if args.json:
         try:

@@ -44,13 +44,18 @@ def verdict(f) -> str:
     return "" if met is None else " ✓" if met else " ✗"
 
 
-def caption(figs) -> str | None:
-    """What ✓ and ✗ mean, for a table holding figures with a target."""
+QUICK_VERDICTS = "at --quick sizes, not the 1 GiB the targets are set for"
+
+
+def caption(figs, quick: bool = False) -> str | None:
+    """What ✓ and ✗ mean, for a table holding figures with a target (`quick`: measured at
+    --quick's sizes, which the targets were not set for)."""
     if all(f.params.get("meets_target") is None for f in figs):
         return None
     each = [f.name for f in figs if f.params.get("every_run_meets") is not None]
     return ("✓ target met, ✗ missed (the target is in the figure's name)"
-            + (f"; judged in every run, not by the median: {', '.join(each)}" if each else ""))
+            + (f"; judged in every run, not by the median: {', '.join(each)}" if each else "")
+            + (f"; {QUICK_VERDICTS}" if quick else ""))
 
 
 def header(settings, names) -> str:
@@ -60,14 +65,14 @@ def header(settings, names) -> str:
             f"{', '.join(names)}")
 
 
-def tables(figures) -> list[Table]:
+def tables(figures, quick: bool = False) -> list[Table]:
     groups: dict[str, list] = {}
     for f in figures:
         groups.setdefault(f.benchmark, []).append(f)
     out = []
     for bench, figs in groups.items():
         t = Table(title=bench, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                  caption=caption(figs), caption_justify="left")
+                  caption=caption(figs, quick), caption_justify="left")
         t.add_column("figure", overflow="fold", max_width=24)
         t.add_column("measured", justify="right", overflow="fold", max_width=11)
         t.add_column("baseline", justify="right", overflow="fold", max_width=11)
@@ -81,6 +86,6 @@ def tables(figures) -> list[Table]:
     return out
 
 
-def render(out, figures) -> None:
-    for t in tables(figures):
+def render(out, figures, quick: bool = False) -> None:
+    for t in tables(figures, quick):
         out.print(t)

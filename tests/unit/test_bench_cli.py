@@ -190,6 +190,16 @@ def test_the_summary_counts_the_targets_met(monkeypatch, capsys):
     assert cli.main(["bench", "--only", "t"]) == 0       # a missed target is not a failure
     out = capsys.readouterr().out
     assert "ok: 3 figures from 1 benchmark(s), 0 failed;" in out and "targets met: 1 of 3" in out
+    assert "--quick sizes" not in out
+
+
+def test_quick_verdicts_say_they_are_at_quick_sizes(monkeypatch, capsys):
+    _fake(monkeypatch, {"t": lambda s, res: (_targets(), [])})
+    assert cli.main(["bench", "--quick", "--only", "t"]) == 0
+    words = " ".join(capsys.readouterr().out.split())
+    assert ("targets met: 1 of 3 (at --quick sizes, not the 1 GiB the targets are set for)"
+            in words)
+    assert "resync 1% (≤0.03×); at --quick sizes, not the 1 GiB the targets are set for" in words
 
 
 def test_a_bench_without_targets_has_no_verdicts(monkeypatch, capsys):
