@@ -486,9 +486,8 @@ def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here
             try:
                 report_mod.write_json(rep, Path(args.json))
             except OSError as exc:        # e.g. the disk filled up during the run
-                unwritten = f"NO_SPACE: --json {args.json} could not be written: {exc.strerror or exc}" \
-                    if exc.errno == errno.ENOSPC else \
-                    f"INVALID_INPUT: --json {args.json} could not be written: {exc.strerror or exc}"
+                code = "NO_SPACE" if exc.errno == errno.ENOSPC else "INVALID_INPUT"
+                unwritten = f"{code}: --json {args.json} could not be written: {exc.strerror or exc}"
         out.print(report_mod.table(scenario, reports, rep))
         tot = rep["totals"]
         out.print(f"{'ok' if rep['ok'] else 'NOT OK'}: {sum(r.ok for r in reports)}/{len(reports)} "

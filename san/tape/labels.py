@@ -68,6 +68,7 @@ import re
 import zlib
 
 from ..errors import SanError
+from ..units import MEDIA_ID_CHARACTERS
 from .simh import BLOCK
 
 LABEL = 80                    # every label record
@@ -75,7 +76,6 @@ MAX_FILES = 9999              # 4-digit file sequence number
 LABEL_NUMBERS = "123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 IMPLEMENTATION = "SAN"
 A_CHARACTERS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 !\"%&'()*+,-./:;<=>?_")
-MEDIA_ID_CHARACTERS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")   # upper-cased
 KEY_RE = re.compile(r"[a-z_][a-z0-9_]*\Z")
 TIMESTAMP_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T")
 
@@ -98,7 +98,7 @@ def check_media_id(media_id: str) -> str:
                                         "(expected 1 to 6 characters)")
     vol = media_id.upper()
     # VOL1 could hold more of its A-characters, but the ID is also the medium's file name
-    bad = sorted(set(vol) - MEDIA_ID_CHARACTERS)
+    bad = sorted(set(re.sub(f"[{MEDIA_ID_CHARACTERS}]", "", media_id).upper()))
     if bad:
         raise SanError("INVALID_INPUT", f"media ID {media_id!r} has characters a media ID cannot "
                                         f"hold ({''.join(bad)!r}; expected letters, digits, . _ -)")

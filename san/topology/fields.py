@@ -27,9 +27,10 @@ from pydantic_core import PydanticCustomError
 
 from san.errors import CODES
 from san.units import (
-    BLOCK, DURATION_EXPECTED, DURATION_UNITS, PiB, SCHEDULE_EXPECTED, SIZE_EXPECTED, SIZE_UNITS,
-    SPEED_EXPECTED, SPEED_NAMES, TIME_EXPECTED, WEEKDAYS, Schedule, format_time, parse_duration,
-    parse_schedule, parse_size, parse_speed, parse_time, CLOCK_RANGE, in_clock_range,
+    BLOCK, CLOCK_RANGE, DURATION_EXPECTED, DURATION_UNITS, MEDIA_ID_EXPECTED, MEDIA_ID_PATTERN,
+    PiB, SCHEDULE_EXPECTED, SIZE_EXPECTED, SIZE_UNITS, SPEED_EXPECTED, SPEED_NAMES, TIME_EXPECTED,
+    WEEKDAYS, Schedule, format_time, in_clock_range, parse_duration, parse_schedule, parse_size,
+    parse_speed, parse_time,
 )
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,31}")
@@ -206,8 +207,6 @@ def _encodes(text: str) -> bool:
     return True
 
 
-MEDIA_ID_PATTERN = r"^[A-Za-z0-9._-]{1,6}$"
-MEDIA_ID_EXPECTED = "1 to 6 letters, digits, '.', '_' or '-' (a tape's VOL1 label)"
 DEVICE_ID_MAX = 200
 DEVICE_ID_EXPECTED = f"1 to {DEVICE_ID_MAX} printable ASCII characters (SCSI INQUIRY's)"
 
