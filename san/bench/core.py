@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from ..errors import SanError
 from ..units import GiB, MiB, format_size
 
@@ -172,13 +174,31 @@ def williams(n: int) -> list[list[int]]:
     return rows + [row[::-1] for row in rows] if n % 2 else rows
 
 
+def warm_memory(nbytes: int) -> None:
+    """Touch `nbytes` of fresh memory and free it again (untimed), so that the run right
+    after it takes warm pages for whatever new file space it writes.
+
+    Why: this VM hands freed memory back to its host (virtio balloon, free page reporting,
+    about 2 s after the memory is freed), and the next process to take such a page waits for
+    the host to give it back.  Touching 2 GiB here took 0.27-0.54 s right after the same
+    touch, 2.8-4.7 s after 2-3 s of nothing; a run writing 1 GiB of new space ran at 3-5 GiB/s
+    on pages freed moments before and at 0.4-1.3 on pages given back, whatever the code above
+    it, so which of the two a run got decided a row's median.  In two runs of row 4 of the
+    targets (mirror, restore and copy into new space, each beside a Python copy), 3 of 60
+    timed runs were slower than 1.5 GiB/s with 2 GiB warmed before each, 10 of 60 without
+    (5 of them below 1 GiB/s)."""
+    if nbytes > 0:
+        np.ones(nbytes, dtype=np.uint8)         # every page written, then freed at once
+
+
 def alternate(movers: dict[str, Callable[[], float]], repeat: int, sync: bool = True,
               setup: Callable[[str], None] | None = None,
-              settle: bool = False) -> dict[str, list[float]]:
+              settle: bool = False, warm: int = 0) -> dict[str, list[float]]:
     """Run each mover `repeat` times, alternating them (round r takes the order `williams`
     gives, so that none always follows the same one), `os.sync()` before each; each mover
     returns its own seconds.  `setup(name)`, if given, runs untimed before each run (e.g.
-    changing data).
+    changing data).  With `warm`, `warm_memory(warm)` runs last before each run: what a
+    row whose runs write new space needs (both sides alike), so each run gets warm pages.
 
     With `settle`, `os.sync()` also runs before each setup: the last run's write-back is
     done before this run's setup starts, so the sync right before a run flushes only what
@@ -197,6 +217,7 @@ def alternate(movers: dict[str, Callable[[], float]], repeat: int, sync: bool = 
                 setup(name)
             if sync:
                 os.sync()
+            warm_memory(warm)
             times[name].append(float(movers[name]()))
     return times
 

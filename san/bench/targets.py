@@ -3,12 +3,15 @@
 Each figure is the median of at least 5 runs of each side (``max(5, --repeat)``; with
 ``--quick`` the start-up row takes 3 and no warm-up, see `start_runs`), the two sides
 alternating (`core.alternate`, `os.sync()` before each run), 4 MiB chunks and 8 in flight
-wherever bytes move, `size` bytes (1 GiB; 16 MiB with ``--quick``), no fsync unless
-the row says so.  `san`'s side goes through the SAN's actors: the host actor for host I/O,
-the array's management operations (over the LAN, as a host orders them) for copies, a
-scenario step for the tape backup.  Each figure's params carry the issue's target of its
-ratio (figure / baseline) and its direction (``target_is``: ``min``, the ratio must be at
-least the target, or ``max``, at most), and whether this run met it.
+wherever bytes move, `size` bytes (1 GiB; 16 MiB with ``--quick``), no fsync unless the
+row says so.  Rows whose runs write new file space (1, 4, 5 and 8) touch and free twice
+`size` of memory right before each run of either side (`core.warm_memory`: on this VM a
+run given memory its host had taken back ran 3-4x slower).  `san`'s side goes through the
+SAN's actors: the host actor for host I/O, the array's management operations (over the
+LAN, as a host orders them) for copies, a scenario step for the tape backup.  Each
+figure's params carry the issue's target of its ratio (figure / baseline) and its
+direction (``target_is``: ``min``, the ratio must be at least the target, or ``max``, at
+most), and whether this run met it.
 
  1. ``targets.write_new``: a host writes `size` into a never-written volume (a few taken in
     turn, each UNMAPped right before it is written again), beside raw Ray writing new space
@@ -473,6 +476,7 @@ class MainBench:
         from .raw import RawPairs
         self.s, self.R, self.size = s, repeat, s.size
         self.L = Layout(repeat + 1)                     # a warm-up and `repeat` timed runs
+        self.warm = 2 * self.size       # memory warmed before each run writing new space
         self.seeds = itertools.count(1)
         self.tmp = s.tmp
         (self.tmp / "targets-topology.yaml").write_text(main_topology(self.size, self.L))
@@ -638,13 +642,14 @@ class MainBench:
         for name, mover in (("host", host), ("raw", raw), ("fc", fc_copy)):   # warm-up
             setup(name)
             mover()
-        t1 = alternate({"host": host, "raw": raw}, self.R, sync=False, setup=setup)
-        t5 = alternate({"host": host, "fc": fc_copy}, self.R, sync=False, setup=setup)
+        t1 = alternate({"host": host, "raw": raw}, self.R, sync=False, setup=setup, warm=self.warm)
+        t5 = alternate({"host": host, "fc": fc_copy}, self.R, sync=False, setup=setup,
+                       warm=self.warm)
         for side in used.values():
             self.free_before(side)
         bad = pairs.check(1, last["raw"], size)[0]
         check(bad is None, f"targets write_new: the raw receiver's file differs at {bad}")
-        params = {"size": size, "chunk": CHUNK, "window": WINDOW}
+        params = {"size": size, "chunk": CHUNK, "window": WINDOW, "warm": self.warm}
         host_base = Baseline("host write, new space", rate(size, t5["host"]),
                              "host h1 writes the same number of bytes into a never-written "
                              "volume (as in row 1), alternating with the FC copy",
@@ -716,7 +721,7 @@ class MainBench:
                 # took turns, the mirror followed the Python copy in 4 rounds of 5, and ran at
                 # 0.9 GiB/s in those rounds against 1.6-1.7 in the others (see `new_space`)
                 pair = alternate({kind: job(kind), "python": python}, self.R, sync=False,
-                                 setup=setup)
+                                 setup=setup, warm=self.warm)
                 t[kind], t[f"{kind}.python"] = pair[kind], pair["python"]
             for side in used.values():
                 self.free_before(side)
@@ -740,7 +745,7 @@ class MainBench:
                         f"volume into a never-written one (mgmt copy, then wait)"}
         return [target_figure(kind, rate(size, t[kind]), "GiB/s", what[kind], base(kind),
                               gibps(size, t[kind]), NEW_SPACE, self.R,
-                              {"size": size, "extents": len(extents)})
+                              {"size": size, "extents": len(extents), "warm": self.warm})
                 for kind in ("mirror", "restore", "copy")]
 
     # -- row 6: first write after a snapshot
@@ -942,7 +947,7 @@ class MainBench:
             path.unlink(missing_ok=True)
             for mover in (backup, raw):                              # warm-up
                 mover()
-            t = alternate({"tape": backup, "raw": raw}, self.R)
+            t = alternate({"tape": backup, "raw": raw}, self.R, warm=self.warm)
             last = self.san.call("lib1", "next_file", "M0000") - 1
             check(self.san.call("lib1", "image_digest", "M0000", last) == self.digest("a1", L.V),
                   f"targets tape: the image on M0000 file {last} differs from the volume")
@@ -962,7 +967,8 @@ class MainBench:
                      "that grows run after run as the medium does; then fsync, an 80-byte "
                      "commit record, fsync (as a tape append)",
                      gibps(moved, t["raw"])),
-            gibps(moved, t["tape"]), NEW_SPACE, self.R, {"size": size, "chunk": CHUNK})
+            gibps(moved, t["tape"]), NEW_SPACE, self.R,
+            {"size": size, "chunk": CHUNK, "warm": self.warm})
 
 
 # -- row 9: SAN start-up ------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """`san bench` without Ray: argument refusals (exit 2, one INVALID_INPUT line), exit codes of
 failed benchmarks and data checks, the table at 80 columns, alternating runs."""
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from rich.console import Console
@@ -255,6 +258,39 @@ def test_alternate_settles_the_last_runs_write_back_before_each_setup(monkeypatc
     core.alternate(movers, 2, setup=lambda n: calls.append(f"setup {n}"), settle=True)
     assert calls == ["sync", "setup a", "sync", "a", "sync", "setup b", "sync", "b",
                      "sync", "setup b", "sync", "b", "sync", "setup a", "sync", "a"]
+
+
+def test_alternate_warms_memory_last_before_each_run(monkeypatch):
+    calls = []
+    monkeypatch.setattr(core.os, "sync", lambda: calls.append("sync"))
+    monkeypatch.setattr(core, "warm_memory", lambda n: calls.append(f"warm {n}"))
+    movers = {n: (lambda n: lambda: calls.append(n) or 1.0)(n) for n in "ab"}
+    core.alternate(movers, 2, sync=False, setup=lambda n: calls.append(f"setup {n}"), warm=4096)
+    assert calls == ["setup a", "warm 4096", "a", "setup b", "warm 4096", "b",
+                     "setup b", "warm 4096", "b", "setup a", "warm 4096", "a"]
+
+
+def test_warm_memory_touches_every_page_and_gives_them_back():
+    """In a process of its own: its peak resident size grows by what was warmed (each page
+    written), and its resident size afterwards does not (each page freed again)."""
+    script = textwrap.dedent("""
+        import resource
+        from san.bench.core import warm_memory
+        def rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * resource.getpagesize()
+        before = rss()
+        warm_memory(0)
+        after_none = rss()
+        warm_memory(256 << 20)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(before, after_none, peak, rss())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    before, after_none, peak, after = map(int, out.stdout.split())
+    assert after_none - before < 8 << 20                  # 0 warms nothing
+    assert peak - before >= 250 << 20                     # every page of 256 MiB written
+    assert after - before < 16 << 20                      # and freed
 
 
 def test_settings_quick_lists_are_short():
