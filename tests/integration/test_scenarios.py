@@ -127,6 +127,26 @@ def test_unexpected_outcome_exits_1_and_reports_the_error(ray_session, tmp_path)
     assert report["steps"][1]["ok"] is False and report["steps"][1]["error"] is None
 
 
+@pytest.mark.parametrize("errno_, code", [(28, "NO_SPACE"), (13, "INVALID_INPUT")])
+def test_a_report_that_cannot_be_written_after_the_run_exits_1_after_the_table(
+        ray_session, tmp_path, capsys, monkeypatch, errno_, code):
+    """--json was writable when checked before the run, but writing it failed at the end (the
+    disk filled up meanwhile, say): the steps' table is still printed, then one line naming
+    the file and why, and the run exits 1 though every step went as expected."""
+    def full(rep, path):
+        raise OSError(errno_, os.strerror(errno_))
+    monkeypatch.setattr(cli.report_mod, "write_json", full)
+    scenario = write_scenario(tmp_path, "unwritten", "- {op: write, host: host1, mount: /db, "
+                                                     "offset: 0, size: 1MiB, seed: 3}\n")
+    out = tmp_path / "unwritten.json"
+    assert cli.main(["run", str(scenario), "--json", str(out)]) == 1
+    printed = capsys.readouterr()
+    assert "ok: 1/1 steps as expected" in printed.out               # the table and its totals
+    assert printed.err.strip().splitlines()[-1] == (
+        f"{code}: --json {out} could not be written: {os.strerror(errno_)}")
+    assert not out.exists()
+
+
 def test_a_second_run_on_the_same_state_dir_sees_the_first_runs_data(ray_session, tmp_path):
     state = tmp_path / "state"
     first = write_scenario(tmp_path, "first", textwrap.dedent("""\
