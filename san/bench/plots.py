@@ -170,6 +170,12 @@ def bar_colors(values: list, targets: list[tuple[str | None, list]],
     return colors
 
 
+def bar_label(v: float) -> str:
+    """The number written over a bar: three significant digits, so that a ratio just past
+    its target (1.218 against 1.2) does not read as the target itself."""
+    return f"{v:.3g}" if v < 10 else f"{v:,.0f}"
+
+
 def _bars(fig, c: dict) -> None:
     ax = fig.subplots(1, 1)
     measured = [s for s in c["series"] if not s.get("baseline")]
@@ -187,7 +193,7 @@ def _bars(fig, c: dict) -> None:
                color=[colors[i] for i, _ in shown], edgecolor="black", linewidth=0.5,
                label=measured[0]["name"], zorder=2)
         for i, v in shown:
-            ax.annotate(f"{v:.2g}" if v < 10 else f"{v:,.0f}", (i, v), textcoords="offset points",
+            ax.annotate(bar_label(v), (i, v), textcoords="offset points",
                         xytext=(0, 3), ha="center", fontsize=7.5)
     for k, s in enumerate(targets):      # a line across the bar, its marker just beside it
         bound = _bound(s["name"])       # none: a reference (e.g. a floor), grey, not a verdict
@@ -210,8 +216,8 @@ def _bars(fig, c: dict) -> None:
     ax.set_xlabel(c["x_label"])
     ax.set_ylabel(c["y_label"])
     ax.grid(True, axis="y", which="major", alpha=0.35)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    if ax.get_legend_handles_labels()[0]:   # beside the bars: inside, "best" still hid some
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def plot_curve(curve, path) -> Path:
@@ -220,7 +226,7 @@ def plot_curve(curve, path) -> Path:
     path = Path(path)
     panels = {s.get("panel", "") for s in c["series"]} if c.get("kind", "lines") == "lines" else {""}
     scatter = c.get("kind") == "scatter"
-    width = 11.0 if len(panels) > 1 else 9.0 if scatter else 10.0 if c.get("kind") == "bars" else 8.5
+    width = 11.0 if len(panels) > 1 else 9.0 if scatter else 12.0 if c.get("kind") == "bars" else 8.5
     fig = _figure(width, 6.6 if scatter else 5.6)
     if c.get("kind") == "scatter":
         _scatter(fig, c)

@@ -4,7 +4,7 @@ import struct
 import pytest
 
 from san.bench.core import Curve, Series
-from san.bench.plots import plot_all, plot_curve
+from san.bench.plots import bar_label, plot_all, plot_curve
 
 pytest.importorskip("matplotlib")
 
@@ -71,3 +71,16 @@ def test_empty_and_missing_values_still_draw(tmp_path):
     assert size_of_png(plot_curve(c, tmp_path / "e.png"))[0] > 1000
     s = Curve("none", "No points", "x", "y", [], [Series("modeled = wall", [], True)], kind="scatter")
     assert size_of_png(plot_curve(s, tmp_path / "s.png"))[0] > 1000
+
+
+@pytest.mark.parametrize("value, label", [
+    (1.218, "1.22"),        # just past a 1.2 target: not written as "1.2"
+    (1.194, "1.19"),
+    (0.0343, "0.0343"),
+    (0.9, "0.9"),
+    (9.996, "10"),
+    (166.69, "167"),
+    (12345.6, "12,346"),
+])
+def test_bar_labels_keep_three_significant_digits(value, label):
+    assert bar_label(value) == label
