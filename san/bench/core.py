@@ -178,12 +178,12 @@ def warm_memory(nbytes: int) -> None:
     """Touch `nbytes` of fresh memory and free it again (untimed), so that the run right
     after it takes warm pages for whatever new file space it writes.
 
-    Why: this VM hands freed memory back to its host (virtio balloon, free page reporting,
-    about 2 s after the memory is freed), and the next process to take such a page waits for
-    the host to give it back.  Touching 2 GiB here took 0.27-0.54 s right after the same
-    touch, 2.8-4.7 s after 2-3 s of nothing; a run writing 1 GiB of new space ran at 3-5 GiB/s
-    on pages freed moments before and at 0.4-1.3 on pages given back, whatever the code above
-    it, so which of the two a run got decided a row's median.  In two runs of row 4 of the
+    Why: this VM hands freed memory back to its host (its virtio balloon reports free pages,
+    in 2 MiB blocks, a couple of seconds after they are freed), and the next process to take
+    such a page waits for the host to give it back.  Touching 2 GiB here took 0.27-0.54 s
+    right after the same touch, 2.8-4.7 s after 2-3 s of nothing; runs writing 1 GiB of new
+    space ran at 3-5 GiB/s in most rounds and at 0.4-1.3 in others, on either side of a row,
+    so which kind of round a side got decided the row's median.  In two runs of row 4 of the
     targets (mirror, restore and copy into new space, each beside a Python copy), 3 of 60
     timed runs were slower than 1.5 GiB/s with 2 GiB warmed before each, 10 of 60 without
     (5 of them below 1 GiB/s)."""
