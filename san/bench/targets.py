@@ -6,7 +6,8 @@ alternating (`core.alternate`, `os.sync()` before each run), 4 MiB chunks and 8 
 wherever bytes move, `size` bytes (1 GiB; 16 MiB with ``--quick``), no fsync unless the
 row says so.  Rows whose runs write new file space (1, 4, 5 and 8) touch and free twice
 `size` of memory right before each run of either side (`core.warm_memory`: on this VM a
-run given memory its host had taken back ran 3-4x slower).  `san`'s side goes through the
+run given memory its host had taken back ran 3-4x slower), and row 9 1 GiB (its runs
+start 7 processes).  `san`'s side goes through the
 SAN's actors: the host actor for host I/O, the array's management operations (over the
 LAN, as a host orders them) for copies, a scenario step for the tape backup.  Each
 figure's params carry the issue's target of its ratio (figure / baseline) and its
@@ -79,6 +80,7 @@ WINDOW = 8                       # commands in flight
 MIN_RUNS = 5                     # the issue's "median of at least 5 runs of each side"
 QUICK_START_RUNS = 3             # ... but SAN start-up with --quick: see `start_runs`
 EXIT_PAUSE = 0.5                 # s between a start-up run's kills and the next run (row 9)
+START_WARM = 1 << 30             # memory warmed before each start-up run: 7 processes' worth
 PIECE = 16 << 20                 # what the checks read at a time
 COMMIT = bytes(80)               # the tape's commit record (an 80-byte HDR1 label)
 
@@ -1012,7 +1014,10 @@ def san_start(s, repeat: int) -> Figure:
 
     if not s.quick:
         start_san(), bare()                       # warm-up: classes exported, code imported
-    t = alternate({"san": start_san, "bare": bare}, repeat, setup=setup)
+    # each run takes 7 new processes' memory (about 80 MiB each): warmed first, either side,
+    # as the rows writing new space do (`core.warm_memory`); not at --quick sizes
+    warm = 0 if s.quick else START_WARM
+    t = alternate({"san": start_san, "bare": bare}, repeat, setup=setup, warm=warm)
     return target_figure(
         "san_start", median(t["san"]), "s",
         f"a SAN of 7 elements ({', '.join(names)}) started: San(topology, new state dir)"
@@ -1020,7 +1025,8 @@ def san_start(s, repeat: int) -> Figure:
         Baseline("7 bare actors", median(t["bare"]),
                  "7 actors of an empty class created (num_cpus=0, as the SAN's) until each "
                  "answers a ping", t["bare"]),
-        t["san"], NO_DATA, repeat, {"elements": len(names), "uncompiled_modules": uncompiled()})
+        t["san"], NO_DATA, repeat, {"elements": len(names), "uncompiled_modules": uncompiled(),
+                                    "warm": warm})
 
 
 def uncompiled(package: Path = Path(__file__).resolve().parents[1]) -> int:
