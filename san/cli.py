@@ -367,11 +367,16 @@ def _check_address_state_dir(args) -> None:
                                         f"the same path")
 
 
+def _port(text: str) -> int | None:
+    """`text` as a TCP port (ASCII digits only: "²" is a digit to str.isdigit), else None."""
+    return int(text) if text.isascii() and text.isdigit() and int(text) <= 65535 else None
+
+
 def _host_port(address: str) -> tuple[str, int] | None:
     """(host, port) of `host:port`, `[v6]:port` or `ray://host:port`; None for e.g. `auto`."""
     rest = address.split("://", 1)[-1].rstrip("/")
     host, sep, port = rest.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+    if not sep or not host or _port(port) is None:
         return None
     return host.strip("[]"), int(port)
 
@@ -464,7 +469,7 @@ def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here
             with out.status(f"building {scenario.topology.name}", spinner="dots") if out.is_terminal and not quiet else _null():
                 san.start()
         except SanError as exc:           # a placement or state dir refused: before any step
-            if exc.code != "INVALID_INPUT" or isinstance(exc, InternalError):
+            if not _refused(exc):
                 raise
             _Err.print(str(exc))
             return EXIT_INVALID
@@ -503,13 +508,19 @@ def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here
             ray.shutdown()
 
 
+def _refused(exc: SanError) -> bool:
+    """Did starting the SAN refuse its input (a placement, the state dir: INVALID_INPUT, exit
+    2), rather than meet a bug (`InternalError`, coded INVALID_INPUT too) or a failure?"""
+    return exc.code == "INVALID_INPUT" and not isinstance(exc, InternalError)
+
+
 # -- san serve -----------------------------------------------------------------------------------
 def _listen_address(text: str) -> tuple[str, int]:
     """(host, port) of --listen ADDR:PORT (an IPv6 address in brackets: [::1]:10809)."""
     host, sep, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+    if not sep or not host or _port(port) is None:
         raise SanError("INVALID_INPUT", f"--listen must be ADDR:PORT, e.g. 127.0.0.1:10809 "
                                         f"(got {text!r})")
     try:
@@ -597,7 +608,7 @@ def _serve(topology, chosen, listen, args, out, err, state: Path, chunk: int, st
         try:
             san.start()
         except SanError as exc:
-            if exc.code != "INVALID_INPUT" or isinstance(exc, InternalError):
+            if not _refused(exc):
                 raise
             err.print(str(exc))
             return EXIT_INVALID

@@ -108,7 +108,12 @@ def parse_duration(value) -> float:
 # since 1970) ends at 2106-02-07T06:28:15Z.  A topology's `start` and every clock move stay in it.
 CLOCK_FIRST = _dt.datetime(1980, 1, 1, tzinfo=_dt.timezone.utc)
 CLOCK_LAST = _dt.datetime(2106, 2, 7, 6, 28, 15, tzinfo=_dt.timezone.utc)
-CLOCK_RANGE = "from 1980-01-01T00:00:00Z to 2106-02-07T06:28:15Z"
+CLOCK_RANGE = f"from {CLOCK_FIRST:%Y-%m-%dT%H:%M:%SZ} to {CLOCK_LAST:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def in_clock_range(moment: _dt.datetime) -> bool:
+    """Can the simulated clock show `moment` (a FAT date and a volume info timestamp hold it)?"""
+    return CLOCK_FIRST <= moment <= CLOCK_LAST
 
 
 # A media ID names a tape in its VOL1 label and is its file's name in the state dir: both the
@@ -116,11 +121,6 @@ CLOCK_RANGE = "from 1980-01-01T00:00:00Z to 2106-02-07T06:28:15Z"
 MEDIA_ID_CHARACTERS = "A-Za-z0-9._-"           # a regular expression's character class
 MEDIA_ID_PATTERN = f"^[{MEDIA_ID_CHARACTERS}]{{1,6}}$"
 MEDIA_ID_EXPECTED = "1 to 6 letters, digits, '.', '_' or '-' (a tape's VOL1 label)"
-
-
-def in_clock_range(moment: _dt.datetime) -> bool:
-    """Can the simulated clock show `moment` (a FAT date and a volume info timestamp hold it)?"""
-    return CLOCK_FIRST <= moment <= CLOCK_LAST
 
 
 def parse_time(value) -> _dt.datetime:

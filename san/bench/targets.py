@@ -7,12 +7,11 @@ wherever bytes move, `size` bytes (1 GiB; 16 MiB with ``--quick``), no fsync unl
 row says so.  Rows whose runs write new file space (1, 4, 5 and 8) touch and free twice
 `size` of memory right before each run of either side (`core.warm_memory`: on this VM a
 run given memory its host had taken back ran 3-4x slower), and row 9 1 GiB (its runs
-start 7 processes).  `san`'s side goes through the
-SAN's actors: the host actor for host I/O, the array's management operations (over the
-LAN, as a host orders them) for copies, a scenario step for the tape backup.  Each
-figure's params carry the issue's target of its ratio (figure / baseline) and its
-direction (``target_is``: ``min``, the ratio must be at least the target, or ``max``, at
-most), and whether this run met it.
+start 7 processes).  `san`'s side goes through the SAN's actors: the host actor for host
+I/O, the array's management operations (over the LAN, as a host orders them) for copies, a
+scenario step for the tape backup.  Each figure's params carry the issue's target of its
+ratio (figure / baseline) and its direction (``target_is``: ``min``, the ratio must be at
+least the target, or ``max``, at most), and whether this run met it.
 
  1. ``targets.write_new``: a host writes `size` into a never-written volume (a few taken in
     turn, each UNMAPped right before it is written again), beside raw Ray writing new space
