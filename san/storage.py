@@ -940,34 +940,22 @@ class VolumeStore(FdOwner):
                     except BufferError:
                         pass    # a caller still holds a view: unmapped when the last one goes
 
-    def gather(self, gs, verify: bool = True, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def gather(self, gs, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """`read_granules` for granules `gs` (ascending, any spacing): their bytes one after
         the other (each granule `granule` bytes, the volume's short last one shorter) and
         their checksums, one row each, in one call, with one ``pread`` per stretch of
-        consecutive written granules.  (A copy job maps them instead: `mapped_gather`.)
-
-        `out`, a uint8 buffer at least that long, receives the bytes (the front of it is
-        returned): a caller reading batch after batch reuses one buffer instead of faulting
-        in a fresh one each time (that cost about 1 ms per 4 MiB here)."""
+        consecutive written granules.  (A copy job maps them instead: `mapped_gather`.)"""
         gs = self._granule_list("gather", gs)
         with self._lock:
             self._check_open()
-            return self._gather(gs, verify, out)
+            return self._gather(gs, verify)
 
-    def _gather(self, gs, verify: bool, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _gather(self, gs, verify: bool) -> tuple[np.ndarray, np.ndarray]:
         G, n = self.granule, len(gs)
         held = [g for g in gs if g in self._map]
         total = granules_nbytes(gs, G, self._glen)
         full = len(held) == n
-        if out is None:
-            out = np.empty(total, dtype=np.uint8) if full else np.zeros(total, dtype=np.uint8)
-        else:
-            if len(out) < total:
-                raise SanError("INVALID_INPUT", f"{self.label}: a gather of {n} granules needs "
-                                                f"{total} bytes, the buffer given holds {len(out)}")
-            out = out[:total]
-            if not full:
-                out[:] = 0
+        out = np.empty(total, dtype=np.uint8) if full else np.zeros(total, dtype=np.uint8)
         cs = np.empty((n, 2), dtype=np.uint64) if full else zero_checksums(n, total, G)
         # `gs` ascends without repeats, so granules consecutive on disk are neighbours in it
         where = {g: i for i, g in enumerate(gs)} if not isinstance(gs, range) else None
