@@ -4,6 +4,8 @@ Exit codes: 0 all as expected, 1 a step not as expected (or the SAN failed to ru
 input.  No Python traceback ever reaches the user: problems are printed as located lines,
 failures as ``CODE: message``; set SAN_DEBUG=1 to see the traceback of an internal error.
 
+A bad command line (an unknown option, a missing argument) is one ``INVALID_INPUT: san
+COMMAND: ...`` line, exit 2 (`ArgParser`).
 `san run` refuses bad input before Ray starts, each with exit 2 and one ``INVALID_INPUT: ...``
 line naming the bad value: a topology file given as the scenario, a `--state-dir` that is a
 file or cannot be created or written, a `--json` whose folder is missing or not writable, and
@@ -22,6 +24,7 @@ import errno
 import fcntl
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -41,16 +44,36 @@ from .topology import is_scenario_file, load_scenario, load_topology, validate_f
 from .topology.inspect import render_inspect
 from .topology.json_schema import KINDS as SCHEMA_KINDS
 from .topology.json_schema import schema_text
-from .topology.loader import top_level_keys
+from .topology.loader import SCENARIO_MARKS, top_level_keys
 from .units import parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 DEFAULT_LISTEN = ("127.0.0.1", 10809)
 
 
+class ArgParser(argparse.ArgumentParser):
+    """argparse's parser, refusing a bad command line as any bad input is refused: a
+    `SanError` INVALID_INPUT naming the command and the argument, which `main` prints as one
+    line with exit 2 (argparse itself would print a usage block and an ``error:`` line, a
+    second format for one kind of mistake).  ``--help`` is argparse's own."""
+
+    commands: dict | None = None    # a top-level parser's subcommand parsers, by name
+
+    def error(self, message: str):
+        raise SanError("INVALID_INPUT", f"{self.prog}: {message} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:       # named after the command they were given to, not the top-level one
+            (self.commands or {}).get(getattr(parsed, "command", None), self).error(
+                f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="san", description="Simulate a storage area network on Ray.")
+    p = ArgParser(prog="san", description="Simulate a storage area network on Ray.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.commands = sub.choices
     v = sub.add_parser("validate", help="check topology / scenario files without starting Ray")
     v.add_argument("files", nargs="+", metavar="FILE")
     r = sub.add_parser("run", help="build the SAN as Ray actors and run a scenario")
@@ -102,8 +125,12 @@ def _console() -> Console:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
     out, err = _console(), _Err()
+    try:
+        args = _parser().parse_args(argv)
+    except SanError as exc:         # a bad command line (ArgParser)
+        err.print(str(exc))
+        return EXIT_INVALID
     try:
         command = {"validate": cmd_validate, "run": cmd_run, "serve": cmd_serve, "inspect": cmd_inspect,
                    "schema": cmd_schema, "graph": cmd_graph, "bench": cmd_bench}[args.command]
@@ -251,8 +278,17 @@ def _open_state_dir(args, topology_name: str):
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        holder = _lock_holder(lock)
         os.close(lock)
-        raise SanError("INVALID_INPUT", f"state dir {path} is in use by another san run") from None
+        raise SanError("INVALID_INPUT", f"state dir {path} is in use by {holder}") from None
+    try:        # who holds it, for the next one refused
+        os.ftruncate(lock, 0)
+        os.pwrite(lock, f"san {args.command} (pid {os.getpid()})\n".encode(), 0)
+    except OSError as exc:
+        os.close(lock)
+        raise SanError("NO_SPACE" if exc.errno == errno.ENOSPC else "INVALID_INPUT",
+                       f"state dir {path}: cannot write {path / '.lock'} "
+                       f"({exc.strerror or exc})") from None
     marker = path / "topology"
     try:
         held = marker.read_bytes().decode("utf-8", "replace").strip() if marker.exists() else None
@@ -268,6 +304,16 @@ def _open_state_dir(args, topology_name: str):
         os.close(lock)
         raise
     return path, temporary, lock
+
+
+def _lock_holder(lock: int) -> str:
+    """Who holds a state dir's lock, as its holder wrote it in the lock file ("san serve
+    (pid 4242)"); "another san run or san serve" if it wrote nothing readable."""
+    try:
+        text = os.pread(lock, 80, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    return text if re.fullmatch(r"san (run|serve) \(pid \d+\)", text) else "another san run or san serve"
 
 
 def _check_json_out(text: str | None) -> None:
@@ -303,7 +349,7 @@ def _is_topology_file(path) -> bool:
     """A valid topology file (given where a scenario belongs): a mapping with topology keys,
     without `steps` or `topology`, that loads as a topology."""
     keys = top_level_keys(path)
-    if keys is None or keys & {"steps", "topology"} or not keys & _TOPOLOGY_KEYS:
+    if keys is None or keys & SCENARIO_MARKS or not keys & _TOPOLOGY_KEYS:
         return False
     try:
         load_topology(path)
@@ -520,6 +566,9 @@ def _listen_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    if sep and host and port.isascii() and port.isdigit() and _port(port) is None:
+        raise SanError("INVALID_INPUT", f"--listen: port {port} is out of range 0-65535 "
+                                        f"(got {text!r}; port 0 picks a free one)")
     if not sep or not host or _port(port) is None:
         raise SanError("INVALID_INPUT", f"--listen must be ADDR:PORT, e.g. 127.0.0.1:10809 "
                                         f"(got {text!r})")

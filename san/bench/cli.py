@@ -66,7 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def parser() -> argparse.ArgumentParser:
-    return add_arguments(argparse.ArgumentParser(prog="san bench", description=__doc__.splitlines()[0]))
+    from ..cli import ArgParser
+    return add_arguments(ArgParser(prog="san bench", description=__doc__.splitlines()[0]))
 
 
 # -- refusing bad arguments ------------------------------------------------------------------
@@ -267,7 +268,11 @@ def run(args, out, err) -> int:
 def main(argv=None) -> int:
     """`python -m san.bench` and the wrappers in benchmarks/: `san bench` on its own."""
     from ..cli import _console, _Err
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SanError as exc:         # a bad command line: one line, exit 2
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
     try:
         return run(args, _console(), _Err())
     except KeyboardInterrupt:

@@ -30,7 +30,7 @@ from san.topology.step_checks import check_steps
 from san.topology.steps import OPS, ConcurrentStep, Scenario, ScenarioHead
 
 __all__ = ["Problem", "format_path", "load_topology", "load_scenario", "validate_files",
-           "is_scenario_file", "top_level_keys", "validate_model", "report_error"]
+           "is_scenario_file", "top_level_keys", "SCENARIO_MARKS", "validate_model", "report_error"]
 
 
 # ---------------------------------------------------------------------------- pydantic errors
@@ -288,14 +288,20 @@ def top_level_keys(path) -> set[str] | None:
     return {k.value for k, _ in root.value if isinstance(k, yaml.ScalarNode)}
 
 
+SCENARIO_MARKS = frozenset({"steps", "topology"})  # a topology has neither key
+
+
 def _has_steps(root) -> bool:
+    """Is the top-level mapping `root` a scenario's (see `is_scenario_file`)?"""
     return isinstance(root, yaml.MappingNode) and any(
-        isinstance(k, yaml.ScalarNode) and k.value == "steps" for k, _ in root.value)
+        isinstance(k, yaml.ScalarNode) and k.value in SCENARIO_MARKS for k, _ in root.value)
 
 
 def is_scenario_file(path) -> bool:
-    """A file whose top level is a mapping with a `steps` key is a scenario."""
-    return "steps" in (top_level_keys(path) or ())
+    """A file whose top level is a mapping with a `steps` or a `topology` key is a scenario:
+    with either one, a typo in the other (``step:``) is reported as a scenario's problem,
+    not as a topology's unknown key."""
+    return bool(SCENARIO_MARKS & (top_level_keys(path) or set()))
 
 
 def validate_files(paths) -> list[Problem]:

@@ -218,7 +218,7 @@ def test_a_fat_volume_written_after_a_snapshot_is_whole_through_san_serve(tmp_pa
 @pytest.mark.parametrize("args, message", [
     (["--export", "h1:/nope"], "INVALID_INPUT: --export: 'h1:/nope' is not a mount of a host"),
     (["--listen", "nowhere"], "INVALID_INPUT: --listen must be ADDR:PORT"),
-    (["--listen", "127.0.0.1:99999"], "INVALID_INPUT: --listen must be ADDR:PORT"),
+    (["--listen", "127.0.0.1:99999"], "INVALID_INPUT: --listen: port 99999 is out of range 0-65535"),
 ])
 def test_serve_refuses_bad_arguments_before_ray_starts(files, tmp_path, args, message):
     done = san("serve", files / "topology.yaml", "--state-dir", tmp_path / "state", *args, timeout=60)

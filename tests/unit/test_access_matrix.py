@@ -1035,6 +1035,7 @@ def test_a_temporary_state_dir_is_private_too(umask):
     class Args:
         state_dir = None
         keep_state = False
+        command = "run"
     path, temporary, lock = cli._open_state_dir(Args, "t")
     try:
         assert temporary and (path.stat().st_mode & 0o777) == 0o700
@@ -1056,6 +1057,7 @@ def test_a_state_dir_that_exists_is_used_as_it_is_never_widened(tmp_path, umask,
     class Args:
         state_dir = str(path)
         keep_state = False
+        command = "run"
     _, _, lock = cli._open_state_dir(Args, "t")
     os.close(lock)
     assert (path.stat().st_mode & 0o777) == mode

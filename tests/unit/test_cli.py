@@ -1,4 +1,5 @@
 """The command line's verbs that never start Ray: validate, inspect, schema, and run's refusals."""
+import fcntl
 import json
 import os
 import subprocess
@@ -205,19 +206,40 @@ def test_chunk_size_accepts_units():
     assert cli._chunk_size("1MiB") == 1 << 20 and cli._chunk_size("512") == 512
 
 
-def test_a_state_dir_is_held_by_one_run_at_a_time(tmp_path):
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_a_state_dir_is_held_by_one_run_at_a_time(tmp_path, command):
     class Args:
         state_dir = str(tmp_path / "s")
         keep_state = False
+    Args.command = command
     path, temporary, lock = cli._open_state_dir(Args, "topo")
     assert not temporary and (path.stat().st_mode & 0o777) == 0o700
-    with pytest.raises(SanError, match="in use by another san run"):
+    with pytest.raises(SanError) as info:       # the refusal names the holder
         cli._open_state_dir(Args, "topo")
+    assert info.value.code == "INVALID_INPUT"
+    assert info.value.message == f"state dir {path} is in use by san {command} (pid {os.getpid()})"
     os.close(lock)
     _, _, lock = cli._open_state_dir(Args, "topo")
     os.close(lock)
     with pytest.raises(SanError, match="holds the SAN of topology 'topo'"):
         cli._open_state_dir(Args, "other")
+
+
+@pytest.mark.parametrize("written", [b"", b"\xff\xfe", b"rm -rf / (pid 1)", b"san run (pid 12) extra"])
+def test_a_held_state_dir_whose_lock_says_nothing_readable_names_no_holder(tmp_path, written):
+    path = tmp_path / "s"
+    path.mkdir()
+    (path / ".lock").write_bytes(written)
+    holder = os.open(path / ".lock", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)           # held by someone who wrote `written`
+    try:
+        class Args:
+            state_dir, keep_state, command = str(path), False, "run"
+        with pytest.raises(SanError) as info:
+            cli._open_state_dir(Args, "topo")
+        assert info.value.message == f"state dir {path} is in use by another san run or san serve"
+    finally:
+        os.close(holder)
 
 
 def test_report_json_shape_from_plain_step_reports(tmp_path):
@@ -444,10 +466,57 @@ def test_bad_listen_addresses_are_refused_naming_them(text):
     assert text in str(err.value)
 
 
+@pytest.mark.parametrize("text", ["127.0.0.1:65536", "[::1]:99999", "localhost:100000"])
+def test_a_listen_port_past_65535_is_called_out_of_range(text):
+    with pytest.raises(SanError) as err:
+        cli._listen_address(text)
+    port = text.rpartition(":")[2]
+    assert err.value.message == (f"--listen: port {port} is out of range 0-65535 "
+                                 f"(got {text!r}; port 0 picks a free one)")
+
+
 @pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True), ("localhost", True),
                                             ("0.0.0.0", False)])
 def test_only_loopback_addresses_serve_without_a_warning(host, loopback):
     assert cli._is_loopback(host) is loopback
+
+
+# -- a bad command line: one INVALID_INPUT line naming the command, exit 2 ------------------------
+@pytest.mark.parametrize("argv, line", [
+    ([], "san: the following arguments are required: COMMAND (see san --help)"),
+    (["nosuch"], "san: argument COMMAND: invalid choice: 'nosuch' (choose from 'validate', 'run', "
+                 "'serve', 'inspect', 'schema', 'graph', 'bench') (see san --help)"),
+    (["validate"], "san validate: the following arguments are required: FILE (see san validate --help)"),
+    (["run"], "san run: the following arguments are required: SCENARIO (see san run --help)"),
+    (["run", "s.yaml", "--jsn", "o.json"],          # unknown ones are the subcommand's to name
+     "san run: unrecognized arguments: --jsn o.json (see san run --help)"),
+    (["run", "s.yaml", "--chunk-size"], "san run: argument --chunk-size: expected one argument "
+                                        "(see san run --help)"),
+    (["serve", "t.yaml"], "san serve: the following arguments are required: --state-dir "
+                          "(see san serve --help)"),
+    (["graph", "t.yaml"], "san graph: the following arguments are required: -o/--output "
+                          "(see san graph --help)"),
+    (["bench", "--bogus"], "san bench: unrecognized arguments: --bogus (see san bench --help)"),
+    (["bench", "--size"], "san bench: argument --size: expected one argument (see san bench --help)"),
+])
+def test_a_bad_command_line_is_one_invalid_input_line(argv, line, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)        # refused before Ray, as any bad input
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"INVALID_INPUT: {line}\n" and captured.out == ""
+
+
+def test_bench_on_its_own_refuses_a_bad_command_line_the_same_way(capsys):
+    from san.bench import cli as bench_cli
+    assert bench_cli.main(["--repeat"]) == 2
+    assert capsys.readouterr().err == ("INVALID_INPUT: san bench: argument --repeat: expected one "
+                                       "argument (see san bench --help)\n")
+
+
+def test_help_is_still_argparse_s_own(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["run", "--help"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("usage: san run ")
 
 
 def test_serve_refuses_bad_input_before_ray_starts(tmp_path, capsys, monkeypatch):

@@ -120,6 +120,22 @@ def test_scenario_detected_by_steps_key(tmp_path, monkeypatch):
     assert s.topology.source == str(tmp_path / "topo.yaml")
 
 
+@pytest.mark.parametrize("head, expected", [
+    # a typo in `steps`: still a scenario (it has `topology`), its own problems named
+    ("name: s\ntopology: topo.yaml\nstep:\n", ["bad.yaml:1:1: steps: missing required key",
+                                              "bad.yaml:3:1: step: unknown key (got 'step'; "
+                                              "expected one of name, topology, steps)"]),
+    # a typo in `topology`: still a scenario (it has `steps`)
+    ("name: s\ntopolgy: topo.yaml\nsteps:\n", ["bad.yaml:1:1: topology: missing required key",
+                                              "bad.yaml:2:1: topolgy: unknown key"]),
+])
+def test_a_scenario_with_one_of_its_keys_misspelt_is_still_judged_a_scenario(tmp_path, monkeypatch,
+                                                                             head, expected):
+    lines = scenario_problems(tmp_path, monkeypatch, "  - {op: lose_catalog}\n", head=head)
+    assert_reported(lines, expected)
+    assert not any("topology: unknown key" in line for line in lines), lines
+
+
 def test_earlier_define_is_usable(tmp_path, monkeypatch):
     steps = ("  - {op: define, name: d2, host: host1, mount_point: /db, type: disk, "
              "destination: {array: array1, volume: 1}, label: x}\n"
