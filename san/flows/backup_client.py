@@ -170,7 +170,9 @@ class BackupClient:
 
         transfers = self.actions(mount_point, pre)
         with self._post_on_failure(mount_point, post):
-            image = FatVolume(BlockDevice(size, read_fn, readonly=True), readonly=True)
+            image = FatVolume(BlockDevice(size, read_fn, readonly=True,
+                                          name=f"the backup on tape {media} (file {file}) of {library}"),
+                              readonly=True)
             contents = {p: image.read_file(p) for p in paths}
             image.close()
             transfers += self._put_files(mount_point, contents)
@@ -307,8 +309,9 @@ class BackupClient:
         try:
             path = self._target(restore.port, restore.lun)
             carried: dict = {}
-            backup_fs = FatVolume(self._device(path, self._capacity(path), carried, readonly=True),
-                                  readonly=True)
+            name = f"the backup on {array} volume {volume}"
+            backup_fs = FatVolume(self._device(path, self._capacity(path), carried, readonly=True,
+                                               name=name), readonly=True)
             contents = {p: backup_fs.read_file(p) for p in paths}
             backup_fs.close()
             transfers += transfers_of(carried) or [Transfer(path[0].resources(False), 0)]

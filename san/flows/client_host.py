@@ -315,9 +315,10 @@ class Host(BackupClient, ClientHost):
                                             "(filesystem: none); file operations need a fat mount")
         return mount
 
-    def _device(self, path, size: int, carried: dict | None, readonly: bool = False):
-        """A block device over `path`; the bytes it moves are added to `carried` (see
-        `_carry`) when one is given."""
+    def _device(self, path, size: int, carried: dict | None, readonly: bool = False,
+                name: str = "the volume"):
+        """A block device over `path`, called `name` in its errors; the bytes it moves are
+        added to `carried` (see `_carry`) when one is given."""
         def read_fn(offset, length):
             data, transfers = self._read_into(path, offset, length)
             if carried is not None:
@@ -330,7 +331,8 @@ class Host(BackupClient, ClientHost):
             if carried is not None:
                 carry(carried, transfers, True)
 
-        return BlockDevice(size, read_fn, None if readonly else write_fn, readonly=readonly)
+        return BlockDevice(size, read_fn, None if readonly else write_fn, readonly=readonly,
+                           name=name)
 
     def _capacity(self, path) -> int:
         route, array, port, lun = path
@@ -352,7 +354,7 @@ class Host(BackupClient, ClientHost):
             carry(carried, self._write_to(self.fs_paths[mount_point], offset, len(data),
                                            lambda off, n: data[off - offset:off - offset + n]), True)
 
-        return BlockDevice(size, read_fn, write_fn)
+        return BlockDevice(size, read_fn, write_fn, name=f"{self.name}:{mount_point}")
 
     def filesystem(self, mount_point: str):
         """The mounted FAT filesystem of a fat mount (mounting it on first use).
@@ -390,7 +392,8 @@ class Host(BackupClient, ClientHost):
             if first.any():
                 continue
             label = (mount_point.strip("/").replace("/", "_") or "ROOT")[:11].upper()
-            format_volume(self._device(path, self._capacity(path), None), label, now=self.now)
+            format_volume(self._device(path, self._capacity(path), None,
+                                       name=f"{self.name}:{mount_point}"), label, now=self.now)
             done.append(mount_point)
         return done
 

@@ -882,6 +882,16 @@ def test_restore_files_refuses_paths_leaving_the_mount_before_anything_happens(r
         assert not host.gates["/db"].quiesced, path
 
 
+def test_restore_files_of_a_file_the_backup_lacks_names_the_backup_and_lets_go(restore_san):
+    san, snap = restore_san
+    host, array = san.element("host1"), san.element("array1")
+    with pytest.raises(SanError) as info:
+        host.client_restore_files("/db", "HTC-0001", snap, ["nope.txt"], ["quiesce"], ["resume"])
+    assert info.value.code == "NO_SUCH_FILE"
+    assert info.value.message == f"no file /nope.txt on the backup on array1 volume {snap}"
+    assert array.attachments == [] and not host.gates["/db"].quiesced
+
+
 # -------------------------------------------------------------------- 4. pre / post
 
 BAD_ACTIONS = [
