@@ -251,11 +251,15 @@ def run(args, out, err) -> int:
     n_fail = len(result["failures"])
     judged = [f.params["meets_target"] for f in result["figures"]
               if f.params.get("meets_target") is not None]
-    out.print(f"{'ok' if not n_fail else 'NOT OK'}: {len(result['figures'])} figures from "
-              f"{len(names)} benchmark(s), {n_fail} failed; {time.perf_counter() - started:.0f} s"
+    seconds = time.perf_counter() - started
+    out.print(f"{'ok' if not n_fail else 'NOT OK'}: {_count(len(result['figures']), 'figure')} from "
+              f"{_count(len(names), 'benchmark')}, {n_fail} failed; "
+              f"{seconds:.{0 if seconds >= 10 else 1}f} s"
               + (f"; targets met: {sum(judged)} of {len(judged)}"
                  + (f" ({QUICK_VERDICTS})" if settings.quick else "") if judged else "")
-              + (f"; {len(plots)} plot(s) in {args.plot}" if plots else ""), highlight=False)
+              + (f"; {_count(len(plots), 'plot')} in {args.plot}" if plots else
+                 f"; no plots: {', '.join(names)} draw none" if args.plot and not n_fail else ""),
+              highlight=False)
     if args.json:
         try:
             Path(args.json).write_text(json.dumps(report(settings, names, result, plots), indent=1) + "\n")
@@ -263,6 +267,11 @@ def run(args, out, err) -> int:
             err.print(f"BENCH_FAILED: json: --json {args.json} could not be written: {exc.strerror or exc}")
             return EXIT_FAILED
     return EXIT_FAILED if n_fail else EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 figure``, ``3 figures``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,7 @@
 """`san bench` without Ray: argument refusals (exit 2, one INVALID_INPUT line), exit codes of
 failed benchmarks and data checks, the table at 80 columns, alternating runs."""
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -136,7 +137,7 @@ def test_slowness_never_fails_and_the_json_has_every_figure_with_its_baseline(mo
     assert fig["value"] == 0.001 and fig["baseline"]["value"] == 1000.0
     assert fig["unit"] == "GiB/s" and fig["measured"] and fig["baseline"]["measured"]
     assert fig["ratio"] == pytest.approx(1e-6) and fig["space"] == "overwrite"
-    assert "ok: 1 figures" in capsys.readouterr().out
+    assert "ok: 1 figure from" in capsys.readouterr().out
 
 
 def test_only_runs_the_named_benchmarks_in_their_order(monkeypatch):
@@ -192,8 +193,27 @@ def test_the_summary_counts_the_targets_met(monkeypatch, capsys):
     _fake(monkeypatch, {"t": lambda s, res: (_targets(), [])})
     assert cli.main(["bench", "--only", "t"]) == 0       # a missed target is not a failure
     out = capsys.readouterr().out
-    assert "ok: 3 figures from 1 benchmark(s), 0 failed;" in out and "targets met: 1 of 3" in out
+    assert "ok: 3 figures from 1 benchmark, 0 failed;" in out and "targets met: 1 of 3" in out
     assert "--quick sizes" not in out
+
+
+@pytest.mark.parametrize("benchmarks, words", [
+    ({"t": lambda s, res: (_targets()[:1], [])}, "ok: 1 figure from 1 benchmark, 0 failed; "),
+    ({"t": lambda s, res: (_targets(), []), "u": lambda s, res: ([], [])},
+     "ok: 3 figures from 2 benchmarks, 0 failed; "),
+])
+def test_the_summary_counts_in_words(monkeypatch, capsys, benchmarks, words):
+    _fake(monkeypatch, benchmarks)
+    assert cli.main(["bench", "--only", ",".join(benchmarks)]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith(words), line
+    assert re.search(r"failed; \d+\.\d s", line), line     # a short run keeps a decimal
+
+
+def test_plot_says_so_when_the_benchmarks_run_draw_nothing(monkeypatch, capsys, tmp_path):
+    _fake(monkeypatch, {"t": lambda s, res: (_targets(), [])})          # figures, no curves
+    assert cli.main(["bench", "--only", "t", "--plot", str(tmp_path / "p")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("; no plots: t draw none")
 
 
 def test_quick_verdicts_say_they_are_at_quick_sizes(monkeypatch, capsys):
