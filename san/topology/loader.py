@@ -12,6 +12,7 @@ still becomes a problem line, never a traceback.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import types
 import typing
@@ -86,6 +87,19 @@ _TYPE_WORDS = {
 }
 
 
+def unknown_key(key: str, keys) -> str:
+    """What is wrong with `key`, not one of `keys`: "unknown key", and the key it most
+    likely misspells, if one is close (``step`` for ``steps``).
+
+    >>> unknown_key("step", ["name", "topology", "steps"])
+    "unknown key, did you mean 'steps'?"
+    >>> unknown_key("extra", ["name", "topology", "steps"])
+    'unknown key'
+    """
+    close = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.75)
+    return f"unknown key, did you mean '{close[0]}'?" if close else "unknown key"
+
+
 def report_error(src: Source, cls, prefix: tuple, error: dict) -> None:
     loc = tuple(error.get("loc", ()))
     kind = error.get("type")
@@ -101,9 +115,10 @@ def report_error(src: Source, cls, prefix: tuple, error: dict) -> None:
         return
     if kind == "extra_forbidden":
         holder = _model_at(cls, loc[:-1])
-        expected = one_of(holder.yaml_keys()) if holder is not None else None
-        src.report(path, "unknown key", got=str(loc[-1]) if loc else None,
-                   expected=expected, at_key=True)
+        keys = list(holder.yaml_keys()) if holder is not None else []
+        src.report(path, unknown_key(str(loc[-1]) if loc else "", keys),
+                   got=str(loc[-1]) if loc else None,
+                   expected=one_of(keys) if holder is not None else None, at_key=True)
         return
     if kind == "san":
         ctx = error.get("ctx") or {}
@@ -129,7 +144,7 @@ def _validate_topology_data(src: Source, data: Any, prefix: tuple, source_name: 
     reporter = Reporter(src, prefix)
     clean = data
     if "source" in data:
-        src.report(prefix + ("source",), "unknown key", got="source",
+        src.report(prefix + ("source",), unknown_key("source", Topology.yaml_keys()), got="source",
                    expected=one_of(Topology.yaml_keys()), at_key=True)
         clean = {k: v for k, v in data.items() if k != "source"}
     topology = validate_model(src, Topology, clean, prefix)

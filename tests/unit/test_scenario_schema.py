@@ -123,11 +123,11 @@ def test_scenario_detected_by_steps_key(tmp_path, monkeypatch):
 @pytest.mark.parametrize("head, expected", [
     # a typo in `steps`: still a scenario (it has `topology`), its own problems named
     ("name: s\ntopology: topo.yaml\nstep:\n", ["bad.yaml:1:1: steps: missing required key",
-                                              "bad.yaml:3:1: step: unknown key (got 'step'; "
+                                              "bad.yaml:3:1: step: unknown key, did you mean 'steps'? (got 'step'; "
                                               "expected one of name, topology, steps)"]),
     # a typo in `topology`: still a scenario (it has `steps`)
     ("name: s\ntopolgy: topo.yaml\nsteps:\n", ["bad.yaml:1:1: topology: missing required key",
-                                              "bad.yaml:2:1: topolgy: unknown key"]),
+                                              "bad.yaml:2:1: topolgy: unknown key, did you mean 'topology'?"]),
 ])
 def test_a_scenario_with_one_of_its_keys_misspelt_is_still_judged_a_scenario(tmp_path, monkeypatch,
                                                                              head, expected):
@@ -197,7 +197,7 @@ BAD_STEPS = [
      ["bad.yaml:4:5: steps[0].seed: missing required key (expected a 'seed' key in this mapping)"]),
     ("write-unknown-key",
      "  - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1, speed: fast}\n",
-     ["steps[0].speed: unknown key (got 'speed'; expected one of op, title, expect_error, as, "
+     ["steps[0].speed: unknown key, did you mean 'seed'? (got 'speed'; expected one of op, title, expect_error, as, "
       "host, mount, offset, size, seed)"]),
     ("write-unknown-host",
      "  - {op: write, host: host7, mount: /db, offset: 0, size: 1MiB, seed: 1}\n",
@@ -399,7 +399,7 @@ BAD_STEPS = [
      ["steps[0].as: invalid name (got '1st'"]),
     ("python-field-names-are-not-keys",
      "  - {op: rebuild_catalog, from_: [array1], as_: x}\n",
-     ["steps[0].from_: unknown key (got 'from_'", "steps[0].as_: unknown key (got 'as_'"]),
+     ["steps[0].from_: unknown key, did you mean 'from'? (got 'from_'", "steps[0].as_: unknown key, did you mean 'as'? (got 'as_'"]),
     ("duplicate-key-in-step",
      "  - {op: lose_catalog, op: advance_clock, by: 1s}\n",
      ["bad.yaml:4:24: steps[0].op: duplicate key (got 'op'"]),

@@ -666,6 +666,17 @@ PUBLIC = [
 ]
 
 
+@pytest.mark.parametrize("key, keys, what", [
+    ("step", ["name", "topology", "steps"], "unknown key, did you mean 'steps'?"),
+    ("swtiches", ["switches", "isls", "zones"], "unknown key, did you mean 'switches'?"),
+    ("extra", ["name", "topology", "steps"], "unknown key"),     # nothing close: no guess
+    ("", ["name"], "unknown key"),
+])
+def test_an_unknown_key_names_the_key_it_likely_misspells(key, keys, what):
+    from san.topology.loader import unknown_key
+    assert unknown_key(key, keys) == what
+
+
 @pytest.mark.parametrize("module,names", PUBLIC, ids=[m for m, _ in PUBLIC])
 def test_public_names_stay_importable(module, names):
     imported = importlib.import_module(module)
