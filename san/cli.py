@@ -63,10 +63,14 @@ class ArgParser(argparse.ArgumentParser):
         raise SanError("INVALID_INPUT", f"{self.prog}: {message} (see {self.prog} --help)")
 
     def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:       # named after the command they were given to, not the top-level one
-            (self.commands or {}).get(getattr(parsed, "command", None), self).error(
-                f"unrecognized arguments: {' '.join(extra)}")
+            command = getattr(parsed, "command", None)
+            before = args[:args.index(command)] if command in args else args
+            target = self if any(e in before for e in extra) else \
+                (self.commands or {}).get(command, self)
+            target.error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed
 
 
@@ -308,7 +312,9 @@ def _open_state_dir(args, topology_name: str):
 
 def _lock_holder(lock: int) -> str:
     """Who holds a state dir's lock, as its holder wrote it in the lock file ("san serve
-    (pid 4242)"); "another san run or san serve" if it wrote nothing readable."""
+    (pid 4242)"); "another san run or san serve" if it wrote nothing readable.  A hint, not
+    a proof: asked in the instant between a new holder's lock and its write, the file still
+    names the last holder."""
     try:
         text = os.pread(lock, 80, 0).decode("ascii").strip()
     except (OSError, UnicodeDecodeError):
@@ -413,9 +419,14 @@ def _check_address_state_dir(args) -> None:
                                         f"the same path")
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only ("²" is a digit to str.isdigit)."""
+    return text.isascii() and text.isdigit()
+
+
 def _port(text: str) -> int | None:
-    """`text` as a TCP port (ASCII digits only: "²" is a digit to str.isdigit), else None."""
-    return int(text) if text.isascii() and text.isdigit() and int(text) <= 65535 else None
+    """`text` as a TCP port, else None (a port of thousands of digits too: int() refuses it)."""
+    return int(text) if _digits(text) and len(text) <= 5 and int(text) <= 65535 else None
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -566,9 +577,10 @@ def _listen_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if sep and host and port.isascii() and port.isdigit() and _port(port) is None:
-        raise SanError("INVALID_INPUT", f"--listen: port {port} is out of range 0-65535 "
-                                        f"(got {text!r}; port 0 picks a free one)")
+    if sep and host and _digits(port) and _port(port) is None:
+        shown = port if len(port) <= 12 else f"{port[:6]}...({len(port)} digits)"
+        raise SanError("INVALID_INPUT", f"--listen: port {shown} is out of range 0-65535 "
+                                        f"(got {text[:80]!r}; port 0 picks a free one)")
     if not sep or not host or _port(port) is None:
         raise SanError("INVALID_INPUT", f"--listen must be ADDR:PORT, e.g. 127.0.0.1:10809 "
                                         f"(got {text!r})")

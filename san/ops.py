@@ -106,7 +106,8 @@ def _content(ctx, step) -> tuple[str, dict]:
 def _image_content(ctx, library: str, media: str, file: int) -> dict:
     size = ctx.san.call(library, "image_size", media, file)
     return _content_of(size, lambda off, n: ctx.san.call(library, "read_image", media, file, off, n),
-                       lambda: ctx.san.call(library, "image_digest", media, file))
+                       lambda: ctx.san.call(library, "image_digest", media, file),
+                       f"tape {media} (file {file}) of {library}")
 
 
 def _filesystem_of(ctx, host: str, mount: str) -> str:
@@ -128,14 +129,15 @@ def _stored_content(ctx, array: str, volume: int) -> dict:
     """The content of a volume as the array stores it (no host, no access control)."""
     return _content_of(ctx.san.call(array, "size_of", volume),
                        lambda off, n: ctx.san.call(array, "read_volume", volume, off, n),
-                       lambda: ctx.san.call(array, "digest_volume", volume))
+                       lambda: ctx.san.call(array, "digest_volume", volume),
+                       f"{array} volume {volume}")
 
 
-def _content_of(size: int, read_fn, digest_fn) -> dict:
+def _content_of(size: int, read_fn, digest_fn, name: str) -> dict:
     """The files of a readable FAT image, else (FSCK_FAILED: no FAT there) its volume digest.
     Any other failure, reading the volume say, is the caller's: a checkpoint quietly taken of
     the volume instead of its files would fail its `verify` with a misleading mismatch."""
-    device = BlockDevice(size, read_fn, readonly=True)
+    device = BlockDevice(size, read_fn, readonly=True, name=name)
     try:
         fs = FatVolume(device, readonly=True)
     except SanError as exc:

@@ -213,6 +213,11 @@ def _hhmm(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`n` and its noun: ``1 drive``, ``2 drives``, ``3 media`` (``words``, if not ``word+s``)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 def format_size(nbytes: int) -> str:
     """A short human form for tables: 2 GiB, 512 B, 1.5 MiB."""
     for unit, factor in (("PiB", PiB), ("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):

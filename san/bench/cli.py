@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from ..errors import SanError
-from ..units import GiB, MiB, format_size, parse_size
+from ..units import GiB, MiB, format_size, parse_size, plural
 from .core import DataCheckFailed, Settings, plain
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -252,13 +252,14 @@ def run(args, out, err) -> int:
     judged = [f.params["meets_target"] for f in result["figures"]
               if f.params.get("meets_target") is not None]
     seconds = time.perf_counter() - started
-    out.print(f"{'ok' if not n_fail else 'NOT OK'}: {_count(len(result['figures']), 'figure')} from "
-              f"{_count(len(names), 'benchmark')}, {n_fail} failed; "
+    out.print(f"{'ok' if not n_fail else 'NOT OK'}: {plural(len(result['figures']), 'figure')} from "
+              f"{plural(len(names), 'benchmark')}, {n_fail} failed; "
               f"{seconds:.{0 if seconds >= 10 else 1}f} s"
               + (f"; targets met: {sum(judged)} of {len(judged)}"
                  + (f" ({QUICK_VERDICTS})" if settings.quick else "") if judged else "")
-              + (f"; {_count(len(plots), 'plot')} in {args.plot}" if plots else
-                 f"; no plots: {', '.join(names)} draw none" if args.plot and not n_fail else ""),
+              + (f"; {plural(len(plots), 'plot')} in {args.plot}" if plots else
+                 f"; no plots: {', '.join(names)} {'draws' if len(names) == 1 else 'draw'} none"
+                 if args.plot and not n_fail else ""),
               highlight=False)
     if args.json:
         try:
@@ -267,11 +268,6 @@ def run(args, out, err) -> int:
             err.print(f"BENCH_FAILED: json: --json {args.json} could not be written: {exc.strerror or exc}")
             return EXIT_FAILED
     return EXIT_FAILED if n_fail else EXIT_OK
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 figure``, ``3 figures``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def main(argv=None) -> int:

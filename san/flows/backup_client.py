@@ -310,8 +310,8 @@ class BackupClient:
             path = self._target(restore.port, restore.lun)
             carried: dict = {}
             name = f"the backup on {array} volume {volume}"
-            backup_fs = FatVolume(self._device(path, self._capacity(path), carried, readonly=True,
-                                               name=name), readonly=True)
+            backup_fs = FatVolume(self._device(path, self._capacity(path), carried, name,
+                                               readonly=True), readonly=True)
             contents = {p: backup_fs.read_file(p) for p in paths}
             backup_fs.close()
             transfers += transfers_of(carried) or [Transfer(path[0].resources(False), 0)]

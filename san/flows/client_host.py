@@ -315,8 +315,7 @@ class Host(BackupClient, ClientHost):
                                             "(filesystem: none); file operations need a fat mount")
         return mount
 
-    def _device(self, path, size: int, carried: dict | None, readonly: bool = False,
-                name: str = "the volume"):
+    def _device(self, path, size: int, carried: dict | None, name: str, readonly: bool = False):
         """A block device over `path`, called `name` in its errors; the bytes it moves are
         added to `carried` (see `_carry`) when one is given."""
         def read_fn(offset, length):
@@ -392,8 +391,8 @@ class Host(BackupClient, ClientHost):
             if first.any():
                 continue
             label = (mount_point.strip("/").replace("/", "_") or "ROOT")[:11].upper()
-            format_volume(self._device(path, self._capacity(path), None,
-                                       name=f"{self.name}:{mount_point}"), label, now=self.now)
+            format_volume(self._device(path, self._capacity(path), None, f"{self.name}:{mount_point}"),
+                          label, now=self.now)
             done.append(mount_point)
         return done
 

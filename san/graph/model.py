@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from san.topology.inspect import path_status
 from san.topology.models import Topology
-from san.units import SPEED_NAMES, format_size, format_speed
+from san.units import SPEED_NAMES, format_size, format_speed, plural
 
 # the order of the layers, left to right in a picture: initiators, fabric, targets; the LAN
 # row (backup servers, tape libraries) has no FC port, so it sits apart, below
@@ -103,10 +103,6 @@ def placement_text(placement) -> str | None:
     return " ".join(f"@{k}" if v == 1 else f"@{k}={v:g}" for k, v in placement.resources.items())
 
 
-def _plural(n: int, word: str, words: str | None = None) -> str:
-    return f"{n} {word if n == 1 else (words or word + 's')}"
-
-
 DENIED_MARK = "✗"     # after a mount whose path zoning, routing or LUN masking denies
 
 
@@ -139,16 +135,16 @@ def _switch_details(switch, used: int) -> tuple[str, ...]:
 def _array_details(array) -> tuple[str, ...]:
     mapped = sum(v.port is not None for v in array.volumes)
     return (array.device_id,
-            f"{_plural(len(array.volumes), 'volume')}, {mapped} mapped")
+            f"{plural(len(array.volumes), 'volume')}, {mapped} mapped")
 
 
 def _library_details(lib) -> tuple[str, ...]:
-    return (f"{_plural(lib.drives, 'drive')} · {speed_text(lib.drive_speed)}",
-            f"{_plural(len(lib.media), 'medium', 'media')} × {_size(lib.media_capacity)}")
+    return (f"{plural(lib.drives, 'drive')} · {speed_text(lib.drive_speed)}",
+            f"{plural(len(lib.media), 'medium', 'media')} × {_size(lib.media_capacity)}")
 
 
 def _server_details(server) -> tuple[str, ...]:
-    lines = [_plural(len(server.definitions), "definition")]
+    lines = [plural(len(server.definitions), "definition")]
     if server.tape_library:
         lines.append(f"tapes: {server.tape_library}")
     return tuple(lines)

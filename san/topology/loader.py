@@ -13,6 +13,7 @@ still becomes a problem line, never a traceback.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import types
 import typing
@@ -31,7 +32,7 @@ from san.topology.step_checks import check_steps
 from san.topology.steps import OPS, ConcurrentStep, Scenario, ScenarioHead
 
 __all__ = ["Problem", "format_path", "load_topology", "load_scenario", "validate_files",
-           "is_scenario_file", "top_level_keys", "SCENARIO_MARKS", "validate_model", "report_error"]
+           "is_scenario_file", "is_scenario_keys", "top_level_keys", "SCENARIO_MARKS", "validate_model", "report_error"]
 
 
 # ---------------------------------------------------------------------------- pydantic errors
@@ -89,15 +90,34 @@ _TYPE_WORDS = {
 
 def unknown_key(key: str, keys) -> str:
     """What is wrong with `key`, not one of `keys`: "unknown key", and the key it most
-    likely misspells, if one is close (``step`` for ``steps``).
+    likely misspells, if one is close (``swtiches`` for ``switches``).  A key that some other
+    mapping of the files accepts (``host`` on a step that has ``post``, ``speed`` where
+    ``seed`` is) is no typo but a key in the wrong place, so no guess is made for it, unless
+    the close key is its plural or singular (``step`` for ``steps``).
 
     >>> unknown_key("step", ["name", "topology", "steps"])
     "unknown key, did you mean 'steps'?"
-    >>> unknown_key("extra", ["name", "topology", "steps"])
+    >>> unknown_key("host", ["op", "pre", "post"])
     'unknown key'
     """
-    close = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.75)
-    return f"unknown key, did you mean '{close[0]}'?" if close else "unknown key"
+    close = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.8)
+    if not close or (key in _every_key() and close[0] not in (key + "s", key[:-1])):
+        return "unknown key"
+    return f"unknown key, did you mean '{close[0]}'?"
+
+
+@functools.cache
+def _every_key() -> frozenset[str]:
+    """Every key some mapping of a topology or scenario file accepts (and `source`, which
+    the loader sets and a file may not)."""
+    from san.topology.models import SanModel
+    keys, todo = {"source"}, [SanModel]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls is not SanModel:
+            keys.update(cls.yaml_keys())
+    return frozenset(keys)
 
 
 def report_error(src: Source, cls, prefix: tuple, error: dict) -> None:
@@ -262,7 +282,7 @@ def _load(path, kind: str | None) -> tuple[Any, list[Problem]]:
     try:
         src = Source(os.fspath(path), problems).read()
         if kind is None:
-            kind = "scenario" if _has_steps(src.nodes.get(())) else "topology"
+            kind = "scenario" if _is_scenario_root(src.nodes.get(())) else "topology"
         if kind == "scenario":
             model = _validate_scenario_source(src, [])
         else:
@@ -306,17 +326,24 @@ def top_level_keys(path) -> set[str] | None:
 SCENARIO_MARKS = frozenset({"steps", "topology"})  # a topology has neither key
 
 
-def _has_steps(root) -> bool:
-    """Is the top-level mapping `root` a scenario's (see `is_scenario_file`)?"""
-    return isinstance(root, yaml.MappingNode) and any(
-        isinstance(k, yaml.ScalarNode) and k.value in SCENARIO_MARKS for k, _ in root.value)
+def is_scenario_keys(keys) -> bool:
+    """Do top-level `keys` make a file a scenario?  `steps` does; `topology` does unless the
+    file also has a topology's own keys (a stray `topology:` in a topology file is one
+    unknown key, not a scenario missing its steps).  So a ``step:`` typo in a scenario is
+    reported as the scenario's problem, not as a topology's unknown key."""
+    keys = set(keys)
+    return "steps" in keys or ("topology" in keys and not keys & set(Topology.yaml_keys()) - {"name"})
+
+
+def _is_scenario_root(root) -> bool:
+    """Is the top-level mapping `root` a scenario's (`is_scenario_keys`)?"""
+    return isinstance(root, yaml.MappingNode) and is_scenario_keys(
+        k.value for k, _ in root.value if isinstance(k, yaml.ScalarNode))
 
 
 def is_scenario_file(path) -> bool:
-    """A file whose top level is a mapping with a `steps` or a `topology` key is a scenario:
-    with either one, a typo in the other (``step:``) is reported as a scenario's problem,
-    not as a topology's unknown key."""
-    return bool(SCENARIO_MARKS & (top_level_keys(path) or set()))
+    """Is the file at `path` a scenario (`is_scenario_keys`)?"""
+    return is_scenario_keys(top_level_keys(path) or ())
 
 
 def validate_files(paths) -> list[Problem]:

@@ -213,7 +213,7 @@ def test_the_summary_counts_in_words(monkeypatch, capsys, benchmarks, words):
 def test_plot_says_so_when_the_benchmarks_run_draw_nothing(monkeypatch, capsys, tmp_path):
     _fake(monkeypatch, {"t": lambda s, res: (_targets(), [])})          # figures, no curves
     assert cli.main(["bench", "--only", "t", "--plot", str(tmp_path / "p")]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].endswith("; no plots: t draw none")
+    assert capsys.readouterr().out.splitlines()[-1].endswith("; no plots: t draws none")
 
 
 def test_quick_verdicts_say_they_are_at_quick_sizes(monkeypatch, capsys):

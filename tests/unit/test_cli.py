@@ -475,6 +475,14 @@ def test_a_listen_port_past_65535_is_called_out_of_range(text):
                                  f"(got {text!r}; port 0 picks a free one)")
 
 
+def test_a_listen_port_of_thousands_of_digits_is_out_of_range_too():
+    text = "127.0.0.1:" + "9" * 5000          # int() of it alone raises ValueError
+    with pytest.raises(SanError) as err:
+        cli._listen_address(text)
+    assert err.value.message.startswith("--listen: port 999999...(5000 digits) is out of range")
+    assert cli._port("9" * 5000) is None
+
+
 @pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True), ("localhost", True),
                                             ("0.0.0.0", False)])
 def test_only_loopback_addresses_serve_without_a_warning(host, loopback):
@@ -484,8 +492,6 @@ def test_only_loopback_addresses_serve_without_a_warning(host, loopback):
 # -- a bad command line: one INVALID_INPUT line naming the command, exit 2 ------------------------
 @pytest.mark.parametrize("argv, line", [
     ([], "san: the following arguments are required: COMMAND (see san --help)"),
-    (["nosuch"], "san: argument COMMAND: invalid choice: 'nosuch' (choose from 'validate', 'run', "
-                 "'serve', 'inspect', 'schema', 'graph', 'bench') (see san --help)"),
     (["validate"], "san validate: the following arguments are required: FILE (see san validate --help)"),
     (["run"], "san run: the following arguments are required: SCENARIO (see san run --help)"),
     (["run", "s.yaml", "--jsn", "o.json"],          # unknown ones are the subcommand's to name
@@ -504,6 +510,18 @@ def test_a_bad_command_line_is_one_invalid_input_line(argv, line, capsys, monkey
     assert cli.main(argv) == 2
     captured = capsys.readouterr()
     assert captured.err == f"INVALID_INPUT: {line}\n" and captured.out == ""
+
+
+def test_an_unknown_command_is_refused_naming_it(capsys):
+    assert cli.main(["nosuch"]) == 2
+    err = capsys.readouterr().err       # argparse words the choices by Python version
+    assert err.startswith("INVALID_INPUT: san: argument COMMAND: invalid choice: 'nosuch' (choose from ")
+    assert err.endswith(" (see san --help)\n") and len(err.splitlines()) == 1
+
+
+def test_an_option_given_before_the_command_is_the_top_level_s_to_refuse(capsys):
+    assert cli.main(["--bogus", "run", "s.yaml"]) == 2
+    assert capsys.readouterr().err == "INVALID_INPUT: san: unrecognized arguments: --bogus (see san --help)\n"
 
 
 def test_bench_on_its_own_refuses_a_bad_command_line_the_same_way(capsys):

@@ -217,13 +217,13 @@ def test_an_address_with_unicode_digits_has_no_port(address):
 
 def test_a_checkpoint_falls_back_to_the_volume_digest_only_without_a_fat():
     from san.ops import _content_of
-    zeros = _content_of(1 << 20, lambda off, n: bytes(n), lambda: "digest")
+    zeros = _content_of(1 << 20, lambda off, n: bytes(n), lambda: "digest", "a1 volume 0")
     assert zeros == {"kind": "volume", "digest": "digest"}           # FSCK_FAILED: no FAT
 
     def unreachable(off, n):
         raise SanError("LINK_DOWN", "array1/fc0 is down")
     with pytest.raises(SanError) as info:                             # not a volume digest
-        _content_of(1 << 20, unreachable, lambda: "digest")
+        _content_of(1 << 20, unreachable, lambda: "digest", "a1 volume 0")
     assert info.value.code == "LINK_DOWN"
 
 

@@ -197,7 +197,7 @@ BAD_STEPS = [
      ["bad.yaml:4:5: steps[0].seed: missing required key (expected a 'seed' key in this mapping)"]),
     ("write-unknown-key",
      "  - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1, speed: fast}\n",
-     ["steps[0].speed: unknown key, did you mean 'seed'? (got 'speed'; expected one of op, title, expect_error, as, "
+     ["steps[0].speed: unknown key (got 'speed'; expected one of op, title, expect_error, as, "
       "host, mount, offset, size, seed)"]),
     ("write-unknown-host",
      "  - {op: write, host: host7, mount: /db, offset: 0, size: 1MiB, seed: 1}\n",

@@ -669,12 +669,42 @@ PUBLIC = [
 @pytest.mark.parametrize("key, keys, what", [
     ("step", ["name", "topology", "steps"], "unknown key, did you mean 'steps'?"),
     ("swtiches", ["switches", "isls", "zones"], "unknown key, did you mean 'switches'?"),
+    ("topolgy", ["name", "topology", "steps"], "unknown key, did you mean 'topology'?"),
+    ("from_", ["op", "server", "from"], "unknown key, did you mean 'from'?"),
     ("extra", ["name", "topology", "steps"], "unknown key"),     # nothing close: no guess
     ("", ["name"], "unknown key"),
+    # a key another mapping accepts is misplaced, not misspelt: no guess
+    ("host", ["op", "pre", "post"], "unknown key"),
+    ("port", ["op", "pre", "post"], "unknown key"),
+    ("speed", ["op", "size", "seed"], "unknown key"),
+    ("count", ["mount"], "unknown key"),
+    ("source", ["resources"], "unknown key"),
 ])
 def test_an_unknown_key_names_the_key_it_likely_misspells(key, keys, what):
     from san.topology.loader import unknown_key
     assert unknown_key(key, keys) == what
+
+
+@pytest.mark.parametrize("keys, scenario", [
+    ({"name", "topology", "steps"}, True),
+    ({"name", "topology", "step"}, True),           # a typo in steps: still a scenario
+    ({"name", "topolgy", "steps"}, True),
+    ({"steps"}, True),
+    ({"name", "fabric", "arrays"}, False),
+    ({"name", "fabric", "arrays", "topology"}, False),   # a stray key in a topology
+    ({"name"}, False),
+    (set(), False),
+])
+def test_a_file_is_a_scenario_by_its_top_level_keys(keys, scenario):
+    from san.topology.loader import is_scenario_keys
+    assert is_scenario_keys(keys) is scenario
+
+
+def test_a_stray_topology_key_in_a_topology_is_one_unknown_key(tmp_path):
+    text = (ROOT / "topologies" / "single-array.yaml").read_text() + "topology: mine\n"
+    (tmp_path / "t.yaml").write_text(text)
+    lines = [str(p) for p in validate_files([tmp_path / "t.yaml"])]
+    assert len(lines) == 1 and ": topology: unknown key (got 'topology'; expected one of " in lines[0]
 
 
 @pytest.mark.parametrize("module,names", PUBLIC, ids=[m for m, _ in PUBLIC])
