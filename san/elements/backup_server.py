@@ -10,10 +10,16 @@ Rules kept here:
 - a mirror replaces the rows of its destination (the old backup there is overwritten), only
   once the array has accepted the copy;
 - rebuilding from an array adds one row per volume whose volume info has our format ID, skips
-  (and reports) the others, and never adds a row twice.
+  (and reports) the others, and never adds a row twice;
+- one flow at a time writes a disk volume (`writing`): the array refuses a second copy onto
+  a volume while the first runs, and the server refuses a second flow onto it until the
+  first has changed the catalog too, so two flows racing onto one volume cannot leave a row
+  for the backup that lost.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 
 from ..catalog import Catalog
@@ -35,6 +41,29 @@ class BackupServer:
                 self.definitions[name] = Definition.model_validate(body)
         self.device_of = {a.name: a.device_id for a in topology.arrays}
         self.array_of = {a.device_id: a.name for a in topology.arrays}
+        self._writers: dict[tuple[str, str], str] = {}     # (device ID, volume) -> its flow
+        self._writers_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def writing(self, device_id: str, volume, flow: str):
+        """Inside the ``with``, `flow` (a few words naming it) alone writes disk volume
+        `volume` of array `device_id`: a mirror backup's destination, a copy's, a backup being
+        deleted.  Another flow onto that volume meanwhile is refused ``BUSY``, naming this
+        one: it would race this one to the catalog (each drops the volume's rows, then adds
+        its own), and the row of whichever copy the array overwrote could stay."""
+        key = (device_id, str(volume))
+        with self._writers_lock:
+            other = self._writers.get(key)
+            if other is not None:
+                raise SanError("BUSY", f"{self.array_of.get(device_id, device_id)} volume {volume} "
+                                       f"is being written by {other}; {flow} is refused until "
+                                       f"that ends")
+            self._writers[key] = flow
+        try:
+            yield
+        finally:
+            with self._writers_lock:
+                del self._writers[key]
 
     def describe(self) -> dict:
         return {"name": self.name, "tape_library": self.spec.tape_library,

@@ -93,8 +93,15 @@ class Server(BackupServer):
             return self._tape_backup(d, timestamp)
         array = d.destination.array
         device_id = self.device_of[array]
-        started = self._client(d.host, "client_backup_start", d.mount_point, d.method, array,
-                               d.destination.volume, list(d.pre), list(d.post), d.label, timestamp)
+        if d.method != "mirror":        # a snapshot: a new volume, which no other flow writes
+            return self._disk_backup(d, device_id, timestamp)
+        with self.writing(device_id, d.destination.volume, f"the backup of {name!r}"):
+            return self._disk_backup(d, device_id, timestamp)
+
+    def _disk_backup(self, d, device_id: str, timestamp: int) -> dict:
+        started = self._client(d.host, "client_backup_start", d.mount_point, d.method,
+                               d.destination.array, d.destination.volume, list(d.pre),
+                               list(d.post), d.label, timestamp)
         transfers = started["transfers"]
         destination = (device_id, str(started["volume"]), None)
         if d.method == "mirror":   # the array accepted: the old backup there is being overwritten
@@ -102,8 +109,9 @@ class Server(BackupServer):
         finished = self._client(d.host, "client_backup_finish",
                                 {k: v for k, v in started.items() if k != "transfers"})
         transfers += finished["transfers"]
+        # replacing: a catalog rebuild meanwhile may have found the new volume info already
         row = self.catalog.add(self.disk_row(VolumeInfo.decode(started["info"]), device_id,
-                                             started["volume"]))
+                                             started["volume"]), replacing=destination)
         return {"row": row, "key": row_key(row), "transfers": transfers}
 
     # -- tape -------------------------------------------------------------------------------
@@ -226,8 +234,9 @@ class Server(BackupServer):
         if row["type"] == "tape":   # a tape file stays on its medium; the catalog forgets it
             self.catalog.delete(key)
             return {"row": row, "transfers": []}
-        answer = self._client(row["host"], "client_delete", row["device_id"], int(row["media_id"]))
-        self.catalog.delete(key)
+        with self.writing(row["device_id"], row["media_id"], f"the delete_backup of {row['label']!r}"):
+            answer = self._client(row["host"], "client_delete", row["device_id"], int(row["media_id"]))
+            self.catalog.delete(key)
         return {"row": row, "transfers": answer["transfers"]}
 
     def copy_volume(self, key: tuple, to_array: str, to_volume: int) -> dict:
@@ -238,6 +247,11 @@ class Server(BackupServer):
         source = self.array_of.get(row["device_id"])
         if source is None:
             raise SanError("NO_SUCH_VOLUME", f"no array with device ID {row['device_id']} is known")
+        with self.writing(self.device_of[to_array], to_volume,
+                          f"the copy_volume of {row['label']!r}"):
+            return self._copy_volume(row, source, to_array, to_volume)
+
+    def _copy_volume(self, row: dict, source: str, to_array: str, to_volume: int) -> dict:
         volume = int(row["media_id"])
         if to_array == source:
             status, transfers = self._manage(source, "copy", volume, to_volume, True)

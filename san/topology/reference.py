@@ -59,8 +59,10 @@ ERROR_MEANINGS = {
     "NO_SPACE": "the FAT filesystem is full",
     "FSCK_FAILED": "the filesystem check found problems, or the volume holds no readable FAT "
                    "filesystem",
-    "BUSY": "the volume is already the destination of a running copy or restore (or an "
-            "application write waited more than 10 minutes at a quiesced mount)",
+    "BUSY": "the volume is already the destination of a running copy or restore, or another "
+            "flow of the backup server (a mirror backup, a `copy_volume`, a `delete_backup`) "
+            "is writing it (or an application write waited more than 10 minutes at a "
+            "quiesced mount)",
     "LINK_DOWN": "no live path: a port, HBA or ISL on the way is down",
     "ELEMENT_DOWN": "a killed element, until `fault kind: restart`; also an element that did "
                     "not start (its actor died, or did not answer in time, or its state dir is "

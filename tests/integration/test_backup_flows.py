@@ -259,3 +259,24 @@ def test_advance_clock_goes_on_after_a_failed_scheduled_backup(scenario):
     assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
     assert runner.ctx.clock.stamp() == "2026-01-02T00:00:00Z"
     assert "1 of 5 scheduled backups failed" in reports[2].error.message
+
+
+def test_a_mirror_and_a_copy_volume_racing_onto_one_volume_leave_one_true_row(scenario):
+    # whichever wins (or whether they overlap at all), the catalog must end with the one
+    # backup the volume's own volume info names, and a refused step is BUSY
+    reports, runner, san = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 8MiB, seed: 1}
+        - {op: define, name: db-snap, host: host1, mount_point: /db, type: disk, method: snapshot, destination: {array: array1}, label: db snap}
+        - {op: backup, definition: db-snap, as: s}
+        - op: concurrent
+          steps:
+            - {op: backup, definition: db-mirror}
+            - {op: copy_volume, backup: s, to: {array: array1, volume: 1}}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports[:3]), [(r.op, r.error) for r in reports]
+    inner = reports[3].children
+    refused = [r.error.code for r in inner if r.error]
+    assert refused in ([], ["BUSY"]), [(r.op, r.error) for r in inner]
+    info = VolumeInfo.decode(san.call("array1", "read_info", 1))
+    rows = [r for r in san.call("backup1", "catalog_rows") if r["media_id"] == "1" and r["type"] == "disk"]
+    assert [r["label"] for r in rows] == [info.label], (rows, info)

@@ -54,3 +54,124 @@ def test_a_failing_source_keeps_the_rows_of_the_sources_read_before_it(build_san
 
     assert rebuild(["array1", "array2"]) == [("HTC-0001", "1", "one")]
     assert rebuild(["array2", "array1"]) == []
+
+
+# -- two flows onto one volume: the second is BUSY until the first has changed the catalog --------
+import threading  # noqa: E402
+import time  # noqa: E402
+
+SNAP_OF_DB = """\
+    - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
+    - {op: define, name: db-snap, host: host1, mount_point: /db, type: disk, method: snapshot, destination: {array: array1}, label: db snap}
+    - {op: backup, definition: db-snap}
+    """
+
+
+def _held_flow(san, call):
+    """Start `call` (a flow whose array copy is held before its first batch) in a thread;
+    (the thread, what it returned or raised) once the array runs its copy job."""
+    array = san.element("array1")
+    array.hold_copies()
+    out: dict = {}
+
+    def run():
+        try:
+            out["answer"] = call()
+        except Exception as exc:    # noqa: BLE001 (the test reads it)
+            out["error"] = exc
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not any(j.state == "running" for j in array.jobs.values()) and "error" not in out:
+        assert time.monotonic() < deadline, "the flow's copy never started"
+        time.sleep(0.01)
+    return thread, out
+
+
+def _rows_of_volume(san, volume: int) -> list[str]:
+    device = san.element("array1").device_id
+    return [r["label"] for r in san.call("backup1", "catalog_rows")
+            if r["device_id"] == device and r["media_id"] == str(volume)]
+
+
+def test_a_copy_volume_onto_the_destination_of_a_running_mirror_backup_is_busy(scenario):
+    reports, runner, san = scenario(SNAP_OF_DB, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    snap = next(r for r in san.call("backup1", "catalog_rows") if r["label"] == "db snap")
+    server = san.element("backup1")
+    thread, out = _held_flow(san, lambda: server.backup("db-mirror", 0))
+    try:
+        with pytest.raises(SanError) as info:
+            server.copy_volume((snap["device_id"], snap["media_id"], None), "array1", 1)
+        assert info.value.code == "BUSY"
+        assert info.value.message == ("array1 volume 1 is being written by the backup of "
+                                      "'db-mirror'; the copy_volume of 'db snap' is refused "
+                                      "until that ends")
+        with pytest.raises(SanError) as info:       # nor a second backup onto it
+            server.backup("db-mirror", 0)
+        assert info.value.code == "BUSY"
+    finally:
+        san.element("array1").hold_copies(False)
+        thread.join()
+    assert "error" not in out, out
+    assert _rows_of_volume(san, 1) == ["host1 /db, mirror"]      # one row, the mirror's
+    # once it has ended, the copy goes ahead and replaces the mirror's row
+    server.copy_volume((snap["device_id"], snap["media_id"], None), "array1", 1)
+    assert _rows_of_volume(san, 1) == ["db snap"]
+
+
+def test_a_mirror_backup_onto_a_volume_a_copy_volume_writes_is_busy(scenario):
+    reports, runner, san = scenario(SNAP_OF_DB, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    snap = next(r for r in san.call("backup1", "catalog_rows") if r["label"] == "db snap")
+    server = san.element("backup1")
+    thread, out = _held_flow(san, lambda: server.copy_volume(
+        (snap["device_id"], snap["media_id"], None), "array1", 1))
+    try:
+        with pytest.raises(SanError) as info:
+            server.backup("db-mirror", 0)
+        assert info.value.code == "BUSY"
+        assert info.value.message == ("array1 volume 1 is being written by the copy_volume of "
+                                      "'db snap'; the backup of 'db-mirror' is refused until "
+                                      "that ends")
+    finally:
+        san.element("array1").hold_copies(False)
+        thread.join()
+    assert "error" not in out, out
+    assert _rows_of_volume(san, 1) == ["db snap"]
+
+
+def test_a_mirror_backup_onto_a_volume_whose_backup_is_being_deleted_is_busy(scenario, monkeypatch):
+    reports, runner, san = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
+        - {op: backup, definition: db-mirror}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    server = san.element("backup1")
+    mirror = next(r for r in san.call("backup1", "catalog_rows") if r["media_id"] == "1")
+    deleting, go = threading.Event(), threading.Event()
+    client = server._client
+
+    def slow_delete(host, method, *args):     # the delete holds while the mirror is ordered
+        if method == "client_delete":
+            deleting.set()
+            go.wait(30)
+        return client(host, method, *args)
+    monkeypatch.setattr(server, "_client", slow_delete)
+    thread = threading.Thread(target=server.delete_backup,
+                              args=((mirror["device_id"], mirror["media_id"], None),))
+    thread.start()
+    try:
+        assert deleting.wait(30)
+        with pytest.raises(SanError) as info:
+            server.backup("db-mirror", 0)
+        assert info.value.code == "BUSY"
+        assert info.value.message == ("array1 volume 1 is being written by the delete_backup of "
+                                      "'host1 /db, mirror'; the backup of 'db-mirror' is refused "
+                                      "until that ends")
+    finally:
+        go.set()
+        thread.join()
+    assert _rows_of_volume(san, 1) == []
+    server.backup("db-mirror", 0)                 # the volume is free again
+    assert _rows_of_volume(san, 1) == ["host1 /db, mirror"]
