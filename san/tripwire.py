@@ -7,6 +7,9 @@ step T's bytes at (their count when the concurrent step began) + SIZE.  The elem
 that counts a chunk past that point stops right there, at the chunk boundary, before it sends
 anything more, until the driver has struck and releases it.  So the fault finds the step
 exactly SIZE bytes (rounded up to the chunk) into its work, whatever the machine's speed.
+Commands the thread had already sent (a host keeps `san.flows.peers.WINDOW` in flight) still
+complete, as commands in flight on a real link may: what lands is fixed by SIZE, the chunk
+size and the window, not by timing.
 
 The wait is bounded (`Tripwire.HOLD`): a driver that died cannot hold an element forever.
 The thread that trips must not hold a lock the fault needs (arrays trip outside their lock).

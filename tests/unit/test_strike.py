@@ -80,6 +80,26 @@ def test_a_kill_strikes_a_write_at_the_chunk_boundary_and_every_acknowledged_wri
         assert got["first_mismatch"] is None            # every acknowledged chunk is there
 
 
+def test_commands_in_flight_when_a_link_goes_down_still_land_as_documented(tmp_path):
+    # 8 chunks in flight (peers.WINDOW): a 32 MiB write has sent them all before the fault
+    # strikes after its first 8 MiB are acknowledged; they all land, the step still fails
+    sc = scenario(tmp_path, """
+        - op: concurrent
+          steps:
+            - {op: write, title: w, host: host1, mount: /db, offset: 0, size: 32MiB, seed: 1, expect_error: LINK_DOWN}
+            - {op: fault, kind: link_down, target: host1/hba0, when: {step: w, after: 8MiB}}
+        - {op: fault, kind: link_up, target: host1/hba0}
+    """)
+    with LocalSan(sc.topology, tmp_path / "state", chunk_size=CHUNK) as san:
+        reports = Runner(san, tmp_path / "state").run(sc.steps)
+        write, fault = reports[0].children
+        assert fault.result["after_bytes"] == 8 * MiB and not fault.result["step_ended"]
+        assert write.ok and write.error.code == "LINK_DOWN"
+        assert (write.bytes, write.modeled_s) == (0, 0)          # a failed step charges nothing
+        got = san.call("host1", "read_compare", "/db", 0, 32 * MiB, 1)
+        assert got["first_mismatch"] is None                     # yet all 32 MiB landed
+
+
 def test_a_fault_whose_step_ends_first_strikes_then_and_says_after_how_many_bytes(tmp_path):
     reports, _ = run(tmp_path, """
         - op: concurrent
