@@ -87,6 +87,8 @@ def table(scenario, reports, report: dict | None = None) -> Table:
                 outcome += " (expected)"
         if r.error is None and r.expected:
             outcome = f"succeeded, expected {r.expected}"
+        elif r.error is None and not r.ok:      # a concurrent step whose inner step was not ok
+            outcome = "an inner step did not go as expected"
         t.add_row(f"{prefix}{r.index}", label, "[green]✓[/green]" if r.ok else "[red]✗[/red]",
                   Text(outcome), f"{r.modeled_s:.4f}", f"{r.wall_s:.2f}",
                   format_size(r.bytes) if r.bytes else "-", Text(r.busiest_link or "-"))

@@ -226,10 +226,12 @@ class Runner:
                     chains += [([report] + owners, chain) for owners, chain in child_chains]
                 report.bytes = sum(c.bytes for c in report.children)
                 failed = [c for c in report.children if not c.ok]
-                if failed:
-                    report.error = SanError("INVALID_INPUT",
-                                            f"inner step(s) {', '.join(str(c.index) for c in failed)} "
-                                            "did not go as expected")
+                # coded as the first inner step that failed: not a problem of the input
+                coded = next((c.error for c in failed if c.error is not None), None)
+                if coded is not None:
+                    report.error = SanError(coded.code, f"inner step(s) "
+                                            f"{', '.join(str(c.index) for c in failed)} did not "
+                                            f"go as expected (first: {coded})")
             else:
                 fn = OPS.get(step.op)
                 if fn is None:
@@ -246,8 +248,9 @@ class Runner:
         report.wall_s = time.perf_counter() - started
         if isinstance(report.error, InternalError):     # a bug is never what a step expects
             report.ok = False
-        elif step.op == "concurrent" and report.error is not None and step.expect_error is None:
-            report.ok = False
+        elif step.op == "concurrent" and step.expect_error is None:
+            # not ok if an inner step was not, even one that succeeded expecting an error
+            report.ok = report.error is None and all(c.ok for c in report.children)
         elif step.expect_error is None:
             report.ok = report.error is None
         else:

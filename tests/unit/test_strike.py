@@ -188,3 +188,36 @@ def test_a_fault_naming_no_step_beside_it_fails_its_step(tmp_path):
     with pytest.raises(SanError) as e:
         OPS["fault"](Context(san=None, clock=None, capacity={}), step)
     assert e.value.code == "INVALID_INPUT" and "no step titled 'w'" in e.value.message
+
+
+# -- a concurrent step's own outcome ----------------------------------------------------------------
+def test_a_concurrent_step_that_failed_carries_the_code_of_its_first_failed_inner_step(tmp_path):
+    reports, _ = run(tmp_path, """
+        - op: concurrent
+          steps:
+            - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
+            - {op: write, host: host1, mount: /db, offset: 1TiB, size: 1MiB, seed: 1}
+            - {op: write, host: host2, mount: /data, offset: 0, size: 1MiB, seed: 1, expect_error: LINK_DOWN}
+    """)
+    conc = reports[0]
+    assert [c.ok for c in conc.children] == [True, False, False]
+    assert not conc.ok and conc.error.code == "LBA_OUT_OF_RANGE"    # not INVALID_INPUT
+    assert conc.error.message.startswith("inner step(s) 1, 2 did not go as expected (first: "
+                                         "LBA_OUT_OF_RANGE: ")
+
+
+def test_a_concurrent_step_whose_inner_step_succeeded_against_expectation_is_not_ok(tmp_path):
+    reports, _ = run(tmp_path, """
+        - op: concurrent
+          steps:
+            - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1, expect_error: LINK_DOWN}
+    """)
+    conc = reports[0]
+    assert not conc.children[0].ok and conc.children[0].error is None
+    assert not conc.ok and conc.error is None       # nothing failed: no code to give
+    from rich.console import Console
+    from san import report as report_mod
+    console = Console(width=200, record=True)
+    console.print(report_mod.table(scenario(tmp_path, "[]"), reports, {}))
+    row = next(line for line in console.export_text().splitlines() if "concurrent" in line)
+    assert "✗" in row and "an inner step did not go as expected" in row
