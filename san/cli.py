@@ -267,13 +267,23 @@ def _check_state_dir(text: str) -> Path:
 
 
 def _open_state_dir(args, topology_name: str):
-    """(path, temporary?, lock fd): a private state directory that one run holds at a time."""
+    """(path, temporary?, lock fd): a private state directory that one run holds at a time.
+    A temporary one made here goes again if it cannot be used."""
     if args.state_dir:
         path = _check_state_dir(args.state_dir)
-        temporary = False
-    else:
-        path = Path(tempfile.mkdtemp(prefix="san-state-"))
-        temporary = not args.keep_state
+        return path, False, _hold_state_dir(path, args, topology_name)
+    path = Path(tempfile.mkdtemp(prefix="san-state-"))
+    try:
+        lock = _hold_state_dir(path, args, topology_name)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return path, not args.keep_state, lock
+
+
+def _hold_state_dir(path: Path, args, topology_name: str) -> int:
+    """The lock of state dir `path`, held, its holder named in it, the dir bound to
+    `topology_name`; INVALID_INPUT (or NO_SPACE) if it cannot be."""
     try:
         lock = os.open(path / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
     except OSError as exc:      # e.g. a read-only file system: os.access does not see it
@@ -307,7 +317,7 @@ def _open_state_dir(args, topology_name: str):
     except SanError:
         os.close(lock)
         raise
-    return path, temporary, lock
+    return lock
 
 
 def _lock_holder(lock: int) -> str:

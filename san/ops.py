@@ -350,14 +350,17 @@ def _fire(ctx, step) -> dict:
         if element is not None:
             raise SanError("INVALID_INPUT", f"{kind} takes a port or an ISL (got element {target!r})")
         san.set_link(target, kind == "link_up")
-    elif kind == "corrupt":
+    elif kind == "corrupt":     # the result says where, and how many bytes rotted
         if element == "array" and step.volume is not None:
-            san.call(target, "corrupt", step.volume, step.offset or 0, 1)
-        elif element == "tape_library" and step.media is not None:
-            san.call(target, "corrupt", step.media, step.offset or 0, 1)
-        else:
-            raise SanError("INVALID_INPUT", "corrupt takes an array and a volume, or a tape "
-                                            f"library and a medium (got target {target!r})")
+            flipped = san.call(target, "corrupt", step.volume, step.offset or 0, 1)
+            return {"kind": kind, "target": target, "volume": step.volume,
+                    "offset": step.offset or 0, "flipped_bytes": flipped}
+        if element == "tape_library" and step.media is not None:
+            flipped = san.call(target, "corrupt", step.media, step.offset or 0, 1)
+            return {"kind": kind, "target": target, "media": step.media,
+                    "offset": step.offset or 0, "flipped_bytes": flipped}
+        raise SanError("INVALID_INPUT", "corrupt takes an array and a volume, or a tape "
+                                        f"library and a medium (got target {target!r})")
     return {"kind": kind, "target": target}
 
 

@@ -659,8 +659,9 @@ class DiskArray(CopyEngine):
                     for off, ln in granule_extents(granules, self.granule, reader._glen)]
         return {"checked_bytes": checked, "bad": bad}
 
-    def corrupt(self, number: int, offset: int, nbytes: int = 1) -> None:
-        """Flip stored bytes behind the array's back (the `corrupt` fault)."""
+    def corrupt(self, number: int, offset: int, nbytes: int = 1) -> int:
+        """Flip stored bytes behind the array's back (the `corrupt` fault); how many were
+        flipped (0 where the volume holds no data: nothing is stored there to rot)."""
         store = self.reader(number)
         if not isinstance(store, VolumeStore):
             raise SanError("INVALID_INPUT", f"{self.name} volume {number} is a snapshot: corrupt "
@@ -668,7 +669,7 @@ class DiskArray(CopyEngine):
         if offset < 0 or offset + nbytes > store.size:
             raise SanError("LBA_OUT_OF_RANGE", f"{self.name} volume {number}: offset {offset} "
                                                f"is past its end ({store.size} bytes)")
-        store.corrupt(offset, nbytes)
+        return store.corrupt(offset, nbytes)
 
     def sync(self) -> None:
         """A barrier: every write this array has acknowledged survives a power loss from now

@@ -194,8 +194,9 @@ class TapeLibrary:
             rows += [{**f["row"], "file": str(f["file"])} for f in found]
         return {"rows": rows, "errors": errors}
 
-    def corrupt(self, media_id: str, offset: int, nbytes: int = 1) -> None:
-        """Flip stored bytes of a medium's image behind the library's back (the fault)."""
+    def corrupt(self, media_id: str, offset: int, nbytes: int = 1) -> int:
+        """Flip stored bytes of a medium's image behind the library's back (the fault); how
+        many were flipped."""
         medium = self.medium(media_id)
         if medium.blank or not medium.path.exists():
             raise SanError("LBA_OUT_OF_RANGE", f"{media_id} is blank: there is nothing to corrupt")
@@ -209,3 +210,4 @@ class TapeLibrary:
             image.seek(offset)
             image.write(bytes(b ^ 0xFF for b in data))
         self._maps = {k: v for k, v in self._maps.items() if k[0] != media_id}
+        return len(data)

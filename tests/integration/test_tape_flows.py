@@ -161,6 +161,8 @@ def test_a_damaged_medium_is_media_error_and_the_others_still_rebuild(scenario):
         - {op: fault, kind: corrupt, target: lib1, media: T00003, offset: 0, expect_error: LBA_OUT_OF_RANGE}
         """)
     assert not ok(reports)
+    assert reports[5].result == {"kind": "corrupt", "target": "lib1", "media": "T00001",
+                                 "offset": 512, "flipped_bytes": 1}
     for index, medium in ((7, "T00001"), (10, "T00002")):
         message = reports[index].error.message
         assert f"medium {medium}" in message and "record" in message, message

@@ -1,4 +1,5 @@
 """The command line's verbs that never start Ray: validate, inspect, schema, and run's refusals."""
+import errno
 import fcntl
 import json
 import os
@@ -223,6 +224,23 @@ def test_a_state_dir_is_held_by_one_run_at_a_time(tmp_path, command):
     os.close(lock)
     with pytest.raises(SanError, match="holds the SAN of topology 'topo'"):
         cli._open_state_dir(Args, "other")
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_temporary_state_dir_that_cannot_be_held_goes_again(tmp_path, monkeypatch, keep):
+    made = tmp_path / "san-state-x"
+    monkeypatch.setattr(cli.tempfile, "mkdtemp", lambda prefix: (made.mkdir(), str(made))[1])
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(cli.os, "pwrite", full)
+
+    class Args:
+        state_dir, keep_state, command = None, keep, "run"
+    with pytest.raises(SanError) as info:
+        cli._open_state_dir(Args, "topo")
+    assert info.value.code == "NO_SPACE" and str(made / ".lock") in info.value.message
+    assert not made.exists()                     # even with --keep-state: it never held a SAN
 
 
 @pytest.mark.parametrize("written", [b"", b"\xff\xfe", b"rm -rf / (pid 1)", b"san run (pid 12) extra"])

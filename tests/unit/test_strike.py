@@ -221,3 +221,18 @@ def test_a_concurrent_step_whose_inner_step_succeeded_against_expectation_is_not
     console.print(report_mod.table(scenario(tmp_path, "[]"), reports, {}))
     row = next(line for line in console.export_text().splitlines() if "concurrent" in line)
     assert "✗" in row and "an inner step did not go as expected" in row
+
+
+# -- the corrupt fault says where, and how many bytes rotted -----------------------------------------
+def test_a_corrupt_fault_reports_where_and_how_many_bytes_it_flipped(tmp_path):
+    reports, _ = run(tmp_path, """
+        - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
+        - {op: fault, kind: corrupt, target: array1, volume: 0, offset: 4096}
+        - {op: fault, kind: corrupt, target: array1, volume: 0, offset: 64MiB}
+        - {op: scrub, array: array1, volume: 0, expect_bad: 1}
+    """)
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert reports[1].result == {"kind": "corrupt", "target": "array1", "volume": 0,
+                                 "offset": 4096, "flipped_bytes": 1}
+    # never written there: nothing is stored, so nothing rots (and scrub finds one range)
+    assert reports[2].result["flipped_bytes"] == 0
