@@ -27,6 +27,11 @@ class SanError(Exception):
     'READ_ONLY: array1 volume 3 is a snapshot'
     """
 
+    #: What the failed work had done when it failed, where a flow knows it: ``transfers``
+    #: (what it moved, charged to its step) and ``result`` (what it found).  A step that fails
+    #: reports them (`san.runner`): a write cut by a fault still took the link's time.
+    partial: dict | None = None
+
     def __init__(self, code: str, message: str):
         if code not in CODES:
             raise ValueError(f"unknown error code {code!r}; expected one of {sorted(CODES)}")

@@ -243,6 +243,11 @@ class Runner:
                 chains = [([report], chain) for chain in work.chains]
         except SanError as exc:
             report.error = exc
+            if exc.partial and not report.children:     # what it did before it failed counts
+                moved = list(exc.partial.get("transfers") or [])
+                report.result = dict(exc.partial.get("result") or {})
+                report.bytes = sum(t.nbytes for t in moved if t.counted)
+                chains = [([report], moved)] if moved else []
         except Exception as exc:  # a bug: this step fails with what happened, the run goes on
             report.error = InternalError.of(step.op, exc)
         report.wall_s = time.perf_counter() - started

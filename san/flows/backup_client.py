@@ -146,10 +146,16 @@ class BackupClient:
                 return path.array.start("write", path.route.initiator, port, lun, off // BLOCK,
                                         data, seq)
 
-            carried = self._stream(path, pieces, send, self._count, True)
+            lan = (f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx")
+            try:
+                carried = self._stream(path, pieces, send, self._count, True, True)
+            except SanError as exc:     # what moved had come off the tape, over the LAN too
+                if exc.partial:
+                    exc.partial = {"transfers": [Transfer(lan + t.resources, t.nbytes)
+                                                 for t in exc.partial["transfers"]]}
+                raise
             self._drop_fs(mount_point)
         moved = sum(length for _, length in extents)
-        lan = (f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx")
         transfers += [Transfer(lan + t.resources, t.nbytes)
                       for t in self._transfers(carried, path, moved, True)]
         transfers += self.actions(mount_point, post)

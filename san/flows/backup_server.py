@@ -326,8 +326,11 @@ class Server(BackupServer):
         finally:
             added = self.catalog.add_many(found)
         if errors:   # the other media and arrays are rebuilt; the damage is reported
-            raise SanError("MEDIA_ERROR", f"rebuilt {len(added)} row(s), but "
-                                          + "; ".join(e.message for e in errors))
+            failed = SanError("MEDIA_ERROR", f"rebuilt {len(added)} row(s), but "
+                                             + "; ".join(e.message for e in errors))
+            failed.partial = {"result": {"added": len(added), "skipped": skipped},
+                              "transfers": transfers}
+            raise failed
         return {"added": len(added), "rows": added, "skipped": skipped, "transfers": transfers}
 
     def _ask_infos(self, array: str):

@@ -133,11 +133,15 @@ class Host(BackupClient, ClientHost):
             self._reroute(path)
         return path
 
-    def _stream(self, path: IoPath, pieces, send, consume, sequenced: bool) -> dict:
+    def _stream(self, path: IoPath, pieces, send, consume, sequenced: bool,
+                toward_target: bool | None = None) -> dict:
         """Send one command per piece, `window` in flight, following `path` as the fabric
         changes (`rerouted`); `send(piece, seq)` starts a piece's command on `path` now.  WRITEs
         (`sequenced`) take their numbers, and are sent, under their LUN's lock.  Returns
-        {route: bytes it carried}, routes in the order they were first used."""
+        {route: bytes it carried}, routes in the order they were first used.  With
+        `toward_target` (the direction of the payload), a `SanError` on the way carries what
+        the answered commands moved (`SanError.partial`): only flows whose step is charged
+        exactly this stream's transfers ask for it (a raw write, a restore from tape)."""
         carried: dict = {}
 
         if sequenced:
@@ -157,8 +161,14 @@ class Host(BackupClient, ClientHost):
             carried[route] = carried.get(route, 0) + piece[1]
             consume(piece, answer)
 
-        rerouted(pieces, submit, counted, self.window, path.route,
-                 lambda: path.epoch != self.fabric_epoch, lambda: self._reroute(path))
+        try:
+            rerouted(pieces, submit, counted, self.window, path.route,
+                     lambda: path.epoch != self.fabric_epoch, lambda: self._reroute(path))
+        except SanError as exc:
+            if carried and exc.partial is None and toward_target is not None:
+                exc.partial = {"transfers": [Transfer(route.resources(toward_target), n)
+                                             for route, n in carried.items()]}
+            raise
         return carried
 
     @staticmethod
@@ -200,7 +210,8 @@ class Host(BackupClient, ClientHost):
         self.alive = False
         self.trip.release()
 
-    def _write_to(self, path: IoPath, offset: int, size: int, piece_of) -> list[Transfer]:
+    def _write_to(self, path: IoPath, offset: int, size: int, piece_of,
+                  partial: bool = False) -> list[Transfer]:
         route, array, port, lun = self._fresh(path)
         lba, blocks = blocks_of(offset, size)
         array.call("prepare", route.initiator, port, lun, lba, blocks, True)
@@ -210,7 +221,8 @@ class Host(BackupClient, ClientHost):
             return path.array.start("write", path.route.initiator, port, lun, off // BLOCK,
                                     Payload(piece_of(off, length)), seq)
 
-        carried = self._stream(path, chunks(offset, size, self.chunk_size), send, self._count, True)
+        carried = self._stream(path, chunks(offset, size, self.chunk_size), send, self._count,
+                               True, True if partial else None)
         return self._transfers(carried, path, size, True)
 
     def _read_from(self, path: IoPath, offset: int, size: int, consume) -> list[Transfer]:
@@ -235,7 +247,8 @@ class Host(BackupClient, ClientHost):
         """WRITE the pattern of (seed, offset) over [offset, offset + size) of a mount (the
         `write` op: an application write, so it waits while the mount is quiesced)."""
         with self.gate(mount_point).write():
-            transfers = self._write_to(self._path(mount_point), offset, size, PatternChunks(seed))
+            transfers = self._write_to(self._path(mount_point), offset, size, PatternChunks(seed),
+                                       partial=True)
             self._drop_fs(mount_point)   # raw writes under a filesystem: its cached view is stale
             return transfers
 

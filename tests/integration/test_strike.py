@@ -49,3 +49,17 @@ def test_an_array_killed_mid_write_and_mid_mirror_keeps_what_was_acknowledged(bu
     assert not mirror.ok and mirror.error.code == "ELEMENT_DOWN"
     assert 20 * MiB <= fault2.result["after_bytes"] < 48 * MiB
     assert [(at, r.error) for at, r in enumerate(reports) if not r.ok and at not in (0, 4)] == []
+
+
+def test_a_write_cut_by_a_link_fault_is_charged_what_was_acknowledged(build_san, tmp_path):
+    # the partial transfers ride on the SanError from the host actor to the driver
+    sc = scenario(tmp_path, """
+        - op: concurrent
+          steps:
+            - {op: write, title: w, host: host1, mount: /db, offset: 0, size: 32MiB, seed: 1, expect_error: LINK_DOWN}
+            - {op: fault, kind: link_down, target: host1/hba0, when: {step: w, after: 8MiB}}
+    """)
+    san = build_san(sc.topology, chunk_size=CHUNK)
+    write, fault = Runner(san, tmp_path / "state").run(sc.steps)[0].children
+    assert write.ok and write.error.code == "LINK_DOWN" and fault.result["after_bytes"] == 8 * MiB
+    assert write.bytes == 8 * MiB and write.modeled_s > 0
