@@ -105,13 +105,21 @@ class Catalog:
 
     def add_many(self, rows: list[dict]) -> list[dict]:
         """Add rows in one transaction (the rows a catalog rebuild found): all of them or,
-        after a crash, none.  Returns them as stored (text or None)."""
+        after a crash, none; but not a row whose key (`row_key`) the catalog holds by then (a
+        flow may have added its row since the rebuild listed the keys).  Returns the rows
+        added, as stored (text or None)."""
         if not rows:
             return []
-        values, stored = zip(*map(_stored, rows))
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                held = {row_key(dict(zip(KEY, r))) for r in
+                        self._db.execute("SELECT device_id, media_id, file FROM backups")}
+                fresh = [row for row in rows if row_key(row) not in held]
+                if not fresh:
+                    self._db.execute("COMMIT")
+                    return []
+                values, stored = zip(*map(_stored, fresh))
                 for at in range(0, len(values), _MANY):    # INSERT ... VALUES (..), (..), ...
                     chunk = values[at:at + _MANY]
                     self._db.execute(_INSERT + ", ".join([_ROW] * len(chunk)),

@@ -335,8 +335,7 @@ def op_fault(ctx, step) -> Work:
     if meter is None:
         raise SanError("INVALID_INPUT", f"fault when: no step titled {when.step!r} runs beside "
                                         "this fault in its concurrent step")
-    struck = strike(ctx, meter, when.after, lambda: _fire(ctx, step))
-    return Work(result={"kind": step.kind, "target": step.target, **struck})
+    return Work(result=strike(ctx, meter, when.after, lambda: _fire(ctx, step)))
 
 
 def _fire(ctx, step) -> dict:

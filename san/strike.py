@@ -128,7 +128,7 @@ def meters_for(ctx, steps) -> dict[str, StepMeter]:
 
 def strike(ctx, meter: StepMeter, size: int, fire) -> dict:
     """Wait until the step of `meter` has moved `size` bytes (or ended), call `fire()` and
-    let the movers go on; {step, after_bytes, step_ended}."""
+    let the movers go on; what `fire()` returned, with {step, after_bytes, step_ended}."""
     san = ctx.san
     try:
         while True:
@@ -138,9 +138,9 @@ def strike(ctx, meter: StepMeter, size: int, fire) -> dict:
             meter.ended.wait(POLL)
         moved = meter.read(san)
         ended = meter.ended.is_set()
-        fire()
+        fired = fire()
     finally:
         for name in meter.movers:
             _arm(san, name, None)
-    return {"step": meter.title, "after_bytes": moved, "step_ended": ended}
+    return {**(fired or {}), "step": meter.title, "after_bytes": moved, "step_ended": ended}
 

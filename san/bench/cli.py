@@ -6,7 +6,7 @@ Exit codes: 0 every benchmark ran and its data checks passed (however slow it wa
 benchmark raised or a data check failed (one ``DATA_CHECK_FAILED: NAME: ...`` or
 ``BENCH_FAILED: NAME: ...`` line each, on stderr; the others still run and are reported, and
 so are the figures a failed benchmark measured before it failed, if its exception carries
-them as ``partial = (figures, curves)``), 2 bad arguments (one ``INVALID_INPUT: ...`` line,
+them as ``measured = (figures, curves)``), 2 bad arguments (one ``INVALID_INPUT: ...`` line,
 before anything runs).
 
 Ray is started once (`san.fabric.start_ray`; an initialized Ray is used as it is) and only
@@ -172,13 +172,14 @@ def run_benchmarks(settings: Settings, names: list[str], progress=None) -> dict:
                 curves += got_curves
             except Exception as exc:       # noqa: BLE001 -- reported, and the others still run
                 # a benchmark may fail after some of its figures were measured: they count
-                partial = getattr(exc, "partial", None)
-                if partial is not None:
-                    figures += partial[0]
-                    curves += partial[1]
+                # (`measured`: not `SanError.partial`, what a failed flow moved)
+                measured = getattr(exc, "measured", None)
+                if measured is not None:
+                    figures += measured[0]
+                    curves += measured[1]
                 if isinstance(exc, DataCheckFailed):
                     code, message = "DATA_CHECK_FAILED", str(exc)
-                elif isinstance(exc, SanError) or partial is not None:
+                elif isinstance(exc, SanError) or measured is not None:
                     code, message = "BENCH_FAILED", str(exc)
                 else:
                     if os.environ.get("SAN_DEBUG"):

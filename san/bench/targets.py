@@ -1126,19 +1126,19 @@ def catalog_rebuild(s, repeat: int) -> Figure:
 
 # -- the benchmark ------------------------------------------------------------------------------
 class RowsFailed(Exception):
-    """Some rows raised (not a data check): the others' figures are still in `partial`."""
+    """Some rows raised (not a data check): the others' figures are still in `measured`."""
 
 
 def rows_failed(failures: list, figures: list, curves: list) -> Exception:
     """One exception for the rows that failed, carrying the figures of those that did not
-    (`partial`, which `san.bench.cli` reports): DataCheckFailed if any row's data check
+    (`measured`, which `san.bench.cli` reports): DataCheckFailed if any row's data check
     failed, else RowsFailed."""
     def text(exc):
         return str(exc) if isinstance(exc, (DataCheckFailed, SanError)) else f"{type(exc).__name__}: {exc}"
     message = "; ".join(f"{name}: {text(exc)}" for name, exc in failures)
     data = any(isinstance(exc, DataCheckFailed) for _, exc in failures)
     exc = DataCheckFailed(message) if data else RowsFailed(message)
-    exc.partial = (figures, curves)
+    exc.measured = (figures, curves)
     return exc
 
 

@@ -137,29 +137,40 @@ class BackupClient:
         with self._post_on_failure(mount_point, post):
             route, array, port, lun = self._fresh(path)   # the pre-processing took a while
             array.call("prepare", route.initiator, port, lun, 0, size // BLOCK, True)
-            array.call("unmap", route.initiator, port, lun, 0, size // BLOCK)
-            pieces = [p for off, length in extents for p in chunks(off, length, self.chunk_size)]
-
-            def send(piece, seq):
-                off, length = piece
-                data = lib.start("read_image", media, file, off, length)   # library -> array
-                return path.array.start("write", path.route.initiator, port, lun, off // BLOCK,
-                                        data, seq)
-
-            lan = (f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx")
             try:
-                carried = self._stream(path, pieces, send, self._count, True, True)
-            except SanError as exc:     # what moved had come off the tape, over the LAN too
-                if exc.partial:
-                    exc.partial = {"transfers": [Transfer(lan + t.resources, t.nbytes)
-                                                 for t in exc.partial["transfers"]]}
-                raise
-            self._drop_fs(mount_point)
+                carried = self._restore_stream(path, route, array, port, lun, size, extents,
+                                               lib, media, file, library, via)
+            finally:    # the volume changed under the mount, even if the restore was cut short
+                self._drop_fs(mount_point)
         moved = sum(length for _, length in extents)
+        lan = (f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx")
         transfers += [Transfer(lan + t.resources, t.nbytes)
                       for t in self._transfers(carried, path, moved, True)]
         transfers += self.actions(mount_point, post)
         return {"copied": moved, "transfers": transfers}
+
+    def _restore_stream(self, path, route, array, port, lun, size: int, extents, lib, media,
+                        file: int, library: str, via: str) -> dict:
+        """A tape image's extents written onto the volume at `path`, emptied first: the bytes
+        each route carried (`_stream`).  Cut short, its `SanError.partial` is what came off
+        the tape, over the LAN as well as the fabric."""
+        array.call("unmap", route.initiator, port, lun, 0, size // BLOCK)
+        pieces = [p for off, length in extents for p in chunks(off, length, self.chunk_size)]
+
+        def send(piece, seq):
+            off, length = piece
+            data = lib.start("read_image", media, file, off, length)   # library -> array
+            return path.array.start("write", path.route.initiator, port, lun, off // BLOCK,
+                                    data, seq)
+
+        try:
+            return self._stream(path, pieces, send, self._count, True, True)
+        except SanError as exc:
+            if exc.partial:
+                lan = (f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx")
+                exc.partial = {"transfers": [Transfer(lan + t.resources, t.nbytes)
+                                             for t in exc.partial["transfers"]]}
+            raise
 
     def client_restore_files_tape(self, mount_point: str, library: str, media: str, file: int,
                                   files: list, pre: list, post: list, via: str) -> dict:

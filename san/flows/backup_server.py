@@ -9,9 +9,9 @@ reaches other elements through `Peers` (`san.flows.peers`); `san.actors` makes i
 """
 from __future__ import annotations
 
-import uuid
-
+import contextlib
 import datetime as dt
+import uuid
 from pathlib import Path
 
 from ..catalog import row_key
@@ -189,9 +189,14 @@ class Server(BackupServer):
         return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"]}
 
     def migrate(self, key: tuple, media: str, pre: list, post: list) -> dict:
-        """Copy to tape, then delete the disk backup."""
-        copied = self.copy_to_tape(key, media, pre, post)
-        deleted = self.delete_backup(key)
+        """Copy to tape, then delete the disk backup, its volume claimed throughout: a mirror
+        onto it in between would be deleted in its place."""
+        row = self.row(key)
+        claim = (self.writing(row["device_id"], row["media_id"], f"the migrate of {row['label']!r}")
+                 if row["type"] == "disk" else contextlib.nullcontext())
+        with claim:
+            copied = self.copy_to_tape(key, media, pre, post)
+            deleted = self._delete_backup(key)
         return {**copied, "transfers": copied["transfers"] + deleted["transfers"]}
 
     def _tape_location(self, row: dict) -> tuple[str, str, int]:
@@ -231,12 +236,20 @@ class Server(BackupServer):
     def delete_backup(self, key: tuple) -> dict:
         """Fig. 14: the array forgets the volume info (a snapshot goes), then the row goes."""
         row = self.row(key)
+        if row["type"] == "tape":
+            return self._delete_backup(key)
+        with self.writing(row["device_id"], row["media_id"], f"the delete_backup of {row['label']!r}"):
+            return self._delete_backup(key)
+
+    def _delete_backup(self, key: tuple) -> dict:
+        """`delete_backup`, a disk backup's volume claimed by the caller: its row is read
+        again here, so what is deleted is the backup there now."""
+        row = self.row(key)
         if row["type"] == "tape":   # a tape file stays on its medium; the catalog forgets it
             self.catalog.delete(key)
             return {"row": row, "transfers": []}
-        with self.writing(row["device_id"], row["media_id"], f"the delete_backup of {row['label']!r}"):
-            answer = self._client(row["host"], "client_delete", row["device_id"], int(row["media_id"]))
-            self.catalog.delete(key)
+        answer = self._client(row["host"], "client_delete", row["device_id"], int(row["media_id"]))
+        self.catalog.delete(key)
         return {"row": row, "transfers": answer["transfers"]}
 
     def copy_volume(self, key: tuple, to_array: str, to_volume: int) -> dict:

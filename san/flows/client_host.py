@@ -247,10 +247,11 @@ class Host(BackupClient, ClientHost):
         """WRITE the pattern of (seed, offset) over [offset, offset + size) of a mount (the
         `write` op: an application write, so it waits while the mount is quiesced)."""
         with self.gate(mount_point).write():
-            transfers = self._write_to(self._path(mount_point), offset, size, PatternChunks(seed),
-                                       partial=True)
-            self._drop_fs(mount_point)   # raw writes under a filesystem: its cached view is stale
-            return transfers
+            try:
+                return self._write_to(self._path(mount_point), offset, size, PatternChunks(seed),
+                                      partial=True)
+            finally:    # raw writes under a filesystem, even cut short: its cached view is stale
+                self._drop_fs(mount_point)
 
     def write_data(self, mount_point: str, offset: int, data) -> list[Transfer]:
         """WRITE the given bytes (the filesystem's device and tests use it)."""

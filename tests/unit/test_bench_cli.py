@@ -318,3 +318,16 @@ def test_settings_quick_lists_are_short():
     assert quick.hosts == [1, 2] and full.hosts == [1, 2, 4, 8] and full.fanout == [1, 2, 4, 8]
     assert quick.stream == 4 << 20 and full.stream == 128 << 20
     assert len(quick.chunks) < len(full.chunks)
+
+
+def test_a_benchmark_failing_with_a_san_error_that_carries_partial_transfers_is_reported(monkeypatch, capsys):
+    # SanError.partial (what a failed flow moved) is no (figures, curves) pair: the bench goes on
+    def cut(s, res):
+        exc = SanError("LINK_DOWN", "link host1/hba0 is down")
+        exc.partial = {"transfers": []}
+        raise exc
+    _fake(monkeypatch, {"cut": cut, "t": lambda s, res: (_targets(), [])})
+    assert cli.main(["bench", "--only", "cut,t"]) == 1
+    captured = capsys.readouterr()
+    assert "BENCH_FAILED: cut: LINK_DOWN: link host1/hba0 is down" in captured.err
+    assert "3 figures from 2 benchmarks, 1 failed" in captured.out

@@ -79,3 +79,13 @@ def test_commits_survive_the_process_but_are_not_fsynced(tmp_path):
     cat.add(ROW)
     other = sqlite3.connect(tmp_path / "catalog.sqlite")         # another process's view
     assert other.execute("SELECT count(*) FROM backups").fetchone()[0] == 1
+
+
+def test_a_rebuild_adds_no_row_whose_key_a_flow_added_meanwhile(tmp_path):
+    cat = Catalog(tmp_path)
+    cat.add({**ROW, "label": "added by a mirror meanwhile"})        # after the rebuild listed keys
+    added = cat.add_many([ROW, {**ROW, "media_id": 2}])
+    assert [r["media_id"] for r in added] == ["2"]
+    assert sorted((r["media_id"], r["label"]) for r in cat.rows()) == [
+        ("1", "added by a mirror meanwhile"), ("2", "nightly")]
+    assert cat.add_many([ROW]) == []                                  # nothing new: nothing added

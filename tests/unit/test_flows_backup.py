@@ -175,3 +175,36 @@ def test_a_mirror_backup_onto_a_volume_whose_backup_is_being_deleted_is_busy(sce
     assert _rows_of_volume(san, 1) == []
     server.backup("db-mirror", 0)                 # the volume is free again
     assert _rows_of_volume(san, 1) == ["host1 /db, mirror"]
+
+
+def test_a_mirror_backup_onto_a_volume_being_migrated_is_busy_until_the_migrate_ends(scenario, monkeypatch):
+    reports, runner, san = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
+        - {op: backup, definition: db-mirror}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    server = san.element("backup1")
+    mirror = next(r for r in san.call("backup1", "catalog_rows") if r["media_id"] == "1")
+    copying, go = threading.Event(), threading.Event()
+    to_tape = server.copy_to_tape
+
+    def slow_copy(*args):                     # between the tape copy and the delete
+        answer = to_tape(*args)
+        copying.set()
+        go.wait(30)
+        return answer
+    monkeypatch.setattr(server, "copy_to_tape", slow_copy)
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(server.migrate(
+        (mirror["device_id"], "1", None), "T00001", [], [])))
+    thread.start()
+    try:
+        assert copying.wait(30)
+        with pytest.raises(SanError) as info:
+            server.backup("db-mirror", 0)
+        assert info.value.code == "BUSY" and "the migrate of 'host1 /db, mirror'" in info.value.message
+    finally:
+        go.set()
+        thread.join()
+    rows = san.call("backup1", "catalog_rows")
+    assert [(r["type"], r["media_id"]) for r in rows] == [("tape", "T00001")]   # moved to tape

@@ -238,3 +238,37 @@ def test_a_corrupt_fault_reports_where_and_how_many_bytes_it_flipped(tmp_path):
                                  "offset": 4096, "flipped_bytes": 1}
     # never written there: nothing is stored, so nothing rots (and scrub finds one range)
     assert reports[2].result["flipped_bytes"] == 0
+
+
+def test_a_timed_corrupt_fault_reports_where_too(tmp_path):
+    reports, _ = run(tmp_path, """
+        - {op: write, host: host1, mount: /db, offset: 0, size: 8MiB, seed: 1}
+        - op: concurrent
+          steps:
+            - {op: write, title: w, host: host2, mount: /data, offset: 0, size: 16MiB, seed: 2}
+            - {op: fault, kind: corrupt, target: array1, volume: 0, offset: 512, when: {step: w, after: 4MiB}}
+    """)
+    assert reports[1].ok, reports[1].error
+    assert reports[1].children[1].result == {
+        "kind": "corrupt", "target": "array1", "volume": 0, "offset": 512, "flipped_bytes": 1,
+        "step": "w", "after_bytes": 4 * MiB, "step_ended": False}
+
+
+def test_a_raw_write_cut_short_drops_the_mount_s_cached_filesystem(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "s.yaml").write_text(f"name: cut\ntopology: {root / 'topologies/two-arrays.yaml'}\n"
+                                     + textwrap.dedent("""\
+        steps:
+          - {op: write_files, host: host1, mount: /db, files: {a.txt: {size: 1000, seed: 1}}}
+          - op: concurrent
+            steps:
+              - {op: write, title: w, host: host1, mount: /db, offset: 64MiB, size: 32MiB, seed: 1, expect_error: LINK_DOWN}
+              - {op: fault, kind: link_down, target: host1/hba0, when: {step: w, after: 8MiB}}
+        """))
+    sc = load_scenario(tmp_path / "s.yaml")
+    with LocalSan(sc.topology, tmp_path / "state", chunk_size=CHUNK) as san:
+        reports = Runner(san, tmp_path / "state").run(sc.steps[:1])
+        assert reports[0].ok and "/db" in san.element("host1").fs     # mounted, cached
+        reports = Runner(san, tmp_path / "state").run(sc.steps[1:])
+        assert reports[0].ok and reports[0].children[0].error.code == "LINK_DOWN"
+        assert "/db" not in san.element("host1").fs                   # the raw write changed it
