@@ -141,14 +141,19 @@ def test_a_mirror_backup_onto_a_volume_a_copy_volume_writes_is_busy(scenario):
     assert _rows_of_volume(san, 1) == ["db snap"]
 
 
-def test_a_mirror_backup_onto_a_volume_whose_backup_is_being_deleted_is_busy(scenario, monkeypatch):
+def _mirrored(scenario):
+    """(the SAN, its backup server, the catalog row) after one mirror backup onto volume 1."""
     reports, runner, san = scenario("""\
         - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
         - {op: backup, definition: db-mirror}
         """, "single-array.yaml")
     assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
-    server = san.element("backup1")
     mirror = next(r for r in san.call("backup1", "catalog_rows") if r["media_id"] == "1")
+    return san, san.element("backup1"), mirror
+
+
+def test_a_mirror_backup_onto_a_volume_whose_backup_is_being_deleted_is_busy(scenario, monkeypatch):
+    san, server, mirror = _mirrored(scenario)
     deleting, go = threading.Event(), threading.Event()
     client = server._client
 
@@ -178,13 +183,7 @@ def test_a_mirror_backup_onto_a_volume_whose_backup_is_being_deleted_is_busy(sce
 
 
 def test_a_mirror_backup_onto_a_volume_being_migrated_is_busy_until_the_migrate_ends(scenario, monkeypatch):
-    reports, runner, san = scenario("""\
-        - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
-        - {op: backup, definition: db-mirror}
-        """, "single-array.yaml")
-    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
-    server = san.element("backup1")
-    mirror = next(r for r in san.call("backup1", "catalog_rows") if r["media_id"] == "1")
+    san, server, mirror = _mirrored(scenario)
     copying, go = threading.Event(), threading.Event()
     to_tape = server.copy_to_tape
 
