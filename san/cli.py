@@ -39,6 +39,7 @@ from rich.progress import Progress
 
 from . import report as report_mod
 from .errors import InternalError, SanError, ValidationFailed
+from .flows.state_lock import read_holder, write_holder
 from .progress import StepProgress, columns as progress_columns
 from .topology import is_scenario_file, load_scenario, load_topology, validate_files
 from .topology.inspect import render_inspect
@@ -296,8 +297,7 @@ def _hold_state_dir(path: Path, args, topology_name: str) -> int:
         os.close(lock)
         raise SanError("INVALID_INPUT", f"state dir {path} is in use by {holder}") from None
     try:        # who holds it, for the next one refused
-        os.ftruncate(lock, 0)
-        os.pwrite(lock, f"san {args.command} (pid {os.getpid()})\n".encode(), 0)
+        write_holder(lock, f"san {args.command} (pid {os.getpid()})")
     except OSError as exc:
         os.close(lock)
         raise SanError("NO_SPACE" if exc.errno == errno.ENOSPC else "INVALID_INPUT",
@@ -325,10 +325,7 @@ def _lock_holder(lock: int) -> str:
     (pid 4242)"); "another san run or san serve" if it wrote nothing readable.  A hint, not
     a proof: asked in the instant between a new holder's lock and its write, the file still
     names the last holder."""
-    try:
-        text = os.pread(lock, 80, 0).decode("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        text = ""
+    text = read_holder(lock)
     return text if re.fullmatch(r"san (run|serve) \(pid \d+\)", text) else "another san run or san serve"
 
 

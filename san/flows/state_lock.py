@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import SanError
 
-__all__ = ["StateLock", "WAIT"]
+__all__ = ["StateLock", "WAIT", "read_holder", "write_holder"]
 
 WAIT = 60.0         # seconds an element waits for the last holder of its part to end
 POLL = 0.05
@@ -60,9 +60,7 @@ class StateLock:
                     raise
                 self.release()          # no locks on this file system: no guarantee, no wait
                 return
-        mine = f"{owner} (pid {os.getpid()} on {socket.gethostname()})\n".encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, mine, 0)
+        write_holder(self._fd, f"{owner} (pid {os.getpid()} on {socket.gethostname()})")
 
     @classmethod
     def holding(cls, directory: Path, owner: str, opens) -> "StateLock":
@@ -77,13 +75,24 @@ class StateLock:
         return lock
 
     def _holder(self) -> str:
-        try:
-            return os.pread(self._fd, 512, 0).decode(errors="replace").strip() or "another process"
-        except OSError:
-            return "another process"
+        return read_holder(self._fd) or "another process"
 
     def release(self) -> None:
         """Let the next generation in (closing the file drops the lock)."""
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+def write_holder(fd: int, text: str) -> None:
+    """Name the holder of the lock on `fd` in its file: what the next one refused shows."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (text + "\n").encode(), 0)
+
+
+def read_holder(fd: int) -> str:
+    """What the holder of the lock on `fd` wrote in its file; "" if nothing readable."""
+    try:
+        return os.pread(fd, 512, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""
