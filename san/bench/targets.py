@@ -724,8 +724,10 @@ class MainBench:
                 pair = alternate({kind: job(kind), "python": python}, self.R, sync=False,
                                  setup=setup, warm=self.warm)
                 t[kind], t[f"{kind}.python"] = pair[kind], pair["python"]
-            for side in used.values():
-                self.free_before(side)
+                # its last destination goes now, so that each kind's rounds start with the
+                # same volumes written: the copy, last, had run beside two more GiB cached
+                os.sync()
+                self.free_before(used[kind])
             check(plain.same(extents), "targets copies: the plain Python copy differs from its source")
         finally:
             plain.reset()
