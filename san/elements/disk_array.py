@@ -210,20 +210,38 @@ class DiskArray(CopyEngine):
         ask another element, so it trusts the reservation; the Ray layer asks the holder."""
         return True
 
-    def _reservation(self, number: int) -> str | None:
-        """The array holding a reservation of `number`, or None; a reservation whose holder
-        died or restarted (and so runs no copy into it) is released here."""
-        holder = self.reserved.get(number)
-        if holder is not None and not self.copy_holder_active(holder, number):
-            if self.reserved.get(number) == holder:
-                del self.reserved[number]
-            return None
-        return holder
+    def _settle_reservations(self, only: int | None = None, initiator: str | None = None) -> None:
+        """Release the reservations whose holder runs no copy into them any more (it died or
+        restarted): of volume `only`, or of every volume.  An `initiator` that is the holder
+        itself is not asked about.
+
+        Called *before* the lock is taken: asking a holder is a remote call that may wait
+        `HOLDER_TIMEOUT`, and the holder may be calling this array meanwhile (a lock held
+        across it stalled every I/O and management call here).  The checks made under the
+        lock then trust the reservations left; one that goes stale in between is settled by
+        the next call."""
+        for number, holder in list(self.reserved.items()):
+            if (only is not None and number != only) or \
+                    (initiator is not None and initiator.split("/")[0] == holder):
+                continue
+            if not self.copy_holder_active(holder, number):
+                with self._lock:
+                    if self.reserved.get(number) == holder:
+                        del self.reserved[number]
+
+    def _settle_for_write(self, initiator: str, port: str, lun: int) -> None:
+        """`_settle_reservations` of the volume a write at port/LUN goes to (before the lock;
+        nothing to do, and no lookup, while nothing is reserved)."""
+        if self.reserved:
+            entry = self.luns.get((port, lun))
+            if entry is not None:
+                self._settle_reservations(entry[0], initiator)
 
     def check_writable(self, number: int, initiator: str | None = None) -> None:
+        """READ_ONLY unless the volume may be written now (by `initiator`, if given); the
+        reservations are trusted as they are (see `_settle_reservations`)."""
         holder = self.reserved.get(number)
-        if holder is not None and (initiator is None or initiator.split("/")[0] != holder) \
-                and self._reservation(number) is not None:
+        if holder is not None and (initiator is None or initiator.split("/")[0] != holder):
             raise SanError("READ_ONLY", f"{self.name} volume {number} is the destination of a "
                                         f"running copy from {holder}")
         if self.snaps.is_snapshot(number):
@@ -239,12 +257,19 @@ class DiskArray(CopyEngine):
     def prepare(self, initiator: str, port: str, lun: int, lba: int, blocks: int,
                 write: bool) -> int:
         """All target checks for an I/O of `blocks` at `lba`, before any data moves."""
+        if write:
+            self._settle_for_write(initiator, port, lun)
         with self._lock:   # jobs and snapshots change in management threads
-            number = self.lookup(initiator, port, lun)
-            self.check_range(number, lba, blocks)
-            if write:
-                self.check_writable(number, initiator)
-            return number
+            return self._target(initiator, port, lun, lba, blocks, write)
+
+    def _target(self, initiator: str, port: str, lun: int, lba: int, blocks: int,
+                write: bool) -> int:
+        """`prepare`'s checks, the lock held (and, for a write, reservations settled)."""
+        number = self.lookup(initiator, port, lun)
+        self.check_range(number, lba, blocks)
+        if write:
+            self.check_writable(number, initiator)
+        return number
 
     # -- SCSI commands --------------------------------------------------------------------
     def inquiry(self, initiator: str, port: str, lun: int, page: int | None = None) -> bytes:
@@ -288,8 +313,9 @@ class DiskArray(CopyEngine):
         if len(data) % BLOCK:
             raise SanError("INVALID_INPUT", f"{self.name}: write of {len(data)} bytes is not "
                                             f"a whole number of {BLOCK}-byte blocks")
+        self._settle_for_write(initiator, port, lun)
         with self._lock:
-            number = self.prepare(initiator, port, lun, lba, len(data) // BLOCK, write=True)
+            number = self._target(initiator, port, lun, lba, len(data) // BLOCK, write=True)
             if seq is None:
                 self._store_write(number, lba * BLOCK, data)
             else:
@@ -307,8 +333,9 @@ class DiskArray(CopyEngine):
 
     def unmap(self, initiator: str, port: str, lun: int, lba: int, blocks: int) -> int:
         """UNMAP: the blocks read as zeros again (whole granules are freed); returns bytes."""
+        self._settle_for_write(initiator, port, lun)
         with self._lock:
-            number = self.prepare(initiator, port, lun, lba, blocks, write=True)
+            number = self._target(initiator, port, lun, lba, blocks, write=True)
             self._store_zero(number, lba * BLOCK, blocks * BLOCK)
         return blocks * BLOCK
 
@@ -457,6 +484,7 @@ class DiskArray(CopyEngine):
     def mgmt_mirror(self, caller: str, port: str, lun: int, secondary: int) -> dict:
         """Order a mirror of the volume at port/LUN onto `secondary` (Figs. 9-10)."""
         self.authorize(caller)
+        self._settle_reservations(secondary)
         with self._lock:
             primary = self._volume_at(port, lun)
             if primary not in self.volumes:
@@ -478,6 +506,7 @@ class DiskArray(CopyEngine):
         volume at port/LUN, normally its primary (Fig. 12); only differing granules move.
         The target's volume info is never written."""
         self.authorize(caller)
+        self._settle_reservations()
         with self._lock:
             job = self._start(backup, self._volume_at(port, lun), "restore")
         return self._launch(job)
@@ -504,6 +533,7 @@ class DiskArray(CopyEngine):
 
     def mgmt_delete_snapshot(self, caller: str, number: int) -> None:
         self.authorize(caller)
+        self._settle_reservations(number)
         self.delete_snapshot(number)
 
     def delete_snapshot(self, number: int) -> None:
@@ -522,6 +552,7 @@ class DiskArray(CopyEngine):
         """Fig. 14: forget a backup volume's volume info; a snapshot is deleted outright (a
         mirror secondary keeps its data until the next mirror overwrites it)."""
         self.authorize(caller)
+        self._settle_reservations(number)
         with self._lock:
             if self.snaps.is_snapshot(number):
                 self.delete_snapshot(number)
@@ -534,6 +565,7 @@ class DiskArray(CopyEngine):
         """Volume copy inside this array (Fig. 19): data, then (if `with_info`) the source's
         volume info, recorded only once the data copy has succeeded."""
         self.authorize(caller)
+        self._settle_reservations(dest)
         with self._lock:
             job = self._start(source, dest, "copy", with_info=with_info)
         return self._launch(job)
@@ -541,27 +573,30 @@ class DiskArray(CopyEngine):
     def mgmt_attach(self, caller: str, number: int, port: str, lun: int, host: str) -> None:
         """Map volume `number` at port/LUN for `host` (file restore, Fig. 13)."""
         self.authorize(caller)
+        self._settle_attachment(port, lun)
         with self._lock:
             self.reader(number)
             if port not in self.ports:
                 raise SanError("NO_SUCH_PORT", f"{self.name} has no port {port!r}")
-            if (port, lun) in self.luns and not self._left_behind(port, lun):
+            if (port, lun) in self.luns:
                 raise SanError("BUSY", f"{self.name}/{port} LUN {lun} already holds volume "
                                        f"{self.luns[(port, lun)][0]}")
             self.attachments.append({"number": number, "port": port, "lun": lun, "hosts": [host]})
             self._save_table()
             self._rebuild_luns()
 
-    def _left_behind(self, port: str, lun: int) -> bool:
+    def _settle_attachment(self, port: str, lun: int) -> None:
         """Drop the attachment at port/LUN if the flow that made it died (its host says it
-        holds it no more, or is down): True if the LUN is free now (the lock is held)."""
-        found = next((a for a in self.attachments if (a["port"], a["lun"]) == (port, lun)), None)
+        holds it no more, or is down).  Called before the lock is taken, as
+        `_settle_reservations` is, and for the same reason: the host is asked remotely."""
+        found = next((a for a in list(self.attachments) if (a["port"], a["lun"]) == (port, lun)), None)
         if found is None or self.attachment_holder_active(found["hosts"][0], port, lun):
-            return False
-        self.attachments = [a for a in self.attachments if a is not found]
-        self._save_table()
-        self._rebuild_luns()
-        return True
+            return
+        with self._lock:
+            if any(a is found for a in self.attachments):
+                self.attachments = [a for a in self.attachments if a is not found]
+                self._save_table()
+                self._rebuild_luns()
 
     def attachment_holder_active(self, host: str, port: str, lun: int) -> bool:
         """Does `host` still hold what is attached for it at port/LUN?  The plain array cannot
@@ -582,6 +617,7 @@ class DiskArray(CopyEngine):
         """Another array (the caller) is about to copy into `number` over FC: until it
         releases it, the volume is read-only to everyone else and BUSY for other copies."""
         self.authorize(caller)
+        self._settle_reservations(number)
         with self._lock:
             self.reader(number)
             self._check_not_busy(number, "the destination of a copy")
@@ -612,7 +648,7 @@ class DiskArray(CopyEngine):
     # -- busy volumes: reservations and running copy jobs -------------------------------------
     def _check_not_busy(self, number: int, what: str) -> None:
         """BUSY unless `number` may be `what` now: no copy over FC holds it, no job runs on it."""
-        if number in self.reserved and self._reservation(number) is not None:
+        if number in self.reserved:     # trusted as it is (see `_settle_reservations`)
             raise SanError("BUSY", f"{self.name} volume {number} cannot be {what}: it is the "
                                    f"destination of a running copy from {self.reserved[number]}")
         job = self._running(number)

@@ -4,6 +4,7 @@ Plain `DiskArray`s (no Ray), driven job by job, with 4 KiB granules so that ever
 few granules of real bytes.  The byte-for-byte reference is the source's content read back.
 """
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -314,6 +315,66 @@ def test_a_reservation_whose_holder_died_is_released_when_found(make):
     array.mgmt_reserve("h1", 2)
     array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))       # not READ_ONLY either
     assert 2 not in array.reserved
+
+
+class Asking(DiskArray):
+    """An array whose holders are asked as the Ray layer asks them (a remote call that may
+    wait seconds): records whether its lock was free meanwhile, as another thread sees it."""
+
+    def _lock_free(self) -> bool:
+        free = []
+
+        def take():
+            if self._lock.acquire(timeout=2):
+                self._lock.release()
+                free.append(True)
+        t = threading.Thread(target=take)
+        t.start()
+        t.join()
+        return bool(free)
+
+    def copy_holder_active(self, holder, number):
+        self.asked.append(("copy", number, self._lock_free()))
+        return True
+
+    def attachment_holder_active(self, host, port, lun):
+        self.asked.append(("attachment", (port, lun), self._lock_free()))
+        return True
+
+
+# every entry that may ask a holder, and the call it makes (h1 holds volume 1's reservation)
+ASKING_ENTRIES = [
+    ("write", lambda a: a.write("h2/hba0", "fc1", 0, 0, rand(1, 512)), "READ_ONLY"),
+    ("prepare", lambda a: a.prepare("h2/hba0", "fc1", 0, 0, 1, True), "READ_ONLY"),
+    ("unmap", lambda a: a.unmap("h2/hba0", "fc1", 0, 0, 1), "READ_ONLY"),
+    ("copy", lambda a: a.mgmt_copy("srv", 0, 1), "BUSY"),
+    ("mirror", lambda a: a.mgmt_mirror("srv", "fc0", 0, 1), "BUSY"),
+    ("restore", lambda a: a.mgmt_restore("srv", 2, "fc1", 0), "BUSY"),
+    ("reserve", lambda a: a.mgmt_reserve("srv", 1), "BUSY"),
+    ("delete_backup", lambda a: a.mgmt_delete_backup("srv", 1), "BUSY"),
+]
+
+
+@pytest.mark.parametrize("entry, call, code", ASKING_ENTRIES, ids=[e[0] for e in ASKING_ENTRIES])
+def test_a_holder_is_asked_with_the_lock_free(make, entry, call, code):
+    """Asking a holder is a remote call that may wait `HOLDER_TIMEOUT`, and the holder may be
+    calling this array meanwhile: the lock must not be held across it.  A live holder keeps
+    its reservation, so the call is refused."""
+    array = make(Asking)
+    array.asked = []
+    array.mgmt_attach("srv", 1, "fc1", 0, "h2")      # volume 1 at fc1 LUN 0, for h2
+    array.mgmt_reserve("h1", 1)
+    raises(code, call, array)
+    assert [(what, free) for what, _, free in array.asked] == [("copy", True)]
+    assert array.reserved == {1: "h1"}
+
+
+def test_an_attachment_holder_is_asked_with_the_lock_free(make):
+    array = make(Asking)
+    array.asked = []
+    array.mgmt_attach("srv", 1, "fc1", 0, "h2")
+    raises("BUSY", array.mgmt_attach, "srv", 2, "fc1", 0, "h2")
+    assert array.asked == [("attachment", ("fc1", 0), True)]
 
 
 def test_a_live_holder_keeps_its_reservation(array):
