@@ -29,6 +29,7 @@ marked, and what its cache held unwritten (a directory entry, a FAT chain) undon
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -39,6 +40,7 @@ from ..elements.client_host import (ClientHost, Gate, IoPath, PatternChunks, Seq
                                     chunks, transfers_of)
 from ..actions import ACTIONS
 from ..errors import SanError
+from ..fileio import pwrite_all
 from ..fat import (FAT_EPOCH, BlockDevice, FatVolume, changed_ranges, format_volume, fsck,
                    fsck_repair, normalize)
 from ..scsi import blocks_of, parse_device_identification, parse_standard_inquiry
@@ -584,18 +586,18 @@ class Host(BackupClient, ClientHost):
         route, array, port, lun = path
         size = self._capacity(path)
         extents = array.call("lba_status", route.initiator, port, lun)
-        outs = [open(f, "wb") for f in files]
-        try:
-            for out in outs:
-                out.truncate(size)
+        with contextlib.ExitStack() as stack:
+            fds = []
+            for f in files:
+                fds.append(os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+                stack.callback(os.close, fds[-1])
+                os.ftruncate(fds[-1], size)
+
+            def consume(piece, data):   # chunk by chunk: an extent may be gigabytes
+                for fd in fds:
+                    pwrite_all(fd, data, piece[0])
             for offset, length in extents:
-                data, _ = self._read_into(path, offset, length)
-                for out in outs:
-                    out.seek(offset)
-                    out.write(data.tobytes())
-        finally:
-            for out in outs:
-                out.close()
+                self._read_from(path, offset, length, consume)
         return sum(length for _, length in extents)
 
     def fsck(self, mount_point: str, port_ref: str | None = None, lun: int | None = None) -> dict:
