@@ -296,6 +296,13 @@ def _hold_state_dir(path: Path, args, topology_name: str) -> int:
         holder = _lock_holder(lock)
         os.close(lock)
         raise SanError("INVALID_INPUT", f"state dir {path} is in use by {holder}") from None
+    except OSError as exc:
+        # no locks on this file system (some NFS mounts): run unguarded, as each element's
+        # own lock does (san.flows.state_lock); any other failure is the dir's
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            os.close(lock)
+            raise SanError("INVALID_INPUT", f"state dir {path}: cannot lock {path / '.lock'} "
+                                            f"({exc.strerror or exc})") from None
     try:        # who holds it, for the next one refused
         write_holder(lock, f"san {args.command} (pid {os.getpid()})")
     except OSError as exc:

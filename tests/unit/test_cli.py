@@ -260,6 +260,30 @@ def test_a_held_state_dir_whose_lock_says_nothing_readable_names_no_holder(tmp_p
         os.close(holder)
 
 
+@pytest.mark.parametrize("err, refused", [(errno.ENOLCK, False), (errno.EOPNOTSUPP, False),
+                                           (errno.EIO, True)])
+def test_a_state_dir_on_a_file_system_without_locks(tmp_path, monkeypatch, err, refused):
+    """No locks there (some NFS mounts): the run goes on unguarded, as each element's own
+    lock does; any other failure of flock is the state dir's, named with its path."""
+    def flock(fd, op):
+        raise OSError(err, os.strerror(err))
+    monkeypatch.setattr(cli.fcntl, "flock", flock)
+
+    class Args:
+        state_dir, keep_state, command = str(tmp_path / "s"), False, "run"
+    if refused:
+        with pytest.raises(SanError) as info:
+            cli._open_state_dir(Args, "topo")
+        assert info.value.code == "INVALID_INPUT"
+        assert info.value.message == (f"state dir {tmp_path / 's'}: cannot lock "
+                                      f"{tmp_path / 's' / '.lock'} ({os.strerror(err)})")
+    else:
+        path, temporary, lock = cli._open_state_dir(Args, "topo")
+        os.close(lock)
+        assert path == tmp_path / "s" and not temporary
+        assert (path / "topology").read_text() == "topo\n"
+
+
 def test_report_json_shape_from_plain_step_reports(tmp_path):
     scenario = load_scenario(TOPOLOGIES / "scenarios" / "quickstart.yaml")
     steps = [StepReport(0, "t", "write", ok=True, bytes=5, modeled_s=0.5, wall_s=0.1),
