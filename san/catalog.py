@@ -17,6 +17,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from .errors import SanError
+
 FIELDS = ("host", "mount_point", "type", "device_id", "media_id", "file", "label", "timestamp")
 KEY = ("device_id", "media_id", "file")
 _INSERT = f"INSERT INTO backups ({', '.join(FIELDS)}) VALUES "
@@ -52,10 +54,25 @@ class Catalog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / "catalog.sqlite"
         self._lock = threading.Lock()
-        self._db = self._open()
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            raise SanError("INVALID_INPUT", (
+                f"{self.path} is not a usable catalog ({exc}); move it away, and a "
+                f"rebuild_catalog step rebuilds the catalog from the arrays and tape "
+                f"labels")) from exc
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            self._create(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _create(db: sqlite3.Connection) -> None:
         db.execute("PRAGMA journal_mode=WAL")
         # A commit is in the WAL file when it returns, so it survives the death of the server
         # (an actor killed, then restarted); it is not fsync-ed: a crash of the machine may
@@ -70,7 +87,6 @@ class Catalog:
                    "device_id TEXT, volumes TEXT, PRIMARY KEY (host, mount_point))")
         db.execute("CREATE TABLE IF NOT EXISTS definitions (name TEXT PRIMARY KEY, body TEXT)")
         db.execute("COMMIT")
-        return db
 
     def _tx(self, statements) -> None:
         with self._lock:

@@ -4,6 +4,7 @@ import sqlite3
 import pytest
 
 from san.catalog import Catalog, row_key
+from san.errors import SanError
 
 ROW = {"host": "host1", "mount_point": "/db", "type": "disk", "device_id": "HTC-0001",
        "media_id": 1, "file": None, "label": "nightly", "timestamp": "2026-01-01T02:00:00Z"}
@@ -89,3 +90,17 @@ def test_a_rebuild_adds_no_row_whose_key_a_flow_added_meanwhile(tmp_path):
     assert sorted((r["media_id"], r["label"]) for r in cat.rows()) == [
         ("1", "added by a mirror meanwhile"), ("2", "nightly")]
     assert cat.add_many([ROW]) == []                                  # nothing new: nothing added
+
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 100, b"SQLite format 3\x00" + bytes(84) + b"\xff" * 4000])
+def test_a_damaged_catalog_file_is_refused_naming_it(tmp_path, content):
+    """A catalog.sqlite that SQLite cannot read: INVALID_INPUT naming the file and the way
+    out (move it away, rebuild), not sqlite3's bare DatabaseError."""
+    (tmp_path / "catalog.sqlite").write_bytes(content)
+    with pytest.raises(SanError) as info:
+        Catalog(tmp_path)
+    assert info.value.code == "INVALID_INPUT"
+    assert info.value.message.startswith(f"{tmp_path / 'catalog.sqlite'} is not a usable catalog (")
+    assert "rebuild_catalog" in info.value.message
+    (tmp_path / "catalog.sqlite").rename(tmp_path / "damaged.sqlite")
+    assert Catalog(tmp_path).rows() == []
