@@ -115,18 +115,24 @@ def _ansi_date(day: dt.date) -> str:
 
 
 def creation_day(row: dict, created) -> dt.date:
-    """HDR1's creation date: `created` (a date, datetime or timestamp text), else row["timestamp"]."""
+    """HDR1's creation date: `created` (a date, datetime or timestamp text), else row["timestamp"].
+
+    Never the machine's clock: a label's date is the backup's, and HDR1 and EOF1 must agree
+    (a clock read for each could straddle midnight)."""
     if isinstance(created, dt.datetime):
         return created.astimezone(dt.timezone.utc).date() if created.tzinfo else created.date()
     if isinstance(created, dt.date):
         return created
-    match = TIMESTAMP_RE.match(str(created if created is not None else row.get("timestamp", "")))
-    if match:
-        try:
+    text = created if created is not None else row.get("timestamp")
+    match = TIMESTAMP_RE.match(str(text)) if text is not None else None
+    try:
+        if match:
             return dt.date(*(int(g) for g in match.groups()))
-        except ValueError:
-            pass
-    return dt.datetime.now(dt.timezone.utc).date()
+    except ValueError:
+        pass
+    raise SanError("INVALID_INPUT", f"a tape label needs the backup's date: "
+                                    f"{'created' if created is not None else 'timestamp'} "
+                                    f"{text!r} is not a date (expected YYYY-MM-DDTHH:MM:SSZ)")
 
 
 def block_count(blocks: int) -> str:

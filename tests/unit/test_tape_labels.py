@@ -1,4 +1,5 @@
 """ANSI labels (`san.tape.labels`): catalog rows in UHL labels, media IDs in VOL1, damaged labels."""
+import datetime as dt
 import hashlib
 
 import numpy as np
@@ -7,6 +8,7 @@ import xxhash
 
 from san.errors import SanError
 from san.tape import LABEL, TapeMedium, check_media_id, format_row, parse_labels, parse_row
+from san.tape.labels import creation_day
 
 from .test_tape import MiB, damaged, data_of, fill, medium, objects, row_for  # noqa: F401 (fixture)
 
@@ -130,3 +132,28 @@ def test_a_trailer_without_a_digest_is_a_media_error(medium, monkeypatch):
     with pytest.raises(SanError) as info:
         TapeMedium(medium.path, "T00001", medium.capacity).files()
     assert info.value.code == "MEDIA_ERROR" and "no digest" in info.value.message
+
+
+@pytest.mark.parametrize("row, created, want", [
+    ({"timestamp": "2026-03-04T05:06:07Z"}, None, dt.date(2026, 3, 4)),
+    ({"timestamp": "2026-03-04T05:06:07Z"}, "1999-12-31T23:59:59Z", dt.date(1999, 12, 31)),
+    ({}, dt.datetime(2030, 1, 2, 23, 0, tzinfo=dt.timezone(dt.timedelta(hours=-3))), dt.date(2030, 1, 3)),
+    ({}, dt.date(2001, 2, 3), dt.date(2001, 2, 3)),
+])
+def test_a_label_is_dated_with_the_backup_s_date(row, created, want):
+    assert creation_day(row, created) == want
+
+
+@pytest.mark.parametrize("row, created, shown", [
+    ({}, None, "timestamp None"),
+    ({"timestamp": "yesterday"}, None, "timestamp 'yesterday'"),
+    ({"timestamp": "2026-02-30T00:00:00Z"}, None, "timestamp '2026-02-30T00:00:00Z'"),
+    ({"timestamp": "2026-03-04T05:06:07Z"}, "soon", "created 'soon'"),
+])
+def test_a_label_without_a_date_is_refused_not_dated_today(row, created, shown):
+    """Never the machine's clock: HDR1 and EOF1 would each read it."""
+    with pytest.raises(SanError) as info:
+        creation_day(row, created)
+    assert info.value.code == "INVALID_INPUT"
+    assert info.value.message == (f"a tape label needs the backup's date: {shown} is not a date "
+                                  f"(expected YYYY-MM-DDTHH:MM:SSZ)")

@@ -88,6 +88,6 @@ def test_a_host_gone_mid_stream_fails_the_backup_and_leaves_the_tape_as_it_was(s
 def test_a_chunk_of_more_records_than_one_pwritev_takes(tmp_path):
     medium = TapeMedium(tmp_path / "T1.tap", "T1", 1 << 30)
     data = np.random.default_rng(3).integers(0, 256, 1100 * BLOCK + 3, dtype=np.uint8)
-    medium.append({"file": None}, [data[:5], data[5:]], len(data))
+    medium.append({"file": None, "timestamp": "2026-12-01T00:00:00Z"}, [data[:5], data[5:]], len(data))
     assert medium.files()[0]["blocks"] == 1101
     assert np.array_equal(np.concatenate(list(medium.read(1))), data)
