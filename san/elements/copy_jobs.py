@@ -82,10 +82,18 @@ class CopyEngine:
         self.copies_go = threading.Event()   # cleared: copy jobs wait before their next batch
         self.copies_go.set()
         self.moved_bytes = 0                 # bytes every copy of this array has moved so far
+        self._moved_lock = threading.Lock()  # copies over FC count outside the array's lock
         self.trip = Tripwire()
         # what a snapshot's batch is read into, under the lock: one buffer whose pages stay
         # mapped (a volume's granules are mapped from its file instead)
         self._copy_buf = np.empty(0, dtype=np.uint8)
+
+    def _moved(self, nbytes: int) -> int:
+        """Count `nbytes` more moved by a copy; the new total (``+=`` is not atomic, and a
+        copy over FC counts in a thread of its own, outside the array's lock)."""
+        with self._moved_lock:
+            self.moved_bytes += nbytes
+            return self.moved_bytes
 
     def mgmt_moved(self, caller: str) -> int:
         """Bytes this array's copies have moved so far (a counter that only grows: progress
@@ -253,7 +261,7 @@ class CopyEngine:
         done = self._nbytes(job.dest, gs)
         job.pending.difference_update(gs)
         job.copied += done
-        self.moved_bytes += done
+        self._moved(done)
 
     def _kept(self, pieces: list[np.ndarray], keep: list[bool]) -> list[np.ndarray]:
         """The parts of `pieces` (granules laid end to end, as `_read_for_copy` gives them)

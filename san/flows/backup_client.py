@@ -70,8 +70,7 @@ class BackupClient:
                 raise SanError("INVALID_INPUT", f"{self.name} has no open image stream "
                                                 f"{stream!r} (closed, or the host restarted)")
             self._images[stream] += nbytes
-            self.moved_bytes += nbytes
-            total, moved = self._images[stream], self.moved_bytes
+            total, moved = self._images[stream], self._moved(nbytes)
         self.trip.passed(moved)         # outside the lock: the library may stop here a while
         return total
 

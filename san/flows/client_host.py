@@ -66,6 +66,7 @@ class Host(BackupClient, ClientHost):
         self.now = now or FAT_EPOCH      # the simulated clock, as the runner last told it
         self.peers = peers
         self.moved_bytes = 0
+        self._moved_lock = threading.Lock()
         # (array, port, LUN) -> who holds an attachment made through this host: None (its own
         # file restore) or (server, its session) for a server's copy to tape
         self.attached: dict[tuple, tuple | None] = {}
@@ -186,9 +187,17 @@ class Host(BackupClient, ClientHost):
         return self._target(mount.port, mount.lun)
 
     # -- block I/O ----------------------------------------------------------------------------
+    def _moved(self, nbytes: int) -> int:
+        """Count `nbytes` more moved; the new total.  Up to 16 of the actor's threads count
+        at once (streams, image reads), and ``+=`` on an attribute is not atomic: an update
+        lost would put off a ``when: after`` fault."""
+        with self._moved_lock:
+            self.moved_bytes += nbytes
+            return self.moved_bytes
+
     def _count(self, piece, answer) -> None:
-        self.moved_bytes += piece[1]     # a chunk the array acknowledged (or answered)
-        self.trip.passed(self.moved_bytes)
+        # a chunk the array acknowledged (or answered)
+        self.trip.passed(self._moved(piece[1]))
         self._check_alive()              # killed meanwhile: no further chunk is sent
 
     def bytes_moved(self) -> int:

@@ -178,8 +178,7 @@ class ArrayInitiator:
 
             def consume(piece, written):
                 job.copied += written
-                self.moved_bytes += written
-                self.trip.passed(self.moved_bytes)
+                self.trip.passed(self._moved(written))
 
             pieces = [piece for off, length in extents for piece in chunks(off, length, self.chunk_size)]
             windowed(pieces, submit, consume, self.window)
