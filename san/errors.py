@@ -81,6 +81,10 @@ class InternalError(SanError):
 
     @classmethod
     def of(cls, where: str, exc: BaseException) -> "InternalError":
+        """The error for `exc`, met in `where`; `exc` stays its cause (its traceback, for
+        whoever debugs it: ``raise InternalError.of(...) from exc`` says the same)."""
         text = str(exc).strip().splitlines()
         line = text[0] + (" ..." if len(text) > 1 else "") if text else ""
-        return cls(f"internal error in {where}: {type(exc).__name__}" + (f": {line}" if line else ""))
+        err = cls(f"internal error in {where}: {type(exc).__name__}" + (f": {line}" if line else ""))
+        err.__cause__ = exc
+        return err

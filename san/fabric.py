@@ -380,11 +380,8 @@ class San:
     def set_time(self, now) -> None:
         """Tell every host that is up the simulated time (what it stamps on files)."""
         hosts = [n for n, k in self.kinds.items() if k == "host" and n not in self.down]
-        for name, ref in [(n, self.handles[n].set_time.remote(now)) for n in hosts]:
-            try:
-                get(ref, name)
-            except SanError:
-                pass   # a host that died since: it will be told when it is asked to work
+        # a host that died since is skipped: it will be told when it is asked to work
+        self._answered([(n, self.handles[n].set_time.remote(now)) for n in hosts])
 
     def call(self, name: str, method: str, *args):
         """Call `method` on element `name` and wait: the driver's management-LAN call."""
@@ -397,17 +394,22 @@ class San:
     def _tell_switches(self, name: str, up: bool) -> None:
         """Every switch learns the change; then the hosts whose paths it can touch (an RSCN:
         `rscn_hosts`), so a transfer under way moves to another path before its next chunk.
-        A host that died meanwhile is skipped (it takes fresh paths when it restarts)."""
-        refs = [self.handles[s].set_up.remote(name, up) for s, k in self.kinds.items()
-                if k == "switch" and s not in self.down]
-        ray.get(refs)
-        told = [(h, self.handles[h].fabric_event.remote(name, up))
-                for h in rscn_hosts(name, self.kinds) if h not in self.down]
-        for host, ref in told:
+        A switch or host that died meanwhile is skipped (it learns the fabric when it restarts)."""
+        switches = [(s, self.handles[s].set_up.remote(name, up)) for s, k in self.kinds.items()
+                    if k == "switch" and s not in self.down]
+        self._answered(switches)        # the switches first: a host told re-routes through them
+        self._answered([(h, self.handles[h].fabric_event.remote(name, up))
+                        for h in rscn_hosts(name, self.kinds) if h not in self.down])
+
+    @staticmethod
+    def _answered(asked: list) -> None:
+        """Wait for each (element, ref) of `asked`; an element that is down is skipped."""
+        for element, ref in asked:
             try:
-                get(ref, host)
-            except SanError:
-                pass
+                get(ref, element)
+            except SanError as exc:
+                if exc.code != "ELEMENT_DOWN":
+                    raise
 
     def kill(self, name: str) -> None:
         """Kill an element's actor; it stays down (ELEMENT_DOWN) until `restart`."""

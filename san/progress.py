@@ -37,8 +37,10 @@ def moved_bytes(san) -> int:
             continue
         try:
             total += san.call(name, "bytes_moved") if kind == "host" else san.call(name, "mgmt_moved", "san")
-        except SanError:
-            pass        # it died meanwhile: the step's own error says so
+        except SanError as exc:
+            if exc.code != "ELEMENT_DOWN":
+                raise
+            # it died meanwhile: the step's own error says so
     return total
 
 

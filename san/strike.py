@@ -76,7 +76,9 @@ def _count(san, name: str) -> int | None:
         if san.kind(name) == "host":
             return san.call(name, "bytes_moved")
         return san.call(name, "mgmt_moved", "san")
-    except SanError:
+    except SanError as exc:
+        if exc.code != "ELEMENT_DOWN":
+            raise
         return None
 
 
@@ -84,8 +86,10 @@ def _arm(san, name: str, at: int | None) -> None:
     """Arm (`at`) or release (None) a mover's tripwire; an element that is down is skipped."""
     try:
         san.call(name, "trip_arm", at) if at is not None else san.call(name, "trip_release")
-    except SanError:
-        pass        # down: nothing of it to stop or to let go
+    except SanError as exc:
+        if exc.code != "ELEMENT_DOWN":
+            raise
+        # down: nothing of it to stop or to let go
 
 
 @dataclass

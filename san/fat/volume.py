@@ -88,9 +88,9 @@ class FatVolume:
             pf, self.warnings = mount(device, self.readonly)
         except SanError:
             raise
-        except Exception as exc:
+        except Exception as exc:    # pyfatfs parsing damaged structures may raise anything
             raise SanError("FSCK_FAILED", f"{device.name} holds no readable FAT "
-                                          f"filesystem ({exc})") from None
+                                          f"filesystem ({type(exc).__name__}: {exc})") from exc
         self._pf = pf
         self.fixed: list[str] = []            # what this mount put right for mtools
         if not self.readonly:
