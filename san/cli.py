@@ -20,6 +20,7 @@ Ray; only `san graph` and `san bench --plot` load matplotlib, and only when they
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fcntl
 import math
@@ -537,7 +538,7 @@ def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here
               start_timeout=_start_timeout())
     try:
         try:
-            with out.status(f"building {scenario.topology.name}", spinner="dots") if out.is_terminal and not quiet else _null():
+            with out.status(f"building {scenario.topology.name}", spinner="dots") if out.is_terminal and not quiet else contextlib.nullcontext():
                 san.start()
         except SanError as exc:           # a placement or state dir refused: before any step
             if not _refused(exc):
@@ -721,14 +722,6 @@ def _serve(topology, chosen, listen, args, out, err, state: Path, chunk: int, st
         san.shutdown()
         if started_here:
             ray.shutdown()
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":  # pragma: no cover

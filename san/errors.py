@@ -60,11 +60,6 @@ class ValidationFailed(SanError):
         return "\n".join(str(p) for p in self.problems)
 
 
-def invalid(message: str) -> SanError:
-    """Shorthand for the commonest error: a bad argument, shown with its value."""
-    return SanError("INVALID_INPUT", message)
-
-
 class InternalError(SanError):
     """A bug met while doing `where`: the exception `exc`, on one line.
 

@@ -150,7 +150,7 @@ _HEADER = struct.Struct("<8sQQ")
 _REC_DTYPE = np.dtype([("g", "<u8"), ("lo", "<u8"), ("hi", "<u8")])
 _REC = _REC_DTYPE.itemsize              # 24 bytes, same as the header
 _DELETED = np.uint64(1 << 63)
-_MARK = np.uint64(1 << 62)              # a snapshot-epoch marker record (see "Snapshot epochs")
+_MARK = np.uint64(1 << 62)              # a snapshot-epoch marker record (see `VolumeStore.mark`)
 _ALT = np.uint64(1 << 61)               # the granule's bytes are in NAME.alt (see "Two places")
 HOME, ALT = 0, 1                        # the two places of a granule: NAME.data, NAME.alt
 assert _HEADER.size == _REC
@@ -310,7 +310,8 @@ class VolumeStore(FdOwner):
         if magic not in (_MAGIC, _MAGIC_V2, MAGIC_V1) or granule <= 0 or granule % BLOCK:
             raise SanError("INVALID_INPUT",
                            f"{self.label}: {self.map_path} is not a volume map (header {magic!r}, "
-                           f"granule {granule}; expected {_MAGIC!r} or {MAGIC_V1!r} and a multiple of {BLOCK})")
+                           f"granule {granule}; expected {_MAGIC!r}, {_MAGIC_V2!r} or {MAGIC_V1!r} and a "
+                           f"multiple of {BLOCK})")
         if size != self.size:
             raise SanError("INVALID_INPUT",
                            f"{self.label}: stored with size {size} bytes in {self.map_path}, "
@@ -342,7 +343,7 @@ class VolumeStore(FdOwner):
             self.compact()
 
     def _write_map(self) -> None:
-        """Replace the journal by one record per live granule (v2 header), atomically."""
+        """Replace the journal by one record per live granule (the version-3 header), atomically."""
         gs = sorted(self._map)
         recs = np.empty(len(gs), dtype=_REC_DTYPE)
         recs["g"] = gs

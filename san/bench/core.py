@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SanError
-from ..units import GiB, MiB, format_size
+from ..units import GiB, MiB
 
 # what a figure's timed runs do to disk
 OVERWRITE = "overwrite"          # they overwrite space an untimed warm-up wrote
@@ -238,10 +238,6 @@ def rate(nbytes: int, seconds: list[float]) -> float:
 
 def gibps(nbytes: int, seconds: list[float]) -> list[float]:
     return [nbytes / s / GiB for s in seconds]
-
-
-def size_label(n: int) -> str:
-    return format_size(n)
 
 
 def plain(value):

@@ -18,7 +18,7 @@ granules are), one scattered write of those holding data from the mapping (no bu
 between), and all-zero ones freed to keep the destination thin; `CopyEngine.finish` records
 the volume info (a volume copy with ``with_info``) only once the data is complete, and the
 job's modeled transfer on the array's copy engine.  A copy to another array over FC is a
-`CopyJob` too, run by `san.actors`.
+`CopyJob` too, run by `san.flows.disk_array.ArrayInitiator`.
 
 `CopyEngine` is a mixin of `san.elements.disk_array.DiskArray`, which provides what it uses:
 `name`, `granule`, `stores`, `snaps`, `_lock`, `reader`, `size_of`, `read_volume`,

@@ -181,9 +181,6 @@ class DiskArray(CopyEngine):
         raise SanError("NO_SUCH_VOLUME", f"{self.name} has no volume {number} "
                                          f"(volumes: {self.numbers()})")
 
-    def volume(self, number: int) -> VolumeStore:
-        return self.reader(number)
-
     def size_of(self, number: int) -> int:
         return self.reader(number).size
 

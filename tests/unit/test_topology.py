@@ -636,30 +636,13 @@ def test_unquoted_wwpn_and_numeric_device_id(tmp_path):
 
 # ------------------------------------------------------------------------------ the package
 
-# each case: (module, the names its importers use: san/, tests/, benchmarks/ and the names
-# `san.topology.schema` had before it was split into fields, models and steps)
+# each case: (module, the names its importers use: san/, tests/, benchmarks/)
 PUBLIC = [
     ("san.topology", "load_topology load_scenario validate_files is_scenario_file format_path "
                      "Problem Topology Scenario Step StepBase OPS ACTIONS FAULT_KINDS "
                      "CATALOG_FIELDS Switch Isl Zone Fabric Lan Array ArrayPort Volume Host Hba "
                      "Mount RestorePort BackupServer Definition Destination TapeLibrary "
                      "Placement FileSpec render_inspect path_status"),
-    ("san.topology.schema", "NAME_RE NAME_EXPECTED WWPN_RE WWPN_EXPECTED ACTIONS FILESYSTEMS "
-                            "DEFINITION_TYPES METHODS FAULT_KINDS CATALOG_FIELDS ERROR_CODES "
-                            "LABEL_MAX MOUNT_POINT_MAX DEFAULT_START bad one_of article int_type "
-                            "size_type choice Name Text Label MountPoint PortRef TargetRef Wwpn "
-                            "Speed Duration Time ScheduleT Amount RawList RowValue Number Lun "
-                            "Count Seed VolumeSize IoSize Offset FileSize Capacity PoolSize "
-                            "Threshold Action Filesystem DefinitionType Method FaultKind ErrorCode "
-                            "CatalogField SanModel Placement Switch Isl Zone Fabric Lan ArrayPort "
-                            "Volume Array Hba Mount RestorePort Host Destination Definition "
-                            "BackupServer TapeLibrary ELEMENT_KINDS Topology StepBase WriteStep "
-                            "FileSpec WriteFilesStep RemoveFilesStep CheckpointStep VerifyStep "
-                            "ListDestinationsStep DefineStep BackupStep RestoreTarget "
-                            "RestoreVolumeStep RestoreFilesStep DeleteBackupStep VolumeTarget "
-                            "CopyVolumeStep CopyToTapeStep MigrateStep LoseCatalogStep "
-                            "RebuildCatalogStep ExpectCatalogStep AdvanceClockStep When FaultStep "
-                            "ScrubStep ConcurrentStep OPS SERVER_OPS Step ScenarioHead Scenario"),
     ("san.topology.loader", "Problem format_path load_topology load_scenario validate_files "
                             "is_scenario_file"),
     ("san.topology.inspect", "render_inspect path_status"),
