@@ -78,15 +78,20 @@ class BackupClient:
         with self._images_lock:
             self._images.pop(stream, None)
 
-    def client_attach(self, device_id: str, volume: int, owner: tuple | None = None) -> dict:
-        """Attach a backup volume at this host's restore port of its array (Figs. 13, 16), for
-        `owner`: the (server, session) whose flow will detach it."""
+    def _restore_port(self, device_id: str):
+        """(array, port, the restore port's spec) of this host's restore port on the array
+        with `device_id`, or NO_SUCH_PORT."""
         array = self.arrays_by_device.get(device_id)
         restore = next((r for r in self.spec.restore_ports if r.port.split("/")[0] == array), None)
         if restore is None:
             raise SanError("NO_SUCH_PORT", f"{self.name} has no restore port on {array} "
                                            f"(device {device_id})")
-        port = restore.port.split("/")[1]
+        return array, restore.port.split("/")[1], restore
+
+    def client_attach(self, device_id: str, volume: int, owner: tuple | None = None) -> dict:
+        """Attach a backup volume at this host's restore port of its array (Figs. 13, 16), for
+        `owner`: the (server, session) whose flow will detach it."""
+        array, port, restore = self._restore_port(device_id)
         _, transfers = self.manage(array, "attach", volume, port, restore.lun, self.name)
         self.attached[(array, port, restore.lun)] = tuple(owner) if owner else None
         return {"port": restore.port, "lun": restore.lun, "transfers": transfers}
@@ -311,12 +316,7 @@ class BackupClient:
         the named files from it onto the mount, detach."""
         self._fat(mount_point)
         paths = [normalize(p) for p in files]
-        array = self.arrays_by_device.get(device_id)
-        restore = next((r for r in self.spec.restore_ports if r.port.split("/")[0] == array), None)
-        if restore is None:
-            raise SanError("NO_SUCH_PORT", f"{self.name} has no restore port on {array} "
-                                           f"(device {device_id})")
-        rport = restore.port.split("/")[1]
+        array, rport, restore = self._restore_port(device_id)
         transfers = self.actions(mount_point, pre)
         with self._post_on_failure(mount_point, post):
             _, t = self.manage(array, "attach", volume, rport, restore.lun, self.name)

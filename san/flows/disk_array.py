@@ -64,22 +64,19 @@ class ArrayInitiator:
         """The holder of a reservation is asked; one that is down, or restarted and so runs no
         copy, has left the reservation behind.  An answer that does not come within
         `HOLDER_TIMEOUT` counts as "still copying": a slow array must not lose its destination."""
-        try:
-            asked = self.peers.element(holder).start("mgmt_copying_into", self.name, number)
-            return bool(asked.result(timeout=HOLDER_TIMEOUT))
-        except TimeoutError:
-            return True
-        except SanError as exc:
-            if exc.code == "ELEMENT_DOWN":
-                return False
-            raise
+        return self._holder_says(holder, "mgmt_copying_into", self.name, number)
 
     def attachment_holder_active(self, host: str, port: str, lun: int) -> bool:
         """The host an attachment was made for is asked; one that is down, or whose flow died
         (restarted since, or its server did), has left it behind.  No answer within
         `HOLDER_TIMEOUT` counts as "still held"."""
+        return self._holder_says(host, "holds_attachment", self.name, port, lun)
+
+    def _holder_says(self, holder: str, method: str, *args) -> bool:
+        """Ask `holder` whether it still holds something: its answer, False if it is down,
+        True if it does not answer within `HOLDER_TIMEOUT` (slow is not gone)."""
         try:
-            asked = self.peers.element(host).start("holds_attachment", self.name, port, lun)
+            asked = self.peers.element(holder).start(method, *args)
             return bool(asked.result(timeout=HOLDER_TIMEOUT))
         except TimeoutError:
             return True
