@@ -22,8 +22,8 @@ from .labels import (LABEL, MAX_FILES, check_media_id, format_labels, format_row
                      parse_row)
 from .layout import FILLER
 from .medium import TapeMedium
-from .simh import BLOCK, END_OF_MEDIUM, TAPE_MARK, record_size
+from .simh import TAPE_BLOCK, END_OF_MEDIUM, TAPE_MARK, record_size
 
-__all__ = ["BLOCK", "END_OF_MEDIUM", "FILLER", "LABEL", "MAX_FILES", "TAPE_MARK", "TapeMedium",
+__all__ = ["TAPE_BLOCK", "END_OF_MEDIUM", "FILLER", "LABEL", "MAX_FILES", "TAPE_MARK", "TapeMedium",
            "check_media_id", "format_labels", "format_row", "parse_labels", "parse_row",
            "record_size"]

@@ -69,7 +69,7 @@ import zlib
 
 from ..errors import SanError
 from ..units import MEDIA_ID_CHARACTERS
-from .simh import BLOCK
+from .simh import TAPE_BLOCK
 
 LABEL = 80                    # every label record
 MAX_FILES = 9999              # 4-digit file sequence number
@@ -158,7 +158,7 @@ def hdr1(kind: str, vol: str, number: int, day: dt.date, blocks: int) -> bytes:
 
 def hdr2(kind: str) -> bytes:
     """HDR2 (kind "HDR") or EOF2 (kind "EOF")."""
-    text = kind + "2" + "U" + f"{BLOCK:05d}" + f"{BLOCK:05d}" + " " * 35 + "00" + " " * 28
+    text = kind + "2" + "U" + f"{TAPE_BLOCK:05d}" + f"{TAPE_BLOCK:05d}" + " " * 35 + "00" + " " * 28
     assert len(text) == LABEL
     return text.encode("ascii")
 

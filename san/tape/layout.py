@@ -53,7 +53,7 @@ from . import simh
 from .labels import (BLOCK_COUNT, LABEL, SEQUENCE, VOLUME_ID, Damage, block_count, check_media_id,
                      creation_day, format_row, hdr1, hdr2, parse_labels, trailer_labels, vol1,
                      volume_labels)
-from .simh import BLOCK, END_OF_MEDIUM, TAPE_MARK, Reader, Sink, record, record_size
+from .simh import TAPE_BLOCK, END_OF_MEDIUM, TAPE_MARK, Reader, Sink, record, record_size
 
 FILLER = bytes(18)            # the data section of an empty file
 
@@ -127,14 +127,14 @@ def tail_records(row: dict, media_id: str, number: int, created, blocks: int, nb
 
 
 def data_blocks(size: int) -> int:
-    return max(1, -(-size // BLOCK))
+    return max(1, -(-size // TAPE_BLOCK))
 
 
 def data_image_bytes(size: int) -> int:
     if size == 0:
         return record_size(len(FILLER))
-    full, rest = divmod(size, BLOCK)
-    return full * record_size(BLOCK) + (record_size(rest) if rest else 0)
+    full, rest = divmod(size, TAPE_BLOCK)
+    return full * record_size(TAPE_BLOCK) + (record_size(rest) if rest else 0)
 
 
 def file_bytes(row: dict, media_id: str, number: int, head: list[bytes], size: int) -> int:
@@ -171,13 +171,13 @@ class DataWriter:
         self.nbytes += n
         at = 0
         if self.carry:
-            at = min(BLOCK - len(self.carry), n)
+            at = min(TAPE_BLOCK - len(self.carry), n)
             self.carry += mv[:at]
-            if len(self.carry) == BLOCK:
+            if len(self.carry) == TAPE_BLOCK:
                 self.sink.put_record(self.carry)
                 self.blocks += 1
                 self.carry = bytearray()
-        whole = (n - at) // BLOCK * BLOCK
+        whole = (n - at) // TAPE_BLOCK * TAPE_BLOCK
         if whole:
             self.blocks += self.sink.put_records(mv[at:at + whole])
         if at + whole < n:

@@ -55,7 +55,7 @@ from . import layout
 from .labels import MAX_FILES
 from .layout import (CLOSE, File, Scan, file_bytes, head_records, tail_records, walk,
                      write_data)
-from .simh import BLOCK, END_OF_MEDIUM, TAPE_MARK, U32, Sink, record_size
+from .simh import TAPE_BLOCK, END_OF_MEDIUM, TAPE_MARK, U32, Sink, record_size
 
 
 def _key_of(st: os.stat_result) -> tuple:
@@ -185,10 +185,10 @@ class TapeMedium:
         """(byte offset, data) of each data record of file `f`, checking the length words."""
         pos = f.data_start
         for i in range(f.blocks):
-            buf = bytearray(BLOCK + 8)
+            buf = bytearray(TAPE_BLOCK + 8)
             got = os.preadv(fd, [buf], pos)
             n = U32.unpack_from(buf)[0] if got >= 4 else -1
-            if not 1 <= n <= BLOCK or got < record_size(n):
+            if not 1 <= n <= TAPE_BLOCK or got < record_size(n):
                 raise self._error(f.data_obj + i, pos, f"data block {i + 1} of file {f.number} "
                                   "is damaged or cut short (the image changed?)")
             if U32.unpack_from(buf, 4 + n + (n & 1))[0] != n:

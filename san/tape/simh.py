@@ -26,7 +26,7 @@ from typing import Callable
 
 from ..errors import SanError
 
-BLOCK = 65536                 # the largest data block
+TAPE_BLOCK = 65536                 # the largest data block
 TAPE_MARK = b"\0\0\0\0"
 END_OF_MEDIUM = b"\xff\xff\xff\xff"
 U32 = struct.Struct("<I")
@@ -93,8 +93,8 @@ class Reader:
         if n == 0xFFFFFFFF:
             self.pos = start + 4
             return "end", 0, None
-        if n > BLOCK:
-            raise self.fail(f"length word {n:#010x} is not a record of 1 to {BLOCK} bytes "
+        if n > TAPE_BLOCK:
+            raise self.fail(f"length word {n:#010x} is not a record of 1 to {TAPE_BLOCK} bytes "
                             "(damaged length word)")
         stop = start + record_size(n)
         if stop > self.size:
@@ -137,19 +137,19 @@ class Sink:
         self.add(record_buffers(payload), record_size(len(payload)))
 
     def put_records(self, data: memoryview) -> int:
-        """`data` (bytes, one dimension) as records of `BLOCK` bytes, the last one shorter;
+        """`data` (bytes, one dimension) as records of `TAPE_BLOCK` bytes, the last one shorter;
         nothing is copied (each record is its two length words around a slice of `data`).
         Returns the number of records."""
         n = len(data)
-        full, rest = divmod(n, BLOCK)
-        self._check(full * record_size(BLOCK) + (record_size(rest) if rest else 0))
+        full, rest = divmod(n, TAPE_BLOCK)
+        self._check(full * record_size(TAPE_BLOCK) + (record_size(rest) if rest else 0))
         head = _FULL
         buffers = self.buffers
-        for at in range(0, full * BLOCK, BLOCK):
-            buffers += (head, data[at:at + BLOCK], head)
-        self.pending += full * record_size(BLOCK)
+        for at in range(0, full * TAPE_BLOCK, TAPE_BLOCK):
+            buffers += (head, data[at:at + TAPE_BLOCK], head)
+        self.pending += full * record_size(TAPE_BLOCK)
         if rest:
-            self.add(record_buffers(data[full * BLOCK:]), record_size(rest))
+            self.add(record_buffers(data[full * TAPE_BLOCK:]), record_size(rest))
         return full + (1 if rest else 0)
 
     def _check(self, nbytes: int) -> None:
@@ -172,7 +172,7 @@ class Sink:
         self.buffers, self.pending = [], 0
 
 
-_FULL = U32.pack(BLOCK)       # the length word of a full record
+_FULL = U32.pack(TAPE_BLOCK)       # the length word of a full record
 
 
 def _pwritev_all(fd: int, buffers: list, pos: int) -> int:

@@ -7,14 +7,14 @@ import pytest
 
 import san.tape
 from san.errors import SanError
-from san.tape import BLOCK, LABEL, TapeMedium, record_size
+from san.tape import TAPE_BLOCK, LABEL, TapeMedium, record_size
 
 
 # ------------------------------------------------------------------ the package's public names
 
 def test_the_names_importers_use_are_public():
     """`from san.tape import X` keeps working for every X the SAN and its tests import."""
-    for name in ("BLOCK", "FILLER", "LABEL", "TapeMedium", "check_media_id", "format_row",
+    for name in ("TAPE_BLOCK", "FILLER", "LABEL", "TapeMedium", "check_media_id", "format_row",
                  "parse_labels", "parse_row", "record_size"):
         assert name in san.tape.__all__ and hasattr(san.tape, name)
 
@@ -22,7 +22,7 @@ def test_the_names_importers_use_are_public():
 # ------------------------------------------------------------------ helpers of the test_tape_* files
 
 MiB = 1 << 20
-SIZES = [0, 1, 511, BLOCK, BLOCK + 1, 3 * MiB + 12345]
+SIZES = [0, 1, 511, TAPE_BLOCK, TAPE_BLOCK + 1, 3 * MiB + 12345]
 
 
 def row_for(i, **extra):

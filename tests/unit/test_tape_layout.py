@@ -3,21 +3,21 @@ import numpy as np
 import pytest
 
 from san.errors import SanError
-from san.tape import BLOCK, FILLER, LABEL, TapeMedium, format_row
+from san.tape import TAPE_BLOCK, FILLER, LABEL, TapeMedium, format_row
 from san.tape.labels import trailer_labels
 
 from .test_tape import data_of, fill, medium, objects, read_all, row_for, shape  # noqa: F401 (fixture)
 
 
 def test_layout_object_by_object(medium):
-    medium.append(row_for(1, timestamp="2026-03-01T02:00:00Z"), [data_of(BLOCK + 1, 1)], BLOCK + 1)
+    medium.append(row_for(1, timestamp="2026-03-01T02:00:00Z"), [data_of(TAPE_BLOCK + 1, 1)], TAPE_BLOCK + 1)
     medium.append(row_for(2), [], 0)
     image = medium.path.read_bytes()
     s = shape(image)
     uhl = len(format_row(row_for(1)))
     # the trailer's text (blocks, bytes, a 32-digit XXH3-128, crc32) takes 2 labels, or 1 when short
     utl = [[f"UTL{i}" for i in range(1, len(trailer_labels(blocks, nbytes, "0" * 32)) + 1)]
-           for blocks, nbytes in ((2, BLOCK + 1), (1, 0))]
+           for blocks, nbytes in ((2, TAPE_BLOCK + 1), (1, 0))]
     assert [len(u) for u in utl] == [2, 1]
     expected = (["VOL1", "UVL1"]
                 + ["HDR1", "HDR2"] + [f"UHL{i}" for i in range(1, uhl + 1)] + ["TM", "65536", "1", "TM",
@@ -46,11 +46,11 @@ def test_layout_object_by_object(medium):
 
 
 def test_chunk_sizes_and_types_do_not_matter(medium):
-    data = data_of(5 * BLOCK + 7, 42)
+    data = data_of(5 * TAPE_BLOCK + 7, 42)
     medium.append(row_for(1), [data[:3], memoryview(data[3:100].tobytes()), data[100:].view(np.int8)], None)
-    medium.append(row_for(2), iter([data.reshape(-1, 1)[:BLOCK]]), BLOCK)
+    medium.append(row_for(2), iter([data.reshape(-1, 1)[:TAPE_BLOCK]]), TAPE_BLOCK)
     assert np.array_equal(read_all(medium, 1)[0], data)
-    assert np.array_equal(read_all(medium, 2)[0], data[:BLOCK])
+    assert np.array_equal(read_all(medium, 2)[0], data[:TAPE_BLOCK])
 
 
 def test_an_image_of_another_medium_is_refused(medium, tmp_path):

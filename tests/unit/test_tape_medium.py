@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from san.errors import SanError
-from san.tape import BLOCK, TapeMedium
+from san.tape import TAPE_BLOCK, TapeMedium
 
 from .test_tape import (MiB, SIZES, damaged, data_of, fill, medium, objects, read_all,  # noqa: F401 (fixture)
                         record_of, row_for)
@@ -17,11 +17,11 @@ def test_round_trip_of_several_backups(medium):
     assert [f["file"] for f in listed] == list(range(1, len(SIZES) + 1))
     for f, (row, data) in zip(listed, written):
         assert f["row"] == row and f["bytes"] == len(data)
-        assert f["blocks"] == max(1, -(-len(data) // BLOCK))
+        assert f["blocks"] == max(1, -(-len(data) // TAPE_BLOCK))
         got, blocks = read_all(medium, f["file"])
         assert np.array_equal(got, data)
-        assert all(len(b) == BLOCK for b in blocks[:-1])       # re-blocked to 64 KiB
-        assert all(0 < len(b) <= BLOCK for b in blocks)
+        assert all(len(b) == TAPE_BLOCK for b in blocks[:-1])       # re-blocked to 64 KiB
+        assert all(0 < len(b) <= TAPE_BLOCK for b in blocks)
     # a fresh object on the same image (another process, a second run) sees the same
     again = TapeMedium(medium.path, "T00001", 64 * MiB)
     assert again.files() == listed and not again.blank
@@ -66,13 +66,13 @@ def test_capacity_is_exact_and_tape_full_is_checked_up_front(tmp_path):
 
 @pytest.mark.parametrize("announced", [None, 1000])
 def test_tape_full_mid_write_leaves_the_image_as_it_was(medium, announced):
-    written = fill(medium, [1000, 2 * BLOCK + 3])
+    written = fill(medium, [1000, 2 * TAPE_BLOCK + 3])
     before = medium.path.read_bytes()
     free = medium.capacity - len(before)
 
     def source():                                    # longer than announced, longer than the tape
-        for i in range(free // BLOCK + 10):
-            yield data_of(BLOCK, 100 + i)
+        for i in range(free // TAPE_BLOCK + 10):
+            yield data_of(TAPE_BLOCK, 100 + i)
 
     with pytest.raises(SanError) as info:
         medium.append(row_for(9), source(), announced)
@@ -99,11 +99,11 @@ def test_a_failing_chunk_source_leaves_nothing(medium):
     before = medium.path.read_bytes()
 
     def source():
-        yield data_of(3 * BLOCK, 1)
+        yield data_of(3 * TAPE_BLOCK, 1)
         raise SanError("LINK_DOWN", "lan: no live path")
 
     with pytest.raises(SanError) as info:
-        medium.append(row_for(2), source(), 4 * BLOCK)
+        medium.append(row_for(2), source(), 4 * TAPE_BLOCK)
     assert info.value.code == "LINK_DOWN"
     assert medium.path.read_bytes() == before and len(medium.files()) == 1
 
@@ -124,7 +124,7 @@ def test_a_crash_before_the_commit_leaves_the_old_tape(medium):
 # ------------------------------------------------------------------ damage
 
 def test_truncated_images_are_media_errors(medium):
-    written = fill(medium, [BLOCK * 2, 100, 5000])
+    written = fill(medium, [TAPE_BLOCK * 2, 100, 5000])
     image = medium.path.read_bytes()
     third_data = [o for o in objects(image) if o[0] == "R" and len(o[2]) == 5000][0][1]
     for cut in (len(image) - 4, len(image) - 2, len(image) - 8, third_data + 10, third_data + 2, 3, 100):
@@ -147,9 +147,9 @@ def test_truncated_images_are_media_errors(medium):
 
 
 def test_flipped_data_fails_the_digest(medium):
-    written = fill(medium, [3 * BLOCK + 5])
+    written = fill(medium, [3 * TAPE_BLOCK + 5])
     image = bytearray(medium.path.read_bytes())
-    pos = [o for o in objects(bytes(image)) if o[0] == "R" and len(o[2]) == BLOCK][1][1]
+    pos = [o for o in objects(bytes(image)) if o[0] == "R" and len(o[2]) == TAPE_BLOCK][1][1]
     image[pos + 4 + 1000] ^= 0x80
     medium.path.write_bytes(bytes(image))
     fresh = TapeMedium(medium.path, "T00001", medium.capacity)
@@ -169,14 +169,14 @@ def test_flipped_data_fails_the_digest(medium):
 # ------------------------------------------------------------------ random access
 
 def test_read_range_matches_slices(medium):
-    written = fill(medium, [5 * BLOCK + 333, 1, BLOCK])
+    written = fill(medium, [5 * TAPE_BLOCK + 333, 1, TAPE_BLOCK])
     rng = np.random.default_rng(7)
     for number, (_, data) in enumerate(written, start=1):
         n = len(data)
         cases = [(0, n), (0, 0), (n, 0), (n - 1, 1)]
         cases += [(int(o), int(rng.integers(0, n - o + 1))) for o in rng.integers(0, n, 30)]
-        if n > BLOCK:
-            cases += [(BLOCK - 1, 2), (BLOCK, BLOCK), (BLOCK - 5, 3 * BLOCK + 10)]
+        if n > TAPE_BLOCK:
+            cases += [(TAPE_BLOCK - 1, 2), (TAPE_BLOCK, TAPE_BLOCK), (TAPE_BLOCK - 5, 3 * TAPE_BLOCK + 10)]
         for offset, length in cases:
             got = medium.read_range(number, offset, length)
             assert got.dtype == np.uint8 and np.array_equal(got, data[offset:offset + length])
@@ -190,15 +190,15 @@ def test_read_range_matches_slices(medium):
 
 
 def test_read_range_checks_the_length_words_it_touches(medium):
-    fill(medium, [4 * BLOCK])
+    fill(medium, [4 * TAPE_BLOCK])
     medium.read_range(1, 0, 1)                                # the index is built
     image = bytearray(medium.path.read_bytes())
-    pos = [o for o in objects(bytes(image)) if o[0] == "R" and len(o[2]) == BLOCK][3][1]
+    pos = [o for o in objects(bytes(image)) if o[0] == "R" and len(o[2]) == TAPE_BLOCK][3][1]
     with open(medium.path, "r+b") as f:                       # damage in place, same size
         f.seek(pos)
         f.write(b"\x01\x00\x01\x00")
     with pytest.raises(SanError) as info:
-        TapeMedium(medium.path, "T00001", medium.capacity).read_range(1, 3 * BLOCK, 10, verify=False)
+        TapeMedium(medium.path, "T00001", medium.capacity).read_range(1, 3 * TAPE_BLOCK, 10, verify=False)
     assert info.value.code == "MEDIA_ERROR"
 
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from san.tape import BLOCK, FILLER, record_size
+from san.tape import TAPE_BLOCK, FILLER, record_size
 
 from .test_tape import (SIZES, damaged, fill, medium, objects, record_of, row_for,  # noqa: F401 (fixture)
                         shape)
@@ -52,7 +52,7 @@ def test_mtdump_reads_the_image(medium):
         head, data, tail = body.split(" TM ")[:3]
         assert head.split()[:2] == ["HDR1", "HDR2"] and all(x.startswith("UHL") for x in head.split()[2:])
         assert data.split() and all(x.isdigit() for x in data.split())
-        expected = [BLOCK] * (size // BLOCK) + ([size % BLOCK] if size % BLOCK else [])
+        expected = [TAPE_BLOCK] * (size // TAPE_BLOCK) + ([size % TAPE_BLOCK] if size % TAPE_BLOCK else [])
         assert [int(x) for x in data.split()] == (expected or [len(FILLER)])
         assert tail.split()[:3] == ["EOF1", "EOF2", "UTL1"]
     assert s[:2] == ["VOL1", "UVL1"] and s[-3:] == ["TM", "TM", "EOM"]
@@ -64,11 +64,11 @@ def test_mtdump_reads_the_image(medium):
 @pytest.mark.parametrize("where", ["leading", "trailing"])
 @pytest.mark.parametrize("bit", [0, 9, 16, 31])
 def test_a_flipped_length_word_is_a_media_error(medium, where, bit):
-    fill(medium, [3 * BLOCK, 700])
+    fill(medium, [3 * TAPE_BLOCK, 700])
     image = bytearray(medium.path.read_bytes())
-    pos = [o for o in objects(bytes(image)) if o[0] == "R" and len(o[2]) == BLOCK][1][1]
+    pos = [o for o in objects(bytes(image)) if o[0] == "R" and len(o[2]) == TAPE_BLOCK][1][1]
     number = record_of(bytes(image), pos)
-    at = pos if where == "leading" else pos + 4 + BLOCK
+    at = pos if where == "leading" else pos + 4 + TAPE_BLOCK
     image[at + bit // 8] ^= 1 << (bit % 8)
     err = damaged(medium, bytes(image))
     if (where, bit) != ("leading", 16):      # 65536 ^ 1 << 16 == 0 reads as a tape mark: found later
@@ -76,14 +76,14 @@ def test_a_flipped_length_word_is_a_media_error(medium, where, bit):
 
 
 def test_a_flipped_length_word_names_the_record(medium):
-    fill(medium, [3 * BLOCK])
+    fill(medium, [3 * TAPE_BLOCK])
     image = bytearray(medium.path.read_bytes())
-    pos = [o for o in objects(bytes(image)) if o[0] == "R" and len(o[2]) == BLOCK][2][1]
+    pos = [o for o in objects(bytes(image)) if o[0] == "R" and len(o[2]) == TAPE_BLOCK][2][1]
     number = record_of(bytes(image), pos)
     image[pos + 1] ^= 0x01                                    # 65536 -> 65792: too long
     err = damaged(medium, bytes(image))
     assert f"record {number} at byte {pos}" in err.message and "length word" in err.message
     image[pos + 1] ^= 0x01
-    image[pos + 4 + BLOCK] ^= 0x04                            # the trailing copy differs
+    image[pos + 4 + TAPE_BLOCK] ^= 0x04                            # the trailing copy differs
     err = damaged(medium, bytes(image))
     assert f"record {number} at byte {pos}" in err.message and "differ" in err.message

@@ -14,7 +14,7 @@ from san.errors import SanError
 from san.flows.backup_client import BackupClient
 from san.flows.local import LocalSan
 from san.flows.peers import WINDOW
-from san.tape import BLOCK, TapeMedium
+from san.tape import TAPE_BLOCK, TapeMedium
 from san.topology import load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +87,7 @@ def test_a_host_gone_mid_stream_fails_the_backup_and_leaves_the_tape_as_it_was(s
 
 def test_a_chunk_of_more_records_than_one_pwritev_takes(tmp_path):
     medium = TapeMedium(tmp_path / "T1.tap", "T1", 1 << 30)
-    data = np.random.default_rng(3).integers(0, 256, 1100 * BLOCK + 3, dtype=np.uint8)
+    data = np.random.default_rng(3).integers(0, 256, 1100 * TAPE_BLOCK + 3, dtype=np.uint8)
     medium.append({"file": None, "timestamp": "2026-12-01T00:00:00Z"}, [data[:5], data[5:]], len(data))
     assert medium.files()[0]["blocks"] == 1101
     assert np.array_equal(np.concatenate(list(medium.read(1))), data)
