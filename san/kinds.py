@@ -4,7 +4,9 @@ A kind says where its elements are in a topology (`collection`), which plain cla
 work (`element`), which actor class runs it on Ray and with which options (`actor`,
 `options`), and how the actor is constructed from a spec and the SAN being built (`args`).
 The builder (`san.fabric`), the links of modeled time (`san.links`) and the in-process SAN
-of the unit tests (`san.flows.local`) all read it; a new kind is one entry here.
+of the unit tests (`san.flows.local`) all read it.  A new kind is an entry here, its actor
+class (`san.actors`) and its in-process build (`san.flows.local.LocalSan.BUILD`), both made
+of its `element`; tests/unit/test_kinds.py checks that the three agree.
 
 Classes are named by dotted path and resolved only where they are used (`resolve`), so
 importing this module (as `san validate` does) imports neither Ray nor the elements.

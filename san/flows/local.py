@@ -62,18 +62,22 @@ class LocalSan:
     def down(self) -> set[str]:
         return self.peers.down
 
+    #: how each kind of `san.kinds.KINDS` is built here: (the class, its arguments from the
+    #: spec and this SAN); the class is the kind's `element` with what its actor adds
+    BUILD = {
+        "switch": (FcSwitch, lambda spec, s: (spec.name, s.topology)),
+        "array": (LocalArray, lambda spec, s: (spec, s.state_dir, s.granule, s.peers,
+                                               s.chunk_size, s.window)),
+        "host": (Host, lambda spec, s: (spec, s.peers, s.chunk_size, s.window,
+                                        {a.device_id: a.name for a in s.topology.arrays},
+                                        s.topology.start)),
+        "backup_server": (Server, lambda spec, s: (spec, s.topology, s.state_dir, s.peers)),
+        "tape_library": (LocalLibrary, lambda spec, s: (spec, s.state_dir, s.peers)),
+    }
+
     def _build(self, name: str):
-        kind, spec, peers = self.kinds[name], self.specs[name], self.peers
-        if kind == "switch":
-            return FcSwitch(name, self.topology)
-        if kind == "array":
-            return LocalArray(spec, self.state_dir, self.granule, peers, self.chunk_size, self.window)
-        if kind == "host":
-            return Host(spec, peers, self.chunk_size, self.window,
-                        {a.device_id: a.name for a in self.topology.arrays}, self.topology.start)
-        if kind == "backup_server":
-            return Server(spec, self.topology, self.state_dir, peers)
-        return LocalLibrary(spec, self.state_dir, peers)
+        cls, args = self.BUILD[self.kinds[name]]
+        return cls(*args(self.specs[name], self))
 
     def start(self) -> "LocalSan":
         for name in self.kinds:

@@ -9,7 +9,7 @@ import pytest
 
 from san import report as report_mod
 from san.flows.local import LocalSan
-from san.kinds import KINDS, Plain, plain, specs
+from san.kinds import KINDS, Plain, plain, resolve, specs
 from san.runner import Runner
 from san.topology import load_scenario, load_topology
 from san.units import Schedule
@@ -114,3 +114,15 @@ def test_every_element_actor_puts_what_it_started_with_out_of_the_collectors_sig
         "    print(kind)\n")
     printed = in_new_process(code)
     assert set(printed.split()) == {kind.name for kind in KINDS}
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
+def test_a_kind_s_actor_and_its_in_process_build_are_both_its_element(kind):
+    """The Ray actor and the unit tests' in-process element run the same plain class."""
+    element = resolve(kind.element)
+    assert issubclass(resolve(kind.actor), element)
+    assert issubclass(LocalSan.BUILD[kind.name][0], element)
+
+
+def test_every_kind_is_built_in_process_and_nothing_else():
+    assert set(LocalSan.BUILD) == {k.name for k in KINDS}
