@@ -403,17 +403,20 @@ class Host(BackupClient, ClientHost):
             return self.fs[mount_point]
 
     def format_blank(self) -> list[str]:
-        """Format every blank fat mount (done once, when the SAN is first built)."""
+        """Format every blank fat mount: one whose volume holds no data at all (never written,
+        or wholly unmapped).  Asked at every start of the SAN, so it must never touch a volume
+        holding anything: one whose first sectors a client zeroed (over NBD, say) but that
+        holds data further on is left as it is, and a mount of it fails FSCK_FAILED."""
         done = []
         for mount_point, mount in self.mounts.items():
             if mount.filesystem != "fat":
                 continue
             try:
-                path = self._path(mount_point)
-                first, _ = self._read_into(path, 0, 4096)
+                route, array, port, lun = path = self._path(mount_point)
+                held = array.call("lba_status", route.initiator, port, lun)
             except SanError:
                 continue   # a path the SAN denies: its I/O fails later, with its code
-            if first.any():
+            if held:
                 continue
             label = (mount_point.strip("/").replace("/", "_") or "ROOT")[:11].upper()
             format_volume(self._device(path, self._capacity(path), None, f"{self.name}:{mount_point}"),

@@ -415,6 +415,38 @@ def test_repair_of_a_raw_mount_does_nothing(tmp_path):
         san.shutdown()
 
 
+# -- formatting blank volumes at start -----------------------------------------------------------
+@pytest.mark.parametrize("holds, formatted", [
+    ("nothing", True),                       # wholly unmapped: blank again
+    ("zeros first, data at 100 MiB", False),  # what a client wiping the start leaves (NBD trim)
+])
+def test_a_fat_volume_is_formatted_at_start_only_if_it_holds_nothing(tmp_path, holds, formatted):
+    """`format_blank` runs at every start: it must never touch a volume holding data."""
+    san = fat_san(tmp_path)
+    try:
+        assert san.formatted["host1"] == ["/db"]                    # first start: blank
+        size = san.call("host1", "export_info", "/db")["size"]
+        san.call("host1", "unmap", "/db", 0, size)
+        if holds != "nothing":
+            san.call("host1", "write", "/db", 100 * MiB, 4096, 7)
+        before = san.call("array1", "digest_volume", 0)
+    finally:
+        san.shutdown()
+    again = fat_san(tmp_path)
+    try:
+        assert again.formatted["host1"] == (["/db"] if formatted else [])
+        if formatted:
+            assert again.call("host1", "files", "/db") == {}
+        else:
+            assert again.call("array1", "digest_volume", 0) == before
+            assert again.call("host1", "read_compare", "/db", 100 * MiB, 4096, 7)["first_mismatch"] is None
+            with pytest.raises(SanError) as info:
+                again.call("host1", "files", "/db")
+            assert info.value.code == "FSCK_FAILED"
+    finally:
+        again.shutdown()
+
+
 # -- a race the table can hit on a loaded machine ----------------------------------------------
 def test_a_fault_whose_thread_starts_late_still_strikes_at_size(tmp_path, monkeypatch):
     import san.ops as ops
