@@ -43,11 +43,11 @@ from .timemodel import simulate
 __all__ = ["choose_exports", "export_name", "errno_of", "MountExport", "Session"]
 
 # What a SAN error becomes for an NBD client: a write the array refuses as read-only is
-# EPERM (as the protocol says for a read-only export), a range past the end EINVAL, a full
-# snapshot pool ENOSPC; whatever else failed (a link or element down, a checksum mismatch,
-# zoning) is an I/O error.
-_ERRNO = {"READ_ONLY": errno.EPERM, "LBA_OUT_OF_RANGE": errno.EINVAL, "INVALID_INPUT": errno.EINVAL,
-          "POOL_FULL": errno.ENOSPC}
+# EPERM (as the protocol says for a read-only export), a range past the end EINVAL; whatever
+# else failed (a link or element down, a checksum mismatch, zoning, a read of a snapshot
+# broken by a full pool: POOL_FULL, its data lost) is an I/O error.  A write is never refused
+# for a full pool: the array breaks the snapshots that needed the old data instead.
+_ERRNO = {"READ_ONLY": errno.EPERM, "LBA_OUT_OF_RANGE": errno.EINVAL, "INVALID_INPUT": errno.EINVAL}
 
 
 def errno_of(exc: SanError) -> int:
@@ -187,7 +187,9 @@ class MountExport(Export):
         session.add(self.name, host, mount_point, self.size, self.read_only)
 
     # -- the host, called off the event loop ----------------------------------------------------
-    async def _host(self, method: str, *args):
+    async def _host(self, method: str, *args, counted: bool = True):
+        """Call the host; a SAN error is the client's `ExportError` (and, if `counted`, one
+        of the session's errors)."""
         def call():
             try:
                 if self._peer is None:
@@ -196,20 +198,30 @@ class MountExport(Export):
             except SanError as exc:
                 if exc.code == "ELEMENT_DOWN":
                     self._peer = None
-                self.session.failed(self.name, exc)
+                if counted:
+                    self.session.failed(self.name, exc)
                 raise ExportError(errno_of(exc), str(exc)) from None
         return await self._blocking(call)
 
     # -- requests, queued and sent together ------------------------------------------------------
-    async def _submit(self, kind: str, offset: int, length: int, data=None):
+    def _enqueue(self, kind: str, offset: int, length: int, data=None) -> asyncio.Future:
+        """Queue a request now (its place is taken before the caller first awaits: the NBD
+        server starts each request's coroutine in the order the client sent them); its
+        answer's future."""
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(kind, offset, length, data, future))
         self._pump()
-        return await future
+        return future
+
+    async def _submit(self, kind: str, offset: int, length: int, data=None):
+        return await self._enqueue(kind, offset, length, data)
 
     def _blocked(self, req: _Request) -> bool:
+        """Does `req` overlap a request under way, one of the two changing the volume (a
+        write or an unmap)?  Two reads may pass each other."""
         for other in self._inflight:
-            if other.offset < req.end and req.offset < other.end and "write" in (req.kind, other.kind):
+            if other.offset < req.end and req.offset < other.end and \
+                    (req.kind != "read" or other.kind != "read"):
                 return True
         return False
 
@@ -222,7 +234,7 @@ class MountExport(Export):
                 return
             batch = [self._queue.popleft()]
             total = head.length
-            while self._queue:
+            while self._queue and head.kind != "unmap":
                 nxt = self._queue[0]
                 if nxt.kind != head.kind or nxt.offset != batch[-1].end or \
                         total + nxt.length > self.batch or self._blocked(nxt):
@@ -238,11 +250,25 @@ class MountExport(Export):
     async def _send(self, batch: list[_Request]) -> None:
         try:
             if batch[0].kind == "read":
-                result = await self._read_call(batch[0].offset, batch[-1].end - batch[0].offset)
+                try:
+                    result = await self._read_call(batch[0].offset, batch[-1].end - batch[0].offset,
+                                                   counted=len(batch) == 1)
+                except ExportError:
+                    if len(batch) == 1:
+                        raise
+                    # each request alone: only those that touch what failed (a granule that
+                    # fails its checksum, say) get the error, and a client's message names
+                    # the right offset, not the start of the merged read
+                    await self._each_alone(batch)
+                    return
                 for req in batch:
                     if not req.future.done():
                         at = req.offset - batch[0].offset
                         req.future.set_result(result[at:at + req.length])
+            elif batch[0].kind == "unmap":
+                await self._unmap_call(batch[0].offset, batch[0].length)
+                if not batch[0].future.done():
+                    batch[0].future.set_result(None)
             else:
                 await self._write_call(batch)
                 for req in batch:
@@ -260,8 +286,20 @@ class MountExport(Export):
                 self._inflight.remove(req)
             self._pump()
 
-    async def _read_call(self, offset: int, length: int) -> np.ndarray:
-        data, transfers = await self._host("read", self.mount, offset, length)
+    async def _each_alone(self, batch: list[_Request]) -> None:
+        """Read each request of a merged read that failed on its own, in turn."""
+        for req in batch:
+            try:
+                data = await self._read_call(req.offset, req.length)
+            except ExportError as exc:
+                if not req.future.done():
+                    req.future.set_exception(exc)
+                continue
+            if not req.future.done():
+                req.future.set_result(data)
+
+    async def _read_call(self, offset: int, length: int, counted: bool = True) -> np.ndarray:
+        data, transfers = await self._host("read", self.mount, offset, length, counted=counted)
         self.session.charge(self.name, transfers, False)
         self.session.count(self.name, read_bytes=length, host_calls=1)
         return data
@@ -302,10 +340,12 @@ class MountExport(Export):
 
     async def trim(self, offset: int, length: int) -> None:
         self.session.count(self.name, requests=1)
-        await self._unmap(offset, length)
+        await self._submit("unmap", offset, length)
 
-    async def _unmap(self, offset: int, length: int) -> None:
-        await self._drain()
+    async def _unmap_call(self, offset: int, length: int) -> None:
+        """UNMAP through the queue, as a write: it waits for the earlier requests it overlaps,
+        and the later ones overlapping it wait for it (a write sent after a trim lands after
+        it)."""
         await self._host("unmap", self.mount, offset, length)
         self._extents = None
         self.session.count(self.name, trimmed_bytes=length)
@@ -315,12 +355,14 @@ class MountExport(Export):
         reads zeros there), else zeros written as data, `batch` bytes at a time."""
         self.session.count(self.name, requests=1)
         if may_trim:
-            await self._unmap(offset, length)
+            await self._submit("unmap", offset, length)
             return
         step = self.batch
         zeros = np.zeros(min(step, length), dtype=np.uint8)
-        writes = [self._submit("write", at, min(step, offset + length - at),
-                               zeros[:min(step, offset + length - at)])
+        # queued here, all of them, before any later request (coroutines handed to gather
+        # would only be queued once it runs them, behind requests sent after this one)
+        writes = [self._enqueue("write", at, min(step, offset + length - at),
+                                zeros[:min(step, offset + length - at)])
                   for at in range(offset, offset + length, step)]
         await asyncio.gather(*writes)
 

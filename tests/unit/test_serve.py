@@ -146,7 +146,7 @@ def test_chosen_exports_keep_the_order_given(topology):
 # -- errors and extents -------------------------------------------------------------------------
 @pytest.mark.parametrize("code, value", [
     ("READ_ONLY", errno.EPERM), ("LBA_OUT_OF_RANGE", errno.EINVAL), ("INVALID_INPUT", errno.EINVAL),
-    ("POOL_FULL", errno.ENOSPC), ("ELEMENT_DOWN", errno.EIO), ("LINK_DOWN", errno.EIO),
+    ("POOL_FULL", errno.EIO), ("ELEMENT_DOWN", errno.EIO), ("LINK_DOWN", errno.EIO),
     ("CHECKSUM_MISMATCH", errno.EIO), ("ZONING_DENIED", errno.EIO),
 ])
 def test_san_errors_become_errno_values(code, value):
@@ -204,6 +204,57 @@ def test_overlapping_writes_apply_in_the_order_sent(san, tmp_path, loop):
     for at, v in writes:
         expected[at:at + 8192] = v
     assert np.array_equal(host_read(san, "/raw", 0, 12288), expected)
+
+
+@pytest.mark.parametrize("wipe", [
+    lambda e, at, n: e.trim(at, n),
+    lambda e, at, n: e.zero(at, n, may_trim=True),
+    lambda e, at, n: e.zero(at, n, may_trim=False),
+], ids=["trim", "zero-may-trim", "zero-no-hole"])
+def test_a_trim_or_zero_keeps_its_place_among_overlapping_requests(san, tmp_path, loop, wipe):
+    """Sent together: a big unrelated write, a write of R, a wipe of R, a write inside R, a
+    read of R.  Each lands in the order sent: the wipe after the first write of R, the
+    write inside R after the wipe, and the read sees both."""
+    serving, (raw,) = exports_of(san, tmp_path, loop, ["h1:/raw"], window=4)
+    G = san.granule
+    R, inner = (8 * MiB, 4 * G), 8 * MiB + G
+
+    async def go():
+        return await asyncio.gather(
+            raw.write(0, np.full(8 * MiB, 1, dtype=np.uint8)),
+            raw.write(R[0], np.full(R[1], 2, dtype=np.uint8)),
+            wipe(raw, *R),
+            raw.write(inner, np.full(4096, 3, dtype=np.uint8)),
+            raw.read(*R))
+    *_, seen = loop.run(go())
+    expected = np.zeros(R[1], dtype=np.uint8)
+    expected[inner - R[0]: inner - R[0] + 4096] = 3
+    assert np.array_equal(np.asarray(seen), expected)
+    assert np.array_equal(host_read(san, "/raw", *R), expected)
+
+
+def test_a_bad_granule_fails_only_the_reads_that_touch_it(san, tmp_path, loop):
+    """Adjacent reads travel as one host call; when that call fails, each is read alone, so
+    only the ones over the bad granule get EIO (a read of part of a granule checks it
+    whole), and the errors counted are theirs."""
+    serving, (raw,) = exports_of(san, tmp_path, loop, ["h1:/raw"], window=1)
+    G = san.granule
+    blob = np.random.default_rng(5).integers(0, 256, 8 * G, dtype=np.uint8)
+    loop.run(raw.write(0, blob))
+    san.element("a1").corrupt(0, 3 * G + 5, 1)          # /raw is volume 0
+
+    async def go():
+        return await asyncio.gather(*[raw.read(at, G // 2) for at in range(0, 8 * G, G // 2)],
+                                    return_exceptions=True)
+    got = loop.run(go())
+    failed = [i for i, r in enumerate(got) if isinstance(r, ExportError)]
+    assert failed == [6, 7]             # the two halves of granule 3, which holds byte 3G + 5
+    assert got[6].errno == errno.EIO and "CHECKSUM_MISMATCH" in str(got[6])
+    assert f"bytes {3 * G}..{4 * G - 1}" in str(got[6])
+    for i, r in enumerate(got):
+        if i not in failed:
+            assert np.array_equal(np.asarray(r), blob[i * G // 2:(i + 1) * G // 2])
+    assert serving.session.exports["h1:/raw"]["errors"] == 2
 
 
 def test_trim_zero_and_block_status(san, tmp_path, loop):
