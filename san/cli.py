@@ -558,13 +558,7 @@ def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here
             _Err.print(line)
         if args.address:                  # on a cluster: which Ray node ran each element
             rep["nodes"] = dict(san.nodes)
-        unwritten = None
-        if args.json:                     # first: nothing printed below can cost the report
-            try:
-                report_mod.write_json(rep, Path(args.json))
-            except OSError as exc:        # e.g. the disk filled up during the run
-                code = "NO_SPACE" if exc.errno == errno.ENOSPC else "INVALID_INPUT"
-                unwritten = f"{code}: --json {args.json} could not be written: {exc.strerror or exc}"
+        unwritten = _save_json(rep, args.json)   # first: nothing printed below can cost it
         out.print(report_mod.table(scenario, reports, rep))
         tot = rep["totals"]
         out.print(f"{'ok' if rep['ok'] else 'NOT OK'}: {sum(r.ok for r in reports)}/{len(reports)} "
@@ -578,6 +572,24 @@ def _run(scenario, args, out, state: Path, chunk: int, quiet: bool, started_here
         san.shutdown()
         if started_here:
             ray.shutdown()
+
+
+def _save_json(rep: dict, text: str | None) -> str | None:
+    """Write the report to --json `text`, if given; the error line if it could not be (the
+    disk filled up, the folder went away during the run), else None."""
+    if not text:
+        return None
+    try:
+        report_mod.write_json(rep, Path(text))
+    except OSError as exc:
+        code = "NO_SPACE" if exc.errno == errno.ENOSPC else "INVALID_INPUT"
+        return f"{code}: --json {text} could not be written: {exc.strerror or exc}"
+    return None
+
+
+def _addr_port(host: str, port: int) -> str:
+    """ADDR:PORT as --listen takes it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _refused(exc: SanError) -> bool:
@@ -640,6 +652,26 @@ def _load_topology_of(path):
 
 
 def cmd_serve(args, out, err) -> int:
+    # set first: a signal at any time before the server is up (its start takes seconds)
+    # stops it as soon as it is, cleanly, rather than killing the process with nothing said.
+    # A plain flag: a handler that takes a lock (Event.set) can deadlock with the main thread
+    # it interrupts inside that same lock
+    stop: list[bool] = []
+    previous = _stop_on_signals(stop)
+    try:
+        return _cmd_serve(args, out, err, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_on_signals(stop: list) -> dict:
+    """SIGINT and SIGTERM append to `stop`; the handlers they had."""
+    return {sig: signal.signal(sig, lambda *_: stop.append(True))
+            for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _cmd_serve(args, out, err, stop: list) -> int:
     from .serve import choose_exports
     try:                                              # every invalid input: exit 2 before Ray starts
         topology = _load_topology_of(args.file)
@@ -667,19 +699,20 @@ def cmd_serve(args, out, err) -> int:
         except SanError as exc:
             err.print(str(exc))
             return EXIT_INVALID
-        return _serve(topology, chosen, listen, args, out, err, state, chunk, started_here)
+        _stop_on_signals(stop)      # again: ray.init sets its own SIGTERM handler (exit 15)
+        return _serve(topology, chosen, listen, args, out, err, state, chunk, started_here, stop)
     finally:
         os.close(lock)
 
 
-def _serve(topology, chosen, listen, args, out, err, state: Path, chunk: int, started_here: bool) -> int:
+def _serve(topology, chosen, listen, args, out, err, state: Path, chunk: int, started_here: bool,
+           stop: list) -> int:
     import ray
     from .fabric import San
     from .serve import Serving
 
     san = San(topology, state, chunk_size=chunk, shared_state=bool(args.address),
               start_timeout=_start_timeout())
-    stop: list[bool] = []
     try:
         try:
             san.start()
@@ -696,27 +729,23 @@ def _serve(topology, chosen, listen, args, out, err, state: Path, chunk: int, st
                 raise
             err.print(str(exc))
             return EXIT_INVALID
-        # a plain flag: a handler that takes a lock (Event.set) can deadlock with the main
-        # thread it interrupts inside that same lock
-        previous = {sig: signal.signal(sig, lambda *_: stop.append(True))
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             for uri, export in zip(uris, serving.exports.values()):
                 mode = "read-only" if export.read_only else "read-write"
                 print(f"{uri}\t{export.size} bytes, {mode}", flush=True)
-            print(f"serving {len(uris)} export(s) on {serving.address[0]}:{serving.address[1]}; "
+            print(f"serving {len(uris)} export(s) on {_addr_port(*serving.address[:2])}; "
                   "SIGINT or SIGTERM stops", flush=True)
             while not stop:
                 time.sleep(0.2)
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             rep = serving.stop()
-        rep = {"topology": topology.name, "listen": f"{serving.address[0]}:{serving.address[1]}", **rep}
-        if args.json:
-            report_mod.write_json(rep, Path(args.json))
+        rep = {"topology": topology.name, "listen": _addr_port(*serving.address[:2]), **rep}
+        unwritten = _save_json(rep, args.json)
         print(f"stopped: {rep['bytes']} bytes moved over {len(rep['exports'])} export(s); "
               f"modeled {rep['modeled_s']:.4f} s, wall {rep['wall_s']:.2f} s", flush=True)
+        if unwritten:
+            err.print(unwritten)
+            return EXIT_FAILED
         return EXIT_OK
     finally:
         san.shutdown()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import errno
+import socket
 import threading
 import time
 from collections import deque
@@ -491,7 +492,9 @@ class Serving:
 
     def uris(self) -> list[str]:
         from .nbd import export_uri
-        host, port = self.address
+        host, port = self.address[:2]
+        if host in ("0.0.0.0", "::", ""):   # every address: name this machine, not "any"
+            host = socket.gethostname()
         return [export_uri(host, port, name) for name in self.exports]
 
     def _close_loop(self) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from san.digest import digest_of
+from san.flows.state_lock import NAME
 from san.pattern import pattern
 from san.serve import Serving, choose_exports
 from san.topology import load_topology
@@ -237,6 +238,40 @@ def test_a_port_in_use_exits_2_with_one_line(files, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"INVALID_INPUT: --listen 127.0.0.1:{port}: cannot listen there (Address already in use)"]
+
+
+def test_a_signal_during_start_up_stops_the_server_cleanly(files, tmp_path):
+    """SIGTERM while the SAN's elements are starting (seconds): the server stops as soon as
+    it is up, exit 0 with its summary, instead of dying with nothing said."""
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-m", "san", "serve", str(files / "topology.yaml"),
+                             "--state-dir", str(state), "--listen", "127.0.0.1:0"],
+                            cwd=ROOT, env=env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    # the array's own lock is taken while the SAN starts, after Ray is up
+    held = state / "arrays" / "a1" / NAME
+    while not (held.exists() and held.read_text().startswith("a1")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.strip().splitlines()[-1].startswith("stopped: 0 bytes moved over 2 export(s)")
+    assert "Traceback" not in err
+
+
+def test_a_report_that_cannot_be_written_at_exit_is_one_line_after_the_summary(files, tmp_path):
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    served = Served(files / "topology.yaml", "--state-dir", tmp_path / "state",
+                    "--listen", "127.0.0.1:0", "--json", folder / "r.json")
+    folder.rmdir()
+    rc, out, err = served.stop()
+    assert rc == 1
+    assert out.strip().splitlines()[-1].startswith("stopped: ")
+    assert err.strip().splitlines()[-1] == (f"INVALID_INPUT: --json {folder / 'r.json'} could not "
+                                            f"be written: No such file or directory")
 
 
 # -- faults under a session, through the Python API -------------------------------------------

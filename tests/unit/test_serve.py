@@ -367,3 +367,24 @@ def test_a_fat_mount_is_unmounted_cleanly_before_it_is_exported(san, tmp_path, l
     # what a client writes is what the volume holds; the host writes nothing over it
     loop.run(fat.write(0, np.zeros(512, dtype=np.uint8)))
     assert not host_read(san, "/fat", 0, 512).any()
+
+
+@pytest.mark.parametrize("host, shown", [
+    ("127.0.0.1", "127.0.0.1"), ("::1", "[::1]"), ("0.0.0.0", None), ("::", None),
+])
+def test_uris_name_an_address_a_client_can_use(san, tmp_path, host, shown):
+    """A wildcard address (listening on every interface) names this machine instead."""
+    import socket
+    serving = served(san, tmp_path, ["h1:/raw"])
+    serving.exports = {"h1:/raw": None}
+    serving.address = (host, 10809)
+    want = shown or socket.gethostname()
+    assert serving.uris() == [f"nbd://{want}:10809/h1:/raw"]
+
+
+@pytest.mark.parametrize("host, port, text", [
+    ("127.0.0.1", 10809, "127.0.0.1:10809"), ("::1", 4000, "[::1]:4000"), ("localhost", 1, "localhost:1"),
+])
+def test_the_listening_address_is_shown_as_listen_takes_it(host, port, text):
+    from san.cli import _addr_port
+    assert _addr_port(host, port) == text
