@@ -255,7 +255,15 @@ class BackupClient:
         except BaseException:
             self._post_after_failure(mount_point, post)
             raise
-        transfers += self.actions(mount_point, post)
+        try:
+            transfers += self.actions(mount_point, post)
+        except BaseException:
+            # the backup fails, so nothing will record it: a snapshot taken for it goes (it
+            # would hold space, with no volume info nor catalog row to find it by); a mirror's
+            # copy runs on, its old volume info already gone (the server drops its row)
+            if method != "mirror":
+                self._delete_snapshot_quietly(array, volume)
+            raise
         return {"array": array, "device_id": device_id, "volume": volume,
                 "job": status.get("job"), "info": info.encode(), "transfers": transfers}
 
@@ -277,6 +285,13 @@ class BackupClient:
         except BaseException:
             self._post_after_failure(mount_point, post)
             raise
+
+    def _delete_snapshot_quietly(self, array: str, volume: int) -> None:
+        """Delete a snapshot after a failure; the failure that led here is the one reported."""
+        try:
+            self.manage(array, "delete_snapshot", volume)
+        except SanError:
+            pass
 
     def _detach_quietly(self, array: str, port: str, lun: int) -> None:
         """Detach after a failure; the failure that led here is the one reported."""

@@ -99,9 +99,14 @@ class Server(BackupServer):
             return self._disk_backup(d, device_id, timestamp)
 
     def _disk_backup(self, d, device_id: str, timestamp: int) -> dict:
-        started = self._client(d.host, "client_backup_start", d.mount_point, d.method,
-                               d.destination.array, d.destination.volume, list(d.pre),
-                               list(d.post), d.label, timestamp)
+        try:
+            started = self._client(d.host, "client_backup_start", d.mount_point, d.method,
+                                   d.destination.array, d.destination.volume, list(d.pre),
+                                   list(d.post), d.label, timestamp)
+        except BaseException:
+            if d.method == "mirror":
+                self._forget_if_overwritten(d.destination.array, device_id, d.destination.volume)
+            raise
         transfers = started["transfers"]
         destination = (device_id, str(started["volume"]), None)
         if d.method == "mirror":   # the array accepted: the old backup there is being overwritten
@@ -113,6 +118,19 @@ class Server(BackupServer):
         row = self.catalog.add(self.disk_row(VolumeInfo.decode(started["info"]), device_id,
                                              started["volume"]), replacing=destination)
         return {"row": row, "key": row_key(row), "transfers": transfers}
+
+    def _forget_if_overwritten(self, array: str, device_id: str, volume: int) -> None:
+        """After a mirror backup failed on its host's side (a post action, the host gone): if
+        the array accepted the order, the old backup on `volume` is being overwritten and its
+        volume info is gone, so its catalog row goes too (a restore by it would bring back
+        the new bytes).  The array's volume info decides; an array that cannot say (down)
+        leaves the row, for a rebuild to settle."""
+        try:
+            info, _ = self._manage(array, "read_info", volume)
+        except SanError:
+            return
+        if info is None:
+            self.catalog.delete((device_id, str(volume), None))
 
     # -- tape -------------------------------------------------------------------------------
     def _library(self) -> str:

@@ -7,7 +7,7 @@ import pytest
 
 from san.errors import SanError
 from san.runner import Runner
-from san.topology import load_scenario
+from san.topology import load_scenario, load_topology
 from san.volume_info import VolumeInfo
 
 from .conftest import TOPOLOGIES
@@ -213,6 +213,40 @@ def test_a_backup_failing_after_the_array_accepted_it_leaves_no_row_for_its_dest
         """, "single-array.yaml")
     assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
     assert san.call("array1", "mgmt_read_info", "backup1", 1) is None
+
+
+# the post-processing fails once the array has accepted the order: fsck after resume sees
+# the dirty bit an unflushed write left
+POST_FAILS = """\
+    - {op: write_files, host: host1, mount: /db, files: {a.db: {size: 2MiB, seed: 1}}, title: flushed below}
+    - {op: checkpoint, as: v1, host: host1, mount: /db}
+    - {op: backup, definition: db-nightly, as: b1}
+    - {op: write_files, host: host1, mount: /db, files: {a.db: {size: 2MiB, seed: 2}}, title: not flushed}
+    - {op: define, name: then-fsck, host: host1, mount_point: /db, type: disk, method: METHOD, destination: DEST, pre: [quiesce], post: [resume, fsck], label: x}
+    - {op: backup, definition: then-fsck, expect_error: FSCK_FAILED}
+"""
+
+
+def test_a_mirror_whose_post_processing_fails_drops_the_row_of_the_backup_it_overwrites(scenario):
+    """The array accepted the mirror: the old backup on the volume is being overwritten and
+    its volume info is gone.  Its row must go too, or a restore by it brings back the new
+    bytes (a review found `verify` of b1 failing: 'changed /a.db')."""
+    reports, runner, san = scenario(POST_FAILS.replace("METHOD", "mirror").replace(
+        "DEST", "{array: array1, volume: 1}") + """    - {op: expect_catalog, server: backup1, count: 0}
+    - {op: verify, checkpoint: v1, backup: b1, expect_error: NO_SUCH_BACKUP}
+    """)
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert san.call("array1", "mgmt_read_info", "backup1", 1) is None
+
+
+def test_a_snapshot_whose_post_processing_fails_is_deleted(scenario):
+    """Nothing would record it (no volume info, no row): it would hold its space for ever."""
+    reports, runner, san = scenario(POST_FAILS.replace("METHOD", "snapshot").replace(
+        "DEST", "{array: array1}") + """    - {op: expect_catalog, server: backup1, count: 1}
+    """)
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    volumes = san.call("array1", "mgmt_volumes", "backup1")["volumes"]
+    assert volumes == [v.number for v in load_topology(TOPOLOGIES / "two-arrays.yaml").arrays[0].volumes]
 
 
 def test_copy_jobs_snapshots_and_deletes_through_the_management_interface(scenario):
