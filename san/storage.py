@@ -30,7 +30,9 @@ File layout (in ``directory``)
     ``index & ~(1 << 63)`` as discarded (unwritten again; checksum fields are 0).  A record
     whose index has bit 62 set is a snapshot-epoch marker (`VolumeStore.mark`): the records
     after it were written once the source's snapshot of epoch ``index & ~(1 << 62)`` existed
-    (the snapshot engine checks its saves against them after a power loss).  On open the
+    (the snapshot engine checks its saves against them after a power loss).  A record whose
+    index has bit 60 set is a doubt (`VolumeStore._doubt`): granule ``index & ~(1 << 60)``
+    is about to be overwritten in place (see "Durability").  On open the
     journal is replayed and the last record of a granule wins; a torn trailing record (a crash
     in the middle of an append) is cut off.  When the journal holds more than ~4x as many
     records as live granules (plus `VolumeStore.COMPACT_MIN`), it is rewritten, one record per
@@ -77,7 +79,11 @@ makes a read return data no write put there: a granule whose data and map record
 both reach the disk fails its checksum (tests/unit/test_power_loss.py replays the recorded
 calls cut at every point).  A process killed *during* a write may leave the granules it was writing with
 their old checksum and new data; their next read raises ``CHECKSUM_MISMATCH`` (as a disk would
-report a torn write) until they are written again.  A write verifies the granules it only
+report a torn write) until they are written again.  So that nobody trusts such a stale
+checksum (a mirror comparing checksums would skip the granule), a write first appends a doubt
+record for each granule it overwrites that holds data; on open, a granule whose last record
+is a doubt is verified, joins the bad set if it fails, and is recorded again as it stands
+(`_settle_doubts`).  A write verifies the granules it only
 partly covers before it writes anything, so a refused write changes nothing.  One process
 writes a store at a time; others may read it (and `VolumeStore.corrupt` it).
 
@@ -152,6 +158,7 @@ _REC = _REC_DTYPE.itemsize              # 24 bytes, same as the header
 _DELETED = np.uint64(1 << 63)
 _MARK = np.uint64(1 << 62)              # a snapshot-epoch marker record (see `VolumeStore.mark`)
 _ALT = np.uint64(1 << 61)               # the granule's bytes are in NAME.alt (see "Two places")
+_DOUBT = np.uint64(1 << 60)             # the granule is about to be overwritten (see "Durability")
 HOME, ALT = 0, 1                        # the two places of a granule: NAME.data, NAME.alt
 assert _HEADER.size == _REC
 
@@ -228,6 +235,8 @@ class VolumeStore(FdOwner):
         self.compact_barrier = None     # see `mark`
         self.converted = False
         self.converted_bad: list[int] = []
+        self._in_doubt: list[int] = []  # see `_settle_doubts`
+        self.doubted_bad: list[int] = []    # what `_settle_doubts` found on opening
         self.directory.mkdir(parents=True, exist_ok=True)
         self._open()
 
@@ -252,6 +261,7 @@ class VolumeStore(FdOwner):
                 self._open_alt()
             magic = self._replay()          # fixes the granule size, hence the granule count
             self._bad = BadGranules(self.bad_path, self.label, self.n_granules)
+            self._settle_doubts()
             if magic == MAGIC_V1:
                 self._convert_v1()
             elif magic == _MAGIC_V2:        # the same records, none in NAME.alt: a new header
@@ -272,6 +282,18 @@ class VolumeStore(FdOwner):
             raise SanError("INVALID_INPUT", f"{self.label}: {self.map_path} has a {magic!r} header "
                                             f"and records only {_MAGIC!r} maps hold")
         marks = (recs["g"] & _MARK) != 0
+        doubts = (recs["g"] & _DOUBT) != 0
+        self._in_doubt = []
+        if doubts.any():
+            # a granule whose last record is a doubt was being overwritten when its writer
+            # died: `_settle_doubts` checks it once the map is loaded
+            keep_recs = ~marks
+            g_all = recs["g"][keep_recs] & ~(_DELETED | _ALT | _DOUBT)
+            _, first_rev = np.unique(g_all[::-1], return_index=True)
+            last_all = len(g_all) - 1 - first_rev
+            self._in_doubt = sorted(g_all[last_all][(recs["g"][keep_recs][last_all] & _DOUBT) != 0].tolist())
+            recs = recs[~doubts]
+            marks = marks[~doubts]
         epochs = None
         if marks.any():
             # the epoch in force at each record: the latest marker before it
@@ -333,6 +355,35 @@ class VolumeStore(FdOwner):
         self._write_map()
         self.converted = True
         self.converted_bad = sorted(bad)
+
+    def _settle_doubts(self) -> None:
+        """The granules a writer was overwriting in place when it died (`_doubt`): each that
+        fails its checksum now (new bytes under the old checksum, or some of each) joins the
+        bad set, so reads keep failing CHECKSUM_MISMATCH as they would have, `scrub` lists it,
+        and the next mirror, restore or copy onto this volume rewrites it instead of trusting
+        its stale checksum.  Each is then recorded as it stands, settling the doubt."""
+        doubted = [g for g in self._in_doubt if g in self._map]
+        self._in_doubt = []
+        if not doubted:
+            return
+        self.doubted_bad = self._verify_granules(doubted)
+        self._bad.add(self.doubted_bad)
+        recs = np.empty(len(doubted), dtype=_REC_DTYPE)
+        recs["g"] = doubted
+        recs["g"][[g in self._alt for g in doubted]] |= _ALT
+        recs["lo"] = [self._map[g][0] for g in doubted]
+        recs["hi"] = [self._map[g][1] for g in doubted]
+        self._map_journal.append(recs)
+
+    def _doubt(self, gs) -> None:
+        """Before granules `gs` are overwritten: a record saying so, for those that hold data
+        (a granule never written has no checksum to go stale: a torn write into it is a
+        hole by the map).  Appended without compaction, which would drop it."""
+        held = [g for g in gs if g in self._map]
+        if held:
+            recs = np.zeros(len(held), dtype=_REC_DTYPE)
+            recs["g"] = np.asarray(held, dtype=np.uint64) | _DOUBT
+            self._map_journal.append(recs)
 
     def _journal(self, recs: np.ndarray) -> None:
         self._map_journal.append(recs)
@@ -669,6 +720,7 @@ class VolumeStore(FdOwner):
                                    f"{self.label}: a write with checksums covers whole granules, one "
                                    f"checksum each (offset {offset}, length {length}, checksums "
                                    f"{cs.shape})")
+                self._doubt(range(f0, f1))
                 self._journal(self._write_whole(f0, f1, arr, cs))
                 self._bad.clear(f0, f1)
                 return
@@ -676,6 +728,7 @@ class VolumeStore(FdOwner):
             # must not leave one of them with new bytes under its old checksum
             old = {g: self._read_granule(g) if g in self._map else np.zeros(self._glen(g), dtype=np.uint8)
                    for g in ((g0, g1) if g1 != g0 else (g0,)) if not f0 <= g < f1}
+            self._doubt(present(self._map, g0, g1 + 1))
             recs = [self._rmw(g, buf, offset, arr) for g, buf in old.items()]
             if f1 > f0:
                 recs.append(self._write_whole(f0, f1, arr[f0 * G - offset: min(f1 * G, self.size) - offset]))
@@ -1007,6 +1060,7 @@ class VolumeStore(FdOwner):
             self._check_open()
             if not gs:
                 return
+            self._doubt(gs)
             recs, i = [], 0
             home = not self._alt and not self._pinned      # every granule stays at home
             for f0, f1, piece in stretches:

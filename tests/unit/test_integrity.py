@@ -297,6 +297,39 @@ def test_an_array_drops_its_attachments_when_it_restarts(make):
     assert again.luns[("fc1", 0)][0] == 2
 
 
+class Killed(BaseException):
+    """The array's process dies here: nothing after it runs."""
+
+
+def test_a_mirror_torn_by_the_array_s_death_is_rewritten_by_the_next_one(make, monkeypatch):
+    """A mirror cut mid-write (the array's process killed) leaves destination granules with
+    new bytes under their old checksums.  If the primary then goes back to what the
+    destination's map says, checksums alone would call those granules equal and skip them:
+    a backup reported done that cannot be read.  The restarted array knows them bad (its
+    store's doubt records), and the next mirror rewrites them."""
+    import san.storage
+    array = make()
+    first = fill(array, seed=1)
+    drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    fill(array, seed=2)
+    real = san.storage.pwrite_all
+
+    def dies(fd, buf, offset):
+        real(fd, memoryview(buf).cast("B")[:G + 100], offset)   # a granule and a bit
+        raise Killed
+    monkeypatch.setattr(san.storage, "pwrite_all", dies)
+    with pytest.raises(Killed):
+        drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    monkeypatch.setattr(san.storage, "pwrite_all", real)
+    again = make()                      # the array restarted on its state dir
+    assert again.stores[1].bad_granules() == [0, 1]
+    host_write(again, 0, first)         # the primary holds what the destination's map says
+    job = drive(again, again.mgmt_mirror("srv", "fc0", 0, 1))
+    assert job.state == "done" and job.copied == 2 * G      # the two torn granules
+    assert np.array_equal(content(again, 1), content(again, 0))
+    assert again.stores[1].bad_granules() == []
+
+
 class Orphaned(DiskArray):
     """An array whose reservation holders have all died (the Ray layer asks them)."""
     asked: list = []

@@ -211,6 +211,60 @@ def test_torn_journal_record_is_dropped(tmp_path):
     s.close()
 
 
+class Killed(BaseException):
+    """The writer's process dies here (nothing after runs: no journal record, no close)."""
+
+
+def killed_mid_pwrite(monkeypatch, after: int):
+    """The next data pwrite writes its first `after` bytes, then the process dies."""
+    real = san.storage.pwrite_all
+
+    def torn(fd, buf, offset):
+        real(fd, memoryview(buf).cast("B")[:after], offset)
+        raise Killed
+    monkeypatch.setattr(san.storage, "pwrite_all", torn)
+    return real
+
+
+@pytest.mark.parametrize("how", ["write", "write-part", "scatter"])
+def test_a_granule_torn_by_a_killed_writer_is_known_bad_when_the_store_reopens(tmp_path, monkeypatch, how):
+    """New bytes under the old checksum: reads fail as before, but the reopened store also
+    knows the granule is bad, so the next copy onto it rewrites it instead of trusting its
+    stale checksum (a mirror onto a torn destination had been reported done and restored
+    nothing).  Granules the dead write did not reach stay good, and a granule it was writing
+    that kept its old bytes is not bad."""
+    s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    s.write(0, np.full(4 * G, 1, dtype=np.uint8))
+    # cut inside the first granule the first pwrite changes: 1 (whole ones), or 0 (its
+    # read-modify-write, whose last 512 bytes are new)
+    real = killed_mid_pwrite(monkeypatch, G - 100 if how == "write-part" else 100)
+    with pytest.raises(Killed):
+        if how == "write":
+            s.write(G, np.full(2 * G, 2, dtype=np.uint8))          # granules 1, 2
+        elif how == "write-part":
+            s.write(G - 512, np.full(2 * G + 1024, 2, dtype=np.uint8))  # 0 and 3 in part, 1, 2 whole
+        else:
+            s.scatter([1, 2], np.full(2 * G, 2, dtype=np.uint8))
+    monkeypatch.setattr(san.storage, "pwrite_all", real)
+    os.close(s._data_fd)            # the process is gone: no close(), no journal record
+    s._data_fd = -1                 # (nor a close by the garbage collector, of a reused fd)
+    again = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    torn = [0] if how == "write-part" else [1]     # the first pwrite is the one cut
+    assert again.doubted_bad == torn and again.bad_granules() == torn
+    with pytest.raises(SanError) as info:
+        again.read(torn[0] * G, G)
+    assert info.value.code == "CHECKSUM_MISMATCH"
+    good = [g for g in range(4) if g not in torn]
+    for g in good:
+        assert (again.read(g * G, G) == 1).all()
+    again.close()
+    third = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)     # the doubt was settled
+    assert third.doubted_bad == [] and third.bad_granules() == torn
+    third.write(torn[0] * G, np.full(G, 3, dtype=np.uint8))    # rewritten whole: good again
+    assert third.bad_granules() == []
+    third.close()
+
+
 def test_journal_compaction(tmp_path, monkeypatch):
     monkeypatch.setattr(VolumeStore, "COMPACT_MIN", 8)
     s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
