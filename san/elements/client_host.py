@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -127,21 +128,34 @@ class Gate:
     `quiesce` closes the door and waits until the writes already inside have finished (as
     fsfreeze does), so what follows (a flush, a backup) sees no write half done; writes that
     arrive while it is closed wait until `resume` (at most `timeout` seconds, then BUSY).
+
+    A quiesce may name its `owner` (a backup server's flow: ``(server, session)``).  A write
+    kept waiting asks `alive(owner)` every `check_every` seconds about each owner holding the
+    door, and a quiesce whose owner has died (the server killed mid-flow: its `resume` will
+    never come) is dropped, as an agent on a real host gives up on a dead backup server.  The
+    asking is done with the door's lock released: it may be a remote call.
     """
 
-    def __init__(self, name: str, timeout: float = 600.0):
+    def __init__(self, name: str, timeout: float = 600.0, alive=None, check_every: float = 2.0):
         self.name = name
         self.timeout = timeout
+        self.alive = alive
+        self.check_every = check_every
         self._cond = threading.Condition()
-        self._depth = 0
+        self._holders: list = []        # one owner (or None) per quiesce not yet resumed
         self._inside = 0
 
     @contextmanager
     def write(self):
+        deadline = time.monotonic() + self.timeout
         with self._cond:
-            if not self._cond.wait_for(lambda: self._open, self.timeout):
-                raise SanError("BUSY", f"{self.name} stayed quiesced for {self.timeout:.0f} s "
-                                       "(a quiesce without its resume?)")
+            while not self._open:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SanError("BUSY", f"{self.name} stayed quiesced for {self.timeout:.0f} s "
+                                           "(a quiesce without its resume?)")
+                if not self._cond.wait(min(left, self.check_every)):
+                    self._drop_dead_owners()
             self._inside += 1
         try:
             yield
@@ -150,20 +164,39 @@ class Gate:
                 self._inside -= 1
                 self._cond.notify_all()
 
-    def quiesce(self) -> None:
+    def _drop_dead_owners(self) -> None:
+        """Drop the quiesces whose owner is dead (the condition's lock is held on entry and
+        on return, released while the owners are asked)."""
+        owners = {o for o in self._holders if o is not None}
+        if not owners or self.alive is None:
+            return
+        self._cond.release()
+        try:
+            dead = {o for o in owners if not self.alive(o)}
+        finally:
+            self._cond.acquire()
+        if dead:
+            self._holders = [o for o in self._holders if o not in dead]
+            self._cond.notify_all()
+
+    def quiesce(self, owner=None) -> None:
         """Close the door (counted: two overlapping backups each quiesce and resume once)."""
         with self._cond:
-            self._depth += 1
+            self._holders.append(owner)
             self._cond.wait_for(lambda: self._inside == 0)
 
-    def resume(self) -> None:
+    def resume(self, owner=None) -> None:
+        """Reopen the door once for `owner` (its quiesce; else the latest one's)."""
         with self._cond:
-            self._depth = max(0, self._depth - 1)
+            if owner in self._holders:
+                self._holders.remove(owner)
+            elif self._holders:
+                self._holders.pop()
             self._cond.notify_all()
 
     @property
     def _open(self) -> bool:
-        return self._depth == 0
+        return not self._holders
 
     @property
     def quiesced(self) -> bool:

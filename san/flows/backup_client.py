@@ -110,19 +110,23 @@ class BackupClient:
         key = (array, port, lun)
         if key not in self.attached:
             return False
-        owner = self.attached[key]
+        alive = self._flow_alive(self.attached[key])
+        if not alive:
+            self.attached.pop(key, None)
+        return alive
+
+    def _flow_alive(self, owner) -> bool:
+        """Is the flow `owner` (``(server, session)``; None: this host's own) still running?
+        Not if its server is down, or restarted since (another session)."""
         if owner is None:
             return True
         server, session = owner
         try:
-            alive = self.peers.element(server).call("session") == session
+            return self.peers.element(server).call("session") == session
         except SanError as exc:
             if exc.code != "ELEMENT_DOWN":
                 raise
-            alive = False
-        if not alive:
-            self.attached.pop(key, None)
-        return alive
+            return False
 
     def client_restore_tape(self, mount_point: str, library: str, media: str, file: int,
                             pre: list, post: list, via: str) -> dict:

@@ -65,6 +65,11 @@ class Server(BackupServer):
         """A call to a host that is not a backup-client order (pre/post actions, paths)."""
         return self.peers.element(host).call(method, *args)
 
+    def _actions(self, host: str, mount_point: str, names) -> list:
+        """Pre- or post-processing on a host's mount, ordered by this server's flow: a quiesce
+        is this session's, and the host drops it if this server dies before its resume."""
+        return self._host(host, "actions", mount_point, list(names), (self.name, self.session_id))
+
     def _client(self, host: str, method: str, *args) -> dict:
         """Order a host's backup client over the LAN; its answer carries its own transfers."""
         answer = self.peers.element(host).call(method, *args)
@@ -160,12 +165,12 @@ class Server(BackupServer):
                "media_id": d.destination.media, "file": None, "label": d.label,
                "timestamp": format_time(dt.datetime.fromtimestamp(timestamp, dt.timezone.utc))}
         try:
-            transfers = self._host(d.host, "actions", d.mount_point, list(d.pre))
+            transfers = self._actions(d.host, d.mount_point, d.pre)
             written = self._to_tape(row, d.destination.media, d.host, mount.port, mount.lun)
         except BaseException:
             self._post_quietly(d.host, d.mount_point, d.post)
             raise
-        post = self._host(d.host, "actions", d.mount_point, list(d.post))
+        post = self._actions(d.host, d.mount_point, d.post)
         added = self.catalog.add(written["row"])
         return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"] + post}
 
@@ -173,7 +178,7 @@ class Server(BackupServer):
         """Post-processing after a failed flow (resume the application); the flow's own
         failure is what gets reported."""
         try:
-            self._host(host, "actions", mount_point, list(post))
+            self._actions(host, mount_point, post)
         except SanError:
             pass
 
@@ -185,7 +190,7 @@ class Server(BackupServer):
         host = row["host"]
         tape_row = {**row, "type": "tape", "device_id": self._library(), "media_id": media}
         try:
-            transfers = self._host(host, "actions", row["mount_point"], list(pre))
+            transfers = self._actions(host, row["mount_point"], pre)
             attached = self._client(host, "client_attach", row["device_id"], int(row["media_id"]),
                                     (self.name, self.session_id))
         except BaseException:
@@ -202,7 +207,7 @@ class Server(BackupServer):
             self._post_quietly(host, row["mount_point"], post)
             raise
         transfers += self._client(host, "client_detach", attached["port"], attached["lun"])["transfers"]
-        transfers += self._host(host, "actions", row["mount_point"], list(post))
+        transfers += self._actions(host, row["mount_point"], post)
         added = self.catalog.add(written["row"])
         return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"]}
 

@@ -75,7 +75,7 @@ class Host(BackupClient, ClientHost):
         self.chunk_size = chunk_size
         self.window = window
         self.arrays_by_device = dict(arrays_by_device or {})   # the LAN directory
-        self.gates = {m: Gate(f"{self.name}:{m}") for m in self.mounts}
+        self.gates = {m: Gate(f"{self.name}:{m}", alive=self._flow_alive) for m in self.mounts}
         self.fs: dict[str, object] = {}
         self.fs_locks = {m: threading.RLock() for m in self.mounts}
         self.fs_paths: dict[str, IoPath] = {}   # the path of the host call running on a fat mount
@@ -468,22 +468,24 @@ class Host(BackupClient, ClientHost):
             return {p: list(v) for p, v in self.filesystem(mount_point).files().items()}
 
     # -- pre / post processing ----------------------------------------------------------------
-    def actions(self, mount_point: str, names: list) -> list[Transfer]:
-        """Run pre- or post-processing actions on a mount, in order."""
+    def actions(self, mount_point: str, names: list, owner=None) -> list[Transfer]:
+        """Run pre- or post-processing actions on a mount, in order, for `owner`: a backup
+        server's flow, ``(server, session)``, when the server orders them (None: this host's
+        own), so that a quiesce whose server dies does not hold the mount for ever."""
         transfers: list[Transfer] = []
         for name in names:
-            transfers += self.action(mount_point, name)
+            transfers += self.action(mount_point, name, owner)
         return transfers
 
-    def action(self, mount_point: str, name: str) -> list[Transfer]:
+    def action(self, mount_point: str, name: str, owner=None) -> list[Transfer]:
         mount = self.mount(mount_point)
         if name not in ACTIONS:     # a closed vocabulary, on raw mounts too: never a command
             raise SanError("INVALID_INPUT", f"unknown action {name!r}")
         if name == "quiesce":
-            self.gates[mount_point].quiesce()
+            self.gates[mount_point].quiesce(None if owner is None else tuple(owner))
             return []
         if name == "resume":
-            self.gates[mount_point].resume()
+            self.gates[mount_point].resume(None if owner is None else tuple(owner))
             return []
         if mount.filesystem != "fat":
             if name == "flush":     # mount, unmount, fsck and repair do nothing on a raw mount

@@ -78,7 +78,7 @@ ERROR_MEANINGS = {
                      "which no `expect_error` matches)",
 }
 ACTION_MEANINGS = {
-    "quiesce": "application writes to that mount wait until `resume`",
+    "quiesce": "application writes to that mount wait until `resume` (a quiesce ordered by a backup server that died meanwhile is dropped by the host, checked every 2 s while a write waits)",
     "resume": "lets them go on",
     "flush": "writes back the host's cache, leaving a clean filesystem",
     "unmount": "unmounts the filesystem (after writing it back)",

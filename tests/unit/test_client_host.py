@@ -115,3 +115,64 @@ def test_the_host_writes_the_pattern_and_read_compare_finds_the_first_wrong_byte
         assert san.call("h1", "read_compare", "/v", 0, 16 << 20, 1)["first_mismatch"] == expected
     finally:
         san.shutdown()
+
+
+# each case: (the owners quiescing, the owners alive, does a write get through before the timeout)
+OWNERS = [
+    ("a dead server's quiesce is dropped", [("srv", "s1")], set(), True),
+    ("a live server's quiesce holds", [("srv", "s1")], {("srv", "s1")}, False),
+    ("the host's own quiesce is never asked about", [None], set(), False),
+    ("one live owner of two holds", [("srv", "s1"), ("srv", "s2")], {("srv", "s2")}, False),
+    ("two dead owners are both dropped", [("srv", "s1"), ("other", "s9")], set(), True),
+]
+
+
+@pytest.mark.parametrize("quiescers, alive, passes", [c[1:] for c in OWNERS], ids=[c[0] for c in OWNERS])
+def test_a_write_drops_the_quiesce_of_a_dead_flow(quiescers, alive, passes):
+    asked = []
+
+    def is_alive(owner):
+        asked.append(owner)
+        return owner in alive
+    gate = Gate("h:/m", timeout=0.5, alive=is_alive, check_every=0.05)
+    for owner in quiescers:
+        gate.quiesce(owner)
+    if passes:
+        with gate.write():
+            pass
+        assert not gate.quiesced
+    else:
+        with pytest.raises(SanError) as info:
+            with gate.write():
+                pass
+        assert info.value.code == "BUSY" and gate.quiesced
+    assert None not in asked and set(asked) <= {o for o in quiescers if o is not None}
+
+
+def test_an_owner_is_asked_with_the_door_s_lock_free():
+    gate = Gate("h:/m", timeout=2, check_every=0.05)
+    free = []
+
+    def is_alive(owner):
+        taker = threading.Thread(target=lambda: free.append(gate._cond.acquire(timeout=1) and
+                                                            (gate._cond.release() or True)))
+        taker.start()
+        taker.join()
+        return False
+    gate.alive = is_alive
+    gate.quiesce(("srv", "s1"))
+    with gate.write():
+        pass
+    assert free and all(free)
+
+
+def test_resume_reopens_for_its_own_owner_first():
+    gate = Gate("h:/m")
+    gate.quiesce(("srv", "a"))
+    gate.quiesce(None)
+    gate.resume(("srv", "a"))
+    assert gate.quiesced           # the host's own quiesce still holds
+    gate.resume(None)
+    assert not gate.quiesced
+    gate.resume(("srv", "b"))      # a resume with nothing quiesced does nothing
+    assert not gate.quiesced

@@ -89,6 +89,12 @@ def no_attachment(array: str):
     return check
 
 
+def door_open(host: str, mount: str):
+    def check(san):
+        assert not san.element(host).gate(mount).quiesced, f"{host}:{mount} is still quiesced"
+    return check
+
+
 def all_of(*checks):
     def check(san, struck):
         for c in checks:
@@ -295,6 +301,19 @@ CASES = [
                       - {op: copy_to_tape, backup: b0, media: T00003, as: t1}
                       - {op: verify, checkpoint: bk, backup: t1}
                       """, claims=no_attachment("array1"))),
+    # the server dies between its quiesce and its resume: the host drops the dead flow's
+    # quiesce (its server restarted: another session) instead of holding /db for 600 s
+    pytest.param(Case("tape-backup-server", "single-array.yaml", """
+                      - {op: write, host: host1, mount: /db, offset: 0, size: 96MiB, seed: 1}
+                      - {op: checkpoint, as: bk, host: host1, mount: /db}
+                      - {op: define, name: db-tape, host: host1, mount_point: /db, type: tape, destination: {media: T00002}, pre: [quiesce, flush], post: [resume], label: db to tape}
+                      """, "{op: backup, title: it, definition: db-tape, as: t0}", "backup1",
+                      32 * MiB, 96 * MiB, """
+                      - {op: write, title: the application writes again, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 5}
+                      - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
+                      - {op: backup, definition: db-tape, as: t1}
+                      - {op: verify, checkpoint: bk, backup: t1}
+                      """, done=door_open("host1", "/db"))),
     pytest.param(Case("restore-files-host", "two-arrays.yaml", RESTORE_FILES_BEFORE,
                       "{op: restore_files, title: it, backup: b0, files: [orders.db]}", "host1",
                       16 * MiB, 96 * MiB, RESTORE_FILES_THEN, claims=no_attachment("array1"))),
