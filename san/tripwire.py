@@ -9,7 +9,8 @@ anything more, until the driver has struck and releases it.  So the fault finds 
 exactly SIZE bytes (rounded up to the chunk) into its work, whatever the machine's speed.
 Commands the thread had already sent (a host keeps `san.flows.peers.WINDOW` in flight) still
 complete, as commands in flight on a real link may: what lands is fixed by SIZE, the chunk
-size and the window, not by timing.
+size and the window, not by timing; unless the fault kills the element they go to, which
+applies those it reaches before it dies (timing decides how many).
 
 The wait is bounded (`Tripwire.HOLD`): a driver that died cannot hold an element forever.
 The thread that trips must not hold a lock the fault needs (arrays trip outside their lock).
