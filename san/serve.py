@@ -103,7 +103,7 @@ class Session:
         self.exports[name] = {"host": host, "mount": mount_point, "size": size,
                               "read_only": read_only, "read_bytes": 0, "written_bytes": 0,
                               "trimmed_bytes": 0, "requests": 0, "host_calls": 0, "flushes": 0,
-                              "errors": 0, "last_error": None}
+                              "errors": 0, "last_error": None, "refused": 0}
         self._carried[name] = {}
 
     def count(self, name: str, **add) -> None:
@@ -366,6 +366,11 @@ class MountExport(Export):
                                 zeros[:min(step, offset + length - at)])
                   for at in range(offset, offset + length, step)]
         await asyncio.gather(*writes)
+
+    def refused(self, command: str, errno_value: int, message: str) -> None:
+        """A request the NBD server refused by itself (unaligned, past the end, a write to a
+        read-only export): counted as a request, and as `refused`, not as a SAN error."""
+        self.session.count(self.name, requests=1, refused=1)
 
     async def block_status(self, offset: int, length: int) -> list[tuple[int, int]]:
         """(length, flags) extents from `offset`: the array's data ranges (GET LBA STATUS, read

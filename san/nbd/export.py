@@ -129,3 +129,8 @@ class Export:
         The default says "allocated, contents unknown" for the whole range, always true.
         """
         return [(length, 0)]
+
+    def refused(self, command: str, errno_value: int, message: str) -> None:
+        """The server refused a request to this export by itself (`command`, e.g. ``"WRITE"``;
+        the NBD error as an errno value; why), without calling the backend: a hook for
+        counting them.  The default does nothing."""

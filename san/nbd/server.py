@@ -436,6 +436,10 @@ class _Connection:
             if refusal is not None:
                 if carries_data:
                     await self._discard(request.length)
+                refused = getattr(self.export, "refused", None)
+                if refused is not None:     # an export not derived from `Export` may lack it
+                    refused(p.COMMAND_NAMES.get(request.command, str(request.command)),
+                            refusal[0], refusal[1])     # NBD errors are errno values
                 await self._send_error(request, *refusal)
                 continue
             moves_data = request.command in (p.CMD_READ, p.CMD_WRITE)

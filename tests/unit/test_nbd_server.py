@@ -697,3 +697,35 @@ def test_byte_view_of_the_wrong_length():
 def test_bad_server_options(options, message):
     with pytest.raises(ValueError, match=message):
         NbdServer({}, **options)
+
+
+def test_requests_the_server_refuses_by_itself_are_told_to_the_export():
+    """`Export.refused` hears of each (the SAN counts them), with the NBD error and why;
+    requests the backend carried out are not told."""
+    class Counting(MemoryExport):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.told = []
+
+        def refused(self, command, errno_value, message):
+            self.told.append((command, errno_value, message))
+    rw, ro = Counting("rw", 1 * MiB), Counting("ro", 1 * MiB, read_only=True)
+    st = ServerThread({"rw": rw, "ro": ro})
+    try:
+        with RawClient(st.port) as c:
+            c.go("rw")
+            for command, offset, length, error, data in [
+                    (p.CMD_READ, 100, 512, errno.EINVAL, b""),
+                    (p.CMD_WRITE, MiB, 512, errno.ENOSPC, bytes(512)),
+                    (p.CMD_READ, 0, 512, 0, b"")]:
+                c.request(command, offset, length, cookie=7, data=data)
+                assert c.error_of() == error
+        with RawClient(st.port) as c:
+            c.go("ro")
+            c.request(p.CMD_WRITE, 0, 512, cookie=8, data=bytes(512))
+            assert c.error_of() == errno.EPERM
+    finally:
+        st.close()
+    assert [(cmd, err) for cmd, err, _ in rw.told] == [("READ", errno.EINVAL), ("WRITE", errno.ENOSPC)]
+    assert "not aligned" in rw.told[0][2] and "past the end" in rw.told[1][2]
+    assert [(cmd, err) for cmd, err, _ in ro.told] == [("WRITE", errno.EPERM)]

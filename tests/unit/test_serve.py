@@ -388,3 +388,10 @@ def test_uris_name_an_address_a_client_can_use(san, tmp_path, host, shown):
 def test_the_listening_address_is_shown_as_listen_takes_it(host, port, text):
     from san.cli import _addr_port
     assert _addr_port(host, port) == text
+
+
+def test_a_request_the_nbd_server_refused_is_counted_as_refused_not_as_an_error(san, tmp_path, loop):
+    serving, (raw,) = exports_of(san, tmp_path, loop, ["h1:/raw"])
+    raw.refused("READ", errno.EINVAL, "READ: offset 100 length 512 not aligned to 512 bytes")
+    row = serving.session.exports["h1:/raw"]
+    assert (row["requests"], row["refused"], row["errors"], row["last_error"]) == (1, 1, 0, None)
