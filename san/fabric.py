@@ -33,7 +33,7 @@ from pathlib import Path
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from .elements.fc_switch import rscn_hosts
+from .elements.fc_switch import rscn_arrays, rscn_hosts
 from .errors import CODES, InternalError, SanError
 from .kinds import KINDS, plain, resolve, specs
 from .remote import RayPeers, get, lookup
@@ -392,14 +392,16 @@ class San:
 
     # -- faults -------------------------------------------------------------------------------
     def _tell_switches(self, name: str, up: bool) -> None:
-        """Every switch learns the change; then the hosts whose paths it can touch (an RSCN:
-        `rscn_hosts`), so a transfer under way moves to another path before its next chunk.
-        A switch or host that died meanwhile is skipped (it learns the fabric when it restarts)."""
+        """Every switch learns the change; then the hosts and arrays whose paths it can touch
+        (an RSCN: `rscn_hosts`, `rscn_arrays`), so a transfer under way (a host's I/O, an
+        array's copy over FC) moves to another path before its next chunk.  An element that
+        died meanwhile is skipped (it learns the fabric when it restarts)."""
         switches = [(s, self.handles[s].set_up.remote(name, up)) for s, k in self.kinds.items()
                     if k == "switch" and s not in self.down]
         self._answered(switches)        # the switches first: a host told re-routes through them
-        self._answered([(h, self.handles[h].fabric_event.remote(name, up))
-                        for h in rscn_hosts(name, self.kinds) if h not in self.down])
+        told = rscn_hosts(name, self.kinds) + rscn_arrays(name, self.kinds)
+        self._answered([(e, self.handles[e].fabric_event.remote(name, up))
+                        for e in told if e not in self.down])
 
     @staticmethod
     def _answered(asked: list) -> None:

@@ -359,6 +359,12 @@ class CopyEngine:
             return
         job.error = exc if isinstance(exc, SanError) else InternalError.of(
             f"the {job.kind} {job.source} -> {job.dest}", exc)
+        # what it moved before it failed is charged to the step waiting for it (`SanError.
+        # partial`): on the route a copy over FC set in `transfers`, else on the copy engine.
+        # Not for an array going down: on Ray its process is gone, and no waiter hears a figure
+        if job.copied and job.error.partial is None and job.error.code != "ELEMENT_DOWN":
+            job.error.partial = {"transfers": list(job.transfers)
+                                 or [Transfer((f"{self.name}/copy",), job.copied)]}
         job.state = "failed"
         job.done.set()
 

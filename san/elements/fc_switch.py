@@ -136,6 +136,16 @@ class FcSwitch:
         self.fabric.set_up(name, up)
 
 
+def rscn_arrays(name: str, kinds: dict[str, str]) -> list[str]:
+    """The arrays to tell that `name` went down or came up: they are initiators too (copies
+    over FC).  Every array for a switch, an array, an array port or an ISL; none for a host,
+    an HBA, a backup server or a tape library (no array's path goes through them)."""
+    kind = kinds.get(name.split("/")[0])
+    if kind in ("host", "backup_server", "tape_library"):
+        return []
+    return [a for a, k in kinds.items() if k == "array"]
+
+
 def rscn_hosts(name: str, kinds: dict[str, str]) -> list[str]:
     """The hosts to tell that `name` (an element, a port ``ELEMENT/PORT`` or an ISL) went down
     or came up, given each element's kind: an HBA's own host; every host for a switch, an

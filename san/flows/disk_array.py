@@ -9,7 +9,9 @@ info there; then, in a thread of its own, UNMAPs the destination and writes ever
 extent of the source, `window` chunks in flight, each chunk a `Payload` the destination
 receives by reference; only once the data is complete does it send the source's volume info
 over the LAN.  The reservation is released whatever happens.  One path grant and one lookup
-of the destination per copy attempt, never per chunk.
+of the destination per copy attempt, never per chunk; but the array hears of fabric changes
+as hosts do (`fabric_event`, an RSCN), and a copy under way takes a path again before its
+next chunk when the fabric changed: another port's, or LINK_DOWN when none is left.
 
 It also answers, and asks, whether a reservation is still held by a running copy: an array
 that died or restarted while copying leaves its reservation behind, and the destination
@@ -29,7 +31,7 @@ from ..storage import holds_data
 from ..timemodel import Transfer
 from ..units import BLOCK
 from .lan import lan_transfer
-from .peers import Payload, windowed
+from .peers import Payload, rerouted
 from .state_lock import StateLock
 
 HOLDER_TIMEOUT = 10.0     # seconds a reservation's holder has to say it still copies
@@ -43,6 +45,7 @@ class ArrayInitiator:
     closes or its process ends."""
 
     def __init__(self, spec, state_dir, *args, **kwargs):
+        self.fabric_epoch = 0           # fabric changes heard of so far (`fabric_event`)
         self._state_lock = StateLock.holding(
             Path(state_dir) / "arrays" / spec.name, spec.name,
             lambda: super(ArrayInitiator, self).__init__(spec, state_dir, *args, **kwargs))
@@ -52,6 +55,18 @@ class ArrayInitiator:
             super().close()
         finally:
             self._state_lock.release()
+
+    def fabric_event(self, name: str, up: bool) -> None:
+        """The fabric changed (an RSCN): a copy over FC under way takes a path again before
+        its next chunk."""
+        self.fabric_epoch += 1
+
+    def _route_to(self, target: str):
+        """The route from the first of this array's ports the fabric grants a path to
+        `target` (``ARRAY/PORT``); the first port's refusal when none is granted."""
+        def grant(port):
+            return self.peers.element(self.ports[port].switch).call("grant", f"{self.name}/{port}", target)
+        return first_granted([p.name for p in self.spec.ports], grant, self.name)
 
     def mgmt_copying_into(self, caller: str, number: int) -> bool:
         """Asked by array `caller` that this array holds a reservation of: is a copy from
@@ -95,11 +110,7 @@ class ArrayInitiator:
             return self.mgmt_copy(caller, source, dest_volume, with_info)
         size = self.size_of(source)
         target = f"{dest_array}/{dest_port}"
-
-        def grant(port):
-            return self.peers.element(self.ports[port].switch).call("grant", f"{self.name}/{port}", target)
-
-        route = first_granted([p.name for p in self.spec.ports], grant, self.name)
+        route = self._route_to(target)
         dest = self.peers.element(dest_array)
         me = route.initiator
         last, block = dest.call("read_capacity", me, dest_port, dest_lun)
@@ -162,24 +173,35 @@ class ArrayInitiator:
                                    f"running {job.kind} from volume {job.source}")
 
     def _run_remote(self, job, route, dest, port, lun, extents) -> None:
-        me, size = route.initiator, self.size_of(job.source)
+        size = self.size_of(job.source)
+        path = {"route": route, "epoch": self.fabric_epoch}
+        carried: dict = {}          # route -> bytes the destination acknowledged through it
         try:
-            dest.call("unmap", me, port, lun, 0, size // BLOCK)
+            dest.call("unmap", route.initiator, port, lun, 0, size // BLOCK)
 
-            def submit(piece):
+            def submit(piece, tag):
                 off, length = piece
                 self.copies_go.wait()
                 with self._outgoing(job.source, off, length) as data:
                     # the payload is put into the object store here, while `data` is valid
-                    return dest.start("write", me, port, lun, off // BLOCK, Payload(data))
+                    return tag, dest.start("write", path["route"].initiator, port, lun,
+                                           off // BLOCK, Payload(data))
 
-            def consume(piece, written):
+            def consume(piece, written, used):
                 job.copied += written
+                carried[used] = carried.get(used, 0) + written
                 self.trip.passed(self._moved(written))
 
+            def reroute():
+                path["epoch"] = self.fabric_epoch       # read first: a change meanwhile is seen
+                path["route"] = self._route_to(f"{job.dest_array}/{port}")
+                return path["route"]
+
             pieces = [piece for off, length in extents for piece in chunks(off, length, self.chunk_size)]
-            windowed(pieces, submit, consume, self.window)
-            job.transfers = [Transfer(route.resources(True), job.copied)]
+            rerouted(pieces, submit, consume, self.window, route,
+                     lambda: path["epoch"] != self.fabric_epoch, reroute)
+            job.transfers = ([Transfer(r.resources(True), n) for r, n in carried.items()]
+                             or [Transfer(route.resources(True), 0)])
             if job.with_info:
                 info = self.read_info(job.source)
                 if info is not None:
@@ -189,5 +211,7 @@ class ArrayInitiator:
             job.state = "done"
             job.done.set()
         except Exception as exc:  # a failure (or a bug) must end the job and reach the waiter
+            if not job.transfers:       # what reached the destination, on the routes it took
+                job.transfers = [Transfer(r.resources(True), n) for r, n in carried.items()]
             self._release_remote(dest, job.dest)
             self.fail(job, exc)

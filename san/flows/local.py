@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..elements.disk_array import DiskArray
-from ..elements.fc_switch import FcSwitch, rscn_hosts
+from ..elements.fc_switch import FcSwitch, rscn_arrays, rscn_hosts
 from ..elements.tape_library import TapeLibrary
 from ..errors import SanError
 from ..kinds import KINDS, specs
@@ -125,9 +125,9 @@ class LocalSan:
         for other, kind in self.kinds.items():
             if kind == "switch" and other not in self.down:
                 self.peers.elements[other].set_up(name, up)
-        for host in rscn_hosts(name, self.kinds):
-            if host not in self.down:
-                self.peers.elements[host].fabric_event(name, up)
+        for element in rscn_hosts(name, self.kinds) + rscn_arrays(name, self.kinds):
+            if element not in self.down:
+                self.peers.elements[element].fabric_event(name, up)
 
     def kill(self, name: str) -> None:
         """The element stops answering (ELEMENT_DOWN) and loses what it held in memory."""

@@ -215,6 +215,37 @@ def test_a_backup_failing_after_the_array_accepted_it_leaves_no_row_for_its_dest
     assert san.call("array1", "mgmt_read_info", "backup1", 1) is None
 
 
+def test_a_mirror_that_fails_midway_is_charged_what_it_copied_before(scenario):
+    """Rot in the middle of the primary: the copy (over 16 MiB: in a thread of its own) moves
+    whole batches (16 granules, 4 MiB) until the batch holding it, then fails.  The step reports those bytes and their time on
+    the array's copy engine, as a successful step would for what it moved."""
+    reports, runner, san = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 32MiB, seed: 1}
+        - {op: fault, kind: corrupt, target: array1, volume: 0, offset: 6MiB}
+        - {op: backup, definition: db-mirror, expect_error: CHECKSUM_MISMATCH}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    failed = reports[2]
+    assert failed.bytes == 4 << 20
+    assert failed.modeled_s > 0
+
+
+def test_a_copy_over_fc_cut_by_a_link_down_is_charged_what_reached_the_destination(scenario):
+    reports, runner, san = scenario("""\
+        - {op: write, host: hostA, mount: /db, offset: 0, size: 64MiB, seed: 1}
+        - {op: backup, definition: db-mirror, as: b1}
+        - op: concurrent
+          steps:
+            - {op: copy_volume, title: c, backup: b1, to: {array: arrayB, volume: 1}, expect_error: LINK_DOWN}
+            - {op: fault, kind: link_down, target: isl-ab, when: {step: c, after: 8MiB}}
+        """, "two-sites.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    cut = reports[2].children[0]
+    # what was acknowledged before the link went down, and the commands then in flight
+    assert 8 << 20 <= cut.bytes < 64 << 20 and cut.bytes % (4 << 20) == 0
+    assert cut.modeled_s > 0 and cut.busiest_link is not None
+
+
 # the post-processing fails once the array has accepted the order: fsck after resume sees
 # the dirty bit an unflushed write left
 POST_FAILS = """\

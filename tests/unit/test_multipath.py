@@ -17,7 +17,7 @@ import pytest
 
 from san.elements.client_host import Sequencer
 from san.elements.disk_array import DiskArray
-from san.elements.fc_switch import rscn_hosts
+from san.elements.fc_switch import rscn_arrays, rscn_hosts
 from san.errors import SanError
 from san.flows.local import LocalSan
 from san.pattern import pattern
@@ -415,6 +415,26 @@ def test_a_fabric_change_is_told_to_the_hosts_whose_paths_it_can_touch(san, name
         san.kill(name)
     after = {h: san.element(h).fabric_epoch for h in ("host1", "host2") if h not in san.down}
     assert sorted(h for h in after if after[h] != before[h]) == told
+
+
+@pytest.mark.parametrize("name,told", [
+    ("host1/hba0", []),                 # an HBA: no array copies through it
+    ("host1", []),
+    ("isl1", ["array1", "array2"]),     # an ISL, a switch, an array or its port: every array
+    ("fcsw2", ["array1", "array2"]),
+    ("array1/fc0", ["array1", "array2"]),
+    ("array2", ["array1", "array2"]),
+])
+def test_a_fabric_change_is_told_to_the_arrays_too(san, name, told):
+    """Arrays are initiators of copies over FC: a copy under way must hear of a link down."""
+    assert rscn_arrays(name, san.kinds) == told
+    before = {a: san.element(a).fabric_epoch for a in ("array1", "array2")}
+    if san.kind(name) is None:
+        san.set_link(name, False)
+    else:
+        san.kill(name)
+    after = {a: san.element(a).fabric_epoch for a in ("array1", "array2") if a not in san.down}
+    assert sorted(a for a in after if after[a] != before[a]) == [a for a in told if a not in san.down]
 
 
 # -- the window over a changing path (san.flows.peers.rerouted) ----------------------------------------
