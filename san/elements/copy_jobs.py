@@ -196,6 +196,7 @@ class CopyEngine:
         if job is not None and job.dest == source:
             raise SanError("BUSY", f"{self.name} volume {source} is still being written by a "
                                    f"running {job.kind} from volume {job.source}")
+        self._check_not_written_over_fc(source, kind)
         plan, checked = self._plan(source, dest, kind)
         if kind != "restore":   # the destination's old backup is being overwritten: its
             self.delete_info(dest)   # record goes now, so an interrupted copy claims nothing

@@ -481,7 +481,7 @@ class DiskArray(CopyEngine):
     def mgmt_mirror(self, caller: str, port: str, lun: int, secondary: int) -> dict:
         """Order a mirror of the volume at port/LUN onto `secondary` (Figs. 9-10)."""
         self.authorize(caller)
-        self._settle_reservations(secondary)
+        self._settle_reservations()         # the primary's and the secondary's
         with self._lock:
             primary = self._volume_at(port, lun)
             if primary not in self.volumes:
@@ -562,7 +562,7 @@ class DiskArray(CopyEngine):
         """Volume copy inside this array (Fig. 19): data, then (if `with_info`) the source's
         volume info, recorded only once the data copy has succeeded."""
         self.authorize(caller)
-        self._settle_reservations(dest)
+        self._settle_reservations()         # the source's and the destination's
         with self._lock:
             job = self._start(source, dest, "copy", with_info=with_info)
         return self._launch(job)
@@ -643,6 +643,16 @@ class DiskArray(CopyEngine):
         return {**found.status(), "transfers": found.transfers}
 
     # -- busy volumes: reservations and running copy jobs -------------------------------------
+    def _check_not_written_over_fc(self, source: int, kind: str) -> None:
+        """BUSY if another array is copying into `source` over FC (it holds its reservation):
+        its bytes are half old, half new until that copy ends, and a copy from it then (a
+        restore of the backup that was there, say) would carry that mix away."""
+        holder = self.reserved.get(source)
+        if holder is not None:
+            raise SanError("BUSY", f"{self.name} volume {source} is still being written by a "
+                                   f"copy over FC from {holder}; it cannot be the source of a "
+                                   f"{kind} until that ends")
+
     def _check_not_busy(self, number: int, what: str) -> None:
         """BUSY unless `number` may be `what` now: no copy over FC holds it, no job runs on it."""
         if number in self.reserved:     # trusted as it is (see `_settle_reservations`)

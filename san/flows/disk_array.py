@@ -108,6 +108,7 @@ class ArrayInitiator:
         self.authorize(caller)
         if dest_array == self.name:
             return self.mgmt_copy(caller, source, dest_volume, with_info)
+        self._settle_reservations(source)
         size = self.size_of(source)
         target = f"{dest_array}/{dest_port}"
         route = self._route_to(target)
@@ -171,6 +172,7 @@ class ArrayInitiator:
         if job is not None and job.dest == source and job.dest_array is None:
             raise SanError("BUSY", f"{self.name} volume {source} is still being written by a "
                                    f"running {job.kind} from volume {job.source}")
+        self._check_not_written_over_fc(source, "copy")
 
     def _run_remote(self, job, route, dest, port, lun, extents) -> None:
         size = self.size_of(job.source)

@@ -410,6 +410,27 @@ def test_an_attachment_holder_is_asked_with_the_lock_free(make):
     assert array.asked == [("attachment", ("fc1", 0), True)]
 
 
+@pytest.mark.parametrize("what, call", [
+    ("a restore from it", lambda a: a.mgmt_restore("srv", 1, "fc0", 0)),
+    ("a volume copy from it", lambda a: a.mgmt_copy("srv", 1, 2)),
+])
+def test_a_volume_another_array_is_copying_into_is_no_source(array, what, call):
+    """Its bytes are half old, half new until that copy ends: a restore of the backup that
+    was there had carried the mix onto a host's volume (a DR review wiped a FAT that way)."""
+    fill(array)
+    drive(array, array.mgmt_mirror("srv", "fc0", 0, 1))   # volume 1 holds a backup
+    array.mgmt_reserve("h1", 1)          # h1 stands in for an array copying into volume 1
+    before = content(array, 0)
+    with pytest.raises(SanError) as info:
+        call(array)
+    assert info.value.code == "BUSY"
+    assert "still being written by a copy over FC from h1" in info.value.message
+    assert np.array_equal(content(array, 0), before)
+    assert [j for j in array.jobs.values() if j.state == "running" and j.source == 1] == []
+    array.mgmt_release("h1", 1)
+    assert call(array)["state"] == "running"          # free again once the copy ended
+
+
 def test_a_live_holder_keeps_its_reservation(array):
     array.mgmt_reserve("h1", 1)
     raises("BUSY", array.mgmt_copy, "srv", 0, 1)
