@@ -283,6 +283,13 @@ class Server(BackupServer):
         source = self.array_of.get(row["device_id"])
         if source is None:
             raise SanError("NO_SUCH_VOLUME", f"no array with device ID {row['device_id']} is known")
+        mounts = self._mounts_of(to_array, to_volume)
+        if mounts:
+            raise SanError("NOT_A_COPY_DESTINATION", (
+                f"{to_array} volume {to_volume} is {', '.join(mounts)}: a copy_volume makes "
+                f"backups, and a host's volume is none (its host's cached filesystem would "
+                f"not see the copy, and the volume info would make it a backup its host then "
+                f"changes); restore_volume with to: puts a backup onto a host's volume"))
         with self.writing(self.device_of[to_array], to_volume,
                           f"the copy_volume of {row['label']!r}"):
             return self._copy_volume(row, source, to_array, to_volume)
@@ -302,6 +309,16 @@ class Server(BackupServer):
         added = self.catalog.add(copy, replacing=destination)
         return {"row": added, "key": row_key(added), "copied": done["copied"],
                 "checked": done.get("checked", 0), "transfers": transfers + t + done["transfers"]}
+
+    def _mounts_of(self, array: str, volume: int) -> list[str]:
+        """The host mounts (``HOST:MOUNT``) of `array` volume `volume`, from the topology."""
+        spec = next((a for a in self.topology.arrays if a.name == array), None)
+        vol = None if spec is None else next((v for v in spec.volumes if v.number == volume), None)
+        if vol is None or vol.port is None:
+            return []
+        ref = f"{array}/{vol.port}"
+        return [f"{h.name}:{m.mount_point}" for h in self.topology.hosts for m in h.mounts
+                if m.port == ref and m.lun == vol.lun]
 
     def _mapping(self, array: str, volume: int, initiator: str) -> tuple[str, int]:
         """The port and LUN at which `array` shows `volume` to `initiator` (from the topology)."""

@@ -41,7 +41,7 @@ ERROR_MEANINGS = {
     "READ_ONLY": "a write to a volume that takes none: a snapshot, the destination of a "
                  "running copy, a filesystem mounted read-only",
     "NOT_A_COPY_DESTINATION": "a mirror onto a volume that is not among the source's "
-                              "`copy_destinations`",
+                              "`copy_destinations`, or a `copy_volume` onto a host's mounted volume",
     "NO_SUCH_VOLUME": "no such volume in that array (or no array with that device ID)",
     "NO_SUCH_PORT": "no such port, or no volume at that LUN of the port",
     "NO_SUCH_MOUNT": "the host has no such mount point",

@@ -246,6 +246,23 @@ def test_a_copy_over_fc_cut_by_a_link_down_is_charged_what_reached_the_destinati
     assert cut.modeled_s > 0 and cut.busiest_link is not None
 
 
+def test_a_copy_volume_onto_a_host_s_mounted_volume_is_refused(scenario):
+    """A copy makes a backup; a host's live volume is none (its cached filesystem would not
+    see the copy, and the copied volume info would make its later writes a changed backup)."""
+    reports, runner, san = scenario("""\
+        - {op: write_files, host: host1, mount: /db, files: {a.db: {size: 1MiB, seed: 1}}}
+        - {op: backup, definition: db-nightly, as: b1}
+        - {op: write_files, host: host1, mount: /db, files: {new.db: {size: 1MiB, seed: 2}}}
+        - {op: checkpoint, as: live, host: host1, mount: /db}
+        - {op: copy_volume, backup: b1, to: {array: array1, volume: 0}, expect_error: NOT_A_COPY_DESTINATION}
+        - {op: verify, checkpoint: live, host: host1, mount: /db}
+        - {op: expect_catalog, count: 1}
+        """)
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert "array1 volume 0 is host1:/db" in reports[4].error.message
+    assert san.call("array1", "mgmt_read_info", "backup1", 0) is None
+
+
 # the post-processing fails once the array has accepted the order: fsck after resume sees
 # the dirty bit an unflushed write left
 POST_FAILS = """\
