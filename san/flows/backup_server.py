@@ -345,7 +345,9 @@ class Server(BackupServer):
         """Fig. 15: from each array, its volume list, then each volume's volume info; from a
         tape library, the rows in its labels.  Sources are read in order; the rows found are
         added in one transaction at the end, or when a source fails (the rows of the sources
-        before it are kept, as the error is raised).
+        before it are kept, as the error is raised).  A source that is down (a DR drill's lost
+        site) or a damaged medium does not stop the others: every other source is read, and
+        the step then fails ELEMENT_DOWN (or MEDIA_ERROR) saying how many rows it rebuilt.
 
         Every array is asked at once for its list and all its records in one call
         (``mgmt_read_infos``), so the arrays read in parallel and no call is made per
@@ -359,32 +361,44 @@ class Server(BackupServer):
         asked = {array: self._ask_infos(array) for array in dict.fromkeys(arrays)
                  if array in self.device_of}
         have = self.catalog.keys()
-        errors = []
+        errors, down = [], []
         try:
             for array in arrays:
-                if array not in self.device_of:   # a tape library: the rows are in its labels
-                    scanned = self.peers.element(array).call("scan")
-                    for row in scanned["rows"]:
-                        if row_key(row) not in have:
-                            found.append(row)
-                            have.add(row_key(row))
-                    errors += scanned["errors"]
-                    continue
-                answer = asked[array]()
-                transfers += _rebuild_transfers(self.name, array, answer)
-                rows = self.rows_from_array(answer["device_id"],
-                                            dict(zip(answer["volumes"], answer["records"])), have)
-                found += rows["added"]
-                skipped += rows["skipped"]
+                try:
+                    self._rebuild_from(array, asked, have, found, skipped, transfers, errors)
+                except SanError as exc:
+                    if exc.code != "ELEMENT_DOWN":
+                        raise
+                    down.append(exc)
         finally:
             added = self.catalog.add_many(found)
-        if errors:   # the other media and arrays are rebuilt; the damage is reported
-            failed = SanError("MEDIA_ERROR", f"rebuilt {len(added)} row(s), but "
-                                             + "; ".join(e.message for e in errors))
+        if errors or down:   # the other media and arrays are rebuilt; the damage is reported
+            failed = SanError("ELEMENT_DOWN" if down else "MEDIA_ERROR",
+                              f"rebuilt {len(added)} row(s), but "
+                              + "; ".join(e.message for e in down + errors))
             failed.partial = {"result": {"added": len(added), "skipped": skipped},
                               "transfers": transfers}
             raise failed
         return {"added": len(added), "rows": added, "skipped": skipped, "transfers": transfers}
+
+    def _rebuild_from(self, array: str, asked: dict, have: set, found: list, skipped: list,
+                      transfers: list, errors: list) -> None:
+        """`rebuild_catalog`'s reading of one source: what it finds and skips, its transfers,
+        a tape library's damaged media, each added to the lists given."""
+        if array not in self.device_of:   # a tape library: the rows are in its labels
+            scanned = self.peers.element(array).call("scan")
+            for row in scanned["rows"]:
+                if row_key(row) not in have:
+                    found.append(row)
+                    have.add(row_key(row))
+            errors += scanned["errors"]
+            return
+        answer = asked[array]()
+        transfers += _rebuild_transfers(self.name, array, answer)
+        rows = self.rows_from_array(answer["device_id"],
+                                    dict(zip(answer["volumes"], answer["records"])), have)
+        found += rows["added"]
+        skipped += rows["skipped"]
 
     def _ask_infos(self, array: str):
         """Start asking `array` for its volume list and records; returns what waits for the

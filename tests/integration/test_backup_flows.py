@@ -263,6 +263,25 @@ def test_a_copy_volume_onto_a_host_s_mounted_volume_is_refused(scenario):
     assert san.call("array1", "mgmt_read_info", "backup1", 0) is None
 
 
+@pytest.mark.parametrize("sources", ["", ", from: [arrayA, arrayB]", ", from: [arrayB, arrayA]"])
+def test_a_rebuild_reads_every_source_that_is_up_and_says_which_is_down(scenario, sources):
+    """A DR drill: site A is lost with the catalog; the rebuild still finds site B's copy,
+    whatever the order of its sources, and fails ELEMENT_DOWN saying what it rebuilt."""
+    reports, runner, san = scenario(f"""\
+        - {{op: write, host: hostA, mount: /db, offset: 0, size: 4MiB, seed: 1}}
+        - {{op: backup, definition: db-mirror, as: b1}}
+        - {{op: copy_volume, backup: b1, to: {{array: arrayB, volume: 1}}, as: c1}}
+        - {{op: fault, kind: kill, target: arrayA}}
+        - {{op: lose_catalog}}
+        - {{op: rebuild_catalog, expect_error: ELEMENT_DOWN{sources}}}
+        - {{op: expect_catalog, count: 1, rows: [{{device_id: HTC-B001, media_id: "1"}}]}}
+        """, "two-sites.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    rebuilt = reports[5]
+    assert rebuilt.error.message == "rebuilt 1 row(s), but arrayA is down"
+    assert rebuilt.result["added"] == 1
+
+
 # the post-processing fails once the array has accepted the order: fsck after resume sees
 # the dirty bit an unflushed write left
 POST_FAILS = """\
