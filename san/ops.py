@@ -16,6 +16,7 @@ from .errors import SanError
 from .fat import BlockDevice, FatVolume
 from .strike import strike
 from .timemodel import Transfer
+from .units import CLOCK_RANGE, in_clock_range
 
 if TYPE_CHECKING:   # the runner imports this module
     from .runner import Clock
@@ -383,7 +384,14 @@ def op_scrub(ctx, step) -> Work:
 def op_advance_clock(ctx, step) -> Work:
     """Move the clock; every scheduled definition falling due runs then, in time order,
     stamped with its due time."""
-    end = ctx.clock.now + dt.timedelta(seconds=step.by)
+    try:
+        end = ctx.clock.now + dt.timedelta(seconds=step.by)
+    except OverflowError:
+        end = None
+    if end is None or not in_clock_range(end):     # before any scheduled backup runs
+        raise SanError("INVALID_INPUT", f"advance_clock by {step.by:g} s: the simulated clock, at "
+                                        f"{ctx.clock.stamp()}, cannot move that far: it stays "
+                                        f"{CLOCK_RANGE}")
     chains, moved, ran, failed = [], 0, [], []
     while True:
         due = _next_due(ctx, end)

@@ -89,7 +89,7 @@ class Clock:
 
     def set(self, moment: dt.datetime) -> None:
         if not in_clock_range(moment):
-            raise SanError("INVALID_INPUT", f"the simulated clock cannot show {moment.isoformat()}: "
+            raise SanError("INVALID_INPUT", f"the simulated clock cannot show {format_time(moment)}: "
                                             f"it stays {CLOCK_RANGE}")
         self.now = moment
         write_replace(self.path, (self.now.isoformat() + "\n").encode())

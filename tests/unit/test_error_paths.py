@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import pickle
+import datetime as dt
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
@@ -150,6 +151,23 @@ def test_a_step_past_the_clocks_range_fails_and_the_run_goes_on(tmp_path):
     assert not advance.ok and advance.error.code == "INVALID_INPUT"
     clock = tmp_path / "state" / "clock"                 # never moved past its end
     assert not clock.exists() or Clock(tmp_path / "state", CLOCK_FIRST).now == CLOCK_LAST
+
+
+def test_an_advance_past_the_clocks_range_is_refused_before_any_scheduled_backup_runs(tmp_path):
+    """A step that fails changes nothing: the scheduled snapshots that fall due before the
+    clock's end must not run (a DR review saw them run, stamped, then the step fail)."""
+    start = format_time(CLOCK_LAST - dt.timedelta(days=1))
+    sc = scenario(tmp_path, """\
+        - {op: advance_clock, by: 2d, expect_error: INVALID_INPUT}
+        - {op: expect_catalog, count: 0}
+        """, ("start: 2026-01-01T00:00:00Z", f"start: {start}"))
+    refused, catalog = run(tmp_path, sc)
+    assert refused.ok and catalog.ok, (refused.error, catalog.error)
+    assert refused.error.message == (f"advance_clock by 172800 s: the simulated clock, at {start}, "
+                                     f"cannot move that far: it stays from 1980-01-01T00:00:00Z "
+                                     f"to 2106-02-07T06:28:15Z")
+    clock = tmp_path / "state" / "clock"
+    assert not clock.exists() or Clock(tmp_path / "state", CLOCK_FIRST).now == CLOCK_LAST - dt.timedelta(days=1)
 
 
 @pytest.mark.parametrize("stored, shown", [
