@@ -271,9 +271,17 @@ class Server(BackupServer):
         if row["type"] == "tape":   # a tape file stays on its medium; the catalog forgets it
             self.catalog.delete(key)
             return {"row": row, "transfers": []}
-        answer = self._client(row["host"], "client_delete", row["device_id"], int(row["media_id"]))
+        array = self.array_of.get(row["device_id"])
+        spec = next((a for a in self.topology.arrays if a.name == array), None)
+        if spec is not None and row["host"] not in spec.managers and self.name in spec.managers:
+            # a copy on an array its host does not manage (copied to another site): this
+            # server, which does, deletes it itself
+            _, transfers = self._manage(array, "delete_backup", int(row["media_id"]))
+        else:   # Fig. 14: through the backup's host
+            transfers = self._client(row["host"], "client_delete", row["device_id"],
+                                     int(row["media_id"]))["transfers"]
         self.catalog.delete(key)
-        return {"row": row, "transfers": answer["transfers"]}
+        return {"row": row, "transfers": transfers}
 
     def copy_volume(self, key: tuple, to_array: str, to_volume: int) -> dict:
         """Fig. 19: order the backup's array to copy it, with its volume info, to another

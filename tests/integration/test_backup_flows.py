@@ -282,6 +282,22 @@ def test_a_rebuild_reads_every_source_that_is_up_and_says_which_is_down(scenario
     assert rebuilt.result["added"] == 1
 
 
+def test_a_copy_at_another_site_is_deleted_by_the_server_that_manages_its_array(scenario):
+    """hostA may not manage arrayB, where its backup was copied; backup1 may, and deletes it
+    (a DR review got UNAUTHORIZED: the deletion went through hostA, as Fig. 14 has it)."""
+    reports, runner, san = scenario("""\
+        - {op: write, host: hostA, mount: /db, offset: 0, size: 4MiB, seed: 1}
+        - {op: backup, definition: db-mirror, as: b1}
+        - {op: copy_volume, backup: b1, to: {array: arrayB, volume: 1}, as: c1}
+        - {op: delete_backup, backup: c1}
+        - {op: expect_catalog, count: 1, rows: [{device_id: HTC-A001}]}
+        - {op: delete_backup, backup: b1}
+        - {op: expect_catalog, count: 0}
+        """, "two-sites.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert san.call("arrayB", "mgmt_read_info", "backup1", 1) is None
+
+
 # the post-processing fails once the array has accepted the order: fsck after resume sees
 # the dirty bit an unflushed write left
 POST_FAILS = """\
