@@ -31,8 +31,8 @@ File layout (in ``directory``)
     whose index has bit 62 set is a snapshot-epoch marker (`VolumeStore.mark`): the records
     after it were written once the source's snapshot of epoch ``index & ~(1 << 62)`` existed
     (the snapshot engine checks its saves against them after a power loss).  A record whose
-    index has bit 60 set is a doubt (`VolumeStore._doubt`): granule ``index & ~(1 << 60)``
-    is about to be overwritten in place (see "Durability").  On open the
+    index has bit 60 set is a doubt: granule ``index & ~(1 << 60)``
+    is about to be overwritten in place (`VolumeStore._doubting`, see "Durability").  On open the
     journal is replayed and the last record of a granule wins; a torn trailing record (a crash
     in the middle of an append) is cut off.  When the journal holds more than ~4x as many
     records as live granules (plus `VolumeStore.COMPACT_MIN`), it is rewritten, one record per
@@ -158,7 +158,7 @@ _REC = _REC_DTYPE.itemsize              # 24 bytes, same as the header
 _DELETED = np.uint64(1 << 63)
 _MARK = np.uint64(1 << 62)              # a snapshot-epoch marker record (see `VolumeStore.mark`)
 _ALT = np.uint64(1 << 61)               # the granule's bytes are in NAME.alt (see "Two places")
-_DOUBT = np.uint64(1 << 60)             # the granule is about to be overwritten (see "Durability")
+_DOUBT = np.uint64(1 << 60)             # the granule is about to be overwritten (`_doubting`)
 HOME, ALT = 0, 1                        # the two places of a granule: NAME.data, NAME.alt
 assert _HEADER.size == _REC
 
@@ -357,33 +357,48 @@ class VolumeStore(FdOwner):
         self.converted_bad = sorted(bad)
 
     def _settle_doubts(self) -> None:
-        """The granules a writer was overwriting in place when it died (`_doubt`): each that
+        """The granules a writer was overwriting in place when it died (`_doubting`): each that
         fails its checksum now (new bytes under the old checksum, or some of each) joins the
         bad set, so reads keep failing CHECKSUM_MISMATCH as they would have, `scrub` lists it,
         and the next mirror, restore or copy onto this volume rewrites it instead of trusting
         its stale checksum.  Each is then recorded as it stands, settling the doubt."""
         doubted = [g for g in self._in_doubt if g in self._map]
         self._in_doubt = []
+        self.doubted_bad = self._settle(doubted)
+
+    def _settle(self, doubted: list[int]) -> list[int]:
+        """Verify granules in doubt (written ones, sorted), add those failing to the bad set,
+        record each as it stands (ending the doubt); the failing ones."""
         if not doubted:
-            return
-        self.doubted_bad = self._verify_granules(doubted)
-        self._bad.add(self.doubted_bad)
+            return []
+        bad = self._verify_granules(doubted)
+        self._bad.add(bad)
         recs = np.empty(len(doubted), dtype=_REC_DTYPE)
         recs["g"] = doubted
         recs["g"][[g in self._alt for g in doubted]] |= _ALT
         recs["lo"] = [self._map[g][0] for g in doubted]
         recs["hi"] = [self._map[g][1] for g in doubted]
         self._map_journal.append(recs)
+        return bad
 
-    def _doubt(self, gs) -> None:
-        """Before granules `gs` are overwritten: a record saying so, for those that hold data
-        (a granule never written has no checksum to go stale: a torn write into it is a
-        hole by the map).  Appended without compaction, which would drop it."""
-        held = [g for g in gs if g in self._map]
+    @contextlib.contextmanager
+    def _doubting(self, gs):
+        """Around an overwrite of granules `gs` (the lock held): before it, a doubt record for
+        each that holds data (a granule never written has no checksum to go stale: a torn
+        write into it is a hole by the map), appended without compaction, which would drop
+        it.  If the write fails in a process that lives on (no space, an I/O error), its
+        granules are settled at once: left in doubt, they would be settled at the next open,
+        after any snapshot marker appended since, and so dated in a later epoch."""
+        held = sorted(g for g in gs if g in self._map)
         if held:
             recs = np.zeros(len(held), dtype=_REC_DTYPE)
             recs["g"] = np.asarray(held, dtype=np.uint64) | _DOUBT
             self._map_journal.append(recs)
+        try:
+            yield
+        except Exception:
+            self._settle([g for g in held if g in self._map])
+            raise
 
     def _journal(self, recs: np.ndarray) -> None:
         self._map_journal.append(recs)
@@ -720,19 +735,19 @@ class VolumeStore(FdOwner):
                                    f"{self.label}: a write with checksums covers whole granules, one "
                                    f"checksum each (offset {offset}, length {length}, checksums "
                                    f"{cs.shape})")
-                self._doubt(range(f0, f1))
-                self._journal(self._write_whole(f0, f1, arr, cs))
+                with self._doubting(range(f0, f1)):
+                    self._journal(self._write_whole(f0, f1, arr, cs))
                 self._bad.clear(f0, f1)
                 return
             # read (and verify) both partial granules before writing anything: a refused write
             # must not leave one of them with new bytes under its old checksum
             old = {g: self._read_granule(g) if g in self._map else np.zeros(self._glen(g), dtype=np.uint8)
                    for g in ((g0, g1) if g1 != g0 else (g0,)) if not f0 <= g < f1}
-            self._doubt(present(self._map, g0, g1 + 1))
-            recs = [self._rmw(g, buf, offset, arr) for g, buf in old.items()]
-            if f1 > f0:
-                recs.append(self._write_whole(f0, f1, arr[f0 * G - offset: min(f1 * G, self.size) - offset]))
-            self._journal(np.concatenate(recs) if len(recs) > 1 else recs[0])
+            with self._doubting(present(self._map, g0, g1 + 1)):
+                recs = [self._rmw(g, buf, offset, arr) for g, buf in old.items()]
+                if f1 > f0:
+                    recs.append(self._write_whole(f0, f1, arr[f0 * G - offset: min(f1 * G, self.size) - offset]))
+                self._journal(np.concatenate(recs) if len(recs) > 1 else recs[0])
             if f1 > f0:
                 self._bad.clear(f0, f1)
 
@@ -1060,20 +1075,20 @@ class VolumeStore(FdOwner):
             self._check_open()
             if not gs:
                 return
-            self._doubt(gs)
-            recs, i = [], 0
-            home = not self._alt and not self._pinned      # every granule stays at home
-            for f0, f1, piece in stretches:
-                j = i + f1 - f0
-                if home:        # the map updated once, below
-                    self._write_home(f0, f1, piece)
-                else:
-                    recs.append(self._write_whole(f0, f1, piece, cs[i:j]))
-                self._bad.clear(f0, f1)
-                i = j
-            if home:
-                recs.append(self._commit(np.asarray(gs, dtype=np.uint64), cs))
-            self._journal(np.concatenate(recs) if len(recs) > 1 else recs[0])
+            with self._doubting(gs):
+                recs, i = [], 0
+                home = not self._alt and not self._pinned      # every granule stays at home
+                for f0, f1, piece in stretches:
+                    j = i + f1 - f0
+                    if home:        # the map updated once, below
+                        self._write_home(f0, f1, piece)
+                    else:
+                        recs.append(self._write_whole(f0, f1, piece, cs[i:j]))
+                    self._bad.clear(f0, f1)
+                    i = j
+                if home:
+                    recs.append(self._commit(np.asarray(gs, dtype=np.uint64), cs))
+                self._journal(np.concatenate(recs) if len(recs) > 1 else recs[0])
 
     def _stretches(self, gs: list[int], data) -> list[tuple[int, int, np.ndarray]] | None:
         """`data` for granules `gs` as (first, end, bytes) per stretch of consecutive
@@ -1142,21 +1157,24 @@ class VolumeStore(FdOwner):
                 f1 = self.n_granules
             gone = present(self._map, f0, f1)
             if gone:
+                pinned = {g: self._pinned.get(g, 0) for g in gone}
                 for g in gone:
                     self._alt.discard(g)
                     del self._map[g]
                 self._table.clear(gone)
+                # the records first: a writer killed while freeing leaves bytes nobody reaches,
+                # never zeros under a granule's old checksum (which a mirror would trust)
+                recs = np.zeros(len(gone), dtype=_REC_DTYPE)
+                recs["g"] = np.asarray(gone, dtype=np.uint64) | _DELETED
+                self._journal(recs)
                 if not keep_space:      # (the pool's free slots keep their blocks)
                     # both places of each granule are freed, but one a snapshot holds; one
                     # hole per run: 4096 granule-sized holes left ext4's free space so that
                     # writing new space there ran 5x slower than after one hole of 1 GiB
                     for place in (HOME, ALT) if self._alt_fd >= 0 else (HOME,):
-                        free = [g for g in gone if not self._pinned.get(g, 0) & (1 << place)]
+                        free = [g for g in gone if not pinned[g] & (1 << place)]
                         for start, length in granule_extents(free, G, self._glen):
                             self._free_space(self._fd(place), start, length)
-                recs = np.zeros(len(gone), dtype=_REC_DTYPE)
-                recs["g"] = np.asarray(gone, dtype=np.uint64) | _DELETED
-                self._journal(recs)
             # after the journal: a crash in between leaves a stale entry, never a lost one
             self._bad.clear(f0, f1)
             return len(gone)

@@ -265,6 +265,36 @@ def test_a_granule_torn_by_a_killed_writer_is_known_bad_when_the_store_reopens(t
     third.close()
 
 
+def test_a_failed_overwrite_settles_its_doubts_at_once_and_a_discard_journals_first(tmp_path, monkeypatch):
+    """A write that fails in a process that lives on (no space, EIO) settles its granules
+    now: none stays in doubt for a later open to date in a newer snapshot epoch.  And a
+    discard records the granules unwritten before it frees their space, so a writer killed
+    while freeing leaves no zeros under an old checksum."""
+    s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    s.write(0, np.full(2 * G, 1, dtype=np.uint8))
+    real = san.storage.pwrite_all
+
+    def eio(fd, buf, offset):
+        real(fd, memoryview(buf).cast("B")[:100], offset)       # some bytes, then EIO
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(san.storage, "pwrite_all", eio)
+    with pytest.raises(OSError):
+        s.write(0, np.full(2 * G, 2, dtype=np.uint8))
+    monkeypatch.setattr(san.storage, "pwrite_all", real)
+    assert s.bad_granules() == [0]                  # settled now: granule 0 is torn
+    s.close()
+    again = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
+    assert again.doubted_bad == [] and again.bad_granules() == [0]
+    assert (again.read(G, G) == 1).all()
+    freed = []
+    monkeypatch.setattr(VolumeStore, "_free_space",
+                        staticmethod(lambda fd, start, length: freed.append(again.journal_records)))
+    records = again.journal_records
+    again.discard(0, 2 * G)
+    assert freed and freed[0] == records + 2        # the two DELETED records came first
+    again.close()
+
+
 def test_journal_compaction(tmp_path, monkeypatch):
     monkeypatch.setattr(VolumeStore, "COMPACT_MIN", 8)
     s = VolumeStore(tmp_path, "v", 1 * MiB, granule=G)
