@@ -186,13 +186,12 @@ class Gate:
             self._cond.wait_for(lambda: self._inside == 0)
 
     def resume(self, owner=None) -> None:
-        """Reopen the door once for `owner` (its quiesce; else the latest one's)."""
+        """Reopen the door once for `owner`: its own quiesce, nobody else's (a resume whose
+        quiesce never came, or was dropped as its owner's flow died, does nothing)."""
         with self._cond:
             if owner in self._holders:
                 self._holders.remove(owner)
-            elif self._holders:
-                self._holders.pop()
-            self._cond.notify_all()
+                self._cond.notify_all()
 
     @property
     def _open(self) -> bool:

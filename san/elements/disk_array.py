@@ -207,24 +207,29 @@ class DiskArray(CopyEngine):
         ask another element, so it trusts the reservation; the Ray layer asks the holder."""
         return True
 
-    def _settle_reservations(self, only: int | None = None, initiator: str | None = None) -> None:
-        """Release the reservations whose holder runs no copy into them any more (it died or
-        restarted): of volume `only`, or of every volume.  An `initiator` that is the holder
-        itself is not asked about.
+    def _settle_reservations(self, number: int | None, initiator: str | None = None) -> None:
+        """Release the reservation of volume `number` (if it has one; None: nothing to do) if
+        its holder runs no copy into it any more (it died or restarted).  An `initiator` that
+        is the holder itself is not asked about.
 
         Called *before* the lock is taken: asking a holder is a remote call that may wait
         `HOLDER_TIMEOUT`, and the holder may be calling this array meanwhile (a lock held
         across it stalled every I/O and management call here).  The checks made under the
         lock then trust the reservations left; one that goes stale in between is settled by
         the next call."""
-        for number, holder in list(self.reserved.items()):
-            if (only is not None and number != only) or \
-                    (initiator is not None and initiator.split("/")[0] == holder):
-                continue
-            if not self.copy_holder_active(holder, number):
-                with self._lock:
-                    if self.reserved.get(number) == holder:
-                        del self.reserved[number]
+        holder = None if number is None else self.reserved.get(number)
+        if holder is None or (initiator is not None and initiator.split("/")[0] == holder):
+            return
+        if not self.copy_holder_active(holder, number):
+            with self._lock:
+                if self.reserved.get(number) == holder:
+                    del self.reserved[number]
+
+    def _peek_volume_at(self, port: str, lun: int) -> int | None:
+        """The volume at port/LUN now, read without the lock (None if none): which
+        reservation to settle before the lock is taken; the checks under it look again."""
+        entry = self.luns.get((port, lun))
+        return None if entry is None else entry[0]
 
     def _settle_for_write(self, initiator: str, port: str, lun: int) -> None:
         """`_settle_reservations` of the volume a write at port/LUN goes to (before the lock;
@@ -481,7 +486,8 @@ class DiskArray(CopyEngine):
     def mgmt_mirror(self, caller: str, port: str, lun: int, secondary: int) -> dict:
         """Order a mirror of the volume at port/LUN onto `secondary` (Figs. 9-10)."""
         self.authorize(caller)
-        self._settle_reservations()         # the primary's and the secondary's
+        self._settle_reservations(secondary)
+        self._settle_reservations(self._peek_volume_at(port, lun))
         with self._lock:
             primary = self._volume_at(port, lun)
             if primary not in self.volumes:
@@ -503,7 +509,8 @@ class DiskArray(CopyEngine):
         volume at port/LUN, normally its primary (Fig. 12); only differing granules move.
         The target's volume info is never written."""
         self.authorize(caller)
-        self._settle_reservations()
+        self._settle_reservations(backup)
+        self._settle_reservations(self._peek_volume_at(port, lun))
         with self._lock:
             job = self._start(backup, self._volume_at(port, lun), "restore")
         return self._launch(job)
@@ -562,7 +569,8 @@ class DiskArray(CopyEngine):
         """Volume copy inside this array (Fig. 19): data, then (if `with_info`) the source's
         volume info, recorded only once the data copy has succeeded."""
         self.authorize(caller)
-        self._settle_reservations()         # the source's and the destination's
+        self._settle_reservations(source)
+        self._settle_reservations(dest)
         with self._lock:
             job = self._start(source, dest, "copy", with_info=with_info)
         return self._launch(job)
@@ -571,8 +579,11 @@ class DiskArray(CopyEngine):
         """Map volume `number` at port/LUN for `host` (file restore, Fig. 13)."""
         self.authorize(caller)
         self._settle_attachment(port, lun)
+        self._settle_reservations(number)
         with self._lock:
             self.reader(number)
+            # what is attached is read by a file restore or a copy to tape
+            self._check_not_written_over_fc(number, "file restore or copy to tape")
             if port not in self.ports:
                 raise SanError("NO_SUCH_PORT", f"{self.name} has no port {port!r}")
             if (port, lun) in self.luns:

@@ -33,6 +33,8 @@ from ..timemodel import Transfer
 from ..units import BLOCK
 from ..volume_info import VolumeInfo
 
+FLOW_TIMEOUT = 10.0     # seconds a backup server has to say whether a flow of its still runs
+
 
 class BackupClient:
     """The ``client_*`` flows of a host; mixed into `Host`."""
@@ -122,7 +124,10 @@ class BackupClient:
             return True
         server, session = owner
         try:
-            return self.peers.element(server).call("session") == session
+            asked = self.peers.element(server).start("session")
+            return asked.result(timeout=FLOW_TIMEOUT) == session
+        except TimeoutError:
+            return True             # slow is not gone
         except SanError as exc:
             if exc.code != "ELEMENT_DOWN":
                 raise

@@ -176,3 +176,40 @@ def test_resume_reopens_for_its_own_owner_first():
     assert not gate.quiesced
     gate.resume(("srv", "b"))      # a resume with nothing quiesced does nothing
     assert not gate.quiesced
+
+
+def test_a_resume_whose_quiesce_was_dropped_releases_no_one_else():
+    """A quiesced by a flow that died is dropped; its late resume must not release B's."""
+    gate = Gate("h:/m", timeout=0.5, check_every=0.05, alive=lambda owner: owner != ("srv", "a"))
+    gate.quiesce(("srv", "a"))
+    gate.quiesce(("srv", "b"))
+    with gate._cond:
+        gate._drop_dead_owners()
+    gate.resume(("srv", "a"))          # late: its quiesce is gone
+    assert gate.quiesced
+    gate.resume(None)                  # the host's own resume, with no quiesce of its own
+    assert gate.quiesced
+    gate.resume(("srv", "b"))
+    assert not gate.quiesced
+
+
+@pytest.mark.parametrize("answer, alive", [
+    ("s1", True), ("s2", False),                       # the same session; a restarted server
+    (TimeoutError("slow"), True),                      # slow is not gone
+    (SanError("ELEMENT_DOWN", "srv is down"), False),
+])
+def test_a_flow_is_alive_while_its_server_answers_with_its_session(answer, alive):
+    from types import SimpleNamespace
+    from san.flows.backup_client import FLOW_TIMEOUT, BackupClient
+    waited = []
+
+    class Asked:
+        def result(self, timeout=None):
+            waited.append(timeout)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+    peers = SimpleNamespace(element=lambda name: SimpleNamespace(start=lambda method: Asked()))
+    assert BackupClient._flow_alive(SimpleNamespace(peers=peers), ("srv", "s1")) is alive
+    assert waited == [FLOW_TIMEOUT]
+    assert BackupClient._flow_alive(SimpleNamespace(peers=peers), None) is True

@@ -431,6 +431,18 @@ def test_a_volume_another_array_is_copying_into_is_no_source(array, what, call):
     assert call(array)["state"] == "running"          # free again once the copy ended
 
 
+def test_a_volume_another_array_is_copying_into_is_not_attached(array):
+    """What is attached is read whole by a file restore or a copy to tape."""
+    array.mgmt_reserve("h1", 1)
+    with pytest.raises(SanError) as info:
+        array.mgmt_attach("srv", 1, "fc1", 0, "h2")
+    assert info.value.code == "BUSY" and "file restore or copy to tape" in info.value.message
+    assert ("fc1", 0) not in array.luns
+    array.mgmt_release("h1", 1)
+    array.mgmt_attach("srv", 1, "fc1", 0, "h2")
+    assert array.luns[("fc1", 0)][0] == 1
+
+
 def test_a_live_holder_keeps_its_reservation(array):
     array.mgmt_reserve("h1", 1)
     raises("BUSY", array.mgmt_copy, "srv", 0, 1)
