@@ -185,6 +185,7 @@ class MountExport(Export):
         self._calls = 0
         self._tasks: set[asyncio.Task] = set()     # the loop keeps only weak references
         self._extents: list[tuple[int, int]] | None = None
+        self._changes = 0       # writes and unmaps done: a cached extent list older is stale
         session.add(self.name, host, mount_point, self.size, self.read_only)
 
     # -- the host, called off the event loop ----------------------------------------------------
@@ -311,7 +312,7 @@ class MountExport(Export):
         else:
             data = np.concatenate([np.frombuffer(r.data, dtype=np.uint8) for r in batch])
         transfers = await self._host("write_data", self.mount, batch[0].offset, Payload(data))
-        self._extents = None
+        self._extents, self._changes = None, self._changes + 1
         self.session.charge(self.name, transfers, True)
         self.session.count(self.name, written_bytes=len(data), host_calls=1)
 
@@ -348,7 +349,7 @@ class MountExport(Export):
         and the later ones overlapping it wait for it (a write sent after a trim lands after
         it)."""
         await self._host("unmap", self.mount, offset, length)
-        self._extents = None
+        self._extents, self._changes = None, self._changes + 1
         self.session.count(self.name, trimmed_bytes=length)
 
     async def zero(self, offset: int, length: int, may_trim: bool) -> None:
@@ -376,10 +377,14 @@ class MountExport(Export):
         """(length, flags) extents from `offset`: the array's data ranges (GET LBA STATUS, read
         once per change) and, between them, holes that read as zeros."""
         self.session.count(self.name, requests=1)
-        if self._extents is None:
+        extents = self._extents
+        if extents is None:
             await self._drain()
-            self._extents = [tuple(e) for e in await self._host("lba_status", self.mount)]
-        return status_extents(self._extents, offset, length)
+            before = self._changes
+            extents = [tuple(e) for e in await self._host("lba_status", self.mount)]
+            if self._changes == before:     # no write ended while it was asked: still true
+                self._extents = extents
+        return status_extents(extents, offset, length)
 
 
 def status_extents(data: list[tuple[int, int]], offset: int, length: int) -> list[tuple[int, int]]:

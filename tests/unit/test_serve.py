@@ -395,3 +395,24 @@ def test_a_request_the_nbd_server_refused_is_counted_as_refused_not_as_an_error(
     raw.refused("READ", errno.EINVAL, "READ: offset 100 length 512 not aligned to 512 bytes")
     row = serving.session.exports["h1:/raw"]
     assert (row["requests"], row["refused"], row["errors"], row["last_error"]) == (1, 1, 0, None)
+
+
+def test_block_status_does_not_cache_an_answer_a_write_overtook(san, tmp_path, loop):
+    """A write that ends while GET LBA STATUS is being asked makes that answer stale: it
+    answers this request, but the next one asks again (a cached stale list would show the
+    new data as a hole, and a copying client would skip it)."""
+    serving, (raw,) = exports_of(san, tmp_path, loop, ["h1:/raw"])
+    G = san.granule
+    real = raw._host
+
+    async def overtaken(method, *args, **kw):
+        answer = await real(method, *args, **kw)
+        if method == "lba_status" and not overtaken.done:
+            overtaken.done = True
+            await raw.write(4 * G, np.full(G, 9, dtype=np.uint8))    # ends after the answer
+        return answer
+    overtaken.done = False
+    raw._host = overtaken
+    loop.run(raw.write(0, np.full(G, 7, dtype=np.uint8)))
+    assert loop.run(raw.block_status(0, 8 * G)) == [(G, 0), (7 * G, 3)]     # as asked
+    assert loop.run(raw.block_status(0, 8 * G)) == [(G, 0), (3 * G, 3), (G, 0), (3 * G, 3)]
