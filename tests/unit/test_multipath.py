@@ -408,13 +408,18 @@ def test_a_host_whose_array_died_and_came_back_while_it_was_stopped_midway_carri
 ])
 def test_a_fabric_change_is_told_to_the_hosts_whose_paths_it_can_touch(san, name, told):
     assert rscn_hosts(name, san.kinds) == told
-    before = {h: san.element(h).fabric_epoch for h in ("host1", "host2")}
+    assert told_on_fault(san, name, ("host1", "host2")) == told
+
+
+def told_on_fault(san, name: str, elements) -> list[str]:
+    """Take `name` down (a link, or an element killed); which of `elements`, those still up,
+    heard of it (their fabric epoch moved)."""
+    before = {e: san.element(e).fabric_epoch for e in elements}
     if san.kind(name) is None:
         san.set_link(name, False)
     else:
         san.kill(name)
-    after = {h: san.element(h).fabric_epoch for h in ("host1", "host2") if h not in san.down}
-    assert sorted(h for h in after if after[h] != before[h]) == told
+    return sorted(e for e in elements if e not in san.down and san.element(e).fabric_epoch != before[e])
 
 
 @pytest.mark.parametrize("name,told", [
@@ -428,13 +433,7 @@ def test_a_fabric_change_is_told_to_the_hosts_whose_paths_it_can_touch(san, name
 def test_a_fabric_change_is_told_to_the_arrays_too(san, name, told):
     """Arrays are initiators of copies over FC: a copy under way must hear of a link down."""
     assert rscn_arrays(name, san.kinds) == told
-    before = {a: san.element(a).fabric_epoch for a in ("array1", "array2")}
-    if san.kind(name) is None:
-        san.set_link(name, False)
-    else:
-        san.kill(name)
-    after = {a: san.element(a).fabric_epoch for a in ("array1", "array2") if a not in san.down}
-    assert sorted(a for a in after if after[a] != before[a]) == [a for a in told if a not in san.down]
+    assert told_on_fault(san, name, ("array1", "array2")) == [a for a in told if a not in san.down]
 
 
 # -- the window over a changing path (san.flows.peers.rerouted) ----------------------------------------
