@@ -163,6 +163,21 @@ class Catalog:
     def delete(self, key: tuple) -> None:
         self._tx([self._delete_sql(key)])
 
+    def delete_row(self, row: dict) -> bool:
+        """Delete `row` if the catalog holds it as it is (every field equal; a row added at its
+        key since is kept); whether it was there."""
+        values, _ = _stored(row)
+        where = " AND ".join(f"{f} IS ?" for f in FIELDS)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                gone = self._db.execute(f"DELETE FROM backups WHERE {where}", values).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return gone > 0
+
     def lose(self) -> None:
         """The catalog is lost (the server's disk died): every row goes; definitions stay."""
         self._tx([("DELETE FROM backups", ()), ("DELETE FROM backup_volumes", ())])

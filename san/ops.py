@@ -264,7 +264,8 @@ def op_restore_files(ctx, step) -> Work:
 def op_delete_backup(ctx, step) -> Work:
     server, key = ctx.backup(step.backup)
     answer = ctx.san.call(server, "delete_backup", key)
-    return _work(answer, row=answer["row"])
+    stale = {"stale": answer["stale"]} if "stale" in answer else {}
+    return _work(answer, row=answer["row"], **stale)
 
 
 @op("copy_volume")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..catalog import Catalog
 from ..errors import SanError
+from ..units import parse_time
 from ..volume_info import VolumeInfo
 
 
@@ -118,6 +119,13 @@ class BackupServer:
                 have.add(key)
                 rows.append(_disk_row(info, device_id, volume))
         return {"added": rows, "skipped": skipped}
+
+
+def record_of(row: dict) -> bytes:
+    """The volume info record a disk backup's row was made from (`_disk_row`'s inverse): what
+    its volume must still hold for an order by this row to be about this backup."""
+    return VolumeInfo.at(row["label"], row["host"], row["mount_point"],
+                         parse_time(row["timestamp"])).encode()
 
 
 def _disk_row(info: VolumeInfo, device_id: str, volume: int) -> dict:

@@ -179,9 +179,12 @@ class CopyEngine:
         # any other snapshot: every granule either side holds is copied (and so read)
         return sorted(set(src.written_granules()) | set(dst.written_granules())), 0
 
-    def _start(self, source: int, dest: int, kind: str, with_info: bool = False) -> CopyJob:
-        """Check and start a copy job from `source` to `dest` (the lock is held)."""
+    def _start(self, source: int, dest: int, kind: str, with_info: bool = False,
+               expect: bytes | None = None) -> CopyJob:
+        """Check and start a copy job from `source` to `dest` (the lock is held); `expect`,
+        if given, is the volume info `source` must hold (`check_holds`)."""
         src = self.reader(source)
+        self.check_holds(source, expect)
         if dest not in self.stores:
             self.reader(dest)
             raise SanError("READ_ONLY", f"{self.name} volume {dest} is a snapshot and cannot be "

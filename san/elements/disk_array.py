@@ -446,8 +446,11 @@ class DiskArray(CopyEngine):
         if len(record) != INFO_SIZE:
             raise SanError("INVALID_INPUT", f"volume info for {self.name} volume {number} must be "
                                             f"{INFO_SIZE} bytes (got {len(record)})")
+        self._write_info(number, record)
+
+    def _write_info(self, number: int, record: bytes) -> None:
         tmp = self._info_path(number).with_suffix(".tmp")
-        tmp.write_bytes(record)
+        tmp.write_bytes(bytes(record))
         os.replace(tmp, self._info_path(number))
 
     def read_info(self, number: int) -> bytes | None:
@@ -483,6 +486,21 @@ class DiskArray(CopyEngine):
     def delete_info(self, number: int) -> None:
         self._info_path(number).unlink(missing_ok=True)
 
+    def check_holds(self, number: int, expect: bytes | None) -> None:
+        """NO_SUCH_BACKUP unless volume `number` holds the volume info `expect` (None: no check).
+
+        Why: an order by catalog row names a backup by where it lives, and that volume may
+        hold another backup now (another server's mirror overwrote it, or its record was
+        deleted), whose bytes a restore would bring back as if they were the row's.  The
+        record is compared byte for byte, as the array keeps it: opaque."""
+        if expect is None:
+            return
+        held = self.read_info(number)
+        if held != bytes(expect):
+            what = "no backup (no volume info)" if held is None else "another backup's volume info"
+            raise SanError("NO_SUCH_BACKUP", f"{self.name} volume {number} holds {what} now, "
+                                             "not the backup the order names")
+
     def mgmt_mirror(self, caller: str, port: str, lun: int, secondary: int) -> dict:
         """Order a mirror of the volume at port/LUN onto `secondary` (Figs. 9-10)."""
         self.authorize(caller)
@@ -504,35 +522,50 @@ class DiskArray(CopyEngine):
                 self._save_table()
         return self._launch(job)
 
-    def mgmt_restore(self, caller: str, backup: int, port: str, lun: int) -> dict:
+    def mgmt_restore(self, caller: str, backup: int, port: str, lun: int,
+                     expect: bytes | None = None) -> dict:
         """Copy backup volume `backup` (a mirror secondary, a snapshot or a copy) onto the
         volume at port/LUN, normally its primary (Fig. 12); only differing granules move.
-        The target's volume info is never written."""
+        The target's volume info is never written.  `expect`: see `check_holds`."""
         self.authorize(caller)
         self._settle_reservations(backup)
         self._settle_reservations(self._peek_volume_at(port, lun))
         with self._lock:
-            job = self._start(backup, self._volume_at(port, lun), "restore")
+            job = self._start(backup, self._volume_at(port, lun), "restore", expect=expect)
         return self._launch(job)
 
-    def mgmt_snapshot(self, caller: str, port: str, lun: int) -> dict:
-        """Take a snapshot of the volume at port/LUN; returns its new volume number (Fig. 18)."""
+    def mgmt_snapshot(self, caller: str, port: str, lun: int, record: bytes | None = None) -> dict:
+        """Take a snapshot of the volume at port/LUN; returns its new volume number (Fig. 18).
+        `record`: its volume info, kept with it from the moment it exists (`snapshot`)."""
         self.authorize(caller)
         with self._lock:
-            return {"volume": self.snapshot(self._volume_at(port, lun))}
+            return {"volume": self.snapshot(self._volume_at(port, lun), record)}
 
-    def snapshot(self, source: int) -> int:
+    def snapshot(self, source: int, record: bytes | None = None) -> int:
+        """A new snapshot of volume `source`; its number.  With `record`, its volume info is
+        written first: a snapshot backup's data is whole the moment it exists, and if the
+        element that ordered it dies before anyone learns its number, the record still
+        names it, so a catalog rebuild finds it (and `delete_backup` can free its space)."""
         with self._lock:
             if source not in self.volumes:
                 self.reader(source)
                 raise SanError("INVALID_INPUT", f"{self.name} volume {source} is a snapshot; "
                                                 "snapshots are taken of volumes")
+            if record is not None and len(record) != INFO_SIZE:
+                raise SanError("INVALID_INPUT", f"volume info for a snapshot of {self.name} volume "
+                                                f"{source} must be {INFO_SIZE} bytes (got {len(record)})")
             while self._lowest_unused in self.ever_used:
                 self._lowest_unused += 1
             number = self._lowest_unused
             self.ever_used.add(number)
             self._save_table()          # before the snapshot exists: a number is never reused
-            self.snaps.create(source, number)
+            if record is not None:      # before it too: a death in between leaves a record of
+                self._write_info(number, record)    # a number no volume has, read by no one
+            try:
+                self.snaps.create(source, number)
+            except BaseException:
+                self.delete_info(number)
+                raise
             return number
 
     def mgmt_delete_snapshot(self, caller: str, number: int) -> None:
@@ -552,12 +585,15 @@ class DiskArray(CopyEngine):
             self.snaps.delete(number)
             self.delete_info(number)
 
-    def mgmt_delete_backup(self, caller: str, number: int) -> None:
+    def mgmt_delete_backup(self, caller: str, number: int, expect: bytes | None = None) -> None:
         """Fig. 14: forget a backup volume's volume info; a snapshot is deleted outright (a
-        mirror secondary keeps its data until the next mirror overwrites it)."""
+        mirror secondary keeps its data until the next mirror overwrites it).  `expect`:
+        see `check_holds` (another backup there now is left alone)."""
         self.authorize(caller)
         self._settle_reservations(number)
         with self._lock:
+            self.reader(number)
+            self.check_holds(number, expect)
             if self.snaps.is_snapshot(number):
                 self.delete_snapshot(number)
             else:
@@ -565,23 +601,28 @@ class DiskArray(CopyEngine):
                 self._check_not_busy(number, "deleted")
                 self.delete_info(number)
 
-    def mgmt_copy(self, caller: str, source: int, dest: int, with_info: bool = True) -> dict:
+    def mgmt_copy(self, caller: str, source: int, dest: int, with_info: bool = True,
+                  expect: bytes | None = None) -> dict:
         """Volume copy inside this array (Fig. 19): data, then (if `with_info`) the source's
-        volume info, recorded only once the data copy has succeeded."""
+        volume info, recorded only once the data copy has succeeded.  `expect`: see
+        `check_holds`."""
         self.authorize(caller)
         self._settle_reservations(source)
         self._settle_reservations(dest)
         with self._lock:
-            job = self._start(source, dest, "copy", with_info=with_info)
+            job = self._start(source, dest, "copy", with_info=with_info, expect=expect)
         return self._launch(job)
 
-    def mgmt_attach(self, caller: str, number: int, port: str, lun: int, host: str) -> None:
-        """Map volume `number` at port/LUN for `host` (file restore, Fig. 13)."""
+    def mgmt_attach(self, caller: str, number: int, port: str, lun: int, host: str,
+                    expect: bytes | None = None) -> None:
+        """Map volume `number` at port/LUN for `host` (file restore, Fig. 13).  `expect`:
+        see `check_holds`."""
         self.authorize(caller)
         self._settle_attachment(port, lun)
         self._settle_reservations(number)
         with self._lock:
             self.reader(number)
+            self.check_holds(number, expect)
             # what is attached is read by a file restore or a copy to tape
             self._check_not_written_over_fc(number, "file restore or copy to tape")
             if port not in self.ports:

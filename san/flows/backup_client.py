@@ -90,11 +90,14 @@ class BackupClient:
                                            f"(device {device_id})")
         return array, restore.port.split("/")[1], restore
 
-    def client_attach(self, device_id: str, volume: int, owner: tuple | None = None) -> dict:
+    def client_attach(self, device_id: str, volume: int, owner: tuple | None = None,
+                      expect: bytes | None = None) -> dict:
         """Attach a backup volume at this host's restore port of its array (Figs. 13, 16), for
-        `owner`: the (server, session) whose flow will detach it."""
+        `owner`: the (server, session) whose flow will detach it.  `expect`: the volume info
+        the volume must hold (the array checks it: `DiskArray.check_holds`), as in every
+        order below that names a backup volume."""
         array, port, restore = self._restore_port(device_id)
-        _, transfers = self.manage(array, "attach", volume, port, restore.lun, self.name)
+        _, transfers = self.manage(array, "attach", volume, port, restore.lun, self.name, expect)
         self.attached[(array, port, restore.lun)] = tuple(owner) if owner else None
         return {"port": restore.port, "lun": restore.lun, "transfers": transfers}
 
@@ -258,7 +261,10 @@ class BackupClient:
             if method == "mirror":
                 status, t = self.manage(array, "mirror", port, lun, volume)
             else:
-                status, t = self.manage(array, "snapshot", port, lun)
+                # the record goes with the order: the array keeps it from the snapshot's
+                # first moment, so a snapshot whose host dies before answering is still
+                # labelled (a rebuild finds it) instead of holding pool space unnamed
+                status, t = self.manage(array, "snapshot", port, lun, info.encode())
                 volume = status["volume"]
             transfers += t
         except BaseException:
@@ -277,7 +283,8 @@ class BackupClient:
                 "job": status.get("job"), "info": info.encode(), "transfers": transfers}
 
     def client_backup_finish(self, started: dict) -> dict:
-        """Second half: wait until the data is complete, then record the volume info."""
+        """Second half, of a mirror: wait until the data is complete, then record the volume
+        info (a snapshot's was recorded with it, and it has no second half)."""
         array, transfers = started["array"], []
         if started["job"] is not None:
             done, t = self.manage(array, "wait", started["job"])
@@ -318,7 +325,7 @@ class BackupClient:
                 pass  # the original failure is re-raised by the caller
 
     def client_restore(self, mount_point: str, device_id: str, volume: int, pre: list,
-                       post: list) -> dict:
+                       post: list, expect: bytes | None = None) -> dict:
         """Fig. 12: restore a backup volume onto the volume behind a mount (same array)."""
         transfers = self.actions(mount_point, pre)
         with self._post_on_failure(mount_point, post):
@@ -327,7 +334,7 @@ class BackupClient:
                 raise SanError("INVALID_INPUT", f"the backup is on {device_id} but {self.name}:"
                                                 f"{mount_point} is on {mount_device}; copy_volume "
                                                 "it there first")
-            status, t = self.manage(array, "restore", volume, port, lun)
+            status, t = self.manage(array, "restore", volume, port, lun, expect)
             done, t2 = self.manage(array, "wait", status["job"])
             self._drop_fs(mount_point)   # the volume changed under this host's cached view
         transfers += t + t2 + done["transfers"]
@@ -335,7 +342,7 @@ class BackupClient:
         return {"copied": done["copied"], "checked": done.get("checked", 0), "transfers": transfers}
 
     def client_restore_files(self, mount_point: str, device_id: str, volume: int, files: list,
-                             pre: list, post: list) -> dict:
+                             pre: list, post: list, expect: bytes | None = None) -> dict:
         """Fig. 13: attach the backup volume at this host's restore port of its array, copy
         the named files from it onto the mount, detach."""
         self._fat(mount_point)
@@ -343,7 +350,7 @@ class BackupClient:
         array, rport, restore = self._restore_port(device_id)
         transfers = self.actions(mount_point, pre)
         with self._post_on_failure(mount_point, post):
-            _, t = self.manage(array, "attach", volume, rport, restore.lun, self.name)
+            _, t = self.manage(array, "attach", volume, rport, restore.lun, self.name, expect)
             self.attached[(array, rport, restore.lun)] = None     # this flow holds it
         transfers += t
         try:
@@ -367,11 +374,11 @@ class BackupClient:
         return {"files": paths, "bytes": sum(len(d) for d in contents.values()),
                 "transfers": transfers}
 
-    def client_delete(self, device_id: str, volume: int) -> dict:
+    def client_delete(self, device_id: str, volume: int, expect: bytes | None = None) -> dict:
         """Fig. 14: the array deletes the backup's volume info (and a snapshot itself)."""
         array = self.arrays_by_device.get(device_id)
         if array is None:
             raise SanError("NO_SUCH_VOLUME", f"no array with device ID {device_id} is on the LAN")
-        _, transfers = self.manage(array, "delete_backup", volume)
+        _, transfers = self.manage(array, "delete_backup", volume, expect)
         return {"transfers": transfers}
 

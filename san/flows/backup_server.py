@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from ..catalog import row_key
-from ..elements.backup_server import BackupServer
+from ..elements.backup_server import BackupServer, record_of
 from ..errors import SanError
 from ..timemodel import Transfer
 from ..units import format_time
@@ -80,6 +80,25 @@ class Server(BackupServer):
     def _manage(self, array: str, method: str, *args):
         return manage(self.name, self.peers, array, method, *args)
 
+    @contextlib.contextmanager
+    def _ordering(self, row: dict):
+        """An order to an array about the disk backup of catalog row `row`; yields the volume
+        info the volume must still hold (`record_of`), for the order to carry.  If the array
+        says it does not (``NO_SUCH_BACKUP``: another server's mirror overwrote the volume,
+        or its record was deleted), the row is stale: it goes, and the error says so.  The
+        array checks under its own lock, so nothing can overwrite the backup in between."""
+        try:
+            yield record_of(row)
+        except SanError as exc:
+            if exc.code != "NO_SUCH_BACKUP":
+                raise
+            gone = self.catalog.delete_row(row)
+            raise SanError("NO_SUCH_BACKUP", (
+                f"the backup {row['label']!r} of {row['host']}:{row['mount_point']} made "
+                f"{row['timestamp']} is no longer on {row['device_id']} volume "
+                f"{row['media_id']} ({exc.message})"
+                + ("; its catalog row on " + self.name + " is deleted" if gone else ""))) from exc
+
     # -- flows ------------------------------------------------------------------------------
     def list_destinations(self, host: str, mount_point: str) -> dict:
         """Fig. 8: ask the host's client for the mount's copy destinations; keep them (Fig. 4)."""
@@ -116,9 +135,9 @@ class Server(BackupServer):
         destination = (device_id, str(started["volume"]), None)
         if d.method == "mirror":   # the array accepted: the old backup there is being overwritten
             self.catalog.delete(destination)
-        finished = self._client(d.host, "client_backup_finish",
-                                {k: v for k, v in started.items() if k != "transfers"})
-        transfers += finished["transfers"]
+            finished = self._client(d.host, "client_backup_finish",
+                                    {k: v for k, v in started.items() if k != "transfers"})
+            transfers += finished["transfers"]
         # replacing: a catalog rebuild meanwhile may have found the new volume info already
         row = self.catalog.add(self.disk_row(VolumeInfo.decode(started["info"]), device_id,
                                              started["volume"]), replacing=destination)
@@ -191,8 +210,9 @@ class Server(BackupServer):
         tape_row = {**row, "type": "tape", "device_id": self._library(), "media_id": media}
         try:
             transfers = self._actions(host, row["mount_point"], pre)
-            attached = self._client(host, "client_attach", row["device_id"], int(row["media_id"]),
-                                    (self.name, self.session_id))
+            with self._ordering(row) as expect:
+                attached = self._client(host, "client_attach", row["device_id"],
+                                        int(row["media_id"]), (self.name, self.session_id), expect)
         except BaseException:
             self._post_quietly(host, row["mount_point"], post)
             raise
@@ -235,8 +255,10 @@ class Server(BackupServer):
                                   mount_point or row["mount_point"], library, media, file,
                                   list(pre), list(post), self.name)
             return {"row": row, "copied": answer["copied"], "transfers": answer["transfers"]}
-        answer = self._client(host or row["host"], "client_restore", mount_point or row["mount_point"],
-                              row["device_id"], int(row["media_id"]), list(pre), list(post))
+        with self._ordering(row) as expect:
+            answer = self._client(host or row["host"], "client_restore",
+                                  mount_point or row["mount_point"], row["device_id"],
+                                  int(row["media_id"]), list(pre), list(post), expect)
         return {"row": row, "copied": answer["copied"], "checked": answer["checked"],
                 "transfers": answer["transfers"]}
 
@@ -250,9 +272,10 @@ class Server(BackupServer):
                                   self.name)
             return {"row": row, "files": answer["files"], "bytes": answer["bytes"],
                     "transfers": answer["transfers"]}
-        answer = self._client(row["host"], "client_restore_files", row["mount_point"],
-                              row["device_id"], int(row["media_id"]), list(files), list(pre),
-                              list(post))
+        with self._ordering(row) as expect:
+            answer = self._client(row["host"], "client_restore_files", row["mount_point"],
+                                  row["device_id"], int(row["media_id"]), list(files), list(pre),
+                                  list(post), expect)
         return {"row": row, "files": answer["files"], "bytes": answer["bytes"],
                 "transfers": answer["transfers"]}
 
@@ -273,13 +296,23 @@ class Server(BackupServer):
             return {"row": row, "transfers": []}
         array = self.array_of.get(row["device_id"])
         spec = next((a for a in self.topology.arrays if a.name == array), None)
-        if spec is not None and row["host"] not in spec.managers and self.name in spec.managers:
-            # a copy on an array its host does not manage (copied to another site): this
-            # server, which does, deletes it itself
-            _, transfers = self._manage(array, "delete_backup", int(row["media_id"]))
-        else:   # Fig. 14: through the backup's host
-            transfers = self._client(row["host"], "client_delete", row["device_id"],
-                                     int(row["media_id"]))["transfers"]
+        try:
+            with self._ordering(row) as expect:
+                if (spec is not None and row["host"] not in spec.managers
+                        and self.name in spec.managers):
+                    # a copy on an array its host does not manage (copied to another site):
+                    # this server, which does, deletes it itself
+                    _, transfers = self._manage(array, "delete_backup", int(row["media_id"]),
+                                                expect)
+                else:   # Fig. 14: through the backup's host
+                    transfers = self._client(row["host"], "client_delete", row["device_id"],
+                                             int(row["media_id"]), expect)["transfers"]
+        except SanError as exc:
+            if exc.code != "NO_SUCH_BACKUP":
+                raise
+            # the backup was already gone (overwritten): what was asked is done, its row
+            # went in `_ordering`, and the other backup there now is left alone
+            return {"row": row, "transfers": [], "stale": exc.message}
         self.catalog.delete(key)
         return {"row": row, "transfers": transfers}
 
@@ -304,12 +337,13 @@ class Server(BackupServer):
 
     def _copy_volume(self, row: dict, source: str, to_array: str, to_volume: int) -> dict:
         volume = int(row["media_id"])
-        if to_array == source:
-            status, transfers = self._manage(source, "copy", volume, to_volume, True)
-        else:
-            port, lun = self._mapping(to_array, to_volume, source)
-            status, transfers = self._manage(source, "copy_remote", volume, to_array, to_volume,
-                                             port, lun, True)
+        with self._ordering(row) as expect:
+            if to_array == source:
+                status, transfers = self._manage(source, "copy", volume, to_volume, True, expect)
+            else:
+                port, lun = self._mapping(to_array, to_volume, source)
+                status, transfers = self._manage(source, "copy_remote", volume, to_array,
+                                                 to_volume, port, lun, True, expect)
         destination = (self.device_of[to_array], str(to_volume), None)
         self.catalog.delete(destination)   # accepted: whatever backup was there is overwritten
         done, t = self._manage(source, "wait", status["job"])

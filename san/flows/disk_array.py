@@ -101,14 +101,19 @@ class ArrayInitiator:
             raise
 
     def mgmt_copy_remote(self, caller: str, source: int, dest_array: str, dest_volume: int,
-                         dest_port: str, dest_lun: int, with_info: bool = True) -> dict:
+                         dest_port: str, dest_lun: int, with_info: bool = True,
+                         expect: bytes | None = None) -> dict:
         """Volume copy to another array (Fig. 19): this array writes the data over FC from
         the first of its ports zoned with the destination port, then sends the source's volume
-        info over the LAN to the destination array (only if the data copy succeeded)."""
+        info over the LAN to the destination array (only if the data copy succeeded).  `expect`:
+        the volume info `source` must hold (`check_holds`), checked before anything moves."""
         self.authorize(caller)
         if dest_array == self.name:
-            return self.mgmt_copy(caller, source, dest_volume, with_info)
+            return self.mgmt_copy(caller, source, dest_volume, with_info, expect)
         self._settle_reservations(source)
+        with self._lock:    # before the destination is touched (prepared, its info deleted)
+            self.reader(source)
+            self.check_holds(source, expect)
         size = self.size_of(source)
         target = f"{dest_array}/{dest_port}"
         route = self._route_to(target)
@@ -125,7 +130,8 @@ class ArrayInitiator:
         dest.call("prepare", me, dest_port, dest_lun, 0, size // BLOCK, True)
         dest.call("mgmt_reserve", self.name, dest_volume)
         try:
-            return self._start_remote(source, dest, dest_volume, dest_port, dest_lun, route, with_info)
+            return self._start_remote(source, dest, dest_volume, dest_port, dest_lun, route,
+                                      with_info, expect)
         except BaseException:
             self._release_remote(dest, dest_volume)
             raise
@@ -136,8 +142,10 @@ class ArrayInitiator:
         except SanError:
             pass   # the destination is down: its reservation went with it
 
-    def _start_remote(self, source, dest, dest_volume, dest_port, dest_lun, route, with_info) -> dict:
+    def _start_remote(self, source, dest, dest_volume, dest_port, dest_lun, route, with_info,
+                      expect) -> dict:
         with self._lock:   # no remote call under the lock: the other array may be calling us
+            self.check_holds(source, expect)    # again: the lock was let go since
             self._check_not_busy_source(source)
             extents = self.extents(source)
             job = CopyJob(next(self._job_ids), "copy", source, dest_volume, set(), [],

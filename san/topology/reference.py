@@ -46,7 +46,8 @@ ERROR_MEANINGS = {
     "NO_SUCH_PORT": "no such port, or no volume at that LUN of the port",
     "NO_SUCH_MOUNT": "the host has no such mount point",
     "NO_SUCH_BACKUP": "the name has no catalog row now (deleted, migrated, or lost and not "
-                      "rebuilt)",
+                      "rebuilt), or its volume holds another backup now (overwritten by "
+                      "another server's mirror: the stale row is deleted)",
     "NO_SUCH_MEDIA": "no such medium in the library (or the server has no library)",
     "NO_SUCH_FILE": "no such file in the filesystem or the backup",
     "INVALID_VOLUME_INFO": "a volume info record that cannot be read (bad format ID, not "

@@ -397,3 +397,90 @@ def test_a_mirror_and_a_copy_volume_racing_onto_one_volume_leave_one_true_row(sc
     info = VolumeInfo.decode(san.call("array1", "read_info", 1))
     rows = [r for r in san.call("backup1", "catalog_rows") if r["media_id"] == "1" and r["type"] == "disk"]
     assert [r["label"] for r in rows] == [info.label], (rows, info)
+
+
+# -- two backup servers, one volume: a row whose backup the other server overwrote -------------
+def _two_servers(tmp_path) -> str:
+    """two-arrays.yaml with a second server, backup2, whose mirror of host1:/db goes onto the
+    same volume as backup1's (array1 volume 1): each server's catalog knows only its own."""
+    import yaml
+    topology = yaml.safe_load((TOPOLOGIES / "two-arrays.yaml").read_text())
+    topology["arrays"][0]["managers"].append("backup2")
+    topology["backup_servers"].append({"name": "backup2", "definitions": [
+        {"name": "db-other", "host": "host1", "mount_point": "/db", "type": "disk",
+         "method": "mirror", "destination": {"array": "array1", "volume": 1},
+         "pre": ["quiesce", "flush"], "post": ["resume"], "label": "backup2's image"}]})
+    path = tmp_path / "two-servers.yaml"
+    path.write_text(yaml.safe_dump(topology))
+    return str(path)
+
+
+OVERWRITTEN = """\
+    - {op: write_files, host: host1, mount: /db, files: {a.db: {size: 1MiB, seed: 1}}}
+    - {op: backup, definition: db-nightly, as: b1}
+    - {op: write_files, host: host1, mount: /db, files: {a.db: {size: 1MiB, seed: 2}}}
+    - {op: checkpoint, as: v2, host: host1, mount: /db}
+    - {op: backup, definition: db-other, as: b2}
+    - {op: write_files, host: host1, mount: /db, files: {a.db: {size: 1MiB, seed: 3}}}
+    - {op: checkpoint, as: v3, host: host1, mount: /db}
+"""
+
+
+@pytest.mark.parametrize("order", [
+    "{op: restore_volume, backup: b1}",
+    "{op: restore_files, backup: b1, files: [a.db]}",
+    "{op: copy_volume, backup: b1, to: {array: array1, volume: 2}}",
+    "{op: copy_volume, backup: b1, to: {array: array2, volume: 0}}",
+    "{op: copy_to_tape, backup: b1, media: T00001}",
+])
+def test_a_row_whose_volume_another_server_overwrote_is_no_backup(scenario, tmp_path, order):
+    """backup1's row for b1 still names array1 volume 1, which backup2's mirror has since
+    overwrote.  An order by that row must not carry backup2's bytes away as b1's: the array
+    finds another volume info there and refuses, and the stale row goes."""
+    steps = OVERWRITTEN + f"""\
+    - {order[:-1]}, expect_error: NO_SUCH_BACKUP}}
+    - {{op: expect_catalog, server: backup1, count: 0}}
+    - {{op: verify, checkpoint: v3, host: host1, mount: /db, title: nothing was restored}}
+    - {{op: expect_catalog, server: backup2, count: 1, rows: [{{label: "backup2's image", media_id: "1"}}]}}
+    - {{op: restore_volume, backup: b2}}
+    - {{op: verify, checkpoint: v2, host: host1, mount: /db, title: backup2's backup is whole}}
+    """
+    reports, runner, san = scenario(steps, _two_servers(tmp_path))
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    refused = reports[7].error
+    assert "no longer on HTC-0001 volume 1" in refused.message
+    assert "another backup's volume info" in refused.message
+    assert "its catalog row on backup1 is deleted" in refused.message
+    assert san.call("array2", "mgmt_read_info", "backup1", 0) is None     # nothing was copied
+    assert san.call("array1", "mgmt_read_info", "backup1", 2) is None
+
+
+def test_deleting_a_row_whose_volume_another_server_overwrote_leaves_that_backup(scenario, tmp_path):
+    """delete_backup of b1 is done (the backup is gone), but backup2's volume info, which the
+    volume holds now, is not deleted in its place."""
+    reports, runner, san = scenario(OVERWRITTEN + """\
+    - {op: delete_backup, backup: b1}
+    - {op: expect_catalog, server: backup1, count: 0}
+    - {op: restore_volume, backup: b2}
+    - {op: verify, checkpoint: v2, host: host1, mount: /db}
+    """, _two_servers(tmp_path))
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert "another backup's volume info" in reports[7].result["stale"]
+    held = VolumeInfo.decode(san.call("array1", "mgmt_read_info", "backup2", 1))
+    assert (held.label, held.host, held.mount_point) == ("backup2's image", "host1", "/db")
+
+
+def test_an_order_by_a_row_whose_volume_info_was_deleted_is_no_backup(scenario):
+    """The volume's record deleted behind the catalog's back (another server's delete_backup,
+    or a mirror onto it that died before it recorded its own): no backup is there now."""
+    reports, runner, san = scenario("""\
+    - {op: write_files, host: host1, mount: /db, files: {a.db: {size: 1MiB, seed: 1}}}
+    - {op: backup, definition: db-nightly, as: b1}
+    """)
+    assert reports[1].result["row"]["media_id"] == "1"
+    san.call("array1", "mgmt_delete_info", "backup1", 1)
+    with pytest.raises(SanError) as info:
+        san.call("backup1", "restore_volume", ("HTC-0001", "1", None), None, None, [], [])
+    assert info.value.code == "NO_SUCH_BACKUP"
+    assert "holds no backup (no volume info) now" in info.value.message
+    assert san.call("backup1", "catalog_rows") == []

@@ -690,7 +690,7 @@ class Fixture:
         values = {"port": "fc0", "lun": 0, "secondary": 1, "backup": 1, "source": 0, "dest": 2,
                   "with_info": True, "number": 1, "record": b"\x02" * 512, "numbers": [0, 1],
                   "job": self.job, "host": "h1", "dest_array": "a2", "dest_volume": 0,
-                  "dest_port": "fc0", "dest_lun": 0}
+                  "dest_port": "fc0", "dest_lun": 0, "expect": None}
         values.update({"mgmt_attach": {"number": self.snap, "lun": 8},
                        "mgmt_detach": {"lun": 7},
                        "mgmt_delete_snapshot": {"number": self.snap},

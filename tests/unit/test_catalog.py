@@ -28,6 +28,23 @@ def test_replacing_drops_the_old_rows_in_the_same_transaction(tmp_path):
     assert [(r["media_id"], r["label"]) for r in cat.rows()] == [("2", "nightly"), ("1", "new")]
 
 
+def test_delete_row_deletes_only_that_row_as_it_was(tmp_path):
+    """A flow that found its row stale deletes it, but not a row added at its key since."""
+    cat = Catalog(tmp_path)
+    cat.add(ROW)
+    cat.add({**ROW, "media_id": 2})
+    assert cat.delete_row(ROW) is True
+    assert [r["media_id"] for r in cat.rows()] == ["2"]
+    assert cat.delete_row(ROW) is False
+    cat.add({**ROW, "label": "newer"})
+    assert cat.delete_row(ROW) is False          # same key, another backup: kept
+    assert sorted(r["label"] for r in cat.rows()) == ["newer", "nightly"]
+    tape = {**ROW, "type": "tape", "device_id": "lib1", "media_id": "T00001", "file": 2}
+    cat.add(tape)
+    assert cat.delete_row(tape) is True          # a NULL-free key too (`IS` compares both)
+    assert len(cat.rows()) == 2
+
+
 def test_a_failed_transaction_leaves_nothing(tmp_path, monkeypatch):
     cat = Catalog(tmp_path)
     cat.add(ROW)

@@ -207,3 +207,54 @@ def test_a_mirror_backup_onto_a_volume_being_migrated_is_busy_until_the_migrate_
         thread.join()
     rows = san.call("backup1", "catalog_rows")
     assert [(r["type"], r["media_id"]) for r in rows] == [("tape", "T00001")]   # moved to tape
+
+
+# -- a snapshot backup whose host dies once the array took the snapshot -------------------------
+def test_a_snapshot_whose_host_died_before_answering_is_labelled_and_found_by_a_rebuild(scenario, monkeypatch):
+    """The server never learns the snapshot's number, so it cannot delete it or add its row.
+    The snapshot came with its volume info, so it is not pool space held unnamed: a rebuild
+    finds it and `delete_backup` frees it.  (Here only: the death is a patched host.)"""
+    reports, runner, san = scenario("""\
+        - {op: write, host: host2, mount: /data, offset: 0, size: 1MiB, seed: 1}
+        """, "single-array.yaml")
+    host = san.element("host2")
+    manage = host.manage
+
+    def dies_once_answered(array, method, *args):
+        answer = manage(array, method, *args)
+        if method == "snapshot":
+            raise SanError("ELEMENT_DOWN", "host2 is down")
+        return answer
+
+    monkeypatch.setattr(host, "manage", dies_once_answered)
+    before = san.call("array1", "mgmt_volumes", "backup1")["volumes"]
+    with pytest.raises(SanError) as info:
+        san.call("backup1", "backup", "data-snap", 1767225600)
+    assert info.value.code == "ELEMENT_DOWN"
+    monkeypatch.undo()
+    (taken,) = set(san.call("array1", "mgmt_volumes", "backup1")["volumes"]) - set(before)
+    record = VolumeInfo.decode(san.call("array1", "mgmt_read_info", "backup1", taken))
+    assert (record.host, record.mount_point, record.timestamp) == ("host2", "/data", 1767225600)
+    assert san.call("backup1", "catalog_rows") == []
+    assert san.call("backup1", "rebuild_catalog", ["array1"])["added"] == 1
+    key = ("HTC-1001", str(taken), None)
+    san.call("backup1", "delete_backup", key)
+    assert san.call("array1", "mgmt_volumes", "backup1")["volumes"] == before
+
+
+def test_a_snapshot_the_pool_cannot_take_leaves_no_record(build_san):
+    topology = load_topology(TOPOLOGIES / "single-array.yaml")
+    san = build_san(topology)
+    array = san.element("array1")
+    record = VolumeInfo("x", "host2", "/data", 1).encode()
+    with pytest.raises(SanError) as info:
+        san.call("array1", "mgmt_snapshot", "backup1", "fc1", 0, record[:100])
+    assert info.value.code == "INVALID_INPUT" and "must be 512 bytes (got 100)" in info.value.message
+
+    def refuse(*args):
+        raise SanError("POOL_FULL", "no room")
+
+    array.snaps.create = refuse
+    with pytest.raises(SanError):
+        san.call("array1", "mgmt_snapshot", "backup1", "fc1", 0, record)
+    assert not list(array.directory.glob("vol-5.info"))
