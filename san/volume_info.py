@@ -17,7 +17,11 @@ Text fields are UTF-8, padded with NUL bytes to their size; a field whose UTF-8 
 longer than its size is refused (`INVALID_INPUT`) when the record is built, never cut (a cut
 could split a character).  A text may not contain NUL (it would end the field early).
 Decoding a record whose format ID is not b"SANV", or that is not 512 bytes, or whose text is
-not UTF-8, is `INVALID_VOLUME_INFO`.
+not UTF-8, or with a byte other than NUL in a text's padding, is `INVALID_VOLUME_INFO`.
+The reserved bytes are ignored on read (a later version's extension), and are not part of
+the backup's identity: a backup server names a disk backup by the record's first
+`IDENTITY` bytes (the array checks the volume still holds them before a restore), so those
+have one form for one backup, which the strict padding keeps.
 
 >>> info = VolumeInfo("nightly", "host1", "/db", 1767225600)
 >>> VolumeInfo.decode(info.encode()) == info, len(info.encode())
@@ -39,6 +43,7 @@ TIMESTAMP_AT, RESERVED_AT = 420, 424
 # the whole record: format ID, the text fields (FIELDS, in order), timestamp, reserved
 _LAYOUT = struct.Struct(">4s" + "".join(f"{size}s" for _, _, size in FIELDS) + "I88x")
 assert _LAYOUT.size == SIZE and RESERVED_AT + 88 == SIZE
+IDENTITY = RESERVED_AT   # bytes that say which backup a record is (all but the reserved)
 _DATES: dict[int, str] = {}     # day since 1970 -> 'YYYY-MM-DDT' (`time_text`)
 
 
@@ -105,8 +110,12 @@ class VolumeInfo:
             raise SanError("INVALID_VOLUME_INFO", f"format ID {format_id!r} is not {FORMAT_ID!r}")
         info = object.__new__(cls)
         setattr_ = object.__setattr__      # frozen: fields are set as the constructor would
-        for (name, _, _), raw in zip(FIELDS, raws):
-            raw = raw.split(b"\x00", 1)[0]
+        for (name, offset, _), raw in zip(FIELDS, raws):
+            raw, _, padding = raw.partition(b"\x00")
+            if padding.strip(b"\x00"):
+                at = offset + len(raw) + 1 + next(i for i, b in enumerate(padding) if b)
+                raise SanError("INVALID_VOLUME_INFO", f"{name} {raw.decode('utf-8', 'replace')!r} is followed by byte "
+                                                      f"{at} = {record[at]:#04x} in its NUL padding")
             try:
                 setattr_(info, name, raw.decode("utf-8"))
             except UnicodeDecodeError:

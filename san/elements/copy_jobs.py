@@ -183,8 +183,8 @@ class CopyEngine:
                expect: bytes | None = None) -> CopyJob:
         """Check and start a copy job from `source` to `dest` (the lock is held); `expect`,
         if given, is the volume info `source` must hold (`check_holds`)."""
-        src = self.reader(source)
         self.check_holds(source, expect)
+        src = self.reader(source)
         if dest not in self.stores:
             self.reader(dest)
             raise SanError("READ_ONLY", f"{self.name} volume {dest} is a snapshot and cannot be "

@@ -47,6 +47,7 @@ from ..snapshots import SnapshotEngine
 from ..storage import VolumeStore
 from ..units import BLOCK, DEFAULT_GRANULE as GRANULE
 from ..volume_info import SIZE as INFO_SIZE    # the patent's 512-byte record (not a block)
+from ..volume_info import IDENTITY as INFO_IDENTITY     # its bytes that name the backup
 from .copy_jobs import BATCH, CopyEngine, CopyJob  # noqa: F401  (CopyJob, BATCH: re-exported)
 from .sequences import WriteSequences
 
@@ -224,6 +225,16 @@ class DiskArray(CopyEngine):
             with self._lock:
                 if self.reserved.get(number) == holder:
                     del self.reserved[number]
+
+    def _settle_for_overwrite(self, number: int | None) -> None:
+        """`_settle_reservations` of a volume about to be written or deleted by an order, and
+        the drop of its attachments whose flow died (`_settle_attachment`): an attachment
+        makes it BUSY for that (`_check_not_busy`).  Before the lock, likewise."""
+        if number is None:
+            return
+        for found in [a for a in list(self.attachments) if a["number"] == number]:
+            self._settle_attachment(found["port"], found["lun"])
+        self._settle_reservations(number)
 
     def _peek_volume_at(self, port: str, lun: int) -> int | None:
         """The volume at port/LUN now, read without the lock (None if none): which
@@ -492,11 +503,17 @@ class DiskArray(CopyEngine):
         Why: an order by catalog row names a backup by where it lives, and that volume may
         hold another backup now (another server's mirror overwrote it, or its record was
         deleted), whose bytes a restore would bring back as if they were the row's.  The
-        record is compared byte for byte, as the array keeps it: opaque."""
+        record is compared byte for byte, as the array keeps it, all but its reserved tail
+        (`san.volume_info.IDENTITY`: a later version's extension there names no other
+        backup).  Checked first, before the volume is looked up: a snapshot deleted since is
+        no backup either."""
         if expect is None:
             return
+        if number not in self.stores and not self.snaps.is_snapshot(number):
+            raise SanError("NO_SUCH_BACKUP", f"{self.name} has no volume {number} now (a snapshot "
+                                             "deleted since?), so not the backup the order names")
         held = self.read_info(number)
-        if held != bytes(expect):
+        if held is None or held[:INFO_IDENTITY] != bytes(expect[:INFO_IDENTITY]):
             what = "no backup (no volume info)" if held is None else "another backup's volume info"
             raise SanError("NO_SUCH_BACKUP", f"{self.name} volume {number} holds {what} now, "
                                              "not the backup the order names")
@@ -504,7 +521,7 @@ class DiskArray(CopyEngine):
     def mgmt_mirror(self, caller: str, port: str, lun: int, secondary: int) -> dict:
         """Order a mirror of the volume at port/LUN onto `secondary` (Figs. 9-10)."""
         self.authorize(caller)
-        self._settle_reservations(secondary)
+        self._settle_for_overwrite(secondary)
         self._settle_reservations(self._peek_volume_at(port, lun))
         with self._lock:
             primary = self._volume_at(port, lun)
@@ -529,7 +546,7 @@ class DiskArray(CopyEngine):
         The target's volume info is never written.  `expect`: see `check_holds`."""
         self.authorize(caller)
         self._settle_reservations(backup)
-        self._settle_reservations(self._peek_volume_at(port, lun))
+        self._settle_for_overwrite(self._peek_volume_at(port, lun))
         with self._lock:
             job = self._start(backup, self._volume_at(port, lun), "restore", expect=expect)
         return self._launch(job)
@@ -564,13 +581,14 @@ class DiskArray(CopyEngine):
             try:
                 self.snaps.create(source, number)
             except BaseException:
-                self.delete_info(number)
+                if not self.snaps.is_snapshot(number):  # it failed after the snapshot was
+                    self.delete_info(number)            # made (a compaction): it keeps its label
                 raise
             return number
 
     def mgmt_delete_snapshot(self, caller: str, number: int) -> None:
         self.authorize(caller)
-        self._settle_reservations(number)
+        self._settle_for_overwrite(number)
         self.delete_snapshot(number)
 
     def delete_snapshot(self, number: int) -> None:
@@ -578,10 +596,7 @@ class DiskArray(CopyEngine):
             if not self.snaps.is_snapshot(number):
                 self.reader(number)
                 raise SanError("INVALID_INPUT", f"{self.name} volume {number} is not a snapshot")
-            self._check_not_busy(number, "deleted")
-            self.attachments = [a for a in self.attachments if a["number"] != number]
-            self._save_table()
-            self._rebuild_luns()
+            self._check_not_busy(number, "deleted")     # attached: a reader would lose it
             self.snaps.delete(number)
             self.delete_info(number)
 
@@ -590,10 +605,10 @@ class DiskArray(CopyEngine):
         mirror secondary keeps its data until the next mirror overwrites it).  `expect`:
         see `check_holds` (another backup there now is left alone)."""
         self.authorize(caller)
-        self._settle_reservations(number)
+        self._settle_for_overwrite(number)
         with self._lock:
-            self.reader(number)
             self.check_holds(number, expect)
+            self.reader(number)
             if self.snaps.is_snapshot(number):
                 self.delete_snapshot(number)
             else:
@@ -608,7 +623,7 @@ class DiskArray(CopyEngine):
         `check_holds`."""
         self.authorize(caller)
         self._settle_reservations(source)
-        self._settle_reservations(dest)
+        self._settle_for_overwrite(dest)
         with self._lock:
             job = self._start(source, dest, "copy", with_info=with_info, expect=expect)
         return self._launch(job)
@@ -621,8 +636,8 @@ class DiskArray(CopyEngine):
         self._settle_attachment(port, lun)
         self._settle_reservations(number)
         with self._lock:
-            self.reader(number)
             self.check_holds(number, expect)
+            self.reader(number)
             # what is attached is read by a file restore or a copy to tape
             self._check_not_written_over_fc(number, "file restore or copy to tape")
             if port not in self.ports:
@@ -666,7 +681,7 @@ class DiskArray(CopyEngine):
         """Another array (the caller) is about to copy into `number` over FC: until it
         releases it, the volume is read-only to everyone else and BUSY for other copies."""
         self.authorize(caller)
-        self._settle_reservations(number)
+        self._settle_for_overwrite(number)
         with self._lock:
             self.reader(number)
             self._check_not_busy(number, "the destination of a copy")
@@ -706,10 +721,18 @@ class DiskArray(CopyEngine):
                                    f"{kind} until that ends")
 
     def _check_not_busy(self, number: int, what: str) -> None:
-        """BUSY unless `number` may be `what` now: no copy over FC holds it, no job runs on it."""
+        """BUSY unless `number` may be `what` now: no copy over FC holds it, no job runs on it,
+        it is attached for no host (a file restore or a copy to tape is reading it: a mirror
+        onto it meanwhile would hand that reader half of another backup)."""
         if number in self.reserved:     # trusted as it is (see `_settle_reservations`)
             raise SanError("BUSY", f"{self.name} volume {number} cannot be {what}: it is the "
                                    f"destination of a running copy from {self.reserved[number]}")
+        attached = next((a for a in self.attachments if a["number"] == number), None)
+        if attached is not None:        # trusted as it is, likewise
+            raise SanError("BUSY", f"{self.name} volume {number} cannot be {what}: it is attached "
+                                   f"at {attached['port']} LUN {attached['lun']} for "
+                                   f"{attached['hosts'][0]} (a file restore or a copy to tape "
+                                   "reads it)")
         job = self._running(number)
         if job is not None:
             raise SanError("BUSY", f"{self.name} volume {number} cannot be {what}: it is in a "

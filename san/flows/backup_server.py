@@ -85,8 +85,9 @@ class Server(BackupServer):
         """An order to an array about the disk backup of catalog row `row`; yields the volume
         info the volume must still hold (`record_of`), for the order to carry.  If the array
         says it does not (``NO_SUCH_BACKUP``: another server's mirror overwrote the volume,
-        or its record was deleted), the row is stale: it goes, and the error says so.  The
-        array checks under its own lock, so nothing can overwrite the backup in between."""
+        or its record or snapshot was deleted), the row is stale: it goes, and the error says so.  The
+        array checks under its own lock, so nothing can overwrite the backup in between (and
+        what it attaches for a reader stays BUSY for overwrites until detached)."""
         try:
             yield record_of(row)
         except SanError as exc:

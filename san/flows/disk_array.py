@@ -112,8 +112,8 @@ class ArrayInitiator:
             return self.mgmt_copy(caller, source, dest_volume, with_info, expect)
         self._settle_reservations(source)
         with self._lock:    # before the destination is touched (prepared, its info deleted)
-            self.reader(source)
             self.check_holds(source, expect)
+            self.reader(source)
         size = self.size_of(source)
         target = f"{dest_array}/{dest_port}"
         route = self._route_to(target)

@@ -46,12 +46,12 @@ ERROR_MEANINGS = {
     "NO_SUCH_PORT": "no such port, or no volume at that LUN of the port",
     "NO_SUCH_MOUNT": "the host has no such mount point",
     "NO_SUCH_BACKUP": "the name has no catalog row now (deleted, migrated, or lost and not "
-                      "rebuilt), or its volume holds another backup now (overwritten by "
-                      "another server's mirror: the stale row is deleted)",
+                      "rebuilt), or its volume holds another backup now, or none (overwritten "
+                      "by another server's mirror, or deleted: the stale row is deleted)",
     "NO_SUCH_MEDIA": "no such medium in the library (or the server has no library)",
     "NO_SUCH_FILE": "no such file in the filesystem or the backup",
     "INVALID_VOLUME_INFO": "a volume info record that cannot be read (bad format ID, not "
-                           "UTF-8, wrong size)",
+                           "UTF-8, wrong size, a byte other than NUL after a text's end)",
     "CAPACITY_MISMATCH": "source and destination of a copy differ in size",
     "POOL_FULL": "the snapshot pool was full when data a snapshot needed was overwritten: "
                  "that snapshot is broken",
@@ -62,7 +62,8 @@ ERROR_MEANINGS = {
                    "filesystem",
     "BUSY": "the volume is already the destination of a running copy or restore, or another "
             "flow of the backup server (a mirror backup, a `copy_volume`, a `delete_backup`) "
-            "is writing it (or an application write waited more than 10 minutes at a "
+            "is writing it, or it is attached for a file restore or a copy to tape that is "
+            "reading it (or an application write waited more than 10 minutes at a "
             "quiesced mount)",
     "LINK_DOWN": "no live path: a port, HBA or ISL on the way is down",
     "ELEMENT_DOWN": "a killed element, until `fault kind: restart`; also an element that did "

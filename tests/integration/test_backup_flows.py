@@ -484,3 +484,95 @@ def test_an_order_by_a_row_whose_volume_info_was_deleted_is_no_backup(scenario):
     assert info.value.code == "NO_SUCH_BACKUP"
     assert "holds no backup (no volume info) now" in info.value.message
     assert san.call("backup1", "catalog_rows") == []
+
+
+@pytest.mark.parametrize("order", ["restore_volume", "delete_backup"])
+def test_a_row_whose_snapshot_was_deleted_is_no_backup_and_goes(scenario, order):
+    """The snapshot deleted behind this catalog's back (another server rebuilt its catalog
+    from the array and deleted it): the row names a volume the array no longer has.  It is
+    stale like any other, not a NO_SUCH_VOLUME that would keep it forever."""
+    reports, runner, san = scenario("""\
+    - {op: write, host: host2, mount: /data, offset: 0, size: 1MiB, seed: 1}
+    - {op: backup, definition: data-snap, as: s1}
+    """, "single-array.yaml")
+    row = reports[1].result["row"]
+    key = (row["device_id"], row["media_id"], None)
+    san.call("array1", "mgmt_delete_snapshot", "backup1", int(key[1]))
+    if order == "delete_backup":
+        answer = san.call("backup1", "delete_backup", key)
+        assert f"array1 has no volume {key[1]} now" in answer["stale"]
+    else:
+        with pytest.raises(SanError) as info:
+            san.call("backup1", "restore_volume", key, None, None, [], [])
+        assert info.value.code == "NO_SUCH_BACKUP"
+        assert f"array1 has no volume {key[1]} now" in info.value.message
+        assert "its catalog row on backup1 is deleted" in info.value.message
+    assert san.call("backup1", "catalog_rows") == []
+
+
+def test_a_record_with_bytes_in_its_reserved_tail_is_still_its_backup(scenario):
+    """The reserved tail of a record is for later versions' extensions: a rebuild reads such
+    a record, and an order by its row finds the backup there (identity is the rest)."""
+    reports, runner, san = scenario("""\
+    - {op: write_files, host: host1, mount: /db, files: {a.db: {size: 1MiB, seed: 1}}}
+    - {op: backup, definition: db-nightly, as: b1}
+    - {op: write_files, host: host1, mount: /db, files: {a.db: {size: 1MiB, seed: 2}}}
+    """)
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    extended = bytearray(san.call("array1", "mgmt_read_info", "backup1", 1))
+    extended[424:436] = b"extension v2"
+    san.call("array1", "mgmt_record_info", "backup1", 1, bytes(extended))
+    san.call("backup1", "lose_catalog")
+    assert san.call("backup1", "rebuild_catalog", ["array1"])["skipped"] == []
+    key = ("HTC-0001", "1", None)
+    backup = san.call("array1", "digest_volume", 1)
+    assert san.call("array1", "digest_volume", 0) != backup
+    assert san.call("backup1", "restore_volume", key, None, None, [], [])["copied"] > 0
+    assert san.call("array1", "digest_volume", 0) == backup     # /db is b1 again
+    assert san.call("array1", "mgmt_read_info", "backup1", 1) == bytes(extended)
+
+
+def test_a_record_with_bytes_after_a_texts_padding_is_skipped_by_a_rebuild(scenario):
+    """Text fields are NUL-padded: a record with anything after a text's end is not one this
+    layout wrote, and a rebuild lists it as skipped (naming the byte) rather than half-read it."""
+    reports, runner, san = scenario("""\
+    - {op: write_files, host: host1, mount: /db, files: {a.db: {size: 1MiB, seed: 1}}}
+    - {op: backup, definition: db-nightly, as: b1}
+    """)
+    odd = bytearray(san.call("array1", "mgmt_read_info", "backup1", 1))
+    odd[130] = ord("x")                        # the label's last byte, after its NULs
+    san.call("array1", "mgmt_record_info", "backup1", 1, bytes(odd))
+    san.call("backup1", "lose_catalog")
+    answer = san.call("backup1", "rebuild_catalog", ["array1"])
+    assert answer["added"] == 0
+    assert [(s["volume"], s["reason"]) for s in answer["skipped"]] == [
+        (1, "label 'orders DB, nightly consistent image' is followed by byte 130 = 0x78 in its "
+            "NUL padding")]
+
+
+@pytest.mark.parametrize("owner_alive", [True, False])
+def test_a_volume_attached_for_a_live_flow_is_busy_for_another_servers_mirror(scenario, tmp_path,
+                                                                             owner_alive):
+    """A file restore or a copy to tape reads the backup it attached: another server's
+    mirror onto that volume meanwhile would hand it half of another backup, so it is BUSY
+    until the detach.  An attachment whose flow died (its server's session is gone) is
+    dropped, and the mirror goes ahead."""
+    reports, runner, san = scenario("""\
+    - {op: write_files, host: host1, mount: /db, files: {a.db: {size: 1MiB, seed: 1}}}
+    - {op: backup, definition: db-nightly, as: b1}
+    """, _two_servers(tmp_path))
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    record = san.call("array1", "mgmt_read_info", "backup1", 1)
+    session = san.call("backup1", "session") if owner_alive else "a session long gone"
+    attached = san.call("host1", "client_attach", "HTC-0001", 1, ("backup1", session), record)
+    if owner_alive:
+        with pytest.raises(SanError) as info:
+            san.call("backup2", "backup", "db-other", 1767225600)
+        assert info.value.code == "BUSY"
+        assert f"array1 volume 1 cannot be the destination of a mirror: it is attached at " \
+               f"fc0 LUN {attached['lun']} for host1" in info.value.message
+        assert san.call("array1", "mgmt_read_info", "backup1", 1) == record    # b1 untouched
+        san.call("host1", "client_detach", attached["port"], attached["lun"])
+    san.call("backup2", "backup", "db-other", 1767225600)
+    held = VolumeInfo.decode(san.call("array1", "mgmt_read_info", "backup2", 1))
+    assert held.label == "backup2's image"

@@ -26,8 +26,8 @@ arrays:
       - {{name: fc1, number: 1, wwpn: "50:00:00:00:00:00:00:02", switch: sw1}}
     volumes:
       - {{number: 0, size: {SIZE}, port: fc0, lun: 0, hosts: [h1], copy_destinations: [1, 2]}}
-      - {{number: 1, size: {SIZE}}}
-      - {{number: 2, size: {SIZE}}}
+      - {{number: 1, size: {SIZE}, port: fc1, lun: 7, hosts: [h2]}}
+      - {{number: 2, size: {SIZE}, port: fc1, lun: 8, hosts: [h2]}}
       - {{number: 3, size: {2 * SIZE}}}
       - {{number: 4, size: {SIZE}, port: fc0, lun: 1, hosts: [h1]}}
 hosts:
@@ -163,7 +163,7 @@ def test_snapshot_is_a_read_only_point_in_time_that_can_be_restored(array):
 
 def test_attach_and_detach(array):
     array.mgmt_attach("srv", 2, "fc1", 5, "h2")
-    assert array.report_luns("h2/hba0", "fc1") == [5]
+    assert array.report_luns("h2/hba0", "fc1") == [5, 7, 8]     # 7, 8: volumes 1, 2
     assert code(array.mgmt_attach, "srv", 1, "fc1", 5, "h2") == "BUSY"
     assert code(array.mgmt_attach, "srv", 1, "fc7", 5, "h2") == "NO_SUCH_PORT"
     assert code(array.mgmt_attach, "srv", 8, "fc1", 6, "h2") == "NO_SUCH_VOLUME"
@@ -171,6 +171,89 @@ def test_attach_and_detach(array):
     assert code(array.read, "h2/hba0", "fc1", 5, 0, 1) == "NO_SUCH_PORT"
     assert code(array.mgmt_detach, "srv", "fc1", 5) == "NO_SUCH_PORT"
     assert code(array.mgmt_detach, "srv", "fc0", 0) == "NO_SUCH_PORT"   # a topology mapping stays
+
+
+# every order that overwrites or deletes a volume's backup (volume 1 attached for h2)
+OVERWRITES = [
+    ("mirror", lambda a: a.mgmt_mirror("srv", "fc0", 0, 1), "destination of a mirror"),
+    ("copy", lambda a: a.mgmt_copy("srv", 2, 1), "destination of a copy"),
+    ("restore", lambda a: a.mgmt_restore("srv", 2, "fc1", 7), "destination of a restore"),
+    ("reserve", lambda a: a.mgmt_reserve("srv", 1), "destination of a copy"),
+    ("delete_backup", lambda a: a.mgmt_delete_backup("srv", 1), "deleted"),
+]
+
+
+@pytest.mark.parametrize("entry, call, what", OVERWRITES, ids=[e[0] for e in OVERWRITES])
+def test_an_attached_volume_is_busy_for_whatever_would_overwrite_it(array, entry, call, what):
+    """A file restore or a copy to tape reads what it attached: a mirror (or a copy, a
+    restore, an FC copy, a delete) into it meanwhile would hand it half of another backup."""
+    host_write(array, 0, rand(21, SIZE))
+    run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    array.record_info(1, VolumeInfo("b", "h1", "/db", 1).encode())
+    before = content(array, 1)
+    array.mgmt_attach("srv", 1, "fc1", 3, "h2")
+    host_write(array, 0, rand(22, SIZE))
+    with pytest.raises(SanError) as info:
+        call(array)
+    assert info.value.code == "BUSY"
+    assert info.value.message == (f"a1 volume 1 cannot be the {what}: it is attached at fc1 "
+                                  "LUN 3 for h2 (a file restore or a copy to tape reads it)"
+                                  if what != "deleted" else
+                                  "a1 volume 1 cannot be deleted: it is attached at fc1 LUN 3 "
+                                  "for h2 (a file restore or a copy to tape reads it)")
+    assert np.array_equal(content(array, 1), before) and array.read_info(1) is not None
+    assert not array.reserved and not [j for j in array.jobs.values() if j.state == "running"]
+    array.mgmt_detach("srv", "fc1", 3)
+    answer = call(array)
+    if isinstance(answer, dict) and "job" in answer:
+        run(array, answer)
+
+
+def test_an_attached_snapshot_is_busy_for_its_delete(array):
+    snap = array.mgmt_snapshot("srv", "fc0", 0)["volume"]
+    array.mgmt_attach("srv", snap, "fc1", 3, "h2")
+    for delete in (array.mgmt_delete_snapshot, array.mgmt_delete_backup):
+        assert code(delete, "srv", snap) == "BUSY"
+    assert array.snaps.is_snapshot(snap) and ("fc1", 3) in array.luns
+    array.mgmt_detach("srv", "fc1", 3)
+    array.mgmt_delete_snapshot("srv", snap)
+    assert not array.snaps.is_snapshot(snap)
+
+
+class Abandoned(DiskArray):
+    """An array whose attachments' flows have all died (the Ray layer asks their hosts)."""
+
+    def attachment_holder_active(self, host, port, lun):
+        return False
+
+
+def test_an_attachment_whose_flow_died_is_dropped_by_an_overwrite(topo, tmp_path):
+    array = Abandoned(topo.arrays[0], tmp_path / "state", granule=G)
+    array.autostart = False
+    try:
+        host_write(array, 0, rand(23, SIZE))
+        array.mgmt_attach("srv", 1, "fc1", 3, "h2")
+        run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+        assert ("fc1", 3) not in array.luns and array.attachments == []
+        assert np.array_equal(content(array, 1), content(array, 0))
+    finally:
+        array.close()
+
+
+def test_a_snapshot_whose_create_fails_once_it_exists_keeps_its_volume_info(array):
+    """The create journals the snapshot, then compacts: a failure there leaves a snapshot,
+    which must stay labelled (a rebuild finds it, a delete frees it), not become pool space
+    no record names."""
+    record = VolumeInfo("s", "h1", "/db", 5).encode()
+
+    def full():
+        raise OSError(28, "No space left on device")
+
+    array.snaps._maybe_compact = full
+    with pytest.raises(OSError):
+        array.mgmt_snapshot("srv", "fc0", 0, record)
+    (made,) = [n for n in array.numbers() if array.snaps.is_snapshot(n)]
+    assert array.read_info(made) == record
 
 
 def test_everything_but_attachments_survives_a_restart(array, topo, tmp_path):
@@ -250,10 +333,9 @@ def test_random_interleavings_match_the_model(array, seed):
 
 
 def test_a_volume_reserved_by_a_copy_over_fc_refuses_everyone_else(array):
-    array.mgmt_attach("srv", 1, "fc1", 0, "h2")
     array.mgmt_reserve("h1", 1)          # h1 stands in for the array copying into volume 1
     with pytest.raises(SanError) as info:
-        array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))
+        array.write("h2/hba0", "fc1", 7, 0, rand(1, 512))
     assert info.value.code == "READ_ONLY" and "running copy from h1" in info.value.message
     assert code(array.mgmt_copy, "srv", 0, 1) == "BUSY"
     assert code(array.mgmt_reserve, "srv", 1) == "BUSY"
@@ -261,4 +343,4 @@ def test_a_volume_reserved_by_a_copy_over_fc_refuses_everyone_else(array):
     array.mgmt_release("srv", 1)         # only the holder releases
     assert code(array.mgmt_copy, "srv", 0, 1) == "BUSY"
     array.mgmt_release("h1", 1)
-    array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))
+    array.write("h2/hba0", "fc1", 7, 0, rand(1, 512))

@@ -52,18 +52,17 @@ def test_incremental_resync_moves_only_changed_granules(array):
 def test_secondary_is_read_only_and_busy_while_the_copy_runs(array):
     host_write(array, 0, rand(9, SIZE))
     array.record_info(1, VolumeInfo("old backup", "h1", "/db", 1).encode())
-    array.mgmt_attach("srv", 1, "fc1", 0, "h2")
-    status = array.mgmt_mirror("srv", "fc0", 0, 1)
+    status = array.mgmt_mirror("srv", "fc0", 0, 1)     # volume 1 is h2's fc1 LUN 7
     assert array.read_info(1) is None    # an interrupted copy never leaves a stale claim
     with pytest.raises(SanError) as info:
-        array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))
+        array.write("h2/hba0", "fc1", 7, 0, rand(1, 512))
     assert info.value.code == "READ_ONLY" and "running mirror from volume 0" in info.value.message
     assert code(array.mgmt_mirror, "srv", "fc0", 0, 1) == "BUSY"
     assert code(array.mgmt_copy, "srv", 2, 1) == "BUSY"
     assert code(array.mgmt_copy, "srv", 1, 2) == "BUSY"     # its data is half-copied
     assert array.mgmt_job("srv", status["job"])["state"] == "running"
     run(array, status)
-    array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))
+    array.write("h2/hba0", "fc1", 7, 0, rand(1, 512))
     assert array.mgmt_job("srv", status["job"])["state"] == "done"
 
 

@@ -344,9 +344,8 @@ def test_a_reservation_whose_holder_died_is_released_when_found(make):
     array.mgmt_reserve("h1", 1)                              # h1 stands in for the copying array
     drive(array, array.mgmt_copy("srv", 0, 1))               # not BUSY: the holder is gone
     assert 1 not in array.reserved and Orphaned.asked == [("h1", 1)]
-    array.mgmt_attach("srv", 2, "fc1", 0, "h2")
     array.mgmt_reserve("h1", 2)
-    array.write("h2/hba0", "fc1", 0, 0, rand(1, 512))       # not READ_ONLY either
+    array.write("h2/hba0", "fc1", 8, 0, rand(1, 512))       # volume 2: not READ_ONLY either
     assert 2 not in array.reserved
 
 
@@ -375,14 +374,15 @@ class Asking(DiskArray):
         return True
 
 
-# every entry that may ask a holder, and the call it makes (h1 holds volume 1's reservation)
+# every entry that may ask a holder, and the call it makes (h1 holds volume 1's reservation;
+# volume 1 is h2's fc1 LUN 7)
 ASKING_ENTRIES = [
-    ("write", lambda a: a.write("h2/hba0", "fc1", 0, 0, rand(1, 512)), "READ_ONLY"),
-    ("prepare", lambda a: a.prepare("h2/hba0", "fc1", 0, 0, 1, True), "READ_ONLY"),
-    ("unmap", lambda a: a.unmap("h2/hba0", "fc1", 0, 0, 1), "READ_ONLY"),
+    ("write", lambda a: a.write("h2/hba0", "fc1", 7, 0, rand(1, 512)), "READ_ONLY"),
+    ("prepare", lambda a: a.prepare("h2/hba0", "fc1", 7, 0, 1, True), "READ_ONLY"),
+    ("unmap", lambda a: a.unmap("h2/hba0", "fc1", 7, 0, 1), "READ_ONLY"),
     ("copy", lambda a: a.mgmt_copy("srv", 0, 1), "BUSY"),
     ("mirror", lambda a: a.mgmt_mirror("srv", "fc0", 0, 1), "BUSY"),
-    ("restore", lambda a: a.mgmt_restore("srv", 2, "fc1", 0), "BUSY"),
+    ("restore", lambda a: a.mgmt_restore("srv", 2, "fc1", 7), "BUSY"),
     ("reserve", lambda a: a.mgmt_reserve("srv", 1), "BUSY"),
     ("delete_backup", lambda a: a.mgmt_delete_backup("srv", 1), "BUSY"),
 ]
@@ -395,7 +395,6 @@ def test_a_holder_is_asked_with_the_lock_free(make, entry, call, code):
     its reservation, so the call is refused."""
     array = make(Asking)
     array.asked = []
-    array.mgmt_attach("srv", 1, "fc1", 0, "h2")      # volume 1 at fc1 LUN 0, for h2
     array.mgmt_reserve("h1", 1)
     raises(code, call, array)
     assert [(what, free) for what, _, free in array.asked] == [("copy", True)]

@@ -5,7 +5,7 @@ import pytest
 
 from san.errors import SanError
 from san.units import format_time
-from san.volume_info import FORMAT_ID, VolumeInfo
+from san.volume_info import FORMAT_ID, IDENTITY, VolumeInfo
 
 
 def test_layout_offsets_are_the_figures():
@@ -73,7 +73,12 @@ def corrupt(offset, value):
     (corrupt(0, b"SANW"), "format ID"),
     (corrupt(4, b"\xff\xfe"), "label is not UTF-8"),
     (corrupt(132, b"\xc3"), "host is not UTF-8"),
-])
+    # a text's padding is NULs: one record, one form (a backup server names a backup by it)
+    (corrupt(10, b"x"), "label 'label' is followed by byte 10 = 0x78 in its NUL padding"),
+    (corrupt(131, b"\x01"), "label 'label' is followed by byte 131 = 0x01"),
+    (corrupt(137, b"\x00x"), "host 'host' is followed by byte 138 = 0x78"),
+    (corrupt(419, b"/"), "mount_point '/mnt' is followed by byte 419 = 0x2f"),
+], ids=lambda value: None if isinstance(value, bytes) else value)
 def test_bad_records_are_invalid_volume_info(record, words):
     with pytest.raises(SanError) as info:
         VolumeInfo.decode(record)
@@ -83,6 +88,7 @@ def test_bad_records_are_invalid_volume_info(record, words):
 def test_timestamp_is_big_endian_seconds_and_reserved_is_ignored_on_read():
     rec = corrupt(424, b"future extension")
     info = VolumeInfo.decode(rec)
+    assert rec[:IDENTITY] == good()[:IDENTITY] == info.encode()[:IDENTITY]
     assert info.timestamp == 100 == struct.unpack(">I", rec[420:424])[0]
     assert info.moment.isoformat() == "1970-01-01T00:01:40+00:00"
 
