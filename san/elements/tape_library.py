@@ -147,8 +147,14 @@ class TapeLibrary:
 
     @staticmethod
     def _file_bytes(medium: TapeMedium, file: int) -> int:
-        found = next((f for f in medium.files() if f["file"] == int(file)), None)
+        """The size of `file`; a file before a damaged spot keeps it (`files(partial=True)`):
+        it stays readable, as a catalog rebuild that found it promises.  A file at or past the
+        damage is the damage's MEDIA_ERROR, not "no such file"."""
+        found = next((f for f in medium.files(partial=True) if f["file"] == int(file)), None)
         if found is None:
+            damage = medium.damage()
+            if damage is not None:
+                raise damage
             raise SanError("NO_SUCH_BACKUP", f"medium {medium.media_id} has no file {file}")
         return found["bytes"]
 

@@ -32,8 +32,8 @@ from ..fat import BlockDevice, FatVolume, normalize
 from ..timemodel import Transfer
 from ..units import BLOCK
 from ..volume_info import VolumeInfo
+from .peers import flow_alive
 
-FLOW_TIMEOUT = 10.0     # seconds a backup server has to say whether a flow of its still runs
 
 
 class BackupClient:
@@ -122,19 +122,8 @@ class BackupClient:
 
     def _flow_alive(self, owner) -> bool:
         """Is the flow `owner` (``(server, session)``; None: this host's own) still running?
-        Not if its server is down, or restarted since (another session)."""
-        if owner is None:
-            return True
-        server, session = owner
-        try:
-            asked = self.peers.element(server).start("session")
-            return asked.result(timeout=FLOW_TIMEOUT) == session
-        except TimeoutError:
-            return True             # slow is not gone
-        except SanError as exc:
-            if exc.code != "ELEMENT_DOWN":
-                raise
-            return False
+        (`san.flows.peers.flow_alive`.)"""
+        return flow_alive(self.peers, owner)
 
     def client_restore_tape(self, mount_point: str, library: str, media: str, file: int,
                             pre: list, post: list, via: str) -> dict:

@@ -169,7 +169,8 @@ class Server(BackupServer):
         transfer runs array -> FC -> host -> LAN -> this server -> drive."""
         library = self._library()
         resources = self._host(host, "resources_at", port_ref, lun, False)
-        written = self.peers.element(library).call("write_from_host", media, row, host, port_ref, lun)
+        written = self.peers.element(library).call("write_from_host", media, row, host, port_ref,
+                                                   lun, (self.name, self.session_id))
         path = resources + (f"{host}/lan:tx", f"{self.name}/lan:rx", f"{library}/drive{written['drive']}")
         return {**written, "transfers": [Transfer(path, written["bytes"])]}
 
@@ -191,7 +192,8 @@ class Server(BackupServer):
             self._post_quietly(d.host, d.mount_point, d.post)
             raise
         post = self._actions(d.host, d.mount_point, d.post)
-        added = self.catalog.add(written["row"])
+        # replacing: a catalog rebuild meanwhile may have read the new file's labels already
+        added = self.catalog.add(written["row"], replacing=row_key(written["row"]))
         return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"] + post}
 
     def _post_quietly(self, host: str, mount_point: str, post) -> None:
@@ -229,7 +231,7 @@ class Server(BackupServer):
             raise
         transfers += self._client(host, "client_detach", attached["port"], attached["lun"])["transfers"]
         transfers += self._actions(host, row["mount_point"], post)
-        added = self.catalog.add(written["row"])
+        added = self.catalog.add(written["row"], replacing=row_key(written["row"]))   # as above
         return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"]}
 
     def migrate(self, key: tuple, media: str, pre: list, post: list) -> dict:

@@ -36,6 +36,26 @@ __all__ = ["Payload", "Future", "Peer", "Peers", "LocalPeers", "windowed", "rero
 WINDOW = 8      # commands in flight per transfer: enough to keep a 4 MiB-chunk pipe full
 RETRIED = frozenset({"LINK_DOWN", "ELEMENT_DOWN"})   # a command that got no answer
 RETRIES = 3     # times the oldest command is sent again, without progress, before giving up
+FLOW_TIMEOUT = 10.0     # seconds a backup server has to say whether a flow of its still runs
+
+
+def flow_alive(peers, owner) -> bool:
+    """Is the flow `owner` (``(server, session)``; None: no server's) still running?  Not if
+    its server is down, or restarted since (another session).  A server that does not answer
+    within `FLOW_TIMEOUT` counts as running: slow is not gone.  Asked by a host before it
+    drops a quiesce or an attachment, and by a library before it commits a file: the same
+    answer, so a file is committed only if the quiesce it was read under still held."""
+    if owner is None:
+        return True
+    server, session = owner
+    try:
+        return peers.element(server).start("session").result(timeout=FLOW_TIMEOUT) == session
+    except TimeoutError:
+        return True
+    except SanError as exc:
+        if exc.code != "ELEMENT_DOWN":
+            raise
+        return False
 
 
 class Payload:
@@ -181,7 +201,9 @@ class LocalPeer:
         self._obj = obj
 
     def _method(self, method: str):
-        if self.name in self._peers.down:       # it died since it was looked up
+        # it died since it was looked up, or died and was restarted: a new object now, as a
+        # Ray handle to a restarted actor reaches no one (its memory went with it)
+        if self.name in self._peers.down or self._peers.elements.get(self.name) is not self._obj:
             raise SanError("ELEMENT_DOWN", f"{self.name} is down")
         return getattr(self._obj, method)
 

@@ -29,8 +29,9 @@ from itertools import islice
 from pathlib import Path
 
 from ..elements.client_host import chunks
+from ..errors import SanError
 from ..units import BLOCK
-from .peers import WINDOW
+from .peers import WINDOW, flow_alive
 from .state_lock import StateLock
 
 
@@ -49,8 +50,18 @@ class LibraryPuller:
         finally:
             self._state_lock.release()
 
-    def write_from_host(self, media: str, row: dict, host: str, port_ref: str, lun: int) -> dict:
-        """Append the image of the volume `host` reaches at port/LUN (its written extents)."""
+    def write_from_host(self, media: str, row: dict, host: str, port_ref: str, lun: int,
+                        owner: tuple | None = None) -> dict:
+        """Append the image of the volume `host` reaches at port/LUN (its written extents),
+        for the flow `owner` (``(server, session)``).
+
+        Once every chunk is read, before the file is committed, the library asks whether that
+        flow still runs (`flow_alive`, as the host does before it drops the flow's quiesce or
+        attachment).  If its server died meanwhile, the host may already have let the
+        application write again, or another server's mirror overwrite what was attached: the
+        image is torn, and committing it would leave a labelled file a catalog rebuild takes
+        for a backup.  So nothing is committed (ELEMENT_DOWN).  If the flow still runs, it
+        ran through every read, and so did its quiesce."""
         self.medium(media)
         node = self.peers.element(host)
         opened = node.call("client_image_open", port_ref, lun)
@@ -59,9 +70,19 @@ class LibraryPuller:
             pieces = [p for off, length in opened["extents"]
                       for p in chunks(off, length, opened["chunk"])]
             return self.write_image(media, row, opened["size"], opened["extents"],
-                                    self._read_stream(node, array, opened, pieces))
+                                    self._checked(self._read_stream(node, array, opened, pieces),
+                                                  owner, media))
         finally:
             node.start("client_image_close", opened["stream"])   # nothing to wait for
+
+    def _checked(self, stream, owner, media: str):
+        """`stream`, then ELEMENT_DOWN if the flow `owner` ended meanwhile (see
+        `write_from_host`): asked after the last chunk was read, before the commit."""
+        yield from stream
+        if not flow_alive(self.peers, owner):
+            raise SanError("ELEMENT_DOWN", f"{owner[0]}, which ordered this copy onto {media}, "
+                                           "is down or restarted since: the image read under its "
+                                           "quiesce may be torn, and is not committed")
 
     def _read_stream(self, node, array, opened: dict, pieces: list):
         """The chunks of an open stream, in order, `window` READs ahead of the one taken; the

@@ -200,7 +200,8 @@ def test_a_resume_whose_quiesce_was_dropped_releases_no_one_else():
 ])
 def test_a_flow_is_alive_while_its_server_answers_with_its_session(answer, alive):
     from types import SimpleNamespace
-    from san.flows.backup_client import FLOW_TIMEOUT, BackupClient
+    from san.flows.backup_client import BackupClient
+    from san.flows.peers import FLOW_TIMEOUT
     waited = []
 
     class Asked:

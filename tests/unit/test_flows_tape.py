@@ -6,3 +6,99 @@ process, on real state directories, and must give the same outcomes.
 """
 from ..integration.test_tape_flows import *  # noqa: F401,F403 (the tests and their fixtures)
 from .local_san import build_san  # noqa: F401 (the fixture: a LocalSan, not actors)
+
+# -- here only: what needs the library's own objects (a medium's size, a patched call) ----------
+import threading  # noqa: E402
+
+import pytest  # noqa: E402
+
+from san.catalog import row_key  # noqa: E402
+from san.errors import SanError  # noqa: E402
+
+
+def test_a_file_before_a_damaged_spot_stays_restorable(scenario):
+    """A rebuild gives the files before a damaged spot their rows back; a restore by such a
+    row must read them (the medium keeps them readable), and a file past the damage is the
+    damage's MEDIA_ERROR."""
+    reports, runner, san = scenario("""\
+        - {op: write, host: host2, mount: /data, offset: 0, size: 2MiB, seed: 1}
+        - {op: backup, definition: data-tape, as: f1}
+        """)
+    assert not ok(reports)
+    first_ends = san.element("lib1").medium("T00001").used_bytes()
+    san.call("backup1", "backup", "data-tape", 1767225600)          # file 2
+    san.call("lib1", "corrupt", "T00001", first_ends + 200, 1)     # inside file 2's labels
+    san.call("backup1", "lose_catalog")
+    with pytest.raises(SanError) as info:
+        san.call("backup1", "rebuild_catalog", ["lib1"])
+    assert info.value.code == "MEDIA_ERROR"
+    rows = san.call("backup1", "catalog_rows")
+    assert [(r["media_id"], r["file"]) for r in rows] == [("T00001", "1")]
+    assert san.call("backup1", "restore_volume", row_key(rows[0]), None, None, [], [])["copied"] > 0
+    with pytest.raises(SanError) as info:
+        san.call("lib1", "image_size", "T00001", 2)
+    assert info.value.code == "MEDIA_ERROR" and "medium T00001" in info.value.message
+
+
+@pytest.mark.parametrize("flow", ["backup", "copy_to_tape"])
+def test_a_rebuild_between_a_tape_files_commit_and_its_row_leaves_one_row(scenario, monkeypatch, flow):
+    """A catalog rebuild that reads the medium after the new file is committed, before the
+    flow adds its row, finds that file too: the flow's row replaces it, as a disk backup's
+    does, and the catalog holds one row per tape file."""
+    reports, runner, san = scenario("""\
+        - {op: write, host: host2, mount: /data, offset: 0, size: 1MiB, seed: 1}
+        - {op: backup, definition: data-snap, as: s}
+        """)
+    assert not ok(reports)
+    library = san.element("lib1")
+    write_from_host = library.write_from_host
+    rebuilt = []
+
+    def rebuild_right_after(*args):
+        answer = write_from_host(*args)     # the file is committed on the medium here
+        worker = threading.Thread(target=lambda: rebuilt.append(
+            san.call("backup1", "rebuild_catalog", ["lib1"])["added"]))
+        worker.start()                      # another caller, while this flow still runs
+        worker.join()
+        return answer
+
+    monkeypatch.setattr(library, "write_from_host", rebuild_right_after)
+    if flow == "backup":
+        san.call("backup1", "backup", "data-tape", 1767225600)
+    else:
+        snap = next(r for r in san.call("backup1", "catalog_rows") if r["type"] == "disk")
+        san.call("backup1", "copy_to_tape", row_key(snap), "T00002", [], [])
+    assert rebuilt == [1]
+    tape_rows = [row_key(r) for r in san.call("backup1", "catalog_rows") if r["type"] == "tape"]
+    assert len(tape_rows) == len(set(tape_rows)) == 1, tape_rows
+
+
+def test_a_tape_file_whose_server_died_while_it_was_read_is_not_committed(scenario, monkeypatch):
+    """The host drops a dead server's quiesce (and its attachments), so the application may
+    write while the library still reads: the image may be torn.  The library asks, after the
+    last read and before the commit, whether the ordering flow still runs; it does not, so
+    the medium is left as it was and a rebuild finds no backup there."""
+    reports, runner, san = scenario("""\
+        - {op: define, name: db-tape, host: host1, mount_point: /db, type: tape, destination: {media: T00002}, pre: [quiesce], post: [resume], label: db to tape}
+        - {op: write, host: host1, mount: /db, offset: 0, size: 12MiB, seed: 1}
+        """)
+    assert not ok(reports)
+    library = san.element("lib1")
+    read_stream = library._read_stream
+
+    def server_dies_midway(*args):
+        for taken, data in enumerate(read_stream(*args)):
+            if taken == 1:
+                san.kill("backup1")         # the server dies while its image is read
+            yield data
+
+    monkeypatch.setattr(library, "_read_stream", server_dies_midway)
+    with pytest.raises(SanError) as info:
+        san.call("backup1", "backup", "db-tape", 1767225600)
+    assert info.value.code == "ELEMENT_DOWN"
+    assert "backup1, which ordered this copy onto T00002, is down or restarted since" in info.value.message
+    monkeypatch.undo()
+    san.restart("backup1")
+    assert library.medium("T00002").files() == []
+    assert san.call("backup1", "rebuild_catalog", ["lib1"])["added"] == 0
+    assert san.call("backup1", "backup", "db-tape", 1767225600)["row"]["file"] == "1"
