@@ -24,6 +24,7 @@ import threading
 
 import numpy as np
 
+from san.checksums import granule_checksums
 from san.errors import SanError
 from san.granules import runs
 from san.storage import MAX_SIZE, VolumeStore
@@ -78,7 +79,8 @@ class GranulePool:
         self.label = label or f"snapshot pool in {self.directory}"
         self._lock = threading.RLock()
         data = self.directory / f"{self.NAME}.data"
-        if data.exists() and data.stat().st_size > 0:
+        reopened = data.exists() and data.stat().st_size > 0
+        if reopened:
             self._store = VolumeStore(self.directory, self.NAME, data.stat().st_size, int(granule),
                                       label=self.label)
         else:
@@ -93,6 +95,10 @@ class GranulePool:
         self._pending: list[int] = []      # freed, not reusable before `reuse_barrier`
         self._held = 0                     # granules kept outside the pool (see `hold`)
         self.reuse_barrier = None          # set by the snapshot engine: see `free`
+        # reopened: a slot free now may have been freed by a record the last process wrote
+        # but did not make durable (it died before a barrier), so the first save runs the
+        # barrier too (the free list and the never-used slots above `_high` alike)
+        self._reopened = reopened
 
     def _create(self, granule: int) -> VolumeStore:
         last: OSError | None = None
@@ -137,9 +143,27 @@ class GranulePool:
         with self._lock:
             return sorted(self._used)
 
-    def save(self, data) -> int | None:
-        """Store one granule (`data`: at most `granule` bytes, zero-padded); its slot, or None when full."""
-        return self.save_many([self._fitting(data)])[0]
+    def save(self, data, checksum: np.ndarray | None = None) -> int | None:
+        """Store one granule (`data`: at most `granule` bytes, zero-padded); its slot, or None
+        when full.  `checksum`: its stored one, as `save_many` takes them."""
+        return self.save_many([self._fitting(data)],
+                              None if checksum is None else np.asarray(checksum).reshape(1, 2))[0]
+
+    def _carried(self, buf: np.ndarray, pieces: list, checksums: np.ndarray | None,
+                 first: int) -> np.ndarray | None:
+        """The checksums of slots `buf` (pieces zero-padded to whole granules, so not their
+        stored ones): fresh, except that a piece failing its stored checksum (`checksums`
+        row `first + k`) gets one its slot fails too.  Rot travels with its checksum: a
+        fresh one would make a rotten granule valid data in the snapshot, which scrub could
+        then no longer find.  None (hash on write) when no stored checksums came."""
+        if checksums is None:
+            return None
+        G = self.granule
+        sums = granule_checksums(buf, G)
+        for k, piece in enumerate(pieces):
+            if not np.array_equal(granule_checksums(self._fitting(piece), G)[0], checksums[first + k]):
+                sums[k] = ~sums[k]
+        return sums
 
     def _fitting(self, data) -> np.ndarray:
         """`data` as a 1-D uint8 array, if it fits one granule (else INVALID_INPUT)."""
@@ -158,6 +182,10 @@ class GranulePool:
         """
         G = self.granule
         with self._lock:
+            if self._reopened:
+                if self.reuse_barrier is not None:
+                    self.reuse_barrier()
+                self._reopened = False
             slots: list[int | None] = []
             for _ in pieces:
                 if len(self._used) + self._held + len(slots) >= self._limit:
@@ -183,7 +211,8 @@ class GranulePool:
                         for k in range(done, end):
                             arr = self._fitting(pieces[k])
                             buf[(k - done) * G: (k - done) * G + len(arr)] = arr
-                        self._store.write(run[0] * G, buf)
+                        self._store.write(run[0] * G, buf, self._carried(buf, pieces[done:end],
+                                                                         checksums, done))
                     else:
                         self._store.write(run[0] * G, buf)
                     self._used.update(run)
@@ -218,8 +247,8 @@ class GranulePool:
         """Give `slot` back; freeing a free slot does nothing.  Its disk space stays with the
         pool (see the module docstring).
 
-        A freed slot is reused only after `reuse_barrier` (the snapshot engine's journal
-        fsync) has run: the record that freed it (a snapshot deleted or broken) must reach
+        A freed slot is reused only after `reuse_barrier` (the snapshot engine's barrier: this
+        pool, then its journal, fsync-ed) has run: the record that freed it (a snapshot deleted or broken) must reach
         the disk before another granule does in its place, or a power loss that kept the new
         granule and dropped the record would bring the snapshot back reading the new one."""
         with self._lock:

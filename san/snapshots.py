@@ -65,8 +65,10 @@ a source write and drop the save made just before it.  `create` therefore append
 with the snapshot's epoch to the source's map journal (`VolumeStore.mark`), and on open a
 granule whose last write came in an epoch its saved intervals do not reach breaks the
 snapshots that needed it (`_reconcile_epochs`).  A slot freed by a ``DELETE`` or ``BROKEN``
-is reused only after this journal is fsync-ed (`GranulePool.free`), so a power loss that drops
-the record cannot bring back a snapshot reading another granule in its slot.
+is reused only after the pool and then this journal are fsync-ed (`GranulePool.free`; also
+for the first save after a reopen, when the last process may have freed slots by records it
+never made durable), so a power loss that drops the record cannot bring back a snapshot
+reading another granule in its slot, and no durable record names a slot before its bytes are.
 
 Views hold their engine: after a new `SnapshotEngine` is opened on the directory, take new
 views from it.
@@ -142,7 +144,7 @@ class SnapshotEngine:
         self._sources: dict[int, _Source] = {}
         self._n_ivs = 0            # intervals held, all sources
         self._journal = Journal(self.log_path, _RECLEN)
-        pool.reuse_barrier = self._journal.sync      # see GranulePool.free
+        pool.reuse_barrier = self._durable           # see GranulePool.free
         self._live = False              # replaying: places are held in the stores once known
         old = self._replay()
         self._reconcile()
@@ -367,7 +369,7 @@ class SnapshotEngine:
             src = self._sources.get(number)
             if src is None:
                 continue
-            store.compact_barrier = self._journal.sync
+            store.compact_barrier = self._durable
             for g, m in epochs.items():
                 ivs = src.cow.get(g)
                 w = ivs[-1][1] if ivs else 0
@@ -452,7 +454,7 @@ class SnapshotEngine:
             self._append([_pack(_CREATE, number, source, epoch, store.size)])
             self._apply_create(number, source, epoch, store.size)
             # the source's later writes are recorded after this marker (`VolumeStore.mark`)
-            store.compact_barrier = self._journal.sync
+            store.compact_barrier = self._durable
             store.mark(epoch)
             self._maybe_compact()
             return SnapshotView(self, self._snaps[number])
@@ -525,11 +527,11 @@ class SnapshotEngine:
                         nonzero = holds_data(cs, stop - start, G)
                         keep = [i for i, nz in enumerate(nonzero) if nz]
                         slots = iter(self.pool.save_many([pieces[i] for i in keep], cs[keep]))
-                        for g, piece, nz in zip(run, pieces, nonzero):
+                        for i, (g, piece, nz) in enumerate(zip(run, pieces, nonzero)):
                             w = todo[g]
                             slot = next(slots) if nz else ZERO
                             if slot is None and src.needed(w, E):
-                                slot = self.pool.save(piece)      # a break earlier in this run may have made room
+                                slot = self.pool.save(piece, cs[i])   # a break earlier in this run may have made room
                                 if slot is None:                  # pool full: those snapshots lose, the write wins
                                     self._append(recs)
                                     recs = []
@@ -609,9 +611,16 @@ class SnapshotEngine:
         (in that order, so no durable record names a slot that is not).  The slots freed
         before it may be reused from now on without another fsync (`GranulePool.free`)."""
         with self._lock:
-            self.pool.sync()
-            self._journal.sync()
+            self._durable()
             self.pool.release_pending(synced=True)
+
+    def _durable(self) -> None:
+        """`sync`'s fsyncs, which every barrier of this journal runs (a reuse of freed slots,
+        a store's compaction): the journal alone would let a record naming a reused slot
+        reach the disk before the slot's new bytes, and a power loss then leaves the slot's
+        old bytes under their old, valid checksum, read as the new snapshot's."""
+        self.pool.sync()
+        self._journal.sync()
 
     def close(self) -> None:
         with self._lock:

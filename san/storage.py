@@ -449,8 +449,9 @@ class VolumeStore(FdOwner):
             raise SanError("INVALID_INPUT", f"{self.label}: snapshot epoch {epoch} is not in [1, 2**62)")
         with self._lock:
             self._check_open()
-            self._journal(np.array([(int(_MARK) | epoch, 0, 0)], dtype=_REC_DTYPE))
-            self._last_mark = epoch
+            self._map_journal.append(np.array([(int(_MARK) | epoch, 0, 0)], dtype=_REC_DTYPE))
+            self._last_mark = epoch     # before a compaction this sets off: it keeps the marker
+            self._maybe_compact()
 
     def take_replayed_epochs(self) -> dict[int, int]:
         """`replayed_epochs`, handed over once (the store keeps no copy)."""

@@ -132,6 +132,16 @@ class CopyEngine:
         return (next((j for j in running if j.dest == number and j.dest_array is None), None)
                 or next((j for j in running if j.source == number), None))
 
+    def _check_whole(self, source: int, kind: str) -> None:
+        """BUSY while a copy into `source` runs (a restore onto it, a mirror or copy into it,
+        here or over FC from another array): its bytes are half old, half new until it ends,
+        and a `kind` from it (a copy, a snapshot) would keep that mix as if it were whole."""
+        job = self._running(source)
+        if job is not None and job.dest == source and job.dest_array is None:
+            raise SanError("BUSY", f"{self.name} volume {source} is still being written by a "
+                                   f"running {job.kind} from volume {job.source}")
+        self._check_not_written_over_fc(source, kind)
+
     def _plan(self, source: int, dest: int, kind: str) -> tuple[list[int], int]:
         """(the granules to copy from `source` onto `dest`, in order; destination bytes read
         to check them).
@@ -165,10 +175,13 @@ class CopyEngine:
         if self.snaps.source_of(source) == dest:
             # restoring a snapshot onto its own source: the granules written since the
             # snapshot are compared byte for byte; the others are *shared* by the two, so rot
-            # there is rot in the backup itself, and the restore cannot repair it
-            copy = set(self.snaps.restore_plan(source)) | bad
-            shared = sorted(g for g in self.snaps.shared_granules(source) if g not in copy)
-            rotten = dst.verify(shared)
+            # there is rot in the backup itself, and the restore cannot repair it (known rot
+            # there too: refused before anything moves, not by the batch that reaches it)
+            plan = set(self.snaps.restore_plan(source))
+            shared = sorted(g for g in self.snaps.shared_granules(source) if g not in plan)
+            rotten = sorted(set(dst.verify([g for g in shared if g not in bad]))
+                            | {g for g in shared if g in bad})
+            copy = plan | bad
             if rotten:
                 start, length = granule_extents(rotten, self.granule, lambda g: self._glen(dest, g))[0]
                 raise SanError("CHECKSUM_MISMATCH",
@@ -195,11 +208,7 @@ class CopyEngine:
             raise SanError("CAPACITY_MISMATCH", f"{self.name}: volume {source} is {src.size} bytes "
                                                 f"but volume {dest} is {self.stores[dest].size}")
         self._check_not_busy(dest, f"the destination of a {kind}")
-        job = self._running(source)
-        if job is not None and job.dest == source:
-            raise SanError("BUSY", f"{self.name} volume {source} is still being written by a "
-                                   f"running {job.kind} from volume {job.source}")
-        self._check_not_written_over_fc(source, kind)
+        self._check_whole(source, kind)
         plan, checked = self._plan(source, dest, kind)
         if kind != "restore":   # the destination's old backup is being overwritten: its
             self.delete_info(dest)   # record goes now, so an interrupted copy claims nothing

@@ -571,6 +571,7 @@ class DiskArray(CopyEngine):
             if record is not None and len(record) != INFO_SIZE:
                 raise SanError("INVALID_INPUT", f"volume info for a snapshot of {self.name} volume "
                                                 f"{source} must be {INFO_SIZE} bytes (got {len(record)})")
+            self._check_whole(source, "snapshot")
             while self._lowest_unused in self.ever_used:
                 self._lowest_unused += 1
             number = self._lowest_unused

@@ -176,11 +176,7 @@ class ArrayInitiator:
         yield self.read_volume(number, offset, length)
 
     def _check_not_busy_source(self, source: int) -> None:
-        job = self._running(source)
-        if job is not None and job.dest == source and job.dest_array is None:
-            raise SanError("BUSY", f"{self.name} volume {source} is still being written by a "
-                                   f"running {job.kind} from volume {job.source}")
-        self._check_not_written_over_fc(source, "copy")
+        self._check_whole(source, "copy")
 
     def _run_remote(self, job, route, dest, port, lun, extents) -> None:
         size = self.size_of(job.source)

@@ -907,3 +907,124 @@ def test_a_cap_reached_inside_one_write_gives_back_every_place_of_the_broken_sna
     arr.eng.create(0, 2)                               # the space is there for the next one
     arr.write(0, 0, rand_bytes(rng, 2 * G))
     assert not arr.eng.is_broken(2) and np.array_equal(arr.eng.view(2).read(0, 4 * G), new)
+
+
+# -- power-loss windows of slot reuse and of the epoch marker (found by a review) -----------------
+class Fsyncs:
+    """Tracks what `os.fsync` made durable: each watched file's size (or first bytes) at its
+    last fsync, so a test can cut files back to it as a power loss may."""
+
+    def __init__(self, monkeypatch, sizes=(), heads=()):
+        self.size, self.head = {}, {}
+        real = os.fsync
+
+        def fsync(fd):
+            real(fd)
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if path in sizes:
+                self.size[path] = os.fstat(fd).st_size
+            if path in heads:
+                self.head[path] = os.pread(fd, 4 * G, 0)
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+def open_cow(root, redirect=False):
+    stores = {0: VolumeStore(root, "vol-0", 16 * G, G)}
+    pool = GranulePool(root, G, None)
+    return stores, pool, SnapshotEngine(root, pool, stores, redirect=redirect)
+
+
+def put(stores, engine, g, byte):
+    engine.before_write(0, g * G, G)
+    stores[0].write(g * G, np.full(G, byte, np.uint8))
+
+
+def close_all(stores, pool, engine):
+    engine.close()
+    pool.close()
+    for store in stores.values():
+        store.close()
+
+
+def test_a_slot_freed_before_a_restart_is_reused_only_once_its_delete_is_durable(tmp_path, monkeypatch):
+    """A snapshot deleted (its DELETE appended, not synced), the array killed and restarted:
+    the freed slot must not take new bytes before the DELETE is on disk, or a power loss
+    brings the snapshot back reading them, under their valid checksum."""
+    log = str(tmp_path / "snapshots.log")
+    durable = Fsyncs(monkeypatch, sizes=(log,))
+    stores, pool, engine = open_cow(tmp_path)
+    put(stores, engine, 0, 0xAA)
+    engine.create(0, 10)
+    put(stores, engine, 0, 0xBB)               # 0xAA saved into pool slot 0
+    engine.sync()
+    stores[0].sync()
+    engine.delete(10)                          # slot 0 freed; the DELETE not yet durable
+    close_all(stores, pool, engine)            # killed; restarted on the same files
+    stores, pool, engine = open_cow(tmp_path)
+    engine.create(0, 11)
+    put(stores, engine, 0, 0xCC)               # 0xBB saved: into the freed slot
+    close_all(stores, pool, engine)
+    os.truncate(log, durable.size[log])        # power loss: the log as last synced
+    stores, pool, engine = open_cow(tmp_path)
+    assert engine.snapshots() == [11]          # 10 stays deleted
+    try:                                       # 11's save may be lost: broken, never wrong
+        assert engine.view(11).read(0, G)[0] == 0xBB
+    except SanError as exc:
+        assert exc.code == "POOL_FULL"
+    close_all(stores, pool, engine)
+
+
+def test_no_durable_record_names_a_reused_slot_before_its_new_bytes(tmp_path, monkeypatch):
+    """Every barrier of the snapshot journal (a reuse, a volume map's compaction) syncs the
+    pool first: else a record naming a reused slot may reach the disk while the slot still
+    holds a deleted snapshot's granule under its old, valid checksum."""
+    pmap, pdata = str(tmp_path / "pool.map"), str(tmp_path / "pool.data")
+    durable = Fsyncs(monkeypatch, sizes=(pmap,), heads=(pdata,))
+    stores, pool, engine = open_cow(tmp_path)
+    put(stores, engine, 0, 0xAA)
+    put(stores, engine, 1, 0x11)
+    engine.create(0, 10)
+    put(stores, engine, 0, 0xBB)               # slot 0 <- 0xAA, for snapshot 10
+    engine.sync()
+    stores[0].sync()
+    engine.delete(10)                          # slot 0 freed
+    engine.create(0, 11)                       # snapshot 11 sees granule 1 = 0x11
+    put(stores, engine, 1, 0x22)               # a reuse barrier, then slot 0 <- 0x11
+    records = stores[0].journal_records
+    while stores[0].journal_records >= records:    # rewritten until the map compacts (a barrier)
+        records = stores[0].journal_records
+        put(stores, engine, 1, 0x22)
+    close_all(stores, pool, engine)
+    os.truncate(pmap, durable.size[pmap])      # power loss: the pool as last synced
+    with open(pdata, "r+b") as data:
+        data.write(durable.head[pdata])
+    stores, pool, engine = open_cow(tmp_path)
+    assert engine.view(11).read(G, G)[0] == 0x11
+    close_all(stores, pool, engine)
+
+
+@pytest.mark.parametrize("compacts", [True, False], ids=["create-compacts-the-map", "no-compaction"])
+def test_a_write_after_a_snapshot_whose_save_was_lost_breaks_it(tmp_path, monkeypatch, compacts):
+    """The snapshot's epoch marker in its source's map lets the engine see, after a power
+    loss, a write whose save record did not land; a create whose marker sets off the map's
+    compaction must keep it (the compacted map ends with it), or the snapshot reads the
+    later write as its own."""
+    log = str(tmp_path / "snapshots.log")
+    durable = Fsyncs(monkeypatch, sizes=(log,))
+    stores, pool, engine = open_cow(tmp_path, redirect=True)
+    store = stores[0]
+    put(stores, engine, 0, 0xAA)
+    put(stores, engine, 1, 0x11)
+    while compacts and store.journal_records < 4 * 2 + store.COMPACT_MIN:
+        put(stores, engine, 0, 0xAA)           # rewritten in place until the next record compacts
+    records = store.journal_records
+    engine.create(0, 10)
+    assert (store.journal_records < records) == compacts
+    engine.sync()
+    store.sync()
+    put(stores, engine, 0, 0xBB)               # after the snapshot; its save record is lost
+    close_all(stores, pool, engine)
+    os.truncate(log, durable.size[log])
+    stores, pool, engine = open_cow(tmp_path, redirect=True)
+    assert engine.is_broken(10)
+    close_all(stores, pool, engine)
