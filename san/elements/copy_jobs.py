@@ -189,7 +189,18 @@ class CopyEngine:
                                f"{start}..{start + length - 1} it shares with volume {dest} fail "
                                f"their checksum")
             return sorted(copy), self._nbytes(dest, shared)
-        # any other snapshot: every granule either side holds is copied (and so read)
+        # any other snapshot: every granule either side holds is copied (and so read); one it
+        # shares with its source that the source knows to be bad is refused before anything
+        # moves, as a volume's known-bad granule is above
+        origin = self.snaps.source_of(source)
+        known = set(self.stores[origin].bad_granules()) if origin in self.stores else set()
+        lost = sorted(known.intersection(self.snaps.shared_granules(source))) if known else []
+        if lost:
+            start, length = granule_extents(lost, self.granule, lambda g: self._glen(origin, g))[0]
+            raise SanError("CHECKSUM_MISMATCH",
+                           f"{self.name} volume {source} (a snapshot of volume {origin}): bytes "
+                           f"{start}..{start + length - 1} it shares with volume {origin} fail "
+                           f"their checksum; it cannot be the source of a {kind}")
         return sorted(set(src.written_granules()) | set(dst.written_granules())), 0
 
     def _start(self, source: int, dest: int, kind: str, with_info: bool = False,

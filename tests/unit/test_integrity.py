@@ -480,6 +480,22 @@ def test_a_restore_of_a_snapshot_sharing_a_known_bad_granule_is_refused_before_a
     assert np.array_equal(array.read_volume(0, 0, 40 * G), before)
 
 
+def test_a_copy_of_a_snapshot_sharing_a_known_bad_granule_is_refused_before_anything_moves(array):
+    host_write(array, 0, rand(1, SIZE))
+    snap = array.snapshot(0)
+    host_write(array, 0, rand(2, 8 * G))
+    drive(array, array.mgmt_copy("srv", 0, 2))      # volume 2 holds a backup of its own
+    array.record_info(2, INFO)
+    array.corrupt(0, 50 * G + 7, 1)                 # granule 50, shared with the snapshot
+    assert array.scrub(0)["bad"]
+    before = content(array, 2)
+    with pytest.raises(SanError) as info:
+        array.mgmt_copy("srv", snap, 2)
+    assert info.value.code == "CHECKSUM_MISMATCH"
+    assert f"bytes {50 * G}..{51 * G - 1} it shares with volume 0" in info.value.message
+    assert np.array_equal(content(array, 2), before) and array.read_info(2) == INFO
+
+
 @pytest.mark.parametrize("kind", ["restore", "mirror"])
 def test_no_snapshot_of_a_volume_a_copy_is_half_way_through(array, kind):
     """Its bytes are half old, half new until the copy ends: a snapshot then (with volume
