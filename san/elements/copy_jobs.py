@@ -183,11 +183,7 @@ class CopyEngine:
                             | {g for g in shared if g in bad})
             copy = plan | bad
             if rotten:
-                start, length = granule_extents(rotten, self.granule, lambda g: self._glen(dest, g))[0]
-                raise SanError("CHECKSUM_MISMATCH",
-                               f"{self.name} volume {source} (a snapshot of volume {dest}): bytes "
-                               f"{start}..{start + length - 1} it shares with volume {dest} fail "
-                               f"their checksum")
+                raise self._shared_rot(source, dest, rotten)
             return sorted(copy), self._nbytes(dest, shared)
         # any other snapshot: every granule either side holds is copied (and so read); one it
         # shares with its source that the source knows to be bad is refused before anything
@@ -196,12 +192,17 @@ class CopyEngine:
         known = set(self.stores[origin].bad_granules()) if origin in self.stores else set()
         lost = sorted(known.intersection(self.snaps.shared_granules(source))) if known else []
         if lost:
-            start, length = granule_extents(lost, self.granule, lambda g: self._glen(origin, g))[0]
-            raise SanError("CHECKSUM_MISMATCH",
-                           f"{self.name} volume {source} (a snapshot of volume {origin}): bytes "
-                           f"{start}..{start + length - 1} it shares with volume {origin} fail "
-                           f"their checksum; it cannot be the source of a {kind}")
+            raise self._shared_rot(source, origin, lost, f"; it cannot be the source of a {kind}")
         return sorted(set(src.written_granules()) | set(dst.written_granules())), 0
+
+    def _shared_rot(self, snap: int, origin: int, granules: list[int], why: str = "") -> SanError:
+        """CHECKSUM_MISMATCH naming the first range of `granules` that snapshot `snap` shares
+        with its source `origin` and that fail their checksum there."""
+        start, length = granule_extents(granules, self.granule, lambda g: self._glen(origin, g))[0]
+        return SanError("CHECKSUM_MISMATCH",
+                        f"{self.name} volume {snap} (a snapshot of volume {origin}): bytes "
+                        f"{start}..{start + length - 1} it shares with volume {origin} fail "
+                        f"their checksum{why}")
 
     def _start(self, source: int, dest: int, kind: str, with_info: bool = False,
                expect: bytes | None = None) -> CopyJob:

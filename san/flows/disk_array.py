@@ -146,7 +146,7 @@ class ArrayInitiator:
                       expect) -> dict:
         with self._lock:   # no remote call under the lock: the other array may be calling us
             self.check_holds(source, expect)    # again: the lock was let go since
-            self._check_not_busy_source(source)
+            self._check_whole(source, "copy")
             extents = self.extents(source)
             job = CopyJob(next(self._job_ids), "copy", source, dest_volume, set(), [],
                           total=sum(length for _, length in extents), with_info=with_info,
@@ -174,9 +174,6 @@ class ArrayInitiator:
                     yield data
                     return
         yield self.read_volume(number, offset, length)
-
-    def _check_not_busy_source(self, source: int) -> None:
-        self._check_whole(source, "copy")
 
     def _run_remote(self, job, route, dest, port, lun, extents) -> None:
         size = self.size_of(job.source)
