@@ -157,11 +157,8 @@ class CopyEngine:
         may claim to hold it.
         """
         src, dst = self.reader(source), self.stores[dest]
-        if isinstance(src, VolumeStore) and src.bad_granules():
-            start, length = src.bad_extents()[0]
-            raise SanError("CHECKSUM_MISMATCH",
-                           f"{self.name} volume {source}: bytes {start}..{start + length - 1} fail "
-                           f"their checksum; it cannot be the source of a {kind}")
+        if isinstance(src, VolumeStore):
+            self._refuse_known_rot(source, kind)
         bad = set(dst.bad_granules())
         exact = kind in ("restore", "copy")
         if isinstance(src, VolumeStore):
@@ -185,15 +182,29 @@ class CopyEngine:
             if rotten:
                 raise self._shared_rot(source, dest, rotten)
             return sorted(copy), self._nbytes(dest, shared)
-        # any other snapshot: every granule either side holds is copied (and so read); one it
-        # shares with its source that the source knows to be bad is refused before anything
-        # moves, as a volume's known-bad granule is above
+        # any other snapshot: every granule either side holds is copied (and so read)
+        self._refuse_known_rot(source, kind)
+        return sorted(set(src.written_granules()) | set(dst.written_granules())), 0
+
+    def _refuse_known_rot(self, source: int, kind: str) -> None:
+        """CHECKSUM_MISMATCH, before anything moves, if `source` holds bytes known to fail
+        their checksum (found by a scrub or a read): a volume's known-bad granules, or those a
+        snapshot shares with its source that the source knows to be bad.  The data there is
+        lost, and no backup may claim to hold it; refused at the start, the destination keeps
+        its old backup and volume info, rather than losing them to a copy that fails midway."""
+        if source in self.stores:
+            bad = self.stores[source].bad_extents()
+            if bad:
+                start, length = bad[0]
+                raise SanError("CHECKSUM_MISMATCH",
+                               f"{self.name} volume {source}: bytes {start}..{start + length - 1} "
+                               f"fail their checksum; it cannot be the source of a {kind}")
+            return
         origin = self.snaps.source_of(source)
         known = set(self.stores[origin].bad_granules()) if origin in self.stores else set()
         lost = sorted(known.intersection(self.snaps.shared_granules(source))) if known else []
         if lost:
             raise self._shared_rot(source, origin, lost, f"; it cannot be the source of a {kind}")
-        return sorted(set(src.written_granules()) | set(dst.written_granules())), 0
 
     def _shared_rot(self, snap: int, origin: int, granules: list[int], why: str = "") -> SanError:
         """CHECKSUM_MISMATCH naming the first range of `granules` that snapshot `snap` shares

@@ -114,6 +114,7 @@ class ArrayInitiator:
         with self._lock:    # before the destination is touched (prepared, its info deleted)
             self.check_holds(source, expect)
             self.reader(source)
+            self._refuse_known_rot(source, "copy")
         size = self.size_of(source)
         target = f"{dest_array}/{dest_port}"
         route = self._route_to(target)
@@ -147,6 +148,7 @@ class ArrayInitiator:
         with self._lock:   # no remote call under the lock: the other array may be calling us
             self.check_holds(source, expect)    # again: the lock was let go since
             self._check_whole(source, "copy")
+            self._refuse_known_rot(source, "copy")      # again: a read may have found rot since
             extents = self.extents(source)
             job = CopyJob(next(self._job_ids), "copy", source, dest_volume, set(), [],
                           total=sum(length for _, length in extents), with_info=with_info,

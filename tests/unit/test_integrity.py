@@ -12,6 +12,12 @@ import pytest
 from san.elements.disk_array import DiskArray
 from san.errors import SanError
 from san.storage import ALT
+from san.topology import load_topology
+from san.units import MiB
+from san.volume_info import VolumeInfo
+
+from ..integration.conftest import TOPOLOGIES
+from .local_san import build_san  # noqa: F401 (fixture: a LocalSan)
 
 from .test_array_services import G, SIZE, content, host_write, rand, topo  # noqa: F401 (fixture)
 
@@ -517,3 +523,30 @@ def test_no_snapshot_of_a_volume_a_copy_is_half_way_through(array, kind):
         pass
     array.finish(job)
     assert array.snaps.is_snapshot(array.snapshot(target))
+
+
+# -- a copy over FC from known rot: refused before the other array is touched ---------------------
+@pytest.mark.parametrize("source", ["volume", "snapshot"])
+def test_a_copy_over_fc_from_known_rot_is_refused_before_the_destination_is_touched(
+        build_san, source):
+    """As a copy inside the array is: the source's data there is lost, and the destination
+    keeps its own backup, its volume info and its bytes (before, the copy deleted the info,
+    then failed at the batch that reached the bad granule, leaving a half-written volume)."""
+    san = build_san(load_topology(TOPOLOGIES / "two-arrays.yaml"))
+    a1, a2 = san.element("array1"), san.element("array2")
+    san.call("host1", "write", "/db", 0, 8 * MiB, 7)
+    a1.mgmt_wait("backup1", a1.mgmt_copy_remote("backup1", 0, "array2", 0, "fc0", 0, False)["job"])
+    record = VolumeInfo("a backup", "host1", "/db", 1).encode()
+    a2.record_info(0, record)
+    number = a1.snapshot(0) if source == "snapshot" else 0
+    san.call("host1", "write", "/db", 0, 1 * MiB, 8)        # the backup on array2 is older now
+    before = a2.digest_volume(0)
+    a1.corrupt(0, 5 * MiB + 3, 1)                            # shared with the snapshot
+    assert a1.scrub(0)["bad"]
+    with pytest.raises(SanError) as info:
+        a1.mgmt_copy_remote("backup1", number, "array2", 0, "fc0", 0, True)
+    assert info.value.code == "CHECKSUM_MISMATCH", info.value
+    assert f"bytes {5 * MiB}..{5 * MiB + 256 * 1024 - 1}" in info.value.message
+    assert "cannot be the source of a copy" in info.value.message
+    assert a2.read_info(0) == record and a2.digest_volume(0) == before
+    assert a2.reserved == {} and [j for j in a1.jobs.values() if j.state == "running"] == []
