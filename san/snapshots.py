@@ -146,6 +146,7 @@ class SnapshotEngine:
         self._journal = Journal(self.log_path, _RECLEN)
         pool.reuse_barrier = self._durable           # see GranulePool.free
         self._live = False              # replaying: places are held in the stores once known
+        self._given: dict[int, list[tuple[int, int]]] = {}   # source -> places `_unpin` gave back
         old = self._replay()
         self._reconcile()
         if old:                         # the same records under the new header
@@ -260,10 +261,17 @@ class SnapshotEngine:
             return
         del src.pins[(g, place)], src.kept[(g, place)]
         if self._live:
-            store = self.stores.get(src.number)
-            if store is not None:
-                store.unpin(g, place)
+            self._given.setdefault(src.number, []).append((g, place))
             self.pool.unhold()
+
+    def _give_back(self) -> None:
+        """Hand the places `_unpin` gave back to their stores, after the records that gave
+        them back were appended (a store frees a place of a granule it no longer holds)."""
+        given, self._given = self._given, {}
+        for number, pairs in given.items():
+            store = self.stores.get(number)
+            if store is not None:
+                store.unpin_many(pairs)
 
     def _apply_break(self, number: int) -> list[int]:
         snap = self._snaps[number]
@@ -388,6 +396,7 @@ class SnapshotEngine:
         self._append(recs)                     # durable before the slots are reused
         for slot in freed:
             self.pool.free(slot)
+        self._give_back()
 
     # ------------------------------------------------------------------ lookups
     def _store(self, number: int) -> VolumeStore:
@@ -561,6 +570,7 @@ class SnapshotEngine:
             freed = self._apply_delete(number)
             for slot in freed:
                 self.pool.free(slot)
+            self._give_back()
             self._maybe_compact()
 
     def shared_granules(self, number) -> list[int]:

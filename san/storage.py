@@ -613,13 +613,34 @@ class VolumeStore(FdOwner):
                 pinned[g] = pinned.get(g, 0) | 1 << place
 
     def unpin(self, g: int, place: int) -> None:
-        """Give `place` of granule `g` back (its blocks stay, to be overwritten later)."""
+        """Give `place` of granule `g` back (see `unpin_many`)."""
+        self.unpin_many([(g, place)])
+
+    def unpin_many(self, pairs) -> None:
+        """Give back each (granule, place) of `pairs` that a snapshot held.
+
+        A place of a granule the volume no longer holds (the host unmapped it while a snapshot
+        needed its bytes) is freed now, one hole per run: nothing reaches those bytes any
+        more, and the volume is thin again.  A place the granule was redirected away from
+        keeps its blocks, unreachable: the next write redirected there (after the next
+        snapshot) overwrites allocated space instead of filling a hole, and each granule has
+        only two places, so that is at most one granule more per granule written."""
         with self._lock:
-            held = self._pinned.get(int(g), 0) & ~(1 << place)
-            if held:
-                self._pinned[int(g)] = held
-            else:
-                self._pinned.pop(int(g), None)
+            unreached: dict[int, list[int]] = {HOME: [], ALT: []}
+            for g, place in pairs:
+                g = int(g)
+                held = self._pinned.get(g, 0) & ~(1 << place)
+                if held:
+                    self._pinned[g] = held
+                else:
+                    self._pinned.pop(g, None)
+                if g not in self._map and not held & (1 << place):
+                    unreached[place].append(g)
+            for place, gs in unreached.items():     # (a closed store frees nothing)
+                fd = self._fd(place) if gs else -1
+                if fd >= 0:
+                    for start, length in granule_extents(sorted(set(gs)), self.granule, self._glen):
+                        self._free_space(fd, start, length)
 
     def read_place(self, g: int, place: int, checksum: tuple[int, int]) -> np.ndarray:
         """The bytes of granule `g` in `place`, verified against `checksum` (what a snapshot

@@ -1028,3 +1028,42 @@ def test_a_write_after_a_snapshot_whose_save_was_lost_breaks_it(tmp_path, monkey
     stores, pool, engine = open_cow(tmp_path, redirect=True)
     assert engine.is_broken(10)
     close_all(stores, pool, engine)
+
+
+def allocated(path, start, length) -> bool:
+    """Whether any byte of [start, start+length) of a file has disk space (is not a hole)."""
+    with open(path, "rb") as f:
+        try:
+            return os.lseek(f.fileno(), start, os.SEEK_DATA) < start + length
+        except OSError:         # ENXIO: no data from `start` to the end
+            return False
+
+
+@pytest.mark.parametrize("how", ["deleted", "broken"])
+def test_unmapped_granules_a_snapshot_kept_are_freed_once_no_snapshot_needs_them(tmp_path, how):
+    """The host unmapped them while the snapshot still read them in place: the volume is thin
+    again once the snapshot is gone (deleted, or broken by a full pool).  A place a rewritten
+    granule was redirected away from keeps its blocks, for the next redirect (storage.py)."""
+    arr = Array(tmp_path, {0: 4 * G}, capacity=3 * G)
+    rng = np.random.default_rng(28)
+    arr.write(0, 0, rand_bytes(rng, 4 * G))
+    arr.eng.create(0, 1)
+    arr.discard(0, 0, 2 * G)                           # granules 0, 1: held at home for 1
+    arr.write(0, 3 * G, rand_bytes(rng, G))            # granule 3: home held, written in ALT
+    data = tmp_path / "vols" / "v0.data"
+    assert allocated(data, 0, G) and allocated(data, G, G)
+    new = rand_bytes(rng, G)
+    if how == "deleted":
+        arr.eng.delete(1)
+    else:
+        arr.write(0, 2 * G, new)                       # a fourth granule to keep: no room
+        assert arr.eng.is_broken(1)
+    assert not allocated(data, 0, 2 * G)               # nothing reaches them: given back
+    assert allocated(data, 3 * G, G) and arr.stores[0].place(3) == ALT
+    assert not arr.stores[0].read(0, 2 * G).any()
+    assert arr.stores[0].granule_states([0, 1, 3]) == [(None, HOME, 0), (None, HOME, 0),
+                                                       (arr.stores[0].checksum(3), ALT, 0)]
+    if how == "broken":
+        assert np.array_equal(arr.stores[0].read(2 * G, G), new)
+    arr.write(0, 0, new)                               # written again: at home, a hole filled
+    assert np.array_equal(arr.stores[0].read(0, G), new) and allocated(data, 0, G)
