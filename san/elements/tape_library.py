@@ -147,16 +147,11 @@ class TapeLibrary:
 
     @staticmethod
     def _file_bytes(medium: TapeMedium, file: int) -> int:
-        """The size of `file`; a file before a damaged spot keeps it (`files(partial=True)`):
-        it stays readable, as a catalog rebuild that found it promises.  A file at or past the
-        damage is the damage's MEDIA_ERROR, not "no such file"."""
-        found = next((f for f in medium.files(partial=True) if f["file"] == int(file)), None)
-        if found is None:
-            damage = medium.damage()
-            if damage is not None:
-                raise damage
-            raise SanError("NO_SUCH_BACKUP", f"medium {medium.media_id} has no file {file}")
-        return found["bytes"]
+        """The size of `file`; an intact file of a damaged medium keeps it
+        (`files(partial=True)`): it stays readable, as a catalog rebuild that found it
+        promises.  A damaged file, or one past damage to the framing, is the damage's
+        MEDIA_ERROR, not "no such file"."""
+        return medium.file(file)["bytes"]
 
     def image_size(self, media_id: str, file: int) -> int:
         return self.image_map(media_id, file)[0]
@@ -186,7 +181,7 @@ class TapeLibrary:
 
     def scan(self) -> dict:
         """Every backup file's row on every medium (blank media skipped); a damaged medium
-        gives the rows before the damage and its MEDIA_ERROR, and the others still count."""
+        gives the rows of its intact files and its MEDIA_ERROR, and the others still count."""
         rows, errors = [], []
         for media_id, medium in sorted(self.media.items()):
             if medium.blank:

@@ -94,11 +94,17 @@ class Scan:
     key: tuple
     size: int
     blank: bool
-    files: list = field(default_factory=list)
+    files: list = field(default_factory=list)     # the intact files, by number
     end: int = 0          # byte offset of the logical-end tape mark (the append point)
     end_obj: int = 0      # its object number
-    error: SanError | None = None
+    error: SanError | None = None   # the first damage met (a lost file's, or `fatal`)
+    lost: dict = field(default_factory=dict)      # number -> error of a file spaced past
+    fatal: SanError | None = None   # damage no file after it could be found past
     indices: dict = field(default_factory=dict)
+
+    def file(self, number: int) -> File | None:
+        """Intact file `number`, or None."""
+        return next((f for f in self.files if f.number == number), None)
 
 
 # --------------------------------------------------------------------------- writing a file
@@ -307,16 +313,50 @@ def walk(fd: int, key: tuple, media_id: str, error: Callable[[int, int, str], Sa
                     raise r.fail(f"expected the end-of-medium marker after the logical end of "
                                  f"tape, found {describe(kind, n, data)}")
                 return scan
-            if not (kind == "record" and n == LABEL and data.startswith(b"HDR1")):
+            if not (kind == "record" and n == LABEL):
                 raise r.fail(f"expected HDR1 or a tape mark (logical end of tape), found "
                              f"{describe(kind, n, data)}", obj_pos[1], obj_pos[0])
             number += 1
-            scan.files.append(_walk_file(r, number, obj_pos, data))
+            try:
+                if not data.startswith(b"HDR1"):
+                    raise r.fail(f"expected HDR1 of file {number}, found "
+                                 f"{describe(kind, n, data)}", obj_pos[1], obj_pos[0])
+                scan.files.append(_walk_file(r, number, obj_pos, data))
+            except SanError as exc:
+                if not _space_past(r, obj_pos, number):
+                    raise
+                scan.lost[number] = exc         # its labels are damaged, not the framing
+                scan.error = scan.error or exc
             obj_pos = (r.obj + 1, r.pos)
             kind, n, data = r.next(payload=True)
     except SanError as exc:
-        scan.error = exc
+        scan.error = scan.error or exc
+        scan.fatal = exc
         return scan
+
+
+def _space_past(r: Reader, hdr_at: tuple[int, int], number: int) -> bool:
+    """Space past file `number` (HDR1 at `hdr_at`), whose labels are damaged, as a drive
+    spaces forward a file: three tape marks on, the reader just after the third.  True only
+    if the framing leads there (length words intact) and what follows is HDR1 of file
+    ``number + 1`` or the logical end of tape (a tape mark); the reader then stands before it.
+    Anything else (a damaged length word, a stray mark) and no file past this one is trusted."""
+    r.obj, r.pos = hdr_at[0] - 1, hdr_at[1]
+    try:
+        for _ in range(3):
+            while True:
+                kind, _, _ = r.next(payload=False)
+                if kind == "mark":
+                    break
+                if kind != "record":
+                    return False
+        at = (r.obj, r.pos)
+        kind, n, data = r.next(payload=True)
+    except SanError:
+        return False
+    r.obj, r.pos = at
+    return kind == "mark" or (kind == "record" and n == LABEL and data.startswith(b"HDR1")
+                              and data[SEQUENCE] == f"{number + 1:04d}".encode())
 
 
 def _walk_file(r: Reader, number: int, hdr_at: tuple, hdr: bytes) -> File:

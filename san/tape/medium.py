@@ -14,7 +14,9 @@ it builds its index of a file (first use, or after the image changed), and the l
 of every record it touches.  Any failure is MEDIA_ERROR
 naming the medium, the record number and the byte offset.  Files before a damaged spot stay
 readable with `read` (and are listed by ``files(partial=True)``); ``files()`` and `append`
-refuse a damaged medium; `damage()` returns the error, or None.
+refuse a damaged medium; `damage()` returns the error, or None.  A file whose labels alone
+are damaged is lost, and the files after it stay readable: the walk spaces past it by its tape
+marks, as a drive spaces forward a file (`san.tape.layout.walk`).
 
 Appending (crash safety): a new file starts where the logical end of tape was (the position of
 the second tape mark).  Everything but the new HDR1 record is written beyond the old
@@ -157,8 +159,11 @@ class TapeMedium:
     def files(self, *, partial: bool = False) -> list[dict]:
         """[{file, row, blocks, bytes}] from the labels; MEDIA_ERROR if the image is damaged.
 
-        With partial=True a damaged image gives the files that are intact before the damage
-        instead (what a catalog rebuild can still recover); `damage()` says what is wrong.
+        With partial=True a damaged image gives its intact files instead (what a catalog
+        rebuild can still recover); `damage()` says what is wrong.  A file whose labels are
+        damaged but whose framing is not is spaced past, as a drive spaces forward a file: the
+        files after it are intact too.  Damage to the framing (a length word) ends the walk:
+        no file after it is trusted.
         """
         scan = self._scan()
         if scan.error is not None and not partial:
@@ -174,12 +179,20 @@ class TapeMedium:
         if not _whole(number):
             raise SanError("INVALID_INPUT", f"a tape file number is a whole number (got {number!r})")
         number = int(number)
-        if 1 <= number <= len(scan.files):
-            return scan, scan.files[number - 1]
-        if scan.error is not None:
-            raise scan.error
+        found = scan.file(number)
+        if found is not None:
+            return scan, found
+        if number in scan.lost:
+            raise scan.lost[number]
+        if scan.fatal is not None and number >= 1:
+            raise scan.fatal
         raise SanError("NO_SUCH_BACKUP", f"medium {self.media_id} has no file {number} "
-                                         f"(it holds {len(scan.files)})")
+                                         f"(it holds {len(scan.files) + len(scan.lost)})")
+
+    def file(self, number) -> dict:
+        """{file, row, blocks, bytes} of file `number`, if it is intact (a damaged medium's
+        other files too); else its damage's MEDIA_ERROR, or NO_SUCH_BACKUP."""
+        return self._file(number)[1].public()
 
     def _records(self, f: File, fd: int) -> Iterator[tuple[int, np.ndarray]]:
         """(byte offset, data) of each data record of file `f`, checking the length words."""

@@ -98,6 +98,25 @@ def test_a_drive_serves_one_medium_and_work_beyond_the_drives_waits(lib):
     assert sorted(d for _, d in order[:2]) == [0, 1] and order[2][0] == "T00003"
 
 
+def test_the_files_after_one_with_damaged_labels_are_still_found_and_read(lib):
+    """A drive spaces past the damaged file: a catalog rebuild finds the others, and a
+    restore from them reads their bytes."""
+    for seed in (1, 2, 3):
+        write(lib, "T00001", 1 << 20, [(0, 4096), (8192, 512)], seed)
+    image = lib.medium("T00001").path.read_bytes()
+    at = [i for i in range(len(image)) if image.startswith(b"UHL1", i)][1]   # file 2's row
+    lib.corrupt("T00001", at + 20)
+    scanned = lib.scan()
+    assert [r["file"] for r in scanned["rows"]] == ["1", "3"]
+    [err] = scanned["errors"]
+    assert err.code == "MEDIA_ERROR" and "file 2" in err.message
+    got = lib.read_image("T00001", 3, 8192, 512)
+    assert np.array_equal(got, pattern(3, 8192, 512))
+    with pytest.raises(SanError) as info:
+        lib.read_image("T00001", 2, 0, 512)
+    assert info.value.code == "MEDIA_ERROR" and info.value.message == err.message
+
+
 def test_corrupting_a_label_is_a_media_error_in_the_scan(lib):
     write(lib, "T00001", 1 << 20, [(0, 4096)])
     write(lib, "T00002", 1 << 20, [(0, 4096)])

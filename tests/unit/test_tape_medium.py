@@ -146,6 +146,76 @@ def test_truncated_images_are_media_errors(medium):
     assert info.value.code == "MEDIA_ERROR"
 
 
+def label_of_file(image: bytes, name: bytes, number: int) -> int:
+    """The byte offset of label `name` (HDR1, UHL1, EOF1, UTL1...) of file `number`."""
+    return [o[1] for o in objects(image) if o[0] == "R" and o[2][:4] == name][number - 1] + 4
+
+
+@pytest.mark.parametrize("name, at, says", [
+    (b"HDR1", 0, "expected HDR1 of file 2"),
+    (b"HDR1", 34, "file sequence number"),      # the sequence number's last digit
+    (b"HDR2", 0, "expected HDR2 of file 2"),
+    (b"UHL1", 12, "CRC"),
+    (b"EOF1", 58, "trailer says"),              # the block count
+    (b"UTL1", 12, "trailer labels damaged"),
+])
+def test_a_file_with_damaged_labels_is_spaced_past(medium, name, at, says):
+    """Its framing is intact: a drive spaces forward a file by its tape marks, so only that
+    file is lost; the files before and after it stay listed and readable, and a catalog
+    rebuild finds them (`files(partial=True)`).  The medium is still damaged: `files()` and
+    `append` refuse it."""
+    written = fill(medium, [100, TAPE_BLOCK + 1, 5000, 0])
+    image = bytearray(medium.path.read_bytes())
+    image[label_of_file(bytes(image), name, 2) + at] ^= 0x02
+    err = damaged(medium, bytes(image))
+    assert says in err.message, err.message
+    again = TapeMedium(medium.path, "T00001", medium.capacity)
+    assert [f["file"] for f in again.files(partial=True)] == [1, 3, 4]
+    assert [f["row"] for f in again.files(partial=True)] == [written[i][0] for i in (0, 2, 3)]
+    for number in (1, 3, 4):
+        assert np.array_equal(read_all(again, number)[0], written[number - 1][1])
+        assert again.file(number)["bytes"] == len(written[number - 1][1])
+    assert np.array_equal(again.read_range(3, 10, 20), written[2][1][10:30])
+    for call in (lambda: list(again.read(2)), lambda: again.file(2), lambda: again.files(),
+                 lambda: again.append(row_for(5), [b"x"], 1)):
+        with pytest.raises(SanError) as info:
+            call()
+        assert info.value.code == "MEDIA_ERROR" and info.value.message == err.message
+    with pytest.raises(SanError) as info:
+        again.file(5)
+    assert info.value.code == "NO_SUCH_BACKUP" and "holds 4" in info.value.message
+
+
+def test_damaged_framing_is_not_spaced_past(medium):
+    """A damaged length word: nothing after it can be found, so no file after it is trusted
+    (a stray mark would shift every later file's number)."""
+    written = fill(medium, [100, TAPE_BLOCK + 1, 5000])
+    image = bytearray(medium.path.read_bytes())
+    image[label_of_file(bytes(image), b"UHL1", 2) - 4] ^= 0x10      # UHL1's first length word
+    err = damaged(medium, bytes(image))
+    assert "length word" in err.message
+    again = TapeMedium(medium.path, "T00001", medium.capacity)
+    assert [f["row"] for f in again.files(partial=True)] == [written[0][0]]
+    for number in (2, 3):
+        with pytest.raises(SanError) as info:
+            again.file(number)
+        assert info.value.message == err.message
+
+
+def test_two_damaged_files_are_both_spaced_past_and_the_first_is_the_damage(medium):
+    written = fill(medium, [100, 200, 300, 400])
+    image = bytearray(medium.path.read_bytes())
+    image[label_of_file(bytes(image), b"UHL1", 3) + 12] ^= 0x02
+    image[label_of_file(bytes(image), b"UTL1", 1) + 12] ^= 0x02
+    err = damaged(medium, bytes(image))
+    assert "file 1" in err.message
+    again = TapeMedium(medium.path, "T00001", medium.capacity)
+    assert [f["row"] for f in again.files(partial=True)] == [written[1][0], written[3][0]]
+    with pytest.raises(SanError) as info:
+        again.file(3)
+    assert "CRC" in info.value.message and "file 3" in info.value.message
+
+
 def test_flipped_data_fails_the_digest(medium):
     written = fill(medium, [3 * TAPE_BLOCK + 5])
     image = bytearray(medium.path.read_bytes())
