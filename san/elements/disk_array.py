@@ -453,11 +453,16 @@ class DiskArray(CopyEngine):
     def record_info(self, number: int, record: bytes) -> None:
         """Keep a volume's volume info (opaque bytes, exactly 512) beside it."""
         self.reader(number)
+        self._write_info(number, self._info_bytes(record, f"{self.name} volume {number}"))
+
+    @staticmethod
+    def _info_bytes(record, of: str) -> bytes:
+        """`record` as bytes if it is a volume info's exact size; else INVALID_INPUT."""
         record = bytes(record)
         if len(record) != INFO_SIZE:
-            raise SanError("INVALID_INPUT", f"volume info for {self.name} volume {number} must be "
-                                            f"{INFO_SIZE} bytes (got {len(record)})")
-        self._write_info(number, record)
+            raise SanError("INVALID_INPUT", f"volume info for {of} must be {INFO_SIZE} bytes "
+                                            f"(got {len(record)})")
+        return record
 
     def _write_info(self, number: int, record: bytes) -> None:
         tmp = self._info_path(number).with_suffix(".tmp")
@@ -568,9 +573,8 @@ class DiskArray(CopyEngine):
                 self.reader(source)
                 raise SanError("INVALID_INPUT", f"{self.name} volume {source} is a snapshot; "
                                                 "snapshots are taken of volumes")
-            if record is not None and len(record) != INFO_SIZE:
-                raise SanError("INVALID_INPUT", f"volume info for a snapshot of {self.name} volume "
-                                                f"{source} must be {INFO_SIZE} bytes (got {len(record)})")
+            if record is not None:
+                record = self._info_bytes(record, f"a snapshot of {self.name} volume {source}")
             self._check_whole(source, "snapshot")
             while self._lowest_unused in self.ever_used:
                 self._lowest_unused += 1
