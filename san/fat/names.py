@@ -94,19 +94,26 @@ def entry_slots_bytes(name: str) -> int:
 
 
 def short_name(name: str, taken: set, encoding: str) -> str:
-    """An 8.3 name for `name` not in `taken` (pyfatfs' scheme: NAME~N.EXT)."""
+    """An 8.3 name for `name` not in `taken` (pyfatfs' scheme: NAME~N.EXT).
+
+    The bare ``NAME.EXT`` only when it keeps all of `name` but its case; a name it would
+    shorten or change (``index.html``, ``ab cd.txt``) gets ``~N`` from the first, as Windows
+    and Linux give it: else its alias would be another file's own name (``INDEX.HTM``), and
+    writing or removing that file would reach this one."""
     invalid = set(EightDotThree.INVALID_CHARACTERS[1:]) | set(range(0x20))
 
     def mapped(text: str) -> str:
         raw = text.encode(encoding, errors="replace")
-        return bytes(b"_"[0] if b in invalid else b for b in raw if b != 0x20).decode(encoding)
+        out = bytes(b"_"[0] if b in invalid else b for b in raw if b != 0x20).decode(encoding)
+        return "".join(c if c.upper() == c else "_" for c in out)    # (ß: no 8.3 upper case)
 
-    upper = name.upper()
+    upper = fold(name)
     root, ext = os.path.splitext(upper)
     base = mapped(root[:8].strip()) or "_"
     ext = mapped(ext[1:4].strip())
     dot = "." if ext else ""
-    for i in range(0, 1000000):
+    lossless = f"{base}{dot}{ext}" == upper
+    for i in range(0 if lossless else 1, 1000000):
         stem = base if i == 0 else f"{base[:8 - 1 - len(str(i))]}~{i}"
         candidate = f"{stem}{dot}{ext}"
         if candidate not in taken:

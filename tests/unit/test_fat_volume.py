@@ -95,6 +95,33 @@ def test_names_are_case_insensitive_and_kept_as_stored(vol64):
     assert "/Data/notes.md" not in fs.files()
 
 
+@needs_fsck
+def test_a_long_name_s_alias_is_never_another_file_s_own_name(vol64, tmp_path):
+    """A name its 8.3 alias shortens or changes gets ``~N`` (INDEX~1.HTM), as Windows and
+    Linux give it: the file whose own name is the bare alias (index.htm) is another file,
+    and writing or removing it leaves the long-named one alone (before, it replaced it)."""
+    v, dev, fs = vol64
+    pairs = [("index.html", "index.htm"), ("ab cd.txt", "abcd.txt"), ("stra\u00dfe.txt", "STRASSE.TXT"),
+             ("a.b.c", "A.B"), ("longfilename.txt", "LONGFILE.TXT")]
+    for i, (long, short) in enumerate(pairs):
+        fs.write_file(long, 1000 + i, 2 * i + 1)
+        fs.write_file(short, 10 + i, 2 * i + 2)
+    assert {p: s for p, (s, _) in fs.files().items()} == {
+        f"/{name}": (1000 + i if k == 0 else 10 + i)
+        for i, pair in enumerate(pairs) for k, name in enumerate(pair)}
+    for i, (long, short) in enumerate(pairs):
+        fs.remove_file(short)
+        assert fs.read_file(long) == content(1000 + i, 2 * i + 1)
+    with pytest.raises(SanError) as info:
+        fs.remove_file("STRASSE.TXT")
+    assert info.value.code == "NO_SUCH_FILE"
+    fs.flush()
+    assert_fsck_clean(v, tmp_path)
+    fs.close()
+    again = FatVolume(dev)
+    assert sorted(again.files()) == sorted(f"/{long}" for long, _ in pairs)
+
+
 # ---------------------------------------------------------------- running out of space
 @needs_fsck
 def test_no_space_leaves_earlier_files_intact(tmp_path):
