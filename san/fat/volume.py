@@ -599,6 +599,11 @@ class FatVolume:
             if self.readonly:
                 return
             if self._disk_dirty or self._marked:
+                # what the clean mark vouches for reaches the volume first, still marked
+                # dirty (the write-back goes in offset order, and the mark is at offset 0): a
+                # flush cut short leaves a volume that says so, never a clean one with data
+                # or metadata missing
+                self.device.flush()
                 self._pf.write_fsinfo()
                 if not self._found_dirty:
                     self._pf.mark_clean()

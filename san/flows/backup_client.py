@@ -323,9 +323,16 @@ class BackupClient:
                 raise SanError("INVALID_INPUT", f"the backup is on {device_id} but {self.name}:"
                                                 f"{mount_point} is on {mount_device}; copy_volume "
                                                 "it there first")
-            status, t = self.manage(array, "restore", volume, port, lun, expect)
-            done, t2 = self.manage(array, "wait", status["job"])
-            self._drop_fs(mount_point)   # the volume changed under this host's cached view
+            try:
+                status, t = self.manage(array, "restore", volume, port, lun, expect)
+            except SanError as exc:     # refused, nothing moved: the view stands; but an
+                if exc.code == "ELEMENT_DOWN":      # array gone down may have started it
+                    self._drop_fs(mount_point)
+                raise
+            try:
+                done, t2 = self.manage(array, "wait", status["job"])
+            finally:    # the volume changed under this host's view, even if cut short
+                self._drop_fs(mount_point)
         transfers += t + t2 + done["transfers"]
         transfers += self.actions(mount_point, post)
         return {"copied": done["copied"], "checked": done.get("checked", 0), "transfers": transfers}

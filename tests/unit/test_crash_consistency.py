@@ -482,3 +482,57 @@ def test_a_fault_whose_thread_starts_late_still_strikes_at_size(tmp_path, monkey
         killed, fault = Runner(san, tmp_path / "state").run(sc.steps)[0].children
         assert fault.result["after_bytes"] == 16 * MiB and not fault.result["step_ended"]
         assert not killed.ok
+
+
+# -- a disk restore cut short: the host's cached view goes ---------------------------------------
+@needs_fsck
+@pytest.mark.parametrize("fails", ["restore", "wait"])
+def test_a_disk_restore_cut_short_drops_the_hosts_view_of_the_volume(tmp_path, monkeypatch, fails):
+    """The array may have written part of the backup over the volume before the order failed
+    (its death mid-copy): a view kept from before would write its stale FAT and directories
+    over what is there now (a review lost a file so, with fsck still clean).  Refused with
+    anything but ELEMENT_DOWN, nothing moved, and the view stands."""
+    san = fat_san(tmp_path)
+    try:
+        host, array = san.element("host1"), san.element("array1")
+        host.write_files("/db", {"a.db": (1 * MiB, 1)})
+        host.action("/db", "flush")
+        array.mgmt_wait("backup1", array.mgmt_mirror("backup1", "fc0", 0, 1)["job"])
+        host.write_files("/db", {"b.db": (1 * MiB, 2)})
+        host.action("/db", "flush")
+        real = host.manage
+
+        def manage(array_name, what, *args):
+            answer = real(array_name, what, *args)      # the copy itself runs whole
+            if what == fails:
+                raise SanError("ELEMENT_DOWN", f"{array_name} went down during {what}")
+            return answer
+
+        monkeypatch.setattr(host, "manage", manage)
+        with pytest.raises(SanError) as info:
+            host.client_restore("/db", "HTC-0001", 1, [], [])
+        assert info.value.code == "ELEMENT_DOWN"
+        assert set(host.files("/db")) == {"/a.db"}         # read again from the volume
+        monkeypatch.setattr(host, "manage", real)
+        host.write_files("/db", {"c.db": (1 * MiB, 3)})
+        host.action("/db", "unmount")
+        assert host.files("/db") == {"/a.db": file_digest(1 * MiB, 1),
+                                     "/c.db": file_digest(1 * MiB, 3)}
+        assert host.fsck("/db")["clean"]
+    finally:
+        san.shutdown()
+
+
+def test_a_disk_restore_refused_keeps_the_hosts_view(tmp_path):
+    san = fat_san(tmp_path)
+    try:
+        host = san.element("host1")
+        host.write_files("/db", {"a.db": (1 * MiB, 1)})         # in the cache, not flushed
+        view = host.fs["/db"]
+        with pytest.raises(SanError) as info:
+            host.client_restore("/db", "HTC-0001", 9, [], [])  # no such volume
+        assert info.value.code == "NO_SUCH_VOLUME" and host.fs["/db"] is view
+        host.action("/db", "unmount")
+        assert host.files("/db") == {"/a.db": file_digest(1 * MiB, 1)}
+    finally:
+        san.shutdown()

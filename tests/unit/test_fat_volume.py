@@ -207,6 +207,38 @@ def test_shrinking_directory_leaves_no_ghosts(vol64, tmp_path):
 
 
 # ---------------------------------------------------------------- flush, mounts
+@pytest.mark.parametrize("cut_after", [1, 2, 3])      # a whole flush makes 3 writes
+def test_a_flush_cut_short_leaves_the_volume_marked_dirty_never_clean_and_incomplete(cut_after):
+    """The clean mark is written once what it vouches for is on the volume: the write-back
+    goes in offset order, and the mark (the boot sector) is at offset 0.  Before, a flush cut
+    after its first write left a volume that said "cleanly unmounted" with the files' data
+    and FAT missing."""
+    v = Volume(64 * MiB)
+    format_volume(v.device(), "test")
+    writes = []
+
+    def write(offset, data):
+        if len(writes) == cut_after:
+            raise SanError("ELEMENT_DOWN", "the array died")
+        writes.append(offset)
+        v.write(offset, data)
+
+    fs = FatVolume(BlockDevice(v.size, v.read, write))
+    fs.write_file("dir/a.bin", 6 * MiB, 1)     # all of it still in the host's cache
+    fs.write_file("b.bin", 5000, 2)
+    cut = True
+    try:
+        fs.flush()
+        cut = False
+    except SanError as exc:
+        assert exc.code == "ELEMENT_DOWN"
+    again = FatVolume(v.readonly_device(), readonly=True)
+    assert cut == again.found_dirty, (cut, len(writes))
+    if not again.found_dirty:
+        assert again.read_file("dir/a.bin") == content(6 * MiB, 1)
+        assert again.read_file("b.bin") == content(5000, 2)
+
+
 @needs_fsck
 def test_flush_leaves_a_clean_filesystem_while_mounted(vol64, tmp_path):
     v, dev, fs = vol64
