@@ -229,11 +229,25 @@ def op_define(ctx, step) -> Work:
     return _work(answer, definition=step.name)
 
 
-def _run_backup(ctx, definition: str, name: str | None) -> Work:
-    server = ctx.server_of(definition)
-    answer = ctx.san.call(server, "backup", definition, int(ctx.clock.now.timestamp()))
+def _making(ctx, server: str, name: str | None, method: str, *args) -> dict:
+    """Call `server`'s flow `method` that makes a backup; name it `name` (``as:``) once it
+    is made, even if what follows it failed (a tape backup whose post-processing failed is
+    made and catalogued: its error carries the key)."""
+    try:
+        answer = ctx.san.call(server, method, *args)
+    except SanError as exc:
+        key = ((exc.partial or {}).get("result") or {}).get("key")
+        if name and key:
+            ctx.backups[name] = (server, tuple(key))
+        raise
     if name:
         ctx.backups[name] = (server, tuple(answer["key"]))
+    return answer
+
+
+def _run_backup(ctx, definition: str, name: str | None) -> Work:
+    server = ctx.server_of(definition)
+    answer = _making(ctx, server, name, "backup", definition, int(ctx.clock.now.timestamp()))
     return _work(answer, row=answer["row"])
 
 
@@ -283,8 +297,7 @@ def op_copy_volume(ctx, step) -> Work:
 def op_to_tape(ctx, step) -> Work:
     """copy_to_tape (Fig. 16), or migrate: the same, then the disk backup is deleted."""
     server, key = ctx.backup(step.backup)
-    answer = ctx.san.call(server, step.op, key, step.media, list(step.pre), list(step.post))
-    ctx.backups[step.as_] = (server, tuple(answer["key"]))
+    answer = _making(ctx, server, step.as_, step.op, key, step.media, list(step.pre), list(step.post))
     return _work(answer, row=answer["row"])
 
 

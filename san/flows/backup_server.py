@@ -191,10 +191,29 @@ class Server(BackupServer):
         except BaseException:
             self._post_quietly(d.host, d.mount_point, d.post)
             raise
-        post = self._actions(d.host, d.mount_point, d.post)
-        # replacing: a catalog rebuild meanwhile may have read the new file's labels already
+        # the file is committed and labelled: it is a backup (a rebuild would find it), so it
+        # gets its row before the post-processing, whose failure is then reported with it
+        # (replacing: a catalog rebuild meanwhile may have read the new file's labels already)
         added = self.catalog.add(written["row"], replacing=row_key(written["row"]))
-        return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"] + post}
+        done = {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"]}
+        with self._made(done, "post-processing"):
+            done["transfers"] += self._actions(d.host, d.mount_point, d.post)
+        return done
+
+    @contextlib.contextmanager
+    def _made(self, done: dict, what: str):
+        """Around what follows a backup already made and catalogued (`done`): a failure
+        there says the backup stands, and carries its result and transfers (``partial``)."""
+        try:
+            yield
+        except SanError as exc:
+            row = done["row"]
+            failed = SanError(exc.code, f"the backup {row['label']!r} is on {row['media_id']} "
+                                        f"file {row['file']} and in the catalog, but its {what} "
+                                        f"failed: {exc.message}")
+            failed.partial = {"result": {"row": row, "key": list(done["key"])},
+                              "transfers": list(done["transfers"])}
+            raise failed from exc
 
     def _post_quietly(self, host: str, mount_point: str, post) -> None:
         """Post-processing after a failed flow (resume the application); the flow's own
@@ -229,10 +248,17 @@ class Server(BackupServer):
                 pass   # the failure that brought us here is the one to report
             self._post_quietly(host, row["mount_point"], post)
             raise
-        transfers += self._client(host, "client_detach", attached["port"], attached["lun"])["transfers"]
-        transfers += self._actions(host, row["mount_point"], post)
         added = self.catalog.add(written["row"], replacing=row_key(written["row"]))   # as above
-        return {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"]}
+        done = {"row": added, "key": row_key(added), "transfers": transfers + written["transfers"]}
+        with self._made(done, "detach or post-processing"):
+            try:
+                done["transfers"] += self._client(host, "client_detach", attached["port"],
+                                                  attached["lun"])["transfers"]
+            except BaseException:
+                self._post_quietly(host, row["mount_point"], post)
+                raise
+            done["transfers"] += self._actions(host, row["mount_point"], post)
+        return done
 
     def migrate(self, key: tuple, media: str, pre: list, post: list) -> dict:
         """Copy to tape, then delete the disk backup, its volume claimed throughout: a mirror

@@ -8,12 +8,17 @@ from ..integration.test_tape_flows import *  # noqa: F401,F403 (the tests and th
 from .local_san import build_san  # noqa: F401 (the fixture: a LocalSan, not actors)
 
 # -- here only: what needs the library's own objects (a medium's size, a patched call) ----------
+import textwrap  # noqa: E402
 import threading  # noqa: E402
 
 import pytest  # noqa: E402
 
 from san.catalog import row_key  # noqa: E402
 from san.errors import SanError  # noqa: E402
+from san.runner import Runner  # noqa: E402
+from san.topology import load_scenario  # noqa: E402
+
+from ..integration.conftest import TOPOLOGIES  # noqa: E402
 
 
 def test_a_file_before_a_damaged_spot_stays_restorable(scenario):
@@ -102,3 +107,48 @@ def test_a_tape_file_whose_server_died_while_it_was_read_is_not_committed(scenar
     assert library.medium("T00002").files() == []
     assert san.call("backup1", "rebuild_catalog", ["lib1"])["added"] == 0
     assert san.call("backup1", "backup", "db-tape", 1767225600)["row"]["file"] == "1"
+
+
+@pytest.mark.parametrize("op", ["backup", "copy_to_tape"])
+def test_a_tape_copy_whose_post_processing_fails_is_made_and_catalogued(build_san, tmp_path,
+                                                                        monkeypatch, op):
+    """The file is committed and labelled (a tape cannot take it back), so it is a backup: a
+    rebuild would find it.  It gets its row before the post-processing; the step fails with
+    the post's error, saying the backup stands, and its ``as:`` name works (before, the row
+    was missing until a rebuild added it)."""
+    step = ("{op: backup, definition: data-tape-post, as: t1, expect_error: FSCK_FAILED}"
+            if op == "backup" else
+            "{op: copy_to_tape, backup: snap, media: T00001, post: [resume], as: t1, "
+            "expect_error: FSCK_FAILED}")
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: t\ntopology: {TOPOLOGIES / 'single-array.yaml'}\nsteps:\n" + textwrap.indent(
+        textwrap.dedent("""\
+        - {op: write, host: host2, mount: /data, offset: 0, size: 2MiB, seed: 1}
+        - {op: checkpoint, as: c1, host: host2, mount: /data}
+        - {op: backup, definition: data-snap, as: snap}
+        - {op: define, name: data-tape-post, host: host2, mount_point: /data, type: tape, destination: {media: T00001}, post: [resume], label: post fails}
+        """) + "- " + step + "\n" + textwrap.dedent("""\
+        - {op: expect_catalog, count: 2}
+        - {op: verify, checkpoint: c1, backup: t1}
+        """), "  "))
+    scenario = load_scenario(path)
+    san = build_san(scenario.topology, tmp_path / "state")
+    runner = Runner(san, tmp_path / "state")
+    assert ok(runner.run(scenario.steps[:4])) == []
+    host = san.element("host2")
+    real = host.actions
+
+    def actions(mount_point, names, owner=None):
+        if list(names) == ["resume"]:
+            raise SanError("FSCK_FAILED", "the application did not come back")
+        return real(mount_point, names, owner)
+
+    monkeypatch.setattr(host, "actions", actions)
+    reports = runner.run(scenario.steps[4:])
+    assert ok(reports) == [], ok(reports)
+    failed = reports[0]
+    assert "is on T00001 file 1 and in the catalog, but its" in failed.error.message
+    assert failed.result["row"]["media_id"] == "T00001" and failed.bytes > 0
+    san.call("backup1", "lose_catalog")
+    san.call("backup1", "rebuild_catalog", None)
+    assert len(san.call("backup1", "catalog_rows")) == 2        # the same two rows
