@@ -429,9 +429,12 @@ class Server(BackupServer):
         found, skipped, transfers = [], [], []
         if sources is None and self.spec.tape_library:
             arrays = arrays + [self.spec.tape_library]
+        # the rows held before anything is read: a row deleted while the arrays are read
+        # (a delete_backup) must not count as held, or its record, read just before the
+        # delete, would come back as a row naming nothing (add_many skips rows added since)
+        have = self.catalog.keys()
         asked = {array: self._ask_infos(array) for array in dict.fromkeys(arrays)
                  if array in self.device_of}
-        have = self.catalog.keys()
         errors, down = [], []
         try:
             for array in arrays:

@@ -258,3 +258,28 @@ def test_a_snapshot_the_pool_cannot_take_leaves_no_record(build_san):
     with pytest.raises(SanError):
         san.call("array1", "mgmt_snapshot", "backup1", "fc1", 0, record)
     assert not list(array.directory.glob("vol-5.info"))
+
+
+def test_a_backup_deleted_while_a_rebuild_reads_the_arrays_does_not_come_back(scenario):
+    """The rebuild read the snapshot's record, then a delete_backup removed the snapshot, its
+    record and its row, before the rebuild added what it found: the rows held count from
+    before the reads, so the deleted row is not added again (before, it came back naming a
+    volume that no longer exists)."""
+    reports, runner, san = scenario("""\
+        - {op: write, host: host2, mount: /data, offset: 0, size: 1MiB, seed: 1}
+        - {op: backup, definition: data-snap, as: s}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports)
+    server = san.element("backup1")
+    key = runner.ctx.backups["s"][1]
+    real = server._ask_infos
+
+    def ask(array):
+        answer = real(array)()                          # read: the record is in it
+        server.delete_backup(key)                       # then another flow deletes it
+        return lambda: answer
+
+    server._ask_infos = ask
+    assert server.rebuild_catalog(None)["added"] == 0
+    assert san.call("backup1", "catalog_rows") == []
+    assert int(key[1]) not in san.call("array1", "mgmt_volumes", "backup1")["volumes"]
