@@ -9,6 +9,7 @@ result for the report.  A failure is a `SanError`; the runner (`san.runner`) rec
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ from .errors import SanError
 from .fat import BlockDevice, FatVolume
 from .strike import strike
 from .timemodel import Transfer
-from .units import CLOCK_RANGE, in_clock_range
+from .units import CLOCK_RANGE, format_time, in_clock_range
 
 if TYPE_CHECKING:   # the runner imports this module
     from .runner import Clock
@@ -396,8 +397,11 @@ def op_scrub(ctx, step) -> Work:
 
 @op("advance_clock")
 def op_advance_clock(ctx, step) -> Work:
-    """Move the clock; every scheduled definition falling due runs then, in time order,
-    stamped with its due time."""
+    """Move the clock; every scheduled definition falling due runs then, in time order (ties
+    by name), stamped with its due time.  A due time an earlier step's modeled time carried
+    the clock past (since the last `advance_clock`) runs first, late, at the current time.
+    A run that fails, or a server that is down, does not stop the others, nor the clock: the
+    step then fails with the first error, and what ran is in its result."""
     try:
         end = ctx.clock.now + dt.timedelta(seconds=step.by)
     except OverflowError:
@@ -407,36 +411,55 @@ def op_advance_clock(ctx, step) -> Work:
                                         f"{ctx.clock.stamp()}, cannot move that far: it stays "
                                         f"{CLOCK_RANGE}")
     chains, moved, ran, failed = [], 0, [], []
-    while True:
-        due = _next_due(ctx, end)
-        if due is None:
-            break
-        moment, name = due
-        ctx.clock.set(moment)
+    due = _due(ctx, ctx.clock.scheduled, end, ran, failed)
+    while due:
+        moment, name, schedule = heapq.heappop(due)
+        if moment > ctx.clock.now:
+            ctx.clock.set(moment)
+        entry = {"definition": name, "at": ctx.clock.stamp()}
+        if moment < ctx.clock.now:
+            entry["due"] = format_time(moment)
         try:
             work = _run_backup(ctx, name, None)
-        except SanError as exc:   # a failed run does not stop the others, nor the clock
+        except SanError as exc:
+            failed.append(exc)
+            ran.append({**entry, "error": exc.to_dict()})
+        else:
+            chains += work.chains
+            moved += work.bytes
+            ran.append({**entry, "row": work.result["row"]})
+        after = schedule.next_after(moment, ctx.san.topology.start)
+        if after is not None and after <= end:
+            heapq.heappush(due, (after, name, schedule))
+    ctx.clock.set(max(end, ctx.clock.now))
+    ctx.clock.set_scheduled(end)
+    result = {"now": ctx.clock.stamp(), "ran": ran}
+    if failed:
+        error = SanError(failed[0].code, f"{len(failed)} of {len(ran)} scheduled backups failed; "
+                                         f"the first: {failed[0].message}")
+        error.partial = {"result": result, "chains": chains, "bytes": moved, "clock_set": True}
+        raise error
+    return Work(chains, moved, result, clock_set=True)
+
+
+def _due(ctx, since: dt.datetime, end: dt.datetime, ran: list, failed: list) -> list:
+    """A heap of (first due time after `since` and at or before `end`, definition, its
+    schedule), one per scheduled definition; a definition whose server cannot say (down)
+    is a failed run (in `ran` and `failed`), and the others still run."""
+    heap = []
+    for name, server in sorted(ctx.definitions.items()):
+        try:
+            schedule = ctx.san.call(server, "schedule_of", name)
+        except SanError as exc:
+            if exc.code != "ELEMENT_DOWN":
+                raise
             failed.append(exc)
             ran.append({"definition": name, "at": ctx.clock.stamp(), "error": exc.to_dict()})
             continue
-        chains += work.chains
-        moved += work.bytes
-        ran.append({"definition": name, "at": ctx.clock.stamp(), "row": work.result["row"]})
-    ctx.clock.set(end)
-    if failed:
-        raise SanError(failed[0].code, f"{len(failed)} of {len(ran)} scheduled backups failed; "
-                                       f"the first: {failed[0].message}")
-    return Work(chains, moved, {"now": ctx.clock.stamp(), "ran": ran}, clock_set=True)
-
-
-def _next_due(ctx, end: dt.datetime):
-    """The earliest (due time, definition) after now and at or before `end`, ties by name."""
-    topo, best = ctx.san.topology, None
-    for name, server in sorted(ctx.definitions.items()):
-        schedule = ctx.san.call(server, "schedule_of", name)
         if schedule is None:
             continue
-        moment = schedule.next_after(ctx.clock.now, topo.start)
-        if moment is not None and moment <= end and (best is None or moment < best[0]):
-            best = (moment, name)
-    return best
+        moment = schedule.next_after(since, ctx.san.topology.start)
+        if moment is not None and moment <= end:
+            heap.append((moment, name, schedule))
+    heapq.heapify(heap)
+    return heap

@@ -59,23 +59,35 @@ class Clock:
     def __init__(self, state_dir: Path, start: dt.datetime):
         self.path = Path(state_dir) / "clock"
         self.now = self._stored() if self.path.exists() else start
+        # how far scheduled definitions have run (`advance_clock`): a due time a step's
+        # modeled time carried the clock past, since, runs late at the next advance_clock
+        self.scheduled_path = Path(state_dir) / "scheduled"
+        self.scheduled = (self._stored(self.scheduled_path) if self.scheduled_path.exists()
+                          else self.now)
 
-    def _stored(self) -> dt.datetime:
-        """The time the state dir's clock file holds; INVALID_INPUT naming it if it holds none."""
+    def _stored(self, path: Path | None = None) -> dt.datetime:
+        """The time a state dir's clock file (or `path`) holds; INVALID_INPUT naming it if it
+        holds none."""
+        path = path or self.path
         try:
-            text = self.path.read_bytes().decode("utf-8", "replace").strip()
+            text = path.read_bytes().decode("utf-8", "replace").strip()
         except OSError as exc:
-            raise SanError("INVALID_INPUT", f"{self.path} (the simulated clock) cannot be read: "
+            raise SanError("INVALID_INPUT", f"{path} (the simulated clock) cannot be read: "
                                             f"{exc.strerror or exc}") from None
         try:
             moment = parse_time(text)
         except (ValueError, OverflowError):
-            raise SanError("INVALID_INPUT", f"{self.path} holds {text[:40]!r}, not the simulated "
+            raise SanError("INVALID_INPUT", f"{path} holds {text[:40]!r}, not the simulated "
                                             "clock's time (a UTC time like 2026-01-01T00:00:00Z)") from None
         if not in_clock_range(moment):
-            raise SanError("INVALID_INPUT", f"{self.path} holds {format_time(moment)}, outside the "
+            raise SanError("INVALID_INPUT", f"{path} holds {format_time(moment)}, outside the "
                                             f"simulated clock's range ({CLOCK_RANGE})")
         return moment
+
+    def set_scheduled(self, moment: dt.datetime) -> None:
+        """Scheduled definitions have run up to `moment`."""
+        self.scheduled = moment
+        write_replace(self.scheduled_path, (moment.isoformat() + "\n").encode())
 
     def advance(self, seconds: float) -> None:
         try:
@@ -245,9 +257,12 @@ class Runner:
             report.error = exc
             if exc.partial and not report.children:     # what it did before it failed counts
                 moved = list(exc.partial.get("transfers") or [])
+                done = exc.partial.get("chains") or ([moved] if moved else [])
                 report.result = dict(exc.partial.get("result") or {})
-                report.bytes = sum(t.nbytes for t in moved if t.counted)
-                chains = [([report], moved)] if moved else []
+                report.bytes = exc.partial.get(
+                    "bytes", sum(t.nbytes for chain in done for t in chain if t.counted))
+                report.clock_set = bool(exc.partial.get("clock_set"))
+                chains = [([report], chain) for chain in done]
         except Exception as exc:  # a bug: this step fails with what happened, the run goes on
             report.error = InternalError.of(step.op, exc)
         report.wall_s = time.perf_counter() - started

@@ -202,7 +202,9 @@ class ExpectCatalogStep(StepBase):
 
 
 class AdvanceClockStep(StepBase):
-    """Moves simulated time; scheduled backups that fall due run, in time order."""
+    """Moves simulated time; scheduled backups that fall due run, in time order (ties by
+    name), each at its due time; one whose time an earlier step's modeled time passed runs
+    first, late. A failed run or a server down does not stop the others, nor the clock."""
     by: Duration = Field(description="How far.")
 
 

@@ -283,3 +283,72 @@ def test_a_backup_deleted_while_a_rebuild_reads_the_arrays_does_not_come_back(sc
     assert server.rebuild_catalog(None)["added"] == 0
     assert san.call("backup1", "catalog_rows") == []
     assert int(key[1]) not in san.call("array1", "mgmt_volumes", "backup1")["volumes"]
+
+
+# -- advance_clock: ties, due times passed by other steps, a server down ------------------------
+from ..integration.test_backup_flows import _two_servers  # noqa: E402
+
+
+def ran(report):
+    return [(r["definition"], r["at"], r.get("due"), "error" in r) for r in report.result["ran"]]
+
+
+def test_definitions_due_at_the_same_moment_all_run(scenario):
+    """data-snap is 'every 6h' in the topology; db-snap too: both run at 06:00 and at 12:00
+    (before, the first by name took the moment and the other never ran)."""
+    reports, runner, san = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
+        - {op: define, name: db-snap, host: host1, mount_point: /db, type: disk, method: snapshot, destination: {array: array1}, label: db snap, schedule: every 6h}
+        - {op: advance_clock, by: 12h}
+        - {op: expect_catalog, server: backup1, count: 4}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert ran(reports[2]) == [("data-snap", "2026-01-01T06:00:00Z", None, False),
+                               ("db-snap", "2026-01-01T06:00:00Z", None, False),
+                               ("data-snap", "2026-01-01T12:00:00Z", None, False),
+                               ("db-snap", "2026-01-01T12:00:00Z", None, False)]
+
+
+def test_a_due_time_another_step_carried_the_clock_past_runs_late_at_the_next_advance(scenario):
+    """A write's modeled time carries the clock past 06:00: data-snap's 06:00 run is not
+    lost, it runs first at the next advance_clock, stamped with the time it ran and saying
+    when it was due; the clock never goes back."""
+    reports, runner, san = scenario("""\
+        - {op: advance_clock, by: 21599.99s}
+        - {op: write, host: host1, mount: /db, offset: 0, size: 64MiB, seed: 1}
+        - {op: advance_clock, by: 1h}
+        - {op: expect_catalog, server: backup1, count: 1}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert ran(reports[0]) == []
+    [(name, at, due, error)] = ran(reports[2])
+    assert (name, due, error) == ("data-snap", "2026-01-01T06:00:00Z", False)
+    assert at == "2026-01-01T06:00:00Z"              # when the write ended, to the second
+    assert runner.ctx.clock.stamp() == reports[2].result["now"] > at
+    again = Runner(san, runner.ctx.clock.path.parent)           # the next run, same state dir
+    assert again.ctx.clock.scheduled == runner.ctx.clock.scheduled
+
+
+def test_a_server_down_fails_advance_clock_but_the_clock_moves_and_the_others_run(scenario, tmp_path):
+    import yaml
+    path = _two_servers(tmp_path)
+    topology = yaml.safe_load(open(path).read())
+    topology["backup_servers"][1]["definitions"][0]["schedule"] = "every 1h"
+    open(path, "w").write(yaml.safe_dump(topology))
+    reports, runner, san = scenario("""\
+        - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1}
+        - {op: define, server: backup1, name: db-hourly, host: host1, mount_point: /db, type: disk, method: snapshot, destination: {array: array1}, label: hourly, schedule: every 1h}
+        - {op: fault, kind: kill, target: backup1}
+        - {op: advance_clock, by: 3h, expect_error: ELEMENT_DOWN}
+        - {op: expect_catalog, server: backup2, count: 1}
+        """, path)   # (one row: each hourly mirror replaces the last on volume 1)
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    advanced = reports[3]
+    assert runner.ctx.clock.stamp() == advanced.result["now"] == "2026-01-01T03:00:00Z"
+    assert [(d, at, e) for d, at, _, e in ran(advanced)] == [
+        ("db-hourly", "2026-01-01T00:00:00Z", True),             # their server is down
+        ("db-nightly", "2026-01-01T00:00:00Z", True),
+        ("db-other", "2026-01-01T01:00:00Z", False), ("db-other", "2026-01-01T02:00:00Z", False),
+        ("db-other", "2026-01-01T03:00:00Z", False)]
+    assert "2 of 5 scheduled backups failed" in advanced.error.message
+    assert advanced.bytes > 0 and advanced.modeled_s > 0          # what ran is in the report
