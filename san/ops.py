@@ -13,11 +13,14 @@ import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .catalog import row_key
+from .elements.backup_server import record_of
 from .errors import SanError
 from .fat import BlockDevice, FatVolume
 from .strike import strike
 from .timemodel import Transfer
 from .units import CLOCK_RANGE, format_time, in_clock_range
+from .volume_info import IDENTITY
 
 if TYPE_CHECKING:   # the runner imports this module
     from .runner import Clock
@@ -39,6 +42,7 @@ class Context:
     capacity: dict
     checkpoints: dict = field(default_factory=dict)
     backups: dict = field(default_factory=dict)       # `as:` name -> (server, catalog key)
+    named: dict = field(default_factory=dict)         # `as:` name -> the row it named
     definitions: dict = field(default_factory=dict)   # definition name -> its server
     meters: dict = field(default_factory=dict)        # step title -> `san.strike.StepMeter`
 
@@ -50,15 +54,38 @@ class Context:
                                             "(its define step failed)")
         return self.definitions[definition]
 
+    def name_backup(self, name: str | None, server: str, row: dict) -> None:
+        """`as:` `name` names the backup of catalog row `row` on `server`."""
+        if name:
+            self.backups[name] = (server, row_key(row))
+            self.named[name] = row
+
     def backup(self, name: str) -> tuple[str, tuple]:
-        """(server, key) of a backup named by `as:`; NO_SUCH_BACKUP if it has no row now."""
+        """(server, key) of a backup named by `as:`; NO_SUCH_BACKUP if it has no row now, or
+        if the row at its key is another backup's (a rebuild found another server's backup
+        on the volume): a name keeps naming its own backup, wherever its row comes from."""
         if name not in self.backups:
             raise SanError("NO_SUCH_BACKUP", f"backup {name!r} was never made (its step failed)")
         server, key = self.backups[name]
-        if not self.san.call(server, "key_exists", key):
+        try:
+            row = self.san.call(server, "row", key)
+        except SanError as exc:
+            if exc.code != "NO_SUCH_BACKUP":
+                raise
             raise SanError("NO_SUCH_BACKUP", f"backup {name!r} ({key[0]} media {key[1]}) has no "
-                                             f"catalog row on {server} now")
+                                             f"catalog row on {server} now") from None
+        named = self.named.get(name)
+        if named is not None and _identity(row) != _identity(named):
+            raise SanError("NO_SUCH_BACKUP", (
+                f"backup {name!r} ({named['label']!r} made {named['timestamp']}) is no longer on "
+                f"{key[0]} media {key[1]}: its catalog row there on {server} is now "
+                f"{row['label']!r} made {row['timestamp']}"))
         return server, key
+
+
+def _identity(row: dict) -> tuple:
+    """What says which backup a catalog row is (as its volume info does)."""
+    return tuple(str(row[f]) for f in ("host", "mount_point", "label", "timestamp"))
 
 
 
@@ -102,6 +129,14 @@ def _content(ctx, step) -> tuple[str, dict]:
         return (f"backup {step.backup} ({library} {media} file {file})",
                 _image_content(ctx, library, media, file))
     array = _array_of_device(ctx, key[0])
+    row = ctx.san.call(server, "row", key)
+    held = ctx.san.call(array, "read_info", int(key[1]))
+    if held is None or bytes(held)[:IDENTITY] != record_of(row)[:IDENTITY]:
+        # what an order by this row would be refused (the array's check_holds), so is a read
+        raise SanError("NO_SUCH_BACKUP", (
+            f"backup {step.backup} ({row['label']!r} made {row['timestamp']}) is no longer on "
+            f"{array} volume {key[1]}: it holds "
+            + ("no volume info" if held is None else "another backup's volume info")))
     return f"backup {step.backup} ({array} volume {key[1]})", _stored_content(ctx, array, int(key[1]))
 
 
@@ -237,12 +272,11 @@ def _making(ctx, server: str, name: str | None, method: str, *args) -> dict:
     try:
         answer = ctx.san.call(server, method, *args)
     except SanError as exc:
-        key = ((exc.partial or {}).get("result") or {}).get("key")
-        if name and key:
-            ctx.backups[name] = (server, tuple(key))
+        row = ((exc.partial or {}).get("result") or {}).get("row")
+        if row:
+            ctx.name_backup(name, server, row)
         raise
-    if name:
-        ctx.backups[name] = (server, tuple(answer["key"]))
+    ctx.name_backup(name, server, answer["row"])
     return answer
 
 
@@ -287,8 +321,7 @@ def op_delete_backup(ctx, step) -> Work:
 def op_copy_volume(ctx, step) -> Work:
     server, key = ctx.backup(step.backup)
     answer = ctx.san.call(server, "copy_volume", key, step.to.array, step.to.volume)
-    if step.as_:
-        ctx.backups[step.as_] = (server, tuple(answer["key"]))
+    ctx.name_backup(step.as_, server, answer["row"])
     return _work(answer, row=answer["row"], copied=answer["copied"],
                  checked=answer.get("checked", 0))
 
@@ -311,7 +344,7 @@ def op_lose_catalog(ctx, step) -> Work:
 def op_rebuild_catalog(ctx, step) -> Work:
     sources = list(step.from_) if step.from_ is not None else None
     answer = ctx.san.call(step.server, "rebuild_catalog", sources)
-    return _work(answer, added=answer["added"], skipped=answer["skipped"])
+    return _work(answer, added=answer["added"], dropped=answer["dropped"], skipped=answer["skipped"])
 
 
 @op("expect_catalog")

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..catalog import Catalog
 from ..errors import SanError
 from ..units import parse_time
-from ..volume_info import VolumeInfo
+from ..volume_info import IDENTITY, VolumeInfo
 
 
 class BackupServer:
@@ -119,6 +119,27 @@ class BackupServer:
                 have.add(key)
                 rows.append(_disk_row(info, device_id, volume))
         return {"added": rows, "skipped": skipped}
+
+
+def stale_rows(device_id: str, records: dict, rows: list[dict]) -> list[dict]:
+    """The disk rows of `rows` on `device_id` that an array's records {volume: bytes|None}
+    (all its volumes) no longer back: the volume is gone, holds no volume info, or holds
+    another backup's (its identity differs from `record_of(row)`: another server's mirror
+    overwrote it).  An order by such a row is refused (`NO_SUCH_BACKUP`); a rebuild drops
+    it, and adds the row of what the volume holds now."""
+    out = []
+    for row in rows:
+        if row["type"] != "disk" or row["device_id"] != device_id or row.get("file") is not None:
+            continue
+        try:
+            record = records.get(int(row["media_id"]))
+            expected = record_of(row)
+        except (SanError, ValueError):     # a row no record could match
+            out.append(row)
+            continue
+        if record is None or bytes(record)[:IDENTITY] != expected[:IDENTITY]:
+            out.append(row)
+    return out
 
 
 def record_of(row: dict) -> bytes:

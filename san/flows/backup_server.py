@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from ..catalog import row_key
-from ..elements.backup_server import BackupServer, record_of
+from ..elements.backup_server import BackupServer, record_of, stale_rows
 from ..errors import SanError
 from ..timemodel import Transfer
 from ..units import format_time
@@ -432,33 +432,41 @@ class Server(BackupServer):
         # the rows held before anything is read: a row deleted while the arrays are read
         # (a delete_backup) must not count as held, or its record, read just before the
         # delete, would come back as a row naming nothing (add_many skips rows added since)
-        have = self.catalog.keys()
+        held = self.catalog.rows()
+        have = {row_key(row) for row in held}
         asked = {array: self._ask_infos(array) for array in dict.fromkeys(arrays)
                  if array in self.device_of}
-        errors, down = [], []
+        errors, down, stale = [], [], []
         try:
             for array in arrays:
                 try:
-                    self._rebuild_from(array, asked, have, found, skipped, transfers, errors)
+                    self._rebuild_from(array, asked, have, held, found, stale, skipped,
+                                       transfers, errors)
                 except SanError as exc:
                     if exc.code != "ELEMENT_DOWN":
                         raise
                     down.append(exc)
         finally:
+            # a stale row goes only if it is still as read (a flow may have replaced it)
+            dropped = [row for row in stale if self.catalog.delete_row(row)]
             added = self.catalog.add_many(found)
         if errors or down:   # the other media and arrays are rebuilt; the damage is reported
             failed = SanError("ELEMENT_DOWN" if down else "MEDIA_ERROR",
                               f"rebuilt {len(added)} row(s), but "
                               + "; ".join(e.message for e in down + errors))
-            failed.partial = {"result": {"added": len(added), "skipped": skipped},
+            failed.partial = {"result": {"added": len(added), "dropped": len(dropped),
+                                         "skipped": skipped},
                               "transfers": transfers}
             raise failed
-        return {"added": len(added), "rows": added, "skipped": skipped, "transfers": transfers}
+        return {"added": len(added), "rows": added, "dropped": len(dropped), "skipped": skipped,
+                "transfers": transfers}
 
-    def _rebuild_from(self, array: str, asked: dict, have: set, found: list, skipped: list,
-                      transfers: list, errors: list) -> None:
-        """`rebuild_catalog`'s reading of one source: what it finds and skips, its transfers,
-        a tape library's damaged media, each added to the lists given."""
+    def _rebuild_from(self, array: str, asked: dict, have: set, held: list, found: list,
+                      stale: list, skipped: list, transfers: list, errors: list) -> None:
+        """`rebuild_catalog`'s reading of one source: what it finds and skips, the rows of
+        `held` an array no longer backs (`stale_rows`: they go, and what the volume holds now
+        is found in their place), its transfers, a tape library's damaged media, each added
+        to the lists given."""
         if array not in self.device_of:   # a tape library: the rows are in its labels
             scanned = self.peers.element(array).call("scan")
             for row in scanned["rows"]:
@@ -469,8 +477,11 @@ class Server(BackupServer):
             return
         answer = asked[array]()
         transfers += _rebuild_transfers(self.name, array, answer)
-        rows = self.rows_from_array(answer["device_id"],
-                                    dict(zip(answer["volumes"], answer["records"])), have)
+        records = dict(zip(answer["volumes"], answer["records"]))
+        gone = stale_rows(answer["device_id"], records, held)
+        stale += gone
+        have.difference_update(row_key(row) for row in gone)
+        rows = self.rows_from_array(answer["device_id"], records, have)
         found += rows["added"]
         skipped += rows["skipped"]
 

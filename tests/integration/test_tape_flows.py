@@ -164,7 +164,7 @@ def test_a_damaged_medium_is_media_error_and_the_others_still_rebuild(scenario):
     assert reports[5].result == {"kind": "corrupt", "target": "lib1", "media": "T00001",
                                  "offset": 512, "flipped_bytes": 1}
     # the failed rebuild still says what it added
-    assert reports[7].result == {"added": 1, "skipped": []}
+    assert reports[7].result == {"added": 1, "dropped": 0, "skipped": []}
     for index, medium in ((7, "T00001"), (10, "T00002")):
         message = reports[index].error.message
         assert f"medium {medium}" in message and "record" in message, message

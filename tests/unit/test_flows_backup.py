@@ -352,3 +352,31 @@ def test_a_server_down_fails_advance_clock_but_the_clock_moves_and_the_others_ru
         ("db-other", "2026-01-01T03:00:00Z", False)]
     assert "2 of 5 scheduled backups failed" in advanced.error.message
     assert advanced.bytes > 0 and advanced.modeled_s > 0          # what ran is in the report
+
+
+# -- a rebuild settles the rows an array no longer backs ---------------------------------------
+from ..integration.test_backup_flows import OVERWRITTEN  # noqa: E402
+
+
+def test_a_rebuild_drops_a_row_another_servers_mirror_overwrote_and_adds_what_is_there(
+        scenario, tmp_path):
+    """backup1's row for b1 names array1 volume 1, which backup2's mirror has overwritten.  A
+    verify by the row reads another backup: NO_SUCH_BACKUP, not a mismatch.  A rebuild drops
+    the row (it used to keep it: the key was held) and adds the row of what the volume holds;
+    the name b1 then names nothing, and an unchanged catalog rebuilds to itself."""
+    reports, runner, san = scenario(OVERWRITTEN + """\
+    - {op: verify, checkpoint: v2, backup: b1, expect_error: NO_SUCH_BACKUP}
+    - {op: rebuild_catalog, server: backup1}
+    - {op: expect_catalog, server: backup1, count: 1, rows: [{label: "backup2's image", media_id: "1"}]}
+    - {op: verify, checkpoint: v2, backup: b1, expect_error: NO_SUCH_BACKUP}
+    - {op: rebuild_catalog, server: backup1, title: again}
+    - {op: expect_catalog, server: backup1, count: 1, rows: [{label: "backup2's image", media_id: "1"}]}
+    """, _two_servers(tmp_path))
+    assert all(r.ok for r in reports), [(r.index, r.op, r.error) for r in reports]
+    assert "holds another backup's volume info" in reports[7].error.message
+    assert reports[8].result["added"] == 1 and reports[8].result["dropped"] == 1
+    assert "its catalog row there on backup1 is now \"backup2's image\"" in reports[10].error.message
+    assert reports[11].result["added"] == 0 and reports[11].result["dropped"] == 0
+    san.call("array1", "delete_info", 1)                         # no volume info: dropped too
+    assert san.call("backup1", "rebuild_catalog", None)["dropped"] == 1
+    assert san.call("backup1", "catalog_rows") == []
