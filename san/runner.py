@@ -141,6 +141,23 @@ def unmount_hosts(san) -> list[str]:
 
 
 # -- running steps -------------------------------------------------------------------------------
+def _definitions(san) -> dict[str, str]:
+    """Definition name -> its server: the topology's, and those a `define` step of an earlier
+    run stored in the state dir (their schedules run at `advance_clock` too).  A server that
+    cannot say (down) has the topology's."""
+    out = {d.name: server.name for server in san.topology.backup_servers
+           for d in server.definitions}
+    for server in san.topology.backup_servers:
+        try:
+            names = san.call(server.name, "describe")["definitions"]
+        except SanError as exc:
+            if exc.code != "ELEMENT_DOWN":
+                raise
+            continue
+        out.update({name: server.name for name in names if name not in out})
+    return out
+
+
 class Runner:
     """Runs steps in order on `san`; `on_step` is called after each top-level step."""
 
@@ -162,8 +179,7 @@ class Runner:
     def __init__(self, san, state_dir: Path, on_step=None, watch=None):
         self.ctx = Context(san=san, clock=Clock(state_dir, san.topology.start),
                            capacity=capacities(san.topology),
-                           definitions={d.name: server.name for server in san.topology.backup_servers
-                                        for d in server.definitions})
+                           definitions=_definitions(san))
         self.on_step = on_step
         self.watch = watch          # a `san.progress.StepProgress`, on a terminal
         self.link_use: dict[str, list[float]] = {}   # resource -> [bytes, busy seconds], whole run

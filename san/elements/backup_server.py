@@ -71,12 +71,17 @@ class BackupServer:
                 "definitions": sorted(self.definitions)}
 
     def define(self, definition) -> None:
-        """Add a definition (the `define` op); it survives a lost catalog and a restart."""
-        if definition.name in self.definitions:
-            raise SanError("INVALID_INPUT", f"{self.name} already has a definition {definition.name!r}")
-        body = definition.model_dump(mode="json")
-        body["schedule"] = definition.schedule.text if definition.schedule else None
-        self.catalog.save_definition(definition.name, {k: v for k, v in body.items() if v is not None})
+        """Add a definition (the `define` op); it survives a lost catalog and a restart.  The
+        same definition again (a scenario run a second time on its state dir) is accepted and
+        changes nothing; another one under a name in use is INVALID_INPUT."""
+        body = _definition_body(definition)
+        held = self.definitions.get(definition.name)
+        if held is not None:
+            if _definition_body(held) == body:
+                return
+            raise SanError("INVALID_INPUT", f"{self.name} already has a definition "
+                                            f"{definition.name!r}, and it differs from this one")
+        self.catalog.save_definition(definition.name, body)
         self.definitions[definition.name] = definition
 
     def definition(self, name: str):
@@ -119,6 +124,13 @@ class BackupServer:
                 have.add(key)
                 rows.append(_disk_row(info, device_id, volume))
         return {"added": rows, "skipped": skipped}
+
+
+def _definition_body(definition) -> dict:
+    """A definition as the catalog stores it (plain JSON values, unset fields left out)."""
+    body = definition.model_dump(mode="json")
+    body["schedule"] = definition.schedule.text if definition.schedule else None
+    return {k: v for k, v in body.items() if v is not None}
 
 
 def stale_rows(device_id: str, records: dict, rows: list[dict]) -> list[dict]:

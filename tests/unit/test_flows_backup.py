@@ -8,9 +8,13 @@ from ..integration.test_backup_flows import *  # noqa: F401,F403 (the tests and 
 from .local_san import build_san  # noqa: F401 (the fixture: a LocalSan, not actors)
 
 # -- the catalog rebuild's reads of an array (here only: its transfers are plain data) --------
+import textwrap  # noqa: E402
+
 import pytest  # noqa: E402
 
 from san.errors import SanError  # noqa: E402
+from san.runner import Runner  # noqa: E402
+from san.topology import load_scenario  # noqa: E402
 from san.flows.lan import lan_transfer, payload_size  # noqa: E402
 from san.topology import load_topology  # noqa: E402
 from san.volume_info import VolumeInfo  # noqa: E402
@@ -380,3 +384,47 @@ def test_a_rebuild_drops_a_row_another_servers_mirror_overwrote_and_adds_what_is
     san.call("array1", "delete_info", 1)                         # no volume info: dropped too
     assert san.call("backup1", "rebuild_catalog", None)["dropped"] == 1
     assert san.call("backup1", "catalog_rows") == []
+
+
+# -- a definition a define step stored, in a later run on the same state dir -----------------------
+HOURLY = ("{op: define, name: db-hourly, host: host2, mount_point: /data, type: disk, "
+          "method: snapshot, destination: {array: array1}, label: hourly, schedule: every 1h}")
+
+
+def test_a_stored_definition_runs_its_schedule_in_a_later_run_and_may_be_defined_again(
+        build_san, tmp_path):
+    """The second run on the state dir knows db-hourly (the server stored it): its schedule
+    runs at advance_clock, and the same define again is accepted (the scenario re-run whole);
+    another definition under that name is still refused."""
+    def run(steps: str, then=None):
+        path = tmp_path / "s.yaml"
+        path.write_text(f"name: t\ntopology: {TOPOLOGIES / 'single-array.yaml'}\nsteps:\n"
+                        + textwrap.indent(textwrap.dedent(steps), "  "))
+        loaded = load_scenario(path)
+        san = build_san(loaded.topology, tmp_path / "state")
+        try:
+            reports = Runner(san, tmp_path / "state").run(loaded.steps)
+            if then:
+                then(san, loaded.steps[1].definition)
+            return reports
+        finally:
+            san.shutdown()
+
+    def another(san, definition):
+        with pytest.raises(SanError) as info:
+            san.call("backup1", "define", definition.model_copy(update={"label": "another"}))
+        assert info.value.code == "INVALID_INPUT"
+        assert "already has a definition 'db-hourly', and it differs" in info.value.message
+
+    first = run(f"""\
+        - {{op: write, host: host2, mount: /data, offset: 0, size: 1MiB, seed: 1}}
+        - {HOURLY}
+        """, another)
+    assert all(r.ok for r in first), [(r.index, r.op, r.error) for r in first]
+    second = run(f"""\
+        - {{op: advance_clock, by: 2h}}
+        - {HOURLY}
+        - {{op: backup, definition: db-hourly}}
+        """)
+    assert all(r.ok for r in second), [(r.index, r.op, r.error) for r in second]
+    assert [r["definition"] for r in second[0].result["ran"]] == ["db-hourly", "db-hourly"]
