@@ -258,9 +258,13 @@ class Host(BackupClient, ClientHost):
         """WRITE the pattern of (seed, offset) over [offset, offset + size) of a mount (the
         `write` op: an application write, so it waits while the mount is quiesced)."""
         with self.gate(mount_point).write():
+            # a filesystem's view is written back and unmounted first, marked clean, as a
+            # host's own writes under a mounted filesystem would be: dropped unflushed, its
+            # dirty mark stayed on the volume, and the next mount took it for a crash's
+            before = self.unmount(mount_point)["transfers"]
             try:
-                return self._write_to(self._path(mount_point), offset, size, PatternChunks(seed),
-                                      partial=True)
+                return before + self._write_to(self._path(mount_point), offset, size,
+                                               PatternChunks(seed), partial=True)
             finally:    # raw writes under a filesystem, even cut short: its cached view is stale
                 self._drop_fs(mount_point)
 

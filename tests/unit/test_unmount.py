@@ -163,3 +163,28 @@ def test_a_host_or_array_down_at_the_end_gets_one_warning_and_the_others_are_unm
         assert status == 1 and "Dirty bit is set" in out
     finally:
         san.shutdown()
+
+
+@needs_fsck
+@pytest.mark.parametrize("raw", [
+    "{op: write, host: host1, mount: /db, offset: 1GiB, size: 1MiB, seed: 9}",
+    "{op: write, host: host1, mount: /db, offset: 2GiB, size: 1MiB, seed: 9, expect_error: LBA_OUT_OF_RANGE}",
+], ids=["written", "refused"])
+def test_a_raw_write_under_a_fat_view_unmounts_it_cleanly_first(tmp_path, raw):
+    """The view is written back and marked clean before the raw write (whose bytes it would
+    not know of).  Before, it was dropped unflushed: the dirty mark this host had set stayed
+    on the volume, the next mount took it for a crash's, no flush ever cleared it, and a
+    backup with `flush` copied a dirty image."""
+    sc, san, runner, reports = run(tmp_path, "two-arrays.yaml", WRITES.replace("HOST", "host1")
+                                   + "- " + raw + "\n"
+                                   + "- {op: write_files, host: host1, mount: /db, files: {more.db: {size: 1MiB, seed: 5}}}\n")
+    try:
+        host = san.element("host1")
+        host.action("/db", "flush")
+        assert not host.filesystem("/db").found_dirty
+        assert host.fsck("/db")["clean"]
+        status, out = fsck_n(tmp_path / "state" / "arrays" / "array1" / "vol-0.data")
+        assert status == 0, out                             # clean while still mounted
+        assert host.files("/db") == {**FILES, "/more.db": [1 * MiB, sha(content(1 * MiB, 5))]}
+    finally:
+        san.shutdown()
