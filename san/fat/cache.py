@@ -329,13 +329,23 @@ class BlockDevice(_PositionalFile):
                 partial_tail = (hi - bstart) % SECTOR and not blk.valid[s1 - 1]
                 if partial_head or partial_tail:
                     self._fill(index, blk)      # read-modify-write of a partial sector
+                # sectors the cache holds as the volume does: only those the write changes
+                # become dirty (pyfatfs rewrites a whole FAT for a one-entry change)
+                clean = blk.valid[s0:s1] & ~blk.dirty[s0:s1]
+                before = blk.buf[s0 * SECTOR:s1 * SECTOR].copy() if clean.any() else None
                 blk.buf[lo - bstart:hi - bstart] = arr[lo - offset:hi - offset]
                 if not blk.full:
                     blk.valid[s0:s1] = True
                     blk.full = bool(blk.valid.all())
-                newly = s1 - s0 - int(np.count_nonzero(blk.dirty[s0:s1]))
+                mark = np.ones(s1 - s0, dtype=bool)
+                if before is not None:
+                    same = (before.reshape(-1, SECTOR)
+                            == blk.buf[s0 * SECTOR:s1 * SECTOR].reshape(-1, SECTOR)).all(axis=1)
+                    mark &= ~(clean & same)
+                mark &= ~blk.dirty[s0:s1]
+                newly = int(np.count_nonzero(mark))
                 if newly:
-                    blk.dirty[s0:s1] = True
+                    blk.dirty[s0:s1] |= mark
                     blk.ndirty += newly
                     self._dirty_sectors += newly
                     self._dirty_blocks.add(index)

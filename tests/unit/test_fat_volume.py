@@ -407,9 +407,12 @@ def test_a_replacement_cut_at_any_write_leaves_the_old_or_the_new_file(tmp_path)
         seen.append(files == NEW)
         status, out = fsck_repair(img.image(tmp_path / "cut.img"))
         found = [ln.strip() for ln in out.splitlines()[1:] if ln.strip() and not ln.startswith("/")]
+        # (a stop between the write-backs of the two FATs' changed sectors leaves the FATs
+        # differing, the first one new: fsck uses the first, as it says)
         allowed = ("Dirty bit is set", "Automatically removing dirty bit", "Reclaimed ",
                    "*** Filesystem was changed ***", "Writing changes.", "Performing changes.",
-                   "Leaving filesystem unchanged.")
+                   "Leaving filesystem unchanged.", "FATs differ but appear to be intact.",
+                   "Using first FAT.")
         assert status in (0, 1) and all(ln.startswith(allowed) for ln in found), (cut, out)
     assert seen[0] is False and seen[-1] is True and seen == sorted(seen)   # old, then new
 
