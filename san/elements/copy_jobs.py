@@ -233,8 +233,11 @@ class CopyEngine:
         self._check_not_busy(dest, f"the destination of a {kind}")
         self._check_whole(source, kind)
         plan, checked = self._plan(source, dest, kind)
-        if kind != "restore":   # the destination's old backup is being overwritten: its
-            self.delete_info(dest)   # record goes now, so an interrupted copy claims nothing
+        # the destination's old backup, if it holds one, is being overwritten: its record
+        # goes now, so an interrupted copy claims nothing; a restore writes none after (a
+        # restored volume is no backup), but a target that held one (a mapped volume that is
+        # also a copy destination) must not keep naming the old backup over the new bytes
+        self.delete_info(dest)
         job = CopyJob(next(self._job_ids), kind, source, dest, set(plan), plan[::-1],
                       total=self._nbytes(dest, plan), with_info=with_info,
                       checked=checked)

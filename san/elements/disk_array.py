@@ -548,7 +548,8 @@ class DiskArray(CopyEngine):
                      expect: bytes | None = None) -> dict:
         """Copy backup volume `backup` (a mirror secondary, a snapshot or a copy) onto the
         volume at port/LUN, normally its primary (Fig. 12); only differing granules move.
-        The target's volume info is never written.  `expect`: see `check_holds`."""
+        The target's volume info is never written, and one it held is deleted (its backup is
+        overwritten; a restored volume is no backup).  `expect`: see `check_holds`."""
         self.authorize(caller)
         self._settle_reservations(backup)
         self._settle_for_overwrite(self._peek_volume_at(port, lun))

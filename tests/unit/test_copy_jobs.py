@@ -70,13 +70,30 @@ def test_restore_copies_back_only_what_differs_and_never_writes_volume_info(arra
     original = rand(10, SIZE)
     host_write(array, 0, original)
     run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
-    array.record_info(0, VolumeInfo("primary's own", "h1", "/db", 5).encode())
     array.record_info(1, VolumeInfo("backup", "h1", "/db", 6).encode())
     host_write(array, 8 * G, rand(11, 2 * G))
     job = run(array, array.mgmt_restore("srv", 1, "fc0", 0))
     assert job.copied == 2 * G
     assert np.array_equal(content(array, 0), original)
-    assert VolumeInfo.decode(array.read_info(0)).label == "primary's own"
+    assert array.read_info(0) is None                   # the backup's is not copied
+    assert VolumeInfo.decode(array.read_info(1)).label == "backup"
+
+
+def test_a_restore_onto_a_volume_holding_a_backup_deletes_that_backup_s_volume_info(array):
+    """Volume 1 is a copy destination a host also maps (fc1 LUN 7): a restore onto it
+    overwrites the backup it held, so that backup's record goes.  Kept, it named the new
+    bytes: an order by the old backup's row passed the array's check and restored them."""
+    host_write(array, 0, rand(12, SIZE))
+    run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    record = VolumeInfo("mirror", "h1", "/db", 7).encode()
+    array.record_info(1, record)
+    snap = array.snapshot(2)                            # another image, of volume 2
+    run(array, array.mgmt_restore("srv", snap, "fc1", 7))
+    assert np.array_equal(content(array, 1), content(array, 2))
+    assert array.read_info(1) is None
+    with pytest.raises(SanError) as info:
+        array.mgmt_restore("srv", 1, "fc0", 0, record)   # by the mirror's row: gone
+    assert info.value.code == "NO_SUCH_BACKUP"
 
 
 def test_wait_returns_the_copy_engine_transfer(array):
