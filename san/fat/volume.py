@@ -325,6 +325,13 @@ class FatVolume:
                 yield data
                 done += n
 
+    def stat(self, path: str) -> tuple[str, int]:
+        """(the file's path as stored, its size in bytes) (``NO_SUCH_FILE``)."""
+        with self._lock:
+            self._check()
+            stored, entry = self._file_entry(path)
+            return stored, entry.filesize
+
     def read_file(self, path: str) -> bytes:
         """The content of a file (``NO_SUCH_FILE``)."""
         return b"".join(d.tobytes() for d in self.iter_file(path))
@@ -376,6 +383,14 @@ class FatVolume:
         if not isinstance(size, int) or size < 0:
             raise SanError("INVALID_INPUT", f"file size {size!r} of {path!r} is not a size >= 0")
         return self._write(path, size, _pattern_pieces(size, seed))
+
+    def write_pieces(self, path: str, size: int, pieces) -> int:
+        """Write a file of `size` bytes from `pieces` (arrays or bytes, in order, `size` in
+        all), as `write_file` does: a restore streams a backup's file through it, so memory
+        stays bounded whatever the file's size.  Returns the bytes written."""
+        if not isinstance(size, int) or size < 0:
+            raise SanError("INVALID_INPUT", f"file size {size!r} of {path!r} is not a size >= 0")
+        return self._write(path, size, pieces)
 
     def write_bytes(self, path: str, data) -> None:
         """Write a file with the given content (as `write_file`)."""

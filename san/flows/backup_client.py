@@ -195,24 +195,30 @@ class BackupClient:
             image = FatVolume(BlockDevice(size, read_fn, readonly=True,
                                           name=f"the backup on tape {media} (file {file}) of {library}"),
                               readonly=True)
-            contents = {p: image.read_file(p) for p in paths}
-            image.close()
-            transfers += self._put_files(mount_point, contents)
+            try:
+                put, nbytes = self._put_files(mount_point, image, paths)
+            finally:
+                image.close()
+            transfers += put
         transfers.append(Transfer((f"{library}/drive0", f"{via}/lan:tx", f"{self.name}/lan:rx"),
                                   counter[0]))
         transfers += self.actions(mount_point, post)
-        return {"files": paths, "bytes": sum(len(d) for d in contents.values()),
-                "transfers": transfers}
+        return {"files": paths, "bytes": nbytes, "transfers": transfers}
 
-    def _put_files(self, mount_point: str, contents: dict) -> list:
-        """Write restored files {path: bytes} onto a live fat mount, flushed; the transfers."""
+    def _put_files(self, mount_point: str, backup: FatVolume, paths: list) -> tuple[list, int]:
+        """Copy files `paths` from a backup's filesystem onto a live fat mount, each streamed
+        piece by piece (memory stays bounded whatever their size), flushed: (the transfers of
+        the writes, the bytes restored).  Every path is looked up first, so a file the backup
+        lacks is NO_SUCH_FILE before anything is written.  A file the live filesystem lacks
+        is created under the name the backup stores (its case); one it has keeps its own."""
+        found = [backup.stat(p) for p in paths]
         with self.fs_locks[mount_point]:
             before = self._fs_mark(mount_point)
             fs = self.filesystem(mount_point)
-            for p, data in contents.items():
-                fs.write_bytes(p, data)
+            for stored, size in found:
+                fs.write_pieces(stored, size, backup.iter_file(stored))
             fs.device.flush()
-            return self._fs_transfers(mount_point, before)
+            return self._fs_transfers(mount_point, before), sum(size for _, size in found)
 
     # -- the backup client program (Fig. 2a) ----------------------------------------------------
     def _array_of(self, mount_point: str):
@@ -355,10 +361,12 @@ class BackupClient:
             name = f"the backup on {array} volume {volume}"
             backup_fs = FatVolume(self._device(path, self._capacity(path), carried, name,
                                                readonly=True), readonly=True)
-            contents = {p: backup_fs.read_file(p) for p in paths}
-            backup_fs.close()
+            try:
+                put, nbytes = self._put_files(mount_point, backup_fs, paths)
+            finally:
+                backup_fs.close()
             transfers += transfers_of(carried) or [Transfer(path[0].resources(False), 0)]
-            transfers += self._put_files(mount_point, contents)
+            transfers += put
         except BaseException:
             self._post_after_failure(mount_point, post)
             self._detach_quietly(array, rport, restore.lun)
@@ -367,8 +375,7 @@ class BackupClient:
         self.attached.pop((array, rport, restore.lun), None)
         transfers += t
         transfers += self.actions(mount_point, post)
-        return {"files": paths, "bytes": sum(len(d) for d in contents.values()),
-                "transfers": transfers}
+        return {"files": paths, "bytes": nbytes, "transfers": transfers}
 
     def client_delete(self, device_id: str, volume: int, expect: bytes | None = None) -> dict:
         """Fig. 14: the array deletes the backup's volume info (and a snapshot itself)."""

@@ -17,6 +17,7 @@ from san.runner import Runner  # noqa: E402
 from san.topology import load_scenario  # noqa: E402
 from san.flows.lan import lan_transfer, payload_size  # noqa: E402
 from san.topology import load_topology  # noqa: E402
+from san.units import MiB  # noqa: E402
 from san.volume_info import VolumeInfo  # noqa: E402
 
 from ..integration.conftest import TOPOLOGIES  # noqa: E402
@@ -428,3 +429,29 @@ def test_a_stored_definition_runs_its_schedule_in_a_later_run_and_may_be_defined
         """)
     assert all(r.ok for r in second), [(r.index, r.op, r.error) for r in second]
     assert [r["definition"] for r in second[0].result["ran"]] == ["db-hourly", "db-hourly"]
+
+
+# -- restore_files streams each file, and a file it creates keeps the backup's name -------------
+def test_restore_files_streams_each_file_and_a_new_one_takes_the_backups_stored_name(
+        scenario, monkeypatch):
+    """No file is read whole into memory (a 4 GiB file would have been, twice); the files
+    asked for in any case come back under the names the backup stores."""
+    from san.fat import FatVolume
+
+    def whole(self, path):
+        raise AssertionError(f"{path} read whole into memory")
+
+    monkeypatch.setattr(FatVolume, "read_file", whole)
+    reports, runner, san = scenario("""\
+        - {op: write_files, host: host1, mount: /db, files: {Data/Report.DB: {size: 9MiB, seed: 1}, keep.txt: {size: 100, seed: 2}}}
+        - {op: checkpoint, as: c1, host: host1, mount: /db}
+        - {op: backup, definition: db-nightly, as: b1}
+        - {op: remove_files, host: host1, mount: /db, files: [Data/Report.DB]}
+        - {op: write_files, host: host1, mount: /db, files: {keep.txt: {size: 50, seed: 3}}}
+        - {op: restore_files, backup: b1, files: [data/report.db, KEEP.TXT]}
+        - {op: restore_files, backup: b1, files: [nope.db, keep.txt], expect_error: NO_SUCH_FILE}
+        - {op: verify, checkpoint: c1, host: host1, mount: /db}
+        """)
+    assert all(r.ok for r in reports), [(r.index, r.op, r.error) for r in reports]
+    assert reports[5].result["file_bytes"] == 9 * MiB + 100
+    assert sorted(san.call("host1", "files", "/db")) == ["/Data/Report.DB", "/keep.txt"]
