@@ -66,14 +66,14 @@ def changed_ranges(before: str, after: str, piece: int = 64 * 1024) -> list[tupl
     ranges: list[tuple[int, int]] = []
     size = os.path.getsize(after)
     with open(before, "rb") as old, open(after, "rb") as new:
-        fd, pos = new.fileno(), 0
+        fd, pos, seen = new.fileno(), 0, 0      # seen: pieces before it were compared
         while pos < size:
             try:
                 start = os.lseek(fd, pos, os.SEEK_DATA)
             except OSError:            # ENXIO: no data after pos
                 break
             end = os.lseek(fd, start, os.SEEK_HOLE)
-            at = start - start % piece
+            at = max(start - start % piece, seen)   # two extents in one piece: compared once
             while at < end:
                 n = min(piece, size - at)
                 if os.pread(fd, n, at) != os.pread(old.fileno(), n, at):
@@ -82,7 +82,7 @@ def changed_ranges(before: str, after: str, piece: int = 64 * 1024) -> list[tupl
                     else:
                         ranges.append((at, n))
                 at += n
-            pos = end
+            pos, seen = end, at
     return ranges
 
 

@@ -43,3 +43,28 @@ def test_image_to_file_reads_only_the_extents(tmp_path):
     dev.pwrite(0, b"cached")                            # through a device: its cache included
     image_to_file(dev, v.size, [(0, 512)], str(out))
     assert np.fromfile(out, dtype=np.uint8)[:6].tobytes() == b"cached"
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ([100], [(0, 64 * KiB)]),                            # two extents share the first piece
+    ([40000], [(0, 64 * KiB)]),
+    ([100, 70 * KiB], [(0, 128 * KiB)]),                 # adjacent pieces merged
+    ([300 * KiB], [(256 * KiB, 64 * KiB)]),
+    ([], []),
+])
+def test_changed_ranges_names_each_piece_once(tmp_path, changes, expected):
+    """Each 64 KiB piece is compared once, even when several data extents of the image lie
+    in it (before, the piece came back once per extent, and its bytes were written back and
+    counted twice)."""
+    before, after = tmp_path / "before.img", tmp_path / "after.img"
+    for path in (before, after):
+        with open(path, "wb") as f:
+            f.truncate(1 * MiB)
+            for at, fill in ((0, 1), (32 * KiB, 2), (70 * KiB, 3), (300 * KiB, 4)):
+                f.seek(at)
+                f.write(bytes([fill]) * 4096)
+    with open(after, "r+b") as f:
+        for at in changes:
+            f.seek(at)
+            f.write(b"X")
+    assert dosfsck.changed_ranges(str(before), str(after)) == expected
