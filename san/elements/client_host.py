@@ -13,11 +13,12 @@ FC switch sends an RSCN): `Host.fabric_event` bumps the host's *fabric epoch*.  
 remembers the epoch it was granted at, so before each chunk the I/O loop knows, with one
 comparison, whether the fabric changed since; then it takes a path again (the first HBA
 granted, in listed order: failback once the preferred one is back) and resends, in order,
-every chunk not yet acknowledged.  Each WRITE carries a number from the host's `Sequencer`
-that the array checks (`san.elements.sequences`), so a WRITE sent twice is applied once.
+every chunk not yet acknowledged.  Each WRITE carries a number from its transfer's numbering
+(`Sequencer`) that the array checks (`san.elements.sequences`), so a WRITE sent twice is applied once.
 """
 from __future__ import annotations
 
+import itertools
 import secrets
 import threading
 import time
@@ -90,36 +91,19 @@ class IoPath:
     def __len__(self) -> int:
         return 4
 
-    @property
-    def key(self) -> tuple[str, int]:
-        """What the host numbers its WRITEs by: (target port, LUN)."""
-        return (self.target, self.lun)
-
 
 class Sequencer:
-    """The numbers a host gives its WRITEs: per (target port, LUN), a session drawn when the
-    host starts and a count from 0, taken in the order the WRITEs are sent.  Take a number and
-    send its WRITE under `lock(key)`, so that WRITEs of two threads to one LUN reach the array
-    in the order of their numbers."""
+    """The numbers a host gives its WRITEs: per transfer (`transfer`), a session drawn for it
+    and a count from 0, taken in the order the transfer sends them; a WRITE sent again keeps
+    its number.  The array recognizes a WRITE it applied already, per session
+    (`san.elements.sequences`); a session per transfer, not per host, so that two transfers
+    to one LUN at once never make gaps in each other's numbers."""
 
-    def __init__(self):
-        self.session = secrets.randbits(63)
-        self._next: dict[tuple, int] = {}
-        self._locks: dict[tuple, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def lock(self, key: tuple) -> threading.Lock:
-        found = self._locks.get(key)
-        if found is None:
-            with self._guard:
-                found = self._locks.setdefault(key, threading.Lock())
-        return found
-
-    def take(self, key: tuple) -> tuple[int, int]:
-        """(session, number) for the next WRITE to `key` (call it holding `lock(key)`)."""
-        n = self._next.get(key, 0)
-        self._next[key] = n + 1
-        return (self.session, n)
+    def transfer(self):
+        """The numbering of one transfer: a function giving (session, number) for each next
+        WRITE it sends."""
+        session, numbers = secrets.randbits(63), itertools.count()
+        return lambda: (session, next(numbers))
 
 
 class Gate:

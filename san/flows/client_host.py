@@ -140,7 +140,7 @@ class Host(BackupClient, ClientHost):
                 toward_target: bool | None = None) -> dict:
         """Send one command per piece, `window` in flight, following `path` as the fabric
         changes (`rerouted`); `send(piece, seq)` starts a piece's command on `path` now.  WRITEs
-        (`sequenced`) take their numbers, and are sent, under their LUN's lock.  Returns
+        (`sequenced`) take their numbers from this transfer's own numbering.  Returns
         {route: bytes it carried}, routes in the order they were first used.  With
         `toward_target` (the direction of the payload), a `SanError` on the way carries what
         the answered commands moved (`SanError.partial`): only flows whose step is charged
@@ -148,14 +148,12 @@ class Host(BackupClient, ClientHost):
         carried: dict = {}
 
         if sequenced:
-            sequencer, key = self.sequencer, path.key
-            lock = sequencer.lock(key)
+            take = self.sequencer.transfer()
 
             def submit(piece, seq):
-                with lock:
-                    if seq is None:
-                        seq = sequencer.take(key)
-                    return seq, send(piece, seq)
+                if seq is None:
+                    seq = take()
+                return seq, send(piece, seq)
         else:
             def submit(piece, seq):
                 return None, send(piece, None)

@@ -245,7 +245,7 @@ hosts:
   - name: h2
     hbas: [{name: hba0, wwpn: "21:00:00:00:00:00:00:02", switch: sw1}]
 """
-S, T = 1111, 2222       # two sessions of a host (it restarted between them)
+S, T = 1111, 2222       # two sessions of a host: two of its transfers
 
 
 @pytest.fixture
@@ -266,13 +266,17 @@ SEQUENCE = [
     ("h1/hba0", 0, (S, 0), 2, "acknowledged"),      # the same WRITE again: applied once
     ("h1/hba1", 0, (S, 0), 3, "acknowledged"),      # ... even on the other HBA
     ("h1/hba0", 8, (S, 1), 4, "applied"),
-    ("h1/hba0", 16, (S, 3), 5, "applied"),          # #2 never came
-    ("h1/hba1", 24, (S, 2), 6, "INVALID_INPUT"),    # from the past, never applied: refused
+    ("h1/hba0", 16, (S, 3), 5, "applied"),          # #2 not yet
+    ("h1/hba1", 24, (S, 2), 6, "applied"),          # overtaken, never applied: applied now
+    ("h1/hba0", 24, (S, 2), 17, "acknowledged"),    # ... and once only
     ("h1/hba0", 8, (S, 1), 7, "acknowledged"),
     ("h2/hba0", 32, (S, 0), 8, "applied"),          # another host numbers its own WRITEs
     ("h1/hba0", 40, (S, 4), 9, "applied"),
-    ("h1/hba0", 48, (T, 0), 10, "applied"),         # the host restarted: a new session
-    ("h1/hba0", 16, (S, 3), 11, "applied"),         # any other session starts anew
+    ("h1/hba0", 48, (T, 0), 10, "applied"),         # another transfer: a new session
+    ("h1/hba0", 16, (S, 3), 11, "acknowledged"),    # the first is still known
+    ("h1/hba0", 64, (S, 5), 14, "applied"),         # ... and goes on
+    ("h1/hba1", 72, (T, 1), 15, "applied"),         # each session counts on its own
+    ("h1/hba1", 24, (S, 2), 16, "acknowledged"),
     ("h1/hba0", 56, None, 12, "applied"),           # no number (an array copying): applied
     ("h1/hba0", 56, None, 13, "applied"),
 ]
@@ -302,7 +306,7 @@ def check_blocks(arr, held: dict) -> None:
 
 
 @pytest.mark.parametrize("restart_at", [None, 1, 5, 9])
-def test_a_write_sent_twice_is_applied_once_and_one_from_the_past_never_applied_is_refused(
+def test_a_write_sent_twice_is_applied_once_and_one_overtaken_is_applied_late(
         tmp_path, array_spec, restart_at):
     """Run the table on one array; with `restart_at`, the array dies and is built again from
     its state dir before that case (a retry after a restart is still recognized)."""
@@ -316,7 +320,6 @@ def test_a_write_sent_twice_is_applied_once_and_one_from_the_past_never_applied_
             outcome = case[-1]
             assert got == (outcome if outcome not in ("applied", "acknowledged") else None), case
         check_blocks(arr, expected_blocks(SEQUENCE))
-        assert not arr.read("h1/hba0", "fc0", 0, 24, 8).any()     # the refused WRITE
     finally:
         arr.close()
 
@@ -341,12 +344,12 @@ def test_the_sequence_table_survives_a_restart_and_a_torn_record_is_ignored(tmp_
         arr.close()
 
 
-def test_a_sequencer_numbers_each_lun_from_zero_in_one_session_per_host():
+def test_a_sequencer_numbers_each_transfer_from_zero_in_a_session_of_its_own():
     seq = Sequencer()
-    a, b = ("array1/fc0", 0), ("array1/fc0", 1)
-    assert [seq.take(a)[1] for _ in range(3)] == [0, 1, 2]
-    assert seq.take(b) == (seq.session, 0)
-    assert Sequencer().session != seq.session
+    a, b = seq.transfer(), seq.transfer()
+    first = [a() for _ in range(3)]
+    assert [n for _, n in first] == [0, 1, 2] and len({s for s, _ in first}) == 1
+    assert b()[1] == 0 and b()[0] != first[0][0]
 
 
 def test_an_array_restarted_between_a_write_and_its_retry_applies_it_once(san):
@@ -509,3 +512,91 @@ def test_the_window_resends_what_was_not_answered_in_order_on_the_new_path(
     assert all(tag == f"#{p}" for p, tag, _ in fabric.sent)      # a piece keeps its tag
     assert [(p, a) for p, a, _ in fabric.consumed] == [(p, p * 10) for p in range(4)]
     assert "".join(r for _, _, r in fabric.consumed) == consumed_routes
+
+
+def test_a_key_keeps_its_most_recent_sessions_in_a_bounded_file(tmp_path, array_spec):
+    """Each transfer is a session: a key keeps the `SESSIONS` most recently used, in as many
+    records (the least recently used one's record goes to the newest), across a restart."""
+    from san.elements.sequences import RECORD, SESSIONS
+    arr = DiskArray(array_spec, tmp_path / "state", granule=64 * 1024)
+    path = tmp_path / "state" / "arrays" / "a1" / "sequences"
+    try:
+        arr.write("h1/hba0", "fc0", 0, 0, block(1), (1, 0))          # session 1, kept in use
+        for session in range(2, SESSIONS + 6):
+            arr.write("h1/hba0", "fc0", 0, 8, block(2), (session, 0))
+            arr.write("h1/hba0", "fc0", 0, 0, block(1), (1, session))
+        assert path.stat().st_size == SESSIONS * RECORD
+        arr.close()
+        arr = DiskArray(array_spec, tmp_path / "state", granule=64 * 1024)
+        sessions = arr.sequences.seen[("h1", "fc0", 0)]
+        assert len(sessions) == SESSIONS and 1 in sessions and 2 not in sessions
+        arr.write("h1/hba0", "fc0", 0, 0, block(3), (1, 4))           # known: not applied
+        arr.write("h1/hba0", "fc0", 0, 16, block(4), (SESSIONS + 5, 0))  # known: not applied
+        arr.write("h1/hba0", "fc0", 0, 24, block(5), (2, 0))          # forgotten: applied
+        assert np.array_equal(arr.read("h1/hba0", "fc0", 0, 0, 8), block(1))
+        assert not arr.read("h1/hba0", "fc0", 0, 16, 8).any()
+        assert np.array_equal(arr.read("h1/hba0", "fc0", 0, 24, 8), block(5))
+    finally:
+        arr.close()
+
+
+def test_two_transfers_to_one_lun_after_an_array_restart_both_land(san):
+    """Transfer A's first WRITE is lost with the array, which is restarted at once; transfer
+    B (other blocks of the same LUN) writes before A's retry comes.  Each transfer numbers
+    its own WRITEs, so A's retry is no gap in B's numbers: it is applied (before, it was
+    refused INVALID_INPUT and A's bytes were never written)."""
+    host, old = san.element("host1"), san.element("array1")
+    original = old.write
+    first = threading.Event()
+
+    def dies_before_the_first(initiator, port, lun, lba, data, seq=None):
+        if seq is not None and seq[1] == 0 and not first.is_set():
+            first.set()
+            san.kill("array1")
+            san.restart("array1")
+            raise SanError("ELEMENT_DOWN", "array1 died before applying it")
+        return original(initiator, port, lun, lba, data, seq)
+    old.write = dies_before_the_first
+    in_reroute, b_done = threading.Event(), threading.Event()
+    reroute = host._reroute
+
+    def late(path):
+        if threading.current_thread().name == "A" and not in_reroute.is_set():
+            in_reroute.set()
+            b_done.wait(30)
+        return reroute(path)
+    host._reroute = late
+    out = {}
+
+    def a():
+        try:
+            out["A"] = host.write("/db", 0, 8 * MiB, 1)
+        except SanError as exc:
+            out["A"] = exc
+    thread = threading.Thread(target=a, name="A")
+    thread.start()
+    assert in_reroute.wait(30)
+    host.write("/db", 64 * MiB, 8 * MiB, 2)
+    b_done.set()
+    thread.join(30)
+    assert not isinstance(out["A"], SanError), out["A"]
+    assert host.read_compare("/db", 0, 8 * MiB, 1)["first_mismatch"] is None
+    assert host.read_compare("/db", 64 * MiB, 8 * MiB, 2)["first_mismatch"] is None
+
+
+def test_a_write_older_than_the_gaps_kept_is_refused(tmp_path, array_spec):
+    """Past `GAPS` gaps in a session, the oldest is forgotten: whether a WRITE there was
+    applied is no longer known, so it is refused, not applied a second time over newer data."""
+    from san.elements.sequences import GAPS
+    arr = DiskArray(array_spec, tmp_path / "state", granule=64 * 1024)
+    try:
+        for n in range(0, 2 * GAPS + 4, 2):                  # 0, 2, 4, ...: a gap at each odd
+            arr.write("h1/hba0", "fc0", 0, 8 * (n % 16), block(n + 1), (S, n))
+        with pytest.raises(SanError) as info:
+            arr.write("h1/hba0", "fc0", 0, 200, block(99), (S, 1))
+        assert info.value.code == "INVALID_INPUT" and "WRITE #1 from h1" in info.value.message
+        assert not arr.read("h1/hba0", "fc0", 0, 200, 8).any()
+        arr.write("h1/hba0", "fc0", 0, 208, block(98), (S, 2 * GAPS + 1))   # a kept gap
+        assert np.array_equal(arr.read("h1/hba0", "fc0", 0, 208, 8), block(98))
+    finally:
+        arr.close()
