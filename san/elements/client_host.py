@@ -190,16 +190,22 @@ def first_granted(ports, grant, owner: str):
     """The route of the first port, in listed order, that `grant(port)` gives a path from.
 
     `grant` raises a `SanError` for a port without a path; when every port fails, the first
-    port's failure is raised (path order: the primary path's reason is the useful one).  Hosts
-    use it over their HBAs, arrays over their FC ports when they act as initiators.
+    failure of a port zoned with the target is raised (path order: the primary path's reason
+    is the useful one, and a port that is not zoned with the target was never a path to it:
+    with each HBA zoned to one port, a dead link is LINK_DOWN, not the other HBA's
+    ZONING_DENIED), else the first failure.  The switch says whether a pair is zoned
+    (``SanError.zoned``) whatever failed first.  Hosts use it over their HBAs, arrays over
+    their FC ports when they act as initiators.
     """
-    first = None
+    failures = []
     for port in ports:
         try:
             return grant(port)
         except SanError as exc:
-            first = first or exc
-    raise first or SanError("LINK_DOWN", f"{owner} has no FC port")
+            failures.append(exc)
+    if not failures:
+        raise SanError("LINK_DOWN", f"{owner} has no FC port")
+    raise next((e for e in failures if getattr(e, "zoned", True)), failures[0])
 
 
 def chunks(offset: int, size: int, chunk: int):

@@ -76,21 +76,29 @@ class Fabric:
             if port not in self.attach:
                 raise SanError("NO_SUCH_PORT", f"{port} is not a port of this fabric")
         src, dst = self.attach[initiator], self.attach[target]
+        zoned = self.zoned(initiator, target)
+
+        def fail(code: str, message: str) -> SanError:
+            # whether the pair is zoned rides along: an initiator with several ports reports
+            # the failure of one that could be a path (`client_host.first_granted`)
+            exc = SanError(code, message)
+            exc.zoned = zoned
+            return exc
         target_element = target.split("/")[0]
         if target_element in self.down:
-            raise SanError("ELEMENT_DOWN", f"{target_element} is down (target of {initiator})")
+            raise fail("ELEMENT_DOWN", f"{target_element} is down (target of {initiator})")
         for switch in (src, dst):
             if switch in self.down:
-                raise SanError("ELEMENT_DOWN", f"switch {switch} is down (path {initiator} -> {target})")
+                raise fail("ELEMENT_DOWN", f"switch {switch} is down (path {initiator} -> {target})")
         for port in (initiator, target):
             if port in self.down:
-                raise SanError("LINK_DOWN", f"link {port} is down (path {initiator} -> {target})")
+                raise fail("LINK_DOWN", f"link {port} is down (path {initiator} -> {target})")
         isls = self._shortest(src, dst)
         if isls is None:
-            raise SanError("LINK_DOWN", f"no live path from {src} to {dst} "
-                                        f"(path {initiator} -> {target})")
-        if not self.zoned(initiator, target):
-            raise SanError("ZONING_DENIED", f"{initiator} is not zoned with {target}")
+            raise fail("LINK_DOWN", f"no live path from {src} to {dst} "
+                                    f"(path {initiator} -> {target})")
+        if not zoned:
+            raise fail("ZONING_DENIED", f"{initiator} is not zoned with {target}")
         return Route(initiator, target, isls)
 
     def _shortest(self, src: str, dst: str):

@@ -10,9 +10,9 @@
    does before any byte of a READ or WRITE moves -- must give exactly what `Contract`, a small
    reference written from the contract alone, says: success through the right ISLs, or the
    exact error code.  The same again for each host as a whole (its first HBA, in listed
-   order, with a path; else the first HBA's failure), through the host's own code, and
-   through the host's public read / write on its mounts; then under every single fault (each
-   port, HBA or ISL down, each switch or array killed); then with a backup attached at each
+   order, with a path; else the first failure of an HBA that could be one), through the
+   host's own code, and through the host's public read / write on its mounts; then under
+   every single fault (each port, HBA or ISL down, each switch or array killed); then with a backup attached at each
    restore port as a file restore does (a snapshot, then a mirror secondary): mapped to that
    host only, a snapshot read-only.
    And the array alone: LUN masking for every element name, every port (and ports that do not
@@ -233,16 +233,22 @@ class Contract:
 
     def host_io(self, host, target, lun, lba, blocks, write):
         """(code, ISLs, HBA) of an I/O by a host: its first HBA with a path, in listed order;
-        if none has one, the first HBA's failure (LINK_DOWN for a host without HBAs)."""
-        first = None
+        if none has one, the first failure of an HBA that could be a path (its switch could
+        not say, or says it is zoned with the target), else the first HBA's failure
+        (LINK_DOWN for a host without HBAs)."""
+        failures = []
         for hba in self.hbas[host]:
             code, isls = self.fabric(hba, target, self.plugged[hba])
             if code == OK:
                 array, port = target.split("/")
                 code = self.array(host, array, port, lun, lba, blocks, write)
                 return (code, isls, hba) if code == OK else (code, None, None)
-            first = first or code
-        return first or "LINK_DOWN", None, None
+            said = self.plugged[hba] not in self.down and code != "NO_SUCH_PORT"
+            zoned = any(hba in zone and target in zone for zone in self.zones)
+            failures.append((code, zoned or not said))
+        if not failures:
+            return "LINK_DOWN", None, None
+        return next((c for c, could in failures if could), failures[0][0]), None, None
 
     def ranges(self, target: str, lun: int) -> list[tuple[int, int]]:
         """(lba, blocks): the first block, the last one, and a range one block past the end."""

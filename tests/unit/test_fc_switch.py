@@ -133,10 +133,46 @@ def test_host_fails_over_to_its_second_hba(topo):
     assert host.first_granted(grant).initiator == "h1/hba1"
 
 
+def test_a_failure_says_whether_its_pair_is_zoned_even_across_ray(topo):
+    import pickle
+    fabric = Fabric(topo)
+    fabric.set_up("h1/hba0", False)
+    code, _ = code_of(fabric.route, "h1/hba0", "a1/fc0")
+    try:
+        fabric.route("h1/hba0", "a1/fc0")
+    except SanError as exc:
+        assert code == "LINK_DOWN" and pickle.loads(pickle.dumps(exc)).zoned is True
+
+
 def test_host_reports_the_first_hbas_failure_when_none_has_a_path(topo):
     host, grant = host_and_grant(topo, {"h1/hba0", "h1/hba1"})
     code, message = code_of(host.first_granted, grant)
     assert code == "LINK_DOWN" and "h1/hba0" in message
+
+
+@pytest.mark.parametrize("failures, reported", [
+    ([("LINK_DOWN", True), ("LINK_DOWN", True)], 0),
+    ([("ZONING_DENIED", False), ("LINK_DOWN", True)], 1),   # hba0 was never a path to it
+    ([("ZONING_DENIED", False), ("ZONING_DENIED", False)], 0),   # none zoned: the first
+    ([("LINK_DOWN", True), ("ZONING_DENIED", False)], 0),
+    ([("ZONING_DENIED", False), ("LINK_DOWN", False)], 0),  # down, but not zoned either
+    ([("ZONING_DENIED", False), ("ELEMENT_DOWN", True), ("LINK_DOWN", True)], 1),
+    ([("NO_SUCH_PORT", None), ("LINK_DOWN", True)], 0),     # (no zoning said: a path)
+], ids=["both-down", "zoned-one-down", "none-zoned", "first-down", "unzoned-down",
+        "array-down", "unknown-port"])
+def test_the_failure_reported_is_the_first_of_a_port_that_could_be_a_path(failures, reported):
+    from san.elements.client_host import first_granted
+    errors = []
+    for i, (code, zoned) in enumerate(failures):
+        errors.append(SanError(code, f"port {i}: {code}"))
+        if zoned is not None:
+            errors[-1].zoned = zoned
+
+    def grant(i):
+        raise errors[i]
+    with pytest.raises(SanError) as info:
+        first_granted(range(len(errors)), grant, "h1")
+    assert info.value is errors[reported]
 
 
 def test_unknown_mount_is_no_such_mount(topo):
