@@ -117,6 +117,7 @@ class ArrayInitiator:
             self._refuse_known_rot(source, "copy")
         size = self.size_of(source)
         target = f"{dest_array}/{dest_port}"
+        epoch = self.fabric_epoch       # read first: a change while granting is seen later
         route = self._route_to(target)
         dest = self.peers.element(dest_array)
         me = route.initiator
@@ -132,7 +133,7 @@ class ArrayInitiator:
         dest.call("mgmt_reserve", self.name, dest_volume)
         try:
             return self._start_remote(source, dest, dest_volume, dest_port, dest_lun, route,
-                                      with_info, expect)
+                                      with_info, expect, epoch)
         except BaseException:
             self._release_remote(dest, dest_volume)
             raise
@@ -144,7 +145,7 @@ class ArrayInitiator:
             pass   # the destination is down: its reservation went with it
 
     def _start_remote(self, source, dest, dest_volume, dest_port, dest_lun, route, with_info,
-                      expect) -> dict:
+                      expect, epoch: int) -> dict:
         with self._lock:   # no remote call under the lock: the other array may be calling us
             self.check_holds(source, expect)    # again: the lock was let go since
             self._check_whole(source, "copy")
@@ -160,7 +161,7 @@ class ArrayInitiator:
             self.fail(job, exc)
             raise
         threading.Thread(target=self._run_remote, daemon=True, name=f"{self.name}-copy-{job.id}",
-                         args=(job, route, dest, dest_port, dest_lun, extents)).start()
+                         args=(job, route, dest, dest_port, dest_lun, extents, epoch)).start()
         return job.status()
 
     @contextlib.contextmanager
@@ -177,9 +178,11 @@ class ArrayInitiator:
                     return
         yield self.read_volume(number, offset, length)
 
-    def _run_remote(self, job, route, dest, port, lun, extents) -> None:
+    def _run_remote(self, job, route, dest, port, lun, extents, epoch: int) -> None:
+        """Run a copy over FC on `route`, granted at fabric epoch `epoch`: a change since
+        (heard while the destination was prepared, say) takes a path again first."""
         size = self.size_of(job.source)
-        path = {"route": route, "epoch": self.fabric_epoch}
+        path = {"route": route, "epoch": epoch}
         carried: dict = {}          # route -> bytes the destination acknowledged through it
         try:
             dest.call("unmap", route.initiator, port, lun, 0, size // BLOCK)

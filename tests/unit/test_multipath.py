@@ -25,6 +25,8 @@ from san.runner import Runner
 from san.topology import load_scenario, load_topology
 from san.units import MiB
 
+from ..integration.conftest import TOPOLOGIES
+
 CHUNK = 4 * MiB
 WINDOW = 8
 
@@ -600,3 +602,32 @@ def test_a_write_older_than_the_gaps_kept_is_refused(tmp_path, array_spec):
         assert np.array_equal(arr.read("h1/hba0", "fc0", 0, 208, 8), block(98))
     finally:
         arr.close()
+
+
+def test_a_copy_over_fc_hears_of_a_fabric_change_made_while_it_was_being_set_up(tmp_path):
+    """array1/fc1 (its only port zoned with array2) goes down after the route was granted,
+    while array2 takes its reservation: array1 heard of it then, and the copy takes a path
+    again before its first chunk (LINK_DOWN here), rather than sending every byte over the
+    dead link and succeeding (the epoch was read only once the copy thread ran)."""
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: t\ntopology: {TOPOLOGIES / 'two-switches.yaml'}\nsteps:\n"
+                    "  - {op: write, host: host2, mount: /data, offset: 0, size: 32MiB, seed: 1}\n"
+                    "  - {op: backup, definition: data-mirror, as: b1}\n"
+                    "  - {op: copy_volume, backup: b1, to: {array: array2, volume: 2}, "
+                    "expect_error: LINK_DOWN}\n")
+    scenario = load_scenario(path)
+    with LocalSan(scenario.topology, tmp_path / "state", chunk_size=4 * MiB) as san:
+        a2 = san.element("array2")
+        reserve = a2.mgmt_reserve
+
+        def reserved_while_the_link_fails(caller, number):
+            if caller == "array1":
+                san.set_link("array1/fc1", False)
+            return reserve(caller, number)
+        a2.mgmt_reserve = reserved_while_the_link_fails
+        runner = Runner(san, tmp_path / "state")
+        reports = runner.run(scenario.steps)
+        assert all(r.ok for r in reports), [(r.index, r.op, r.error) for r in reports]
+        assert "array1/fc1" in reports[2].error.message
+        assert not any("fc1" in link for link in runner.link_use)       # nothing crossed it
+        assert san.call("array2", "read_info", 2) is None and a2.reserved == {}
