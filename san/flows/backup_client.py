@@ -58,23 +58,31 @@ class BackupClient:
         array.call("prepare", route.initiator, port, lun, 0, size // BLOCK, False)
         with self._images_lock:
             stream = f"{self.name}.image{next(self._image_ids)}"
-            self._images[stream] = 0
+            self._images[stream] = [0, path]
         return {"stream": stream, "size": size, "extents": [tuple(e) for e in extents],
                 "chunk": self.chunk_size, "window": self.window, "array": array.name,
-                "initiator": route.initiator, "port": port, "lun": lun}
+                "initiator": route.initiator, "resources": route.resources(False),
+                "port": port, "lun": lun}
 
-    def client_image_progress(self, stream: str, nbytes: int) -> int:
-        """The library read `nbytes` more of an open stream (progress counts them); returns
-        the stream's total so far.  INVALID_INPUT if the stream is not open here (closed, or
-        this host restarted since)."""
+    def client_image_progress(self, stream: str, nbytes: int) -> dict:
+        """The library read `nbytes` more of an open stream (progress counts them; a `when:`
+        fault strikes here); returns {"total": the stream's bytes so far, and the path the
+        next READs take: "initiator", "resources" (toward the host)}.  If the fabric changed
+        since the stream's path was granted, the path is taken again first, as this host's
+        own transfers do before their next chunk (LINK_DOWN when none is left).
+        INVALID_INPUT if the stream is not open here (closed, or this host restarted)."""
         with self._images_lock:
-            if stream not in self._images:
+            entry = self._images.get(stream)
+            if entry is None:
                 raise SanError("INVALID_INPUT", f"{self.name} has no open image stream "
                                                 f"{stream!r} (closed, or the host restarted)")
-            self._images[stream] += nbytes
-            total, moved = self._images[stream], self._moved(nbytes)
+            entry[0] += nbytes
+            total, moved, path = entry[0], self._moved(nbytes), entry[1]
         self.trip.passed(moved)         # outside the lock: the library may stop here a while
-        return total
+        if path.epoch != self.fabric_epoch:
+            self._reroute(path)
+        return {"total": total, "initiator": path.route.initiator,
+                "resources": path.route.resources(False)}
 
     def client_image_close(self, stream: str) -> None:
         with self._images_lock:

@@ -168,11 +168,11 @@ class Server(BackupServer):
         with `row` (Fig. 16: the management information first, then the data); the
         transfer runs array -> FC -> host -> LAN -> this server -> drive."""
         library = self._library()
-        resources = self._host(host, "resources_at", port_ref, lun, False)
         written = self.peers.element(library).call("write_from_host", media, row, host, port_ref,
                                                    lun, (self.name, self.session_id))
-        path = resources + (f"{host}/lan:tx", f"{self.name}/lan:rx", f"{library}/drive{written['drive']}")
-        return {**written, "transfers": [Transfer(path, written["bytes"])]}
+        rest = (f"{host}/lan:tx", f"{self.name}/lan:rx", f"{library}/drive{written['drive']}")
+        return {**written, "transfers": [Transfer(tuple(resources) + rest, n)
+                                         for resources, n in written["routes"]]}
 
     def _tape_backup(self, d, timestamp: int) -> dict:
         """An ordinary backup to tape: the mount's volume image, labelled with its row."""

@@ -680,8 +680,3 @@ class Host(BackupClient, ClientHost):
             transfers.append(Transfer(path[0].resources(True), written))
         return {"mount": mount_point, "repaired": repaired, "bytes_written": written,
                 "output": output, "transfers": transfers}
-
-    # -- volume images (tape) ---------------------------------------------------------------------
-    def resources_at(self, port_ref: str, lun: int, toward_target: bool) -> tuple:
-        return self._grant(port_ref).resources(toward_target)
-

@@ -12,12 +12,14 @@ Why the library reads and the host does not relay: a relay adds a hop that moves
 real SAN would not move (with Ray each chunk goes from the array's object store straight to
 this process either way) but costs an actor call or two per chunk on the host's side, which
 on a 2-core machine was a third of the CPU of a backup.  The host still takes part where a
-real one would: it grants the path and checks the volume once, is told every `window` chunks
-how far the stream got (its progress counter, what the progress bars show), and a host that
-dies or restarts mid-stream fails the backup (ELEMENT_DOWN) within `window` chunks, before
-anything is committed on tape.  In modeled
-time the bytes cross the array's port, the host's HBA and NIC, the LAN, the backup server
-and the drive: the server charges that path (`san.flows.backup_server`).
+real one would: it grants the path and checks the volume once, is told of every chunk taken
+(its progress counter, what the progress bars show and `when:` faults count), takes the path
+again when the fabric changed (the library then resends the READs not yet taken on it, or
+the stream fails LINK_DOWN), and a host that dies or restarts mid-stream fails the backup
+(ELEMENT_DOWN) at the next chunk, before anything is committed on tape.  In modeled time the
+bytes cross the array's port, the host's HBA and NIC, the LAN, the backup server and the
+drive: the server charges that path, each route what it carried
+(`san.flows.backup_server`).
 
 Memory stays flat in the volume's size: at most `window` chunks are asked for ahead of the
 one the drive takes.
@@ -65,15 +67,19 @@ class LibraryPuller:
         self.medium(media)
         node = self.peers.element(host)
         opened = node.call("client_image_open", port_ref, lun)
+        carried: dict = {}
         try:
             array = self.peers.element(opened["array"])
             pieces = [p for off, length in opened["extents"]
                       for p in chunks(off, length, opened["chunk"])]
-            return self.write_image(media, row, opened["size"], opened["extents"],
-                                    self._checked(self._read_stream(node, array, opened, pieces),
-                                                  owner, media))
+            written = self.write_image(media, row, opened["size"], opened["extents"], self._checked(
+                self._read_stream(node, array, opened, pieces, carried), owner, media))
         finally:
             node.start("client_image_close", opened["stream"])   # nothing to wait for
+        # what each route carried (toward the host), the image's header on the first one
+        routes = [[tuple(r), n] for r, n in carried.items()] or [[tuple(opened["resources"]), 0]]
+        routes[0][1] += written["bytes"] - sum(carried.values())
+        return {**written, "routes": routes}
 
     def _checked(self, stream, owner, media: str):
         """`stream`, then ELEMENT_DOWN if the flow `owner` ended meanwhile (see
@@ -84,32 +90,43 @@ class LibraryPuller:
                                            "is down or restarted since: the image read under its "
                                            "quiesce may be torn, and is not committed")
 
-    def _read_stream(self, node, array, opened: dict, pieces: list):
-        """The chunks of an open stream, in order, `window` READs ahead of the one taken; the
-        host hears every `window` chunks how far it got, and its previous answer is awaited
-        then (a host that is gone fails the stream there) and before the last chunk."""
-        initiator, port, lun, stream = (opened["initiator"], opened["port"], opened["lun"],
-                                        opened["stream"])
-        window = max(1, int(opened.get("window", WINDOW)))
+    def _read_stream(self, node, array, opened: dict, pieces: list, carried: dict):
+        """The chunks of an open stream, in order, `window` READs ahead of the one taken.
+        The host hears of every chunk taken (its progress; a `when:` fault strikes there);
+        each answer is awaited at the next chunk (a host that is gone fails the stream
+        there), and says which path the next READs take: if the fabric changed and the host
+        took another, the READs not yet taken are sent again on it, as the host's own
+        transfers resend what was not acknowledged.  `carried` gets the bytes each route
+        carried (its resources toward the host)."""
+        port, lun, stream = opened["port"], opened["lun"], opened["stream"]
+        path = {"initiator": opened["initiator"], "resources": tuple(opened["resources"])}
 
         def read(piece):
             off, length = piece
-            return array.start("read", initiator, port, lun, off // BLOCK, length // BLOCK)
+            return array.start("read", path["initiator"], port, lun, off // BLOCK,
+                               length // BLOCK), piece, path["resources"]
 
+        def follow(told) -> None:
+            answer = told.result()          # the host is still there, and so is the stream
+            if answer["initiator"] != path["initiator"]:
+                path.update(initiator=answer["initiator"], resources=tuple(answer["resources"]))
+                for i, (_, piece, _) in enumerate(asked):
+                    asked[i] = read(piece)
+
+        window = max(1, int(opened.get("window", WINDOW)))
         ahead = iter(pieces)
         asked = deque(read(piece) for piece in islice(ahead, window))
-        told, untold, taken = None, 0, 0
+        told = None
         while asked:
-            data = asked.popleft().result()
+            future, _, resources = asked.popleft()
+            data = future.result()
             piece = next(ahead, None)
             if piece is not None:
                 asked.append(read(piece))
-            untold += len(data)
-            taken += 1
-            if taken % window == 0 or not asked:
-                if told is not None:
-                    told.result()           # the host is still there, and so is the stream
-                told, untold = node.start("client_image_progress", stream, untold), 0
-                if not asked:
-                    told.result()
+            carried[resources] = carried.get(resources, 0) + len(data)
+            if told is not None:
+                follow(told)
+            told = node.start("client_image_progress", stream, len(data))
+            if not asked:
+                follow(told)
             yield data

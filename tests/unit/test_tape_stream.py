@@ -1,8 +1,8 @@
 """How a tape library reads a host's volume (`san.flows.tape_library`), on plain elements.
 
 The library reads the image through the host's path, `WINDOW` READs ahead, and tells the host
-every `WINDOW` chunks how far it got; a host that goes away mid-stream fails the backup
-before anything is committed on tape.  And the record writer (`san.tape.simh.Sink`) writes a
+of every chunk it took; a host that goes away mid-stream fails the backup before anything is
+committed on tape, and a fabric change moves the stream to the path the host takes then.  And the record writer (`san.tape.simh.Sink`) writes a
 chunk of more records than one pwritev may carry.
 """
 from pathlib import Path
@@ -54,9 +54,9 @@ def test_the_host_counts_what_the_library_read_and_the_stream_is_closed(san):
     payload = sum(length for _, length in san.call("array1", "extents", 3))   # host2's /data
     assert payload >= SIZE and written["bytes"] > payload
     assert host.bytes_moved() - before == payload
-    # every WINDOW chunks, and after the last one
-    full, rest = divmod(payload, WINDOW * CHUNK)
-    assert told == [WINDOW * CHUNK] * full + ([rest] if rest else [])
+    # every chunk taken
+    full, rest = divmod(payload, CHUNK)
+    assert told == [CHUNK] * full + ([rest] if rest else [])
     assert host._images == {}
     image = san.call("lib1", "read_image", "T00001", written["file"], 0, SIZE)
     assert np.array_equal(image, san.call("host2", "read", "/data", 0, SIZE)[0])
@@ -91,3 +91,75 @@ def test_a_chunk_of_more_records_than_one_pwritev_takes(tmp_path):
     medium.append({"file": None, "timestamp": "2026-12-01T00:00:00Z"}, [data[:5], data[5:]], len(data))
     assert medium.files()[0]["blocks"] == 1101
     assert np.array_equal(np.concatenate(list(medium.read(1))), data)
+
+
+TWO_HBAS = """\
+name: t
+fabric:
+  switches: [{name: sw1}]
+  zones: [{name: z, members: [h1/hba0, h1/hba1, a1/fc0]}]
+arrays:
+  - name: a1
+    device_id: HTC-0001
+    managers: [srv]
+    ports: [{name: fc0, number: 0, wwpn: "50:00:00:00:00:00:00:01", switch: sw1}]
+    volumes: [{number: 0, size: 64MiB, port: fc0, lun: 0, hosts: [h1]}]
+hosts:
+  - name: h1
+    hbas:
+      - {name: hba0, wwpn: "21:00:00:00:00:00:00:01", switch: sw1}
+      - {name: hba1, wwpn: "21:00:00:00:00:00:00:02", switch: sw1}
+    mounts: [{mount_point: /m, port: a1/fc0, lun: 0}]
+backup_servers: [{name: srv, tape_library: lib1}]
+tape_libraries: [{name: lib1, media: [T00001]}]
+"""
+
+
+@pytest.mark.parametrize("down, outcome", [
+    (["h1/hba0"], "rerouted"),
+    (["h1/hba0", "h1/hba1"], "LINK_DOWN"),
+])
+def test_a_link_going_down_mid_stream_moves_the_reads_or_fails_before_the_commit(
+        tmp_path, down, outcome):
+    """hba0's link goes down once the library has taken a few chunks: the host takes hba1,
+    the READs not yet taken are sent again on it, and each route is charged what it carried;
+    with no HBA left the stream fails LINK_DOWN and nothing is committed (before, the library
+    read on through the dead link and committed the file)."""
+    (tmp_path / "t.yaml").write_text(TWO_HBAS)
+    topology = load_topology(tmp_path / "t.yaml")
+    with LocalSan(topology, tmp_path / "state", chunk_size=CHUNK) as san:
+        san.call("h1", "write", "/m", 0, 4 * WINDOW * CHUNK, 7)
+        original = BackupClient.client_image_progress
+        calls = []
+
+        def progress(self, stream, nbytes):
+            calls.append(nbytes)
+            if len(calls) == 3:
+                for link in down:
+                    san.set_link(link, False)
+            return original(self, stream, nbytes)
+
+        BackupClient.client_image_progress = progress
+        try:
+            if outcome == "rerouted":
+                written = san.call("lib1", "write_from_host", "T00001",
+                                   {"host": "h1", "file": None,
+                                    "timestamp": "2026-01-01T00:00:00Z"}, "h1", "a1/fc0", 0)
+            else:
+                with pytest.raises(SanError) as info:
+                    san.call("lib1", "write_from_host", "T00001",
+                             {"host": "h1", "file": None, "timestamp": "2026-01-01T00:00:00Z"},
+                             "h1", "a1/fc0", 0)
+        finally:
+            BackupClient.client_image_progress = original
+        medium = san.call("lib1", "medium", "T00001")
+        if outcome == "LINK_DOWN":
+            assert info.value.code == "LINK_DOWN" and medium.blank
+            return
+        # the host's answer to the third chunk is awaited at the fourth: four on hba0 (and
+        # the image's header), the rest sent again on hba1
+        routes = {tuple(r)[-1]: n for r, n in written["routes"]}
+        assert routes["h1/hba0:rx"] == 4 * CHUNK + (written["bytes"] - 4 * WINDOW * CHUNK)
+        assert routes["h1/hba1:rx"] == 4 * WINDOW * CHUNK - 4 * CHUNK
+        image = san.call("lib1", "read_image", "T00001", written["file"], 0, 4 * WINDOW * CHUNK)
+        assert np.array_equal(image, san.call("h1", "read", "/m", 0, 4 * WINDOW * CHUNK)[0])
