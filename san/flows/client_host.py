@@ -504,11 +504,12 @@ class Host(BackupClient, ClientHost):
                     self.synchronize_cache(mount_point)
             elif name == "mount":
                 self.filesystem(mount_point)
-            elif name == "fsck":
+            elif name == "fsck":    # its reads take time on the links, and move no payload
                 report = self.fsck(mount_point)
                 if not report["clean"]:
                     raise SanError("FSCK_FAILED", f"fsck.fat found problems on {self.name}:"
                                                   f"{mount_point}: {report['summary']}")
+                return self._fs_transfers(mount_point, before) + report["transfers"]
             elif name == "repair":
                 return self._fs_transfers(mount_point, before) + self.repair(mount_point)["transfers"]
             else:
@@ -596,9 +597,10 @@ class Host(BackupClient, ClientHost):
         lba, blocks = blocks_of(offset, length)
         return array.call("unmap", route.initiator, port, lun, lba, blocks)
 
-    def _image(self, path, files: tuple[str, ...]) -> int:
+    def _image(self, path, files: tuple[str, ...]) -> list[Transfer]:
         """Write the volume at `path`, as the array holds it (not this host's cache), into
-        each of `files`, sparse: only its written extents are read.  Returns bytes read."""
+        each of `files`, sparse: only its written extents are read.  Returns the reads'
+        transfers, on the routes they took."""
         route, array, port, lun = path
         size = self._capacity(path)
         extents = array.call("lba_status", route.initiator, port, lun)
@@ -612,9 +614,10 @@ class Host(BackupClient, ClientHost):
             def consume(piece, data):   # chunk by chunk: an extent may be gigabytes
                 for fd in fds:
                     pwrite_all(fd, data, piece[0])
+            transfers = []
             for offset, length in extents:
-                self._read_from(path, offset, length, consume)
-        return sum(length for _, length in extents)
+                transfers += self._read_from(path, offset, length, consume)
+        return transfers
 
     def fsck(self, mount_point: str, port_ref: str | None = None, lun: int | None = None) -> dict:
         """`fsck.fat -n` on the volume's image as the array holds it (what is on the SAN,
@@ -624,11 +627,12 @@ class Host(BackupClient, ClientHost):
             port_ref, lun = mount.port, mount.lun
         with tempfile.TemporaryDirectory(prefix="san-fsck-") as tmp:
             image = os.path.join(tmp, "volume.img")
-            self._image(self._target(port_ref, lun), (image,))
+            read = self._image(self._target(port_ref, lun), (image,))
             clean, output = fsck(image)
         lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
         return {"clean": clean, "output": output,
-                "summary": "; ".join(lines[-3:]) if lines else "no output"}
+                "summary": "; ".join(lines[-3:]) if lines else "no output",
+                "transfers": [Transfer(t.resources, t.nbytes, counted=False) for t in read]}
 
     def repair(self, mount_point: str) -> dict:
         """The `repair` action: ``fsck.fat -a`` on a fat mount's volume as the array holds it,
@@ -657,6 +661,7 @@ class Host(BackupClient, ClientHost):
             with tempfile.TemporaryDirectory(prefix="san-repair-") as tmp:
                 before, image = os.path.join(tmp, "before.img"), os.path.join(tmp, "volume.img")
                 read = self._image(path, (before, image))
+                moved = []
                 status, output = fsck_repair(image)
                 output = output.replace(image, where)
                 clean, again = fsck(image)
@@ -669,14 +674,23 @@ class Host(BackupClient, ClientHost):
                 with open(image, "rb") as repaired:
                     for offset, length in changed_ranges(before, image):
                         data = np.frombuffer(os.pread(repaired.fileno(), length, offset), dtype=np.uint8)
-                        self._write_to(path, offset, length,
-                                       lambda off, n, data=data, at=offset: data[off - at:off - at + n])
+                        moved += self._write_to(
+                            path, offset, length,
+                            lambda off, n, data=data, at=offset: data[off - at:off - at + n])
                         written += length
         lines = [ln.strip() for ln in output.splitlines()[1:] if ln.strip()]   # [0]: its version
         repaired = [] if status == 0 else [
             ln for ln in lines if not ln.startswith(f"{where}:") and ln not in _FSCK_BOOKKEEPING]
-        transfers = [Transfer(path[0].resources(False), read)]
-        if written:
-            transfers.append(Transfer(path[0].resources(True), written))
+        transfers = _merged(read) + _merged(moved)     # on the routes they took
         return {"mount": mount_point, "repaired": repaired, "bytes_written": written,
                 "output": output, "transfers": transfers}
+
+
+def _merged(transfers: list[Transfer]) -> list[Transfer]:
+    """`transfers` with one per route (resources), in the order the routes were first used."""
+    out: dict[tuple, Transfer] = {}
+    for t in transfers:
+        held = out.get(t.resources)
+        out[t.resources] = t if held is None else Transfer(t.resources, held.nbytes + t.nbytes,
+                                                           held.latency, held.counted)
+    return list(out.values())
