@@ -43,7 +43,9 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 SIZE_EXPECTED = "a size: bytes, or a number with B KiB MiB GiB TiB PiB KB MB GB TB"
-SPEED_EXPECTED = ("a speed: " + " ".join(SPEED_NAMES) + ", 'N MB/s' or 'N Gb/s'")
+MIN_SPEED, MAX_SPEED = 1e3, 1e13      # bytes/s: 1 kB/s to 10 TB/s
+SPEED_EXPECTED = ("a speed: " + " ".join(SPEED_NAMES) + ", 'N MB/s' or 'N Gb/s', from 0.001 MB/s "
+                  "to 10000000 MB/s")
 DURATION_EXPECTED = "a duration like 30s, 5m, 2h, 1d, 1w"
 SCHEDULE_EXPECTED = ("a schedule: 'once 2026-12-01T02:00', 'daily 02:00', "
                      "'weekly sun 03:00' or 'every 6h'")
@@ -90,7 +92,7 @@ def parse_speed(value) -> float:
         if m:
             number = float(m.group(1))
             rate = number * 1e6 if m.group(2) == "MB/s" else number * 1e9 / 8
-            if rate > 0:
+            if MIN_SPEED <= rate <= MAX_SPEED:      # (inf, or 1e-312 B/s, broke the clock)
                 return rate
     raise ValueError(SPEED_EXPECTED)
 

@@ -389,8 +389,12 @@ def choice(*values: str, what: str = "value"):
 
 
 def _non_negative_number(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0:
+    try:        # an int past a float's range is no amount either (not an internal error)
+        finite = not isinstance(value, bool) and isinstance(value, (int, float)) \
+            and math.isfinite(value)
+    except OverflowError:
+        finite = False
+    if not finite or value < 0:
         raise bad("invalid amount", "a number >= 0")
     return float(value)
 

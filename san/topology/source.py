@@ -14,6 +14,8 @@ expanded), and more than MAX_NODES values with the aliases expanded (the billion
 """
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 import yaml
@@ -366,6 +368,10 @@ class Source:
             return {"true": True, "false": False}.get(low, node.value)   # yes/no/on/off: text
         if tag in (_TAG + "int", _TAG + "float") and ":" in node.value:
             return node.value                    # no YAML 1.1 sexagesimal numbers
+        if tag == _TAG + "int" and re.fullmatch(r"[-+]?0[0-9_]+", node.value):
+            # YAML 1.1 reads 010 as octal 8; YAML 1.2 (and editors) as 10: decimal here, so
+            # a volume written `number: 010` is volume 10, never silently 8
+            return RawInt(int(node.value.replace("_", ""), 10), raw)
         try:
             value = self._constructor.construct_object(node)
         except Exception:                        # e.g. a date that does not exist

@@ -229,6 +229,18 @@ BAD = [
     ("bad-speed",
      mini(("speed: 8GFC}", "speed: 9GFC}")),
      ["4:38: fabric.switches[0].speed: invalid speed (got '9GFC'; expected a speed: 1GFC"]),
+    ("speed-infinite",
+     mini(("speed: 8GFC}", "speed: " + "9" * 400 + " MB/s}")),
+     ["fabric.switches[0].speed: invalid speed", "from 0.001 MB/s to 10000000 MB/s"]),
+    ("speed-next-to-nothing",
+     mini(("speed: 8GFC}", "speed: 0.0000001 MB/s}")),
+     ["fabric.switches[0].speed: invalid speed (got '0.0000001 MB/s'"]),
+    ("amount-past-a-float-with-others",    # every problem still listed, no internal error
+     mini(("name: mini\n", "name: mini\nstart: yesterday\n"),
+          ("- name: host1\n", "- name: host1\n    placement: {resources: {site_a: 1" + "0" * 400
+           + "}}\n")),
+     ["2:8: start: invalid time (got 'yesterday'", "hosts[0].placement.resources.site_a: "
+      "invalid amount"]),
     ("bad-time",
      mini(("name: mini\n", "name: mini\nstart: yesterday\n")),
      ["2:8: start: invalid time (got 'yesterday'; expected a UTC time"]),
@@ -491,6 +503,19 @@ def test_bad_topology(tmp_path, monkeypatch, text, expected):
         load_topology(tmp_path / "bad.yaml")
     assert info.value.code == "INVALID_INPUT"
     assert all(isinstance(p, Problem) for p in info.value.problems)
+
+
+def test_a_number_with_a_leading_zero_is_decimal_as_yaml_1_2_reads_it(tmp_path, monkeypatch):
+    """YAML 1.1 reads 010 as octal 8: a volume written `number: 010, lun: 011` became volume 8
+    at LUN 9, silently, beside a volume 11 (editors, on YAML 1.2, showed 10 and 11)."""
+    text = mini(("{number: 1, size: 1GiB}", "{number: 010, size: 1GiB}"),
+                ("copy_destinations: [1]", "copy_destinations: [10]"),
+                ("lun: 0, hosts", "lun: 011, hosts"),
+                ("mount_point: /db, port: array1/fc0, lun: 0", "mount_point: /db, port: array1/fc0, lun: 11"),
+                ("destination: {array: array1, volume: 1}", "destination: {array: array1, volume: 10}"))
+    assert problems_of(tmp_path, monkeypatch, text) == []
+    t = load_topology(tmp_path / "bad.yaml")
+    assert [(v.number, v.lun) for v in t.arrays[0].volumes] == [(0, 11), (10, None)]
 
 
 def test_mini_is_valid(tmp_path, monkeypatch):
