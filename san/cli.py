@@ -47,6 +47,7 @@ from .topology.inspect import render_inspect
 from .topology.json_schema import KINDS as SCHEMA_KINDS
 from .topology.json_schema import schema_text
 from .topology.loader import SCENARIO_MARKS, top_level_keys
+from .topology.problems import Problem
 from .units import parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -366,27 +367,30 @@ def _check_json_out(text: str | None) -> None:
 _TOPOLOGY_KEYS = frozenset({"fabric", "arrays", "hosts", "backup_servers", "tape_libraries", "lan"})
 
 
-def _is_topology_file(path) -> bool:
-    """A valid topology file (given where a scenario belongs): a mapping with topology keys,
-    without `steps` or `topology`, that loads as a topology."""
+def _looks_like_topology(path) -> bool:
+    """A mapping with a topology's top-level keys and without `steps` or `topology`: a
+    topology file given where a scenario belongs."""
     keys = top_level_keys(path)
-    if keys is None or keys & SCENARIO_MARKS or not keys & _TOPOLOGY_KEYS:
-        return False
-    try:
-        load_topology(path)
-    except ValidationFailed:
-        return False        # not a topology either: the scenario's located problems say more
-    return True
+    return keys is not None and not keys & SCENARIO_MARKS and bool(keys & _TOPOLOGY_KEYS)
 
 
 def _load_run_scenario(path):
+    """The scenario of `path`; a topology file given instead is said to be one in one line,
+    followed, if it has mistakes, by its own located problems (a scenario's would be "steps:
+    missing" and an unknown key per topology key, hiding them)."""
     try:
         return load_scenario(path)
     except ValidationFailed:
-        if _is_topology_file(path):
-            raise SanError("INVALID_INPUT", f"{path} is a topology file; san run needs a scenario "
-                                            f"(a file with topology: and steps:)") from None
-        raise
+        if not _looks_like_topology(path):
+            raise
+        said = (f"{path} is a topology file; san run needs a scenario (a file with topology: "
+                f"and steps:)")
+        try:
+            load_topology(path)
+        except ValidationFailed as topology:
+            raise ValidationFailed([Problem(str(path), 1, 1, "", said + "; as a topology it "
+                                            "has these problems:")] + topology.problems) from None
+        raise SanError("INVALID_INPUT", said) from None
 
 
 CONNECT_TIMEOUT_S = 30.0

@@ -161,10 +161,24 @@ def test_run_given_a_topology_says_so_in_one_line(capsys, ray_must_not_start, na
         f"(a file with topology: and steps:)"]
 
 
-def test_run_given_an_invalid_topology_shows_its_located_problems(tmp_path, capsys,
-                                                                  ray_must_not_start):
+def test_run_given_an_invalid_topology_says_so_and_shows_its_located_problems(
+        tmp_path, capsys, ray_must_not_start):
+    """Not the scenario's problems ("steps: missing", an unknown key per topology key),
+    which hid the topology's own mistake."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\narrays: 7\n")
+    bad.write_text((TOPOLOGIES / "two-arrays.yaml").read_text().replace("speed: 8GFC}", "speed: 8GFX}", 1))
+    assert cli.main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"{bad}:1:1: (document): {bad} is a topology file; san run needs a scenario "
+                      "(a file with topology: and steps:); as a topology it has these problems:")
+    assert len(err) == 2 and "fabric.switches[0].speed: invalid speed (got '8GFX'" in err[1]
+    assert "steps" not in "\n".join(err[1:])
+
+
+def test_run_given_a_file_that_is_neither_shows_the_scenarios_problems(tmp_path, capsys,
+                                                                     ray_must_not_start):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n")
     assert cli.main(["run", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml:1:1: steps: missing required key" in err and "topology file" not in err
