@@ -363,6 +363,8 @@ class Source:
             return node.value
         if tag == _TAG + "null":
             return None
+        if tag == _TAG + "timestamp":   # its text: a time field parses it, a label keeps it
+            return node.value
         if tag == _TAG + "bool":
             low = node.value.lower()
             return {"true": True, "false": False}.get(low, node.value)   # yes/no/on/off: text

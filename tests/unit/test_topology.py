@@ -518,6 +518,22 @@ def test_a_number_with_a_leading_zero_is_decimal_as_yaml_1_2_reads_it(tmp_path, 
     assert [(v.number, v.lun) for v in t.arrays[0].volumes] == [(0, 11), (10, None)]
 
 
+@pytest.mark.parametrize("written, start", [
+    ("2026-03-01", "2026-03-01T00:00:00+00:00"),            # a date alone: midnight UTC
+    ("2026-03-01T02:30:00Z", "2026-03-01T02:30:00+00:00"),
+    ('"2026-03-01"', "2026-03-01T00:00:00+00:00"),
+])
+def test_an_unquoted_date_or_time_is_read_as_written(tmp_path, monkeypatch, written, start):
+    """YAML makes unquoted dates date objects: `start:` refused them, and a label written
+    as a date was "not a string"."""
+    text = mini(("name: mini\n", f"name: mini\nstart: {written}\n"),
+                ("label: nightly}", "label: 2026-03-01}"))
+    assert problems_of(tmp_path, monkeypatch, text) == []
+    t = load_topology(tmp_path / "bad.yaml")
+    assert t.start.isoformat() == start
+    assert t.backup_servers[0].definitions[0].label == "2026-03-01"
+
+
 def test_mini_is_valid(tmp_path, monkeypatch):
     assert problems_of(tmp_path, monkeypatch, MINI) == []
 
