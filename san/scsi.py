@@ -9,6 +9,7 @@ Encoders and parsers live here side by side, so the two ends cannot drift apart.
   device), version 6 (SPC-4), response data format 2, additional length 31, then vendor (8
   bytes), product (16) and revision (4), ASCII padded with spaces: `standard_inquiry`,
   `parse_standard_inquiry`.
+- VPD page 0x00, the supported pages (0x00 and 0x83): `supported_vpd_pages`.
 - VPD page 0x83, device identification: two T10-vendor-ID designators, one for the logical
   unit (``DEVICE_ID.NNNNN``, the volume number on five digits, `lu_identifier`) and one for the
   target device (the array's device ID): `device_identification`,
@@ -39,6 +40,7 @@ __all__ = ["VENDOR", "PRODUCT", "REVISION", "standard_inquiry", "parse_standard_
 VENDOR = "HITACHI"
 PRODUCT = "SAN-SIM ARRAY"
 REVISION = "0100"
+VPD_SUPPORTED_PAGES = 0x00
 VPD_DEVICE_IDENTIFICATION = 0x83
 
 
@@ -63,6 +65,17 @@ def parse_standard_inquiry(data: bytes) -> dict:
             "vendor": data[8:16].decode("ascii").rstrip(),
             "product": data[16:32].decode("ascii").rstrip(),
             "revision": data[32:36].decode("ascii").rstrip()}
+
+
+# ---------------------------------------------------------------------- VPD page 0x00
+def supported_vpd_pages() -> bytes:
+    """VPD page 0x00 (mandatory in SPC-4, what sg_inq asks first): the pages served, ascending.
+
+    >>> supported_vpd_pages()
+    b'\\x00\\x00\\x00\\x02\\x00\\x83'
+    """
+    pages = bytes([VPD_SUPPORTED_PAGES, VPD_DEVICE_IDENTIFICATION])
+    return bytes([0x00, VPD_SUPPORTED_PAGES]) + struct.pack(">H", len(pages)) + pages
 
 
 # ---------------------------------------------------------------------- VPD page 0x83

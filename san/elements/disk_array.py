@@ -41,8 +41,9 @@ from ..errors import SanError
 from ..fileio import sync_dir
 from ..granules import granule_extents
 from ..pool import GranulePool
-from ..scsi import (VPD_DEVICE_IDENTIFICATION, data_buffer, device_identification,
-                    read_capacity_data, standard_inquiry)
+from ..scsi import (VPD_DEVICE_IDENTIFICATION, VPD_SUPPORTED_PAGES, data_buffer,
+                    device_identification, read_capacity_data, standard_inquiry,
+                    supported_vpd_pages)
 from ..snapshots import SnapshotEngine
 from ..storage import VolumeStore
 from ..units import BLOCK, DEFAULT_GRANULE as GRANULE
@@ -291,6 +292,8 @@ class DiskArray(CopyEngine):
             return standard_inquiry()
         if page == VPD_DEVICE_IDENTIFICATION:
             return device_identification(self.device_id, number)
+        if page == VPD_SUPPORTED_PAGES:
+            return supported_vpd_pages()
         raise SanError("INVALID_INPUT", f"{self.name}: INQUIRY VPD page {page:#04x} is not supported")
 
     def report_luns(self, initiator: str, port: str) -> list[int]:

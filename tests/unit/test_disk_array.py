@@ -63,6 +63,12 @@ def test_inquiry_carries_vendor_and_device_id(array):
     ident = parse_device_identification(array.inquiry("h1/hba0", "fc0", 2, 0x83))
     assert ident["target"] == "HTC-0042" and ident["lu"] == "HTC-0042.00002"
     assert code(array.inquiry, "h1/hba0", "fc0", 0, 0x80) == "INVALID_INPUT"
+    # VPD page 0x00 (mandatory): the pages it serves, each of which answers
+    pages = array.inquiry("h1/hba0", "fc0", 0, 0x00)
+    assert pages[:2] == b"\x00\x00" and int.from_bytes(pages[2:4], "big") == len(pages) - 4
+    assert list(pages[4:]) == [0x00, 0x83]
+    for page in pages[4:]:
+        assert array.inquiry("h1/hba0", "fc0", 0, page)[1] == page
 
 
 def test_report_luns_and_capacity_respect_masking(array):
