@@ -39,9 +39,22 @@ def _as_written(schema: dict, cls) -> None:
             continue
         if not field.is_required():
             prop["default"] = yaml_default(field)
+            _null_allowed(prop)     # `key: null` is the key left out (`_null_is_absent`)
         shown = shown_of(field)
         if field.description and shown is not None and shown.accepts and not shown.choices:
             prop["description"] = f"{field.description} Accepts {shown.accepts}."
+
+
+def _null_allowed(prop: dict) -> None:
+    """Let an optional key's schema `prop` accept null, as `san validate` does (in place)."""
+    null = {"type": "null"}
+    if null in prop.get("anyOf", ()) or prop.get("type") == "null" or \
+            (isinstance(prop.get("type"), list) and "null" in prop["type"]):
+        return
+    inner = {k: v for k, v in prop.items() if k not in ("description", "default")}
+    for k in inner:
+        del prop[k]
+    prop["anyOf"] = [inner, null]
 
 
 class SanModel(BaseModel):
