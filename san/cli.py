@@ -247,6 +247,8 @@ def _blocker(path: Path) -> Path | None:
 
 def _check_state_dir(text: str) -> Path:
     """The --state-dir folder, created (mode 0700) if missing; refused if it cannot be used."""
+    if not text:            # (an empty value is no folder, not "a temporary one")
+        raise SanError("INVALID_INPUT", "--state-dir '' names no folder; expected a folder")
     path = Path(text)
     try:
         if path.exists() and not path.is_dir():
@@ -272,7 +274,7 @@ def _check_state_dir(text: str) -> Path:
 def _open_state_dir(args, topology_name: str):
     """(path, temporary?, lock fd): a private state directory that one run holds at a time.
     A temporary one made here goes again if it cannot be used."""
-    if args.state_dir:
+    if args.state_dir is not None:
         path = _check_state_dir(args.state_dir)
         return path, False, _hold_state_dir(path, args, topology_name)
     path = Path(tempfile.mkdtemp(prefix="san-state-"))
@@ -340,8 +342,10 @@ def _lock_holder(lock: int) -> str:
 
 def _check_json_out(text: str | None) -> None:
     """Refuse a --json OUT that could not be written, before the run rather than after it."""
-    if not text:
+    if text is None:
         return
+    if not text:            # (an empty value is no file, not "no --json")
+        raise SanError("INVALID_INPUT", "--json '' names no file; expected a file name")
     path = Path(text)
     folder = path.parent
     try:

@@ -237,9 +237,10 @@ def _validate_scenario_source(src: Source, extra_sources: list) -> Scenario | No
         path = topo_value if os.path.isabs(topo_value) else os.path.normpath(
             os.path.join(os.path.dirname(src.file), topo_value))
         if not os.path.isfile(path):
+            what = ("is a directory" if os.path.isdir(path) else
+                    "is not a regular file" if os.path.exists(path) else "does not exist")
             src.report(("topology",), "topology file not found",
-                       expected=f"a topology file path relative to this file ({path} "
-                                "does not exist)")
+                       expected=f"a topology file path relative to this file ({path} {what})")
         else:
             tsrc = Source(path, src.problems).read()
             extra_sources.append(tsrc)

@@ -152,6 +152,16 @@ def test_run_refuses_a_folder_it_cannot_write(tmp_path, capsys, monkeypatch, ray
     assert list(readonly.iterdir()) == []
 
 
+@pytest.mark.parametrize("option, expected", [
+    ("--json", "INVALID_INPUT: --json '' names no file; expected a file name"),
+    ("--state-dir", "INVALID_INPUT: --state-dir '' names no folder; expected a folder"),
+])
+def test_an_empty_option_value_is_refused_not_taken_as_not_given(capsys, ray_must_not_start,
+                                                                 option, expected):
+    assert cli.main(["run", str(SCENARIO), option, ""]) == 2
+    assert capsys.readouterr().err.splitlines() == [expected]
+
+
 @pytest.mark.parametrize("name", ["two-arrays.yaml", "single-array.yaml", "two-switches.yaml"])
 def test_run_given_a_topology_says_so_in_one_line(capsys, ray_must_not_start, name):
     topology = TOPOLOGIES / name

@@ -477,12 +477,18 @@ def test_scenario_top_level_problems(tmp_path, monkeypatch):
                             "to a topology file, or an inline topology mapping)"])
 
 
-def test_scenario_topology_file_missing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("given, says", [
+    ("nowhere.yaml", "nowhere.yaml does not exist)"),
+    ("adir", "adir is a directory)"),            # it exists: not "does not exist"
+    ("/dev/null", "/dev/null is not a regular file)"),
+])
+def test_scenario_topology_file_missing(tmp_path, monkeypatch, given, says):
+    (tmp_path / "adir").mkdir()
     lines = scenario_problems(tmp_path, monkeypatch, "  - {op: lose_catalog}\n",
-                              head="name: s\ntopology: nowhere.yaml\nsteps:\n")
+                              head=f"name: s\ntopology: {given}\nsteps:\n")
     assert len(lines) == 1
-    assert lines[0].startswith("bad.yaml:2:11: topology: topology file not found "
-                               "(got 'nowhere.yaml'")
+    assert lines[0].startswith(f"bad.yaml:2:11: topology: topology file not found "
+                               f"(got '{given}'") and lines[0].endswith(says + ")"), lines[0]
 
 
 def test_scenario_topology_problems_are_reported_in_its_file(tmp_path, monkeypatch):
