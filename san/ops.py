@@ -61,9 +61,15 @@ class Context:
             self.named[name] = row
 
     def backup(self, name: str) -> tuple[str, tuple]:
-        """(server, key) of a backup named by `as:`; NO_SUCH_BACKUP if it has no row now, or
-        if the row at its key is another backup's (a rebuild found another server's backup
-        on the volume): a name keeps naming its own backup, wherever its row comes from."""
+        """(server, key) of a backup named by `as:` (`backup_row`)."""
+        server, key, _ = self.backup_row(name)
+        return server, key
+
+    def backup_row(self, name: str) -> tuple[str, tuple, dict]:
+        """(server, key, its catalog row) of a backup named by `as:`; NO_SUCH_BACKUP if it
+        has no row now, or if the row at its key is another backup's (a rebuild found another
+        server's backup on the volume): a name keeps naming its own backup, wherever its row
+        comes from."""
         if name not in self.backups:
             raise SanError("NO_SUCH_BACKUP", f"backup {name!r} was never made (its step failed)")
         server, key = self.backups[name]
@@ -75,17 +81,12 @@ class Context:
             raise SanError("NO_SUCH_BACKUP", f"backup {name!r} ({key[0]} media {key[1]}) has no "
                                              f"catalog row on {server} now") from None
         named = self.named.get(name)
-        if named is not None and _identity(row) != _identity(named):
+        if named is not None and record_of(row)[:IDENTITY] != record_of(named)[:IDENTITY]:
             raise SanError("NO_SUCH_BACKUP", (
                 f"backup {name!r} ({named['label']!r} made {named['timestamp']}) is no longer on "
                 f"{key[0]} media {key[1]}: its catalog row there on {server} is now "
                 f"{row['label']!r} made {row['timestamp']}"))
-        return server, key
-
-
-def _identity(row: dict) -> tuple:
-    """What says which backup a catalog row is (as its volume info does)."""
-    return tuple(str(row[f]) for f in ("host", "mount_point", "label", "timestamp"))
+        return server, key, row
 
 
 
@@ -123,13 +124,12 @@ def _content(ctx, step) -> tuple[str, dict]:
         return where, {"kind": "volume", "digest": _host_call(ctx, step.host, "digest", step.mount)}
     if getattr(step, "array", None):
         return f"{step.array} volume {step.volume}", _stored_content(ctx, step.array, step.volume)
-    server, key = ctx.backup(step.backup)
+    server, key, row = ctx.backup_row(step.backup)
     if key[2] is not None:   # a tape copy: the volume image in its file
         library, media, file = key[0], key[1], int(key[2])
         return (f"backup {step.backup} ({library} {media} file {file})",
                 _image_content(ctx, library, media, file))
     array = _array_of_device(ctx, key[0])
-    row = ctx.san.call(server, "row", key)
     held = ctx.san.call(array, "read_info", int(key[1]))
     if held is None or bytes(held)[:IDENTITY] != record_of(row)[:IDENTITY]:
         # what an order by this row would be refused (the array's check_holds), so is a read

@@ -157,11 +157,10 @@ class CopyEngine:
         may claim to hold it.
         """
         src, dst = self.reader(source), self.stores[dest]
-        if isinstance(src, VolumeStore):
-            self._refuse_known_rot(source, kind)
         bad = set(dst.bad_granules())
         exact = kind in ("restore", "copy")
         if isinstance(src, VolumeStore):
+            self._refuse_known_rot(source, kind)
             differ, same = src.compare(dst, same=exact)
             copy = set(differ) | bad
             checked = []

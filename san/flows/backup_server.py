@@ -509,9 +509,6 @@ class Server(BackupServer):
     def catalog_rows(self) -> list[dict]:
         return self.rows()
 
-    def key_exists(self, key: tuple) -> bool:
-        return self.catalog.find(tuple(key)) is not None
-
 
 def _rebuild_transfers(server: str, array: str, answer: dict) -> list[Transfer]:
     """The LAN messages of a rebuild's reads of one array, as Fig. 15 makes them: the volume

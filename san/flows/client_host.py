@@ -681,16 +681,9 @@ class Host(BackupClient, ClientHost):
         lines = [ln.strip() for ln in output.splitlines()[1:] if ln.strip()]   # [0]: its version
         repaired = [] if status == 0 else [
             ln for ln in lines if not ln.startswith(f"{where}:") and ln not in _FSCK_BOOKKEEPING]
-        transfers = _merged(read) + _merged(moved)     # on the routes they took
+        reads, writes = {}, {}          # each on the routes it took, one transfer per route
+        carry(reads, read, False)
+        carry(writes, moved, True)
+        transfers = transfers_of(reads) + transfers_of(writes)
         return {"mount": mount_point, "repaired": repaired, "bytes_written": written,
                 "output": output, "transfers": transfers}
-
-
-def _merged(transfers: list[Transfer]) -> list[Transfer]:
-    """`transfers` with one per route (resources), in the order the routes were first used."""
-    out: dict[tuple, Transfer] = {}
-    for t in transfers:
-        held = out.get(t.resources)
-        out[t.resources] = t if held is None else Transfer(t.resources, held.nbytes + t.nbytes,
-                                                           held.latency, held.counted)
-    return list(out.values())
