@@ -108,12 +108,25 @@ REFUSALS = [
 ]
 
 
+def forbid_probe(monkeypatch) -> None:
+    """Fail the test if the CLI probes a Ray cluster (`--address`).  Only the probe fails: a
+    module's first import may run a child of its own (ctypes.util.find_library runs ldconfig
+    when san.fileio loads), and a test run alone imports it late."""
+    real_popen = subprocess.Popen
+
+    def popen(argv, *args, **kwargs):
+        if list(argv[:3]) == [sys.executable, "-c", cli._PROBE]:
+            pytest.fail("Ray was probed")
+        return real_popen(argv, *args, **kwargs)
+    monkeypatch.setattr(cli.subprocess, "Popen", popen)
+
+
 @pytest.fixture
 def ray_must_not_start(monkeypatch):
     """Fail the test if `san run` got as far as starting Ray or a connection probe."""
     import san.fabric           # imports Ray: only the tests that stub it load it
     monkeypatch.setattr(san.fabric, "start_ray", lambda *a: pytest.fail("Ray was started"))
-    monkeypatch.setattr(cli.subprocess, "Popen", lambda *a, **k: pytest.fail("Ray was probed"))
+    forbid_probe(monkeypatch)
 
     def initialized():      # the integration tests' session Ray may already be up: no change
         ray = sys.modules.get("ray")

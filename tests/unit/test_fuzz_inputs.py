@@ -41,6 +41,8 @@ from san.topology.fields import one_of
 from san.topology.models import Topology
 from san.topology.source import MAX_BYTES, MAX_DEPTH, MAX_NODES
 
+from .test_cli import forbid_probe
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "topologies"
 TOPOLOGY_FILES = sorted(SHIPPED.glob("*.yaml"))
@@ -69,7 +71,7 @@ def ray_gate(monkeypatch):
     def start_ray(*args):
         raise RayGate()
     monkeypatch.setattr(san.fabric, "start_ray", start_ray)
-    monkeypatch.setattr(cli.subprocess, "Popen", lambda *a, **k: pytest.fail("Ray was probed"))
+    forbid_probe(monkeypatch)
     monkeypatch.delenv("SAN_DEBUG", raising=False)
 
     def initialized():      # the integration tests' session Ray may already be up: no change
