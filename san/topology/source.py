@@ -330,9 +330,9 @@ class Source:
                                  else "a mapping", "a name"))
                 continue
             key = self.scalar(key_node, path)
-            try:
-                hash(key)
-            except TypeError:
+            if not isinstance(key, str):
+                # every key of the schema is a name: `7:` or `true:` is the text it shows,
+                # so a problem names it as written and finds its line
                 key = key_node.value
             if key in out:
                 first = self.keys[path + (key,)].start_mark

@@ -489,6 +489,13 @@ BAD = [
      mini(("    device_id: DEV-1\n", "    device_id: DEV-1\n    device_id: DEV-2\n")),
      ["10:5: arrays[0].device_id: duplicate key (got 'device_id'; expected each key once in a "
       "mapping, first at line 9)"]),
+    # a key YAML reads as a number or a boolean is named as written, at its own line
+    ("number-key",
+     mini(("    device_id: DEV-1\n", "    device_id: DEV-1\n    7: x\n")),
+     ["10:5: arrays[0]['7']: unknown key (got '7'; expected one of name, device_id"]),
+    ("boolean-key",
+     mini(("    device_id: DEV-1\n", "    device_id: DEV-1\n    true: x\n")),
+     ["10:5: arrays[0].true: unknown key (got 'true'; expected one of name, device_id"]),
 ]
 
 
