@@ -34,7 +34,7 @@ from san.units import BLOCK
 
 __all__ = ["VENDOR", "PRODUCT", "REVISION", "standard_inquiry", "parse_standard_inquiry",
            "lu_identifier", "device_identification", "parse_device_identification",
-           "read_capacity_data", "capacity_bytes", "blocks_of", "DataBuffer", "data_buffer",
+           "read_capacity_data", "READ_CAPACITY_16_BYTES", "REPORT_LUNS_HEADER", "capacity_bytes", "blocks_of", "DataBuffer", "data_buffer",
            "PIECE"]
 
 VENDOR = "HITACHI"
@@ -125,6 +125,10 @@ def parse_device_identification(page: bytes) -> dict:
 
 
 # ---------------------------------------------------------------------- capacity, addressing
+READ_CAPACITY_16_BYTES = 32   # the parameter data READ CAPACITY (16) returns (SBC-4)
+REPORT_LUNS_HEADER = 8        # REPORT LUNS data: LUN list length + reserved, then 8 bytes a LUN
+
+
 def read_capacity_data(size: int) -> tuple[int, int]:
     """(last LBA, block length) of a volume of `size` bytes, as READ CAPACITY (16) reports them.
 

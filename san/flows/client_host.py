@@ -43,7 +43,8 @@ from ..errors import SanError
 from ..fileio import pwrite_all
 from ..fat import (FAT_EPOCH, BlockDevice, FatVolume, changed_ranges, format_volume, fsck,
                    fsck_repair, normalize)
-from ..scsi import blocks_of, parse_device_identification, parse_standard_inquiry
+from ..scsi import (READ_CAPACITY_16_BYTES, REPORT_LUNS_HEADER, blocks_of,
+                    parse_device_identification, parse_standard_inquiry)
 from ..timemodel import Transfer
 from ..tripwire import Tripwire
 from ..units import BLOCK
@@ -318,7 +319,8 @@ class Host(BackupClient, ClientHost):
         return {**info, "device_id": ident["target"], "lu_id": ident["lu"],
                 "capacity": (last_lba + 1) * block, "block_size": block, "luns": luns,
                 "hba": route.initiator, "transfers": [
-                    Transfer(route.resources(False), len(std) + len(vpd) + 32 + 8 * len(luns))]}
+                    Transfer(route.resources(False), len(std) + len(vpd) + READ_CAPACITY_16_BYTES
+                             + REPORT_LUNS_HEADER + 8 * len(luns))]}
 
     def digest(self, mount_point: str) -> str:
         """The volume digest of a mount, computed by the array behind the granted path."""

@@ -87,6 +87,11 @@ def test_scsi_identify_reports_vendor_device_id_capacity_and_luns(build_san, fab
     assert info["vendor"] == "HITACHI" and info["device_id"] == "HTC-7001"
     assert info["capacity"] == 64 * MiB and info["block_size"] == 512 and info["luns"] == [0]
     assert info["hba"] == "h1/hba0"
+    # what crossed the fabric: the INQUIRY answers, READ CAPACITY (16)'s 32 bytes and REPORT
+    # LUNS' 8-byte header with 8 bytes for its one LUN
+    inquiry = len(san.call("a1", "inquiry", "h1/hba0", "fc0", 0))
+    vpd = len(san.call("a1", "inquiry", "h1/hba0", "fc0", 0, 0x83))
+    assert [t.nbytes for t in info["transfers"]] == [inquiry + vpd + 32 + 8 + 8]
 
 
 def test_small_unaligned_chunk_size_still_moves_every_byte(build_san, fabric_topo):
