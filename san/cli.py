@@ -126,9 +126,37 @@ class _Err:
         print(text, file=sys.stderr)
 
 
+def _stdout_gone() -> None:
+    """Standard output's reader went away (`san run ... | head`): from now on what the
+    command prints goes nowhere, and the command goes on to its end and its own exit code.
+    A scenario cut short by its reader would leave half a run, a server (`san serve | head
+    -1` to learn its URI) would stop serving, and rich's default (exit 1 at once) would say
+    it failed."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())        # what is still buffered goes nowhere, quietly
+    os.close(devnull)
+
+
+def _say(text: str) -> None:
+    """`text` on standard output at once (a line a script may wait for)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_gone()
+
+
+class _Out(Console):
+    """Standard output, through rich (`_stdout_gone` when its reader goes away)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _stdout_gone()
+
+
 def _console() -> Console:
     # piped output gets wide tables rather than rich's 80-column default
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    return _Out() if sys.stdout.isatty() else _Out(width=160)
 
 
 def main(argv=None) -> int:
@@ -190,7 +218,7 @@ def cmd_schema(args, out, err) -> int:
         return EXIT_INVALID
     text = schema_text(args.kind)
     if not args.output:
-        sys.stdout.write(text)
+        _say(text)
         return EXIT_OK
     try:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -740,17 +768,17 @@ def _serve(topology, chosen, listen, args, out, err, state: Path, chunk: int, st
         try:
             for uri, export in zip(uris, serving.exports.values()):
                 mode = "read-only" if export.read_only else "read-write"
-                print(f"{uri}\t{export.size} bytes, {mode}", flush=True)
-            print(f"serving {len(uris)} export(s) on {_addr_port(*serving.address[:2])}; "
-                  "SIGINT or SIGTERM stops", flush=True)
+                _say(f"{uri}\t{export.size} bytes, {mode}\n")
+            _say(f"serving {len(uris)} export(s) on {_addr_port(*serving.address[:2])}; "
+                 "SIGINT or SIGTERM stops\n")
             while not stop:
                 time.sleep(0.2)
         finally:
             rep = serving.stop()
         rep = {"topology": topology.name, "listen": _addr_port(*serving.address[:2]), **rep}
         unwritten = _save_json(rep, args.json)
-        print(f"stopped: {rep['bytes']} bytes moved over {len(rep['exports'])} export(s); "
-              f"modeled {rep['modeled_s']:.4f} s, wall {rep['wall_s']:.2f} s", flush=True)
+        _say(f"stopped: {rep['bytes']} bytes moved over {len(rep['exports'])} export(s); "
+             f"modeled {rep['modeled_s']:.4f} s, wall {rep['wall_s']:.2f} s\n")
         if unwritten:
             err.print(unwritten)
             return EXIT_FAILED

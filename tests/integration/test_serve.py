@@ -261,6 +261,19 @@ def test_a_signal_during_start_up_stops_the_server_cleanly(files, tmp_path):
     assert "Traceback" not in err
 
 
+def test_a_reader_that_went_away_does_not_stop_the_server(files, tmp_path):
+    """`san serve ... | head -2` to learn a URI: the reader is gone once the server is up; the
+    server goes on serving, and its last line (into the closed pipe) is no failure."""
+    served = Served(files / "topology.yaml", "--state-dir", tmp_path / "state",
+                    "--listen", "127.0.0.1:0")
+    served.proc.stdout.close()
+    assert tool("nbdinfo", "--size", served.uris["h1:/raw"]).stdout.strip() == str(64 * MiB)
+    served.proc.send_signal(signal.SIGTERM)
+    err = served.proc.stderr.read()
+    assert served.proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "Broken pipe" not in err
+
+
 def test_a_report_that_cannot_be_written_at_exit_is_one_line_after_the_summary(files, tmp_path):
     folder = tmp_path / "gone"
     folder.mkdir()

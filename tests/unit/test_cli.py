@@ -402,6 +402,32 @@ def test_commands_that_never_import_ray(argv):
     assert [m for m in imported if m == "ray" or m.startswith("ray.")] == []
 
 
+# each case: (id, arguments, the exit code the command gives whoever reads its output)
+READER_GONE = [
+    ("validate-valid", ["validate", str(TOPOLOGIES / "two-arrays.yaml")], 0),
+    ("validate-invalid", ["validate", str(ROOT / "pyproject.toml")], 2),
+    ("inspect", ["inspect", str(TOPOLOGIES / "eight-hosts.yaml")], 0),
+    ("schema", ["schema", "topology"], 0),
+]
+
+
+@pytest.mark.parametrize("argv,code", [r[1:] for r in READER_GONE], ids=[r[0] for r in READER_GONE])
+def test_a_reader_that_went_away_does_not_change_the_exit_code(argv, code):
+    """`san validate ... | head -0`: its standard output is a pipe nobody reads (closed before
+    the command starts, so its first write fails for sure); it still exits with its own code,
+    not rich's 1, and says nothing of the pipe."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "san", *argv], cwd=ROOT, env=env,
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == code, done.stderr[-2000:]
+    assert "Broken pipe" not in done.stderr and "BrokenPipeError" not in done.stderr
+
+
 # ------------------------------------------------------------------------------ on a cluster
 # san.fabric's checks as plain functions, and how `san run` reports a SAN refused at start;
 # the cluster itself: tests/integration/test_cluster.py
