@@ -1,8 +1,8 @@
 """Cross-reference checks of a scenario's steps, on the plain data, tolerantly.
 
 The step models (`steps`) check each value's shape; these checks follow the steps in order
-and look at the names they use: elements of the topology (through the `checks.Index` of its
-names), definitions of the topology or of an earlier `define`, and the checkpoints and backups
+and look at the names they use: elements of the topology and their volumes and mount points
+(through the `checks.Index` of its names), definitions of the topology or of an earlier `define`, and the checkpoints and backups
 that earlier steps named with `as`.  Inside `concurrent`, the inner steps see the names made
 before it, not each other's; after it, the names its steps made.  Steps that are not mappings
 or have no known op are skipped: the model validation reports those.
@@ -98,6 +98,15 @@ class _StepChecker:
                 self.r(path, f"unknown volume of {array}", expected=one_of(volumes))
         return check
 
+    def mount(self, path, host, mount) -> None:
+        """A mount point named beside a host must be one of its mounts (they are all in the
+        topology: no step adds one)."""
+        if self.index is None or not isinstance(host, str) or not isinstance(mount, str):
+            return
+        mounts = self.index.hosts[host]["mounts"]
+        if mount not in mounts:
+            self.r(path, f"unknown mount point of {host}", expected=one_of(mounts))
+
     def volume(self, path, array, volume, names) -> None:
         if isinstance(array, str) and self.index is not None and array in self.index.arrays \
                 and int_of(volume) is not None:
@@ -133,7 +142,8 @@ class _StepChecker:
         hosts = index.hosts if index else {}
         arrays = index.arrays if index else {}
         if op != "define" and "host" in step:
-            self.ref(path + ("host",), step.get("host"), hosts, "host")
+            if self.ref(path + ("host",), step.get("host"), hosts, "host"):
+                self.mount(path + ("mount",), step.get("host"), step.get("mount"))
         if "array" in step:
             if self.ref(path + ("array",), step.get("array"), arrays, "array"):
                 self.volume(path + ("volume",), step.get("array"), step.get("volume"), names)
@@ -157,7 +167,9 @@ class _StepChecker:
         if op == "define":
             self.define(step, path, names, made)
         if op == "restore_volume" and isinstance(step.get("to"), dict):
-            self.ref(path + ("to", "host"), step["to"].get("host"), hosts, "host")
+            to = step["to"]
+            if self.ref(path + ("to", "host"), to.get("host"), hosts, "host"):
+                self.mount(path + ("to", "mount"), to.get("host"), to.get("mount"))
         if op == "copy_volume" and isinstance(step.get("to"), dict):
             to = step["to"]
             if self.ref(path + ("to", "array"), to.get("array"), arrays, "array"):
@@ -221,7 +233,8 @@ class _StepChecker:
                 made.snapshot_arrays.add(dest["array"])
         if index is None:
             return
-        self.ref(path + ("host",), step.get("host"), index.hosts, "host")
+        if self.ref(path + ("host",), step.get("host"), index.hosts, "host"):
+            self.mount(path + ("mount_point",), step.get("host"), step.get("mount_point"))
         check_destination(self.r, path, step, index, self.known_volume(names))
 
     def fault(self, step: dict, path: tuple, names: _Names, titles, position) -> None:

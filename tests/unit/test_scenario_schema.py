@@ -202,6 +202,17 @@ BAD_STEPS = [
     ("write-unknown-host",
      "  - {op: write, host: host7, mount: /db, offset: 0, size: 1MiB, seed: 1}\n",
      ["bad.yaml:4:23: steps[0].host: unknown host (got 'host7'; expected one of host1)"]),
+    ("write-unknown-mount",
+     "  - {op: write, host: host1, mount: /dbx, offset: 0, size: 1MiB, seed: 1}\n",
+     ["bad.yaml:4:37: steps[0].mount: unknown mount point of host1 (got '/dbx'; expected one "
+      "of /db)"]),
+    ("define-unknown-mount",
+     "  - {op: define, name: d2, host: host1, mount_point: /dbx, type: disk, "
+     "destination: {array: array1, volume: 1}, label: x}\n",
+     ["steps[0].mount_point: unknown mount point of host1 (got '/dbx'; expected one of /db)"]),
+    ("restore-onto-unknown-mount",
+     "  - {op: restore_volume, backup: b, to: {host: host1, mount: /dbx}}\n",
+     ["steps[0].to.mount: unknown mount point of host1 (got '/dbx'; expected one of /db)"]),
     ("write-files-negative",
      "  - {op: write_files, host: host1, mount: /db, files: {a: {size: -1, seed: 1}}}\n",
      ["steps[0].files.a.size: size out of range (got '-1'"]),
