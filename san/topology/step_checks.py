@@ -98,10 +98,12 @@ class _StepChecker:
                 self.r(path, f"unknown volume of {array}", expected=one_of(volumes))
         return check
 
-    def mount(self, path, host, mount) -> None:
+    def mount(self, step: dict, path, host, mount) -> None:
         """A mount point named beside a host must be one of its mounts (they are all in the
-        topology: no step adds one)."""
-        if self.index is None or not isinstance(host, str) or not isinstance(mount, str):
+        topology: no step adds one), unless the step expects NO_SUCH_MOUNT: a drill may show
+        the refusal on purpose, a typo does not say so."""
+        if self.index is None or not isinstance(host, str) or not isinstance(mount, str) \
+                or step.get("expect_error") == "NO_SUCH_MOUNT":
             return
         mounts = self.index.hosts[host]["mounts"]
         if mount not in mounts:
@@ -143,7 +145,7 @@ class _StepChecker:
         arrays = index.arrays if index else {}
         if op != "define" and "host" in step:
             if self.ref(path + ("host",), step.get("host"), hosts, "host"):
-                self.mount(path + ("mount",), step.get("host"), step.get("mount"))
+                self.mount(step, path + ("mount",), step.get("host"), step.get("mount"))
         if "array" in step:
             if self.ref(path + ("array",), step.get("array"), arrays, "array"):
                 self.volume(path + ("volume",), step.get("array"), step.get("volume"), names)
@@ -169,7 +171,7 @@ class _StepChecker:
         if op == "restore_volume" and isinstance(step.get("to"), dict):
             to = step["to"]
             if self.ref(path + ("to", "host"), to.get("host"), hosts, "host"):
-                self.mount(path + ("to", "mount"), to.get("host"), to.get("mount"))
+                self.mount(step, path + ("to", "mount"), to.get("host"), to.get("mount"))
         if op == "copy_volume" and isinstance(step.get("to"), dict):
             to = step["to"]
             if self.ref(path + ("to", "array"), to.get("array"), arrays, "array"):
@@ -234,7 +236,7 @@ class _StepChecker:
         if index is None:
             return
         if self.ref(path + ("host",), step.get("host"), index.hosts, "host"):
-            self.mount(path + ("mount_point",), step.get("host"), step.get("mount_point"))
+            self.mount(step, path + ("mount_point",), step.get("host"), step.get("mount_point"))
         check_destination(self.r, path, step, index, self.known_volume(names))
 
     def fault(self, step: dict, path: tuple, names: _Names, titles, position) -> None:

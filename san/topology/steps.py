@@ -37,7 +37,11 @@ class StepBase(SanModel):
     title: Optional[Text] = Field(None, description="Shown in the report; what a fault's "
                                                     "`when.step` names.")
     expect_error: Optional[ErrorCode] = Field(None, description="The step is as expected only "
-                                                                "if it fails with this code.")
+                                                                "if it fails with this code.  "
+                                                                "With NO_SUCH_MOUNT, its mount "
+                                                                "may be one its host lacks "
+                                                                "(validate refuses that "
+                                                                "otherwise).")
     as_: Optional[Name] = Field(None, alias="as", description="A name for what the step makes "
                                                               "(a backup, a checkpoint).")
 

@@ -15,12 +15,15 @@ from .conftest import TOPOLOGIES
 
 @pytest.fixture
 def scenario(build_san, tmp_path):
-    """scenario(steps_yaml, topology) -> (reports by index, runner, san)."""
-    def run(steps: str, topology: str = "two-arrays.yaml"):
+    """scenario(steps_yaml, topology, edit) -> (reports by index, runner, san); `edit` changes
+    the loaded steps (a list of step models) after validation, as the Python API may."""
+    def run(steps: str, topology: str = "two-arrays.yaml", edit=None):
         path = tmp_path / "s.yaml"
         path.write_text(f"name: t\ntopology: {TOPOLOGIES / topology}\nsteps:\n"
                         + textwrap.indent(textwrap.dedent(steps), "  "))
         loaded = load_scenario(path)
+        if edit is not None:
+            edit(loaded.steps)
         san = build_san(loaded.topology, tmp_path / "state")
         runner = Runner(san, tmp_path / "state")
         return runner.run(loaded.steps), runner, san
@@ -139,16 +142,28 @@ def test_file_restore_brings_back_exactly_the_named_files(scenario):
 
 
 @pytest.mark.parametrize("step,code", [
-    ("{op: write_files, host: host1, mount: /nope, files: {a: {size: 1, seed: 1}}}", "NO_SUCH_MOUNT"),
     ("{op: remove_files, host: host1, mount: /db, files: [absent.txt]}", "NO_SUCH_FILE"),
     ("{op: write_files, host: host1, mount: /db, files: {../../x: {size: 1, seed: 1}}}", "INVALID_INPUT"),
     ("{op: write_files, host: host1, mount: /db, files: {huge.bin: {size: 3GiB, seed: 1}}}", "NO_SPACE"),
-    ("{op: list_destinations, host: host1, mount: /nope}", "NO_SUCH_MOUNT"),
     ("{op: backup, definition: db-nightly, as: x}", "ok"),
 ])
-def test_file_and_mount_refusals(scenario, step, code):
+def test_file_refusals(scenario, step, code):
     reports, _, _ = scenario(f"- {step}\n")
     assert outcome(reports[0]) == code, reports[0].error
+
+
+@pytest.mark.parametrize("step", [
+    "{op: write_files, host: host1, mount: /db, files: {a: {size: 1, seed: 1}}}",
+    "{op: list_destinations, host: host1, mount: /db}",
+])
+def test_a_mount_its_host_lacks_is_no_such_mount(scenario, step):
+    """validate refuses such a step (tests/unit/test_scenario_schema.py); one made past it,
+    as the Python API can, meets the host's own refusal."""
+    def elsewhere(steps):
+        steps[0] = steps[0].model_copy(update={"mount": "/nope"})
+    reports, _, _ = scenario(f"- {step}\n", edit=elsewhere)
+    assert outcome(reports[0]) == "NO_SUCH_MOUNT", reports[0].error
+    assert "'/nope'" in reports[0].error.message
 
 
 def test_list_destinations_and_define(scenario):

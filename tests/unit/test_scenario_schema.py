@@ -144,6 +144,18 @@ def test_earlier_define_is_usable(tmp_path, monkeypatch):
     assert scenario_problems(tmp_path, monkeypatch, steps) == []
 
 
+def test_a_step_expecting_no_such_mount_may_name_a_mount_its_host_lacks(tmp_path, monkeypatch):
+    # a drill shows the refusal on purpose (the bad cases: a typo, or another error expected)
+    steps = ("  - {op: write, host: host1, mount: /dbx, offset: 0, size: 1MiB, seed: 1, "
+             "expect_error: NO_SUCH_MOUNT}\n"
+             "  - {op: restore_volume, backup: b, to: {host: host1, mount: /x}, "
+             "expect_error: NO_SUCH_MOUNT}\n"
+             "  - {op: define, name: d2, host: host1, mount_point: /y, type: disk, "
+             "destination: {array: array1, volume: 1}, label: x, expect_error: NO_SUCH_MOUNT}\n")
+    lines = scenario_problems(tmp_path, monkeypatch, steps)
+    assert [line for line in lines if "mount" in line] == []
+
+
 def test_snapshot_volumes_may_be_named(tmp_path, monkeypatch):
     # a snapshot definition on array1 makes new volume numbers; they are checked at run time
     steps = ("  - {op: define, name: snap, host: host1, mount_point: /db, type: disk, "
@@ -206,6 +218,10 @@ BAD_STEPS = [
      "  - {op: write, host: host1, mount: /dbx, offset: 0, size: 1MiB, seed: 1}\n",
      ["bad.yaml:4:37: steps[0].mount: unknown mount point of host1 (got '/dbx'; expected one "
       "of /db)"]),
+    ("unknown-mount-expecting-another-error",
+     "  - {op: write, host: host1, mount: /dbx, offset: 0, size: 1MiB, seed: 1, "
+     "expect_error: NO_SUCH_VOLUME}\n",
+     ["steps[0].mount: unknown mount point of host1 (got '/dbx'; expected one of /db)"]),
     ("define-unknown-mount",
      "  - {op: define, name: d2, host: host1, mount_point: /dbx, type: disk, "
      "destination: {array: array1, volume: 1}, label: x}\n",
