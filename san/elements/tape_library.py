@@ -41,6 +41,16 @@ def image_header(size: int, extents: list[tuple[int, int]]) -> bytes:
     return body + bytes(-len(body) % 512)
 
 
+def header_length(data: bytes) -> int:
+    """How many bytes the image header starting `data` takes (a whole number of 512-byte
+    blocks), read from its extent count; 0 if `data` is too short to tell (`parse_header`
+    then says what is wrong)."""
+    if len(data) < 20:
+        return 0
+    need = 20 + 16 * struct.unpack("<I", data[16:20])[0]
+    return need + (-need % 512)
+
+
 def parse_header(data: bytes, where: str) -> tuple[int, list[tuple[int, int]], int]:
     """(volume size, extents, header length) of an image's first bytes."""
     if data[:8] != MAGIC or len(data) < 20:
@@ -133,11 +143,12 @@ class TapeLibrary:
         key = (media_id, int(file))
         if key not in self._maps:
             medium = self.medium(media_id)
-            head = medium.read_range(int(file), 0, min(512, self._file_bytes(medium, file)))
-            size, extents, hlen = parse_header(bytes(head), f"{media_id} file {file}")
-            if hlen > 512:
-                head = medium.read_range(int(file), 0, hlen)
-                size, extents, hlen = parse_header(bytes(head), f"{media_id} file {file}")
+            nbytes = self._file_bytes(medium, file)
+            head = bytes(medium.read_range(int(file), 0, min(512, nbytes)))
+            need = header_length(head)
+            if need > len(head):        # over 30 extents: the header runs past its first block
+                head = bytes(medium.read_range(int(file), 0, min(need, nbytes)))
+            size, extents, hlen = parse_header(head, f"{media_id} file {file}")
             starts, at = [], hlen
             for off, length in extents:
                 starts.append(at)

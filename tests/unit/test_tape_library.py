@@ -53,6 +53,32 @@ def test_a_thin_image_reads_back_with_its_holes(lib):
     assert info.value.code == "LBA_OUT_OF_RANGE"
 
 
+@pytest.mark.parametrize("count", [30, 31, 32, 200])
+def test_an_image_of_many_extents_reads_back(lib, count):
+    """From 31 extents on the header takes more than its first 512-byte block: a backup
+    of 31 scattered writes could not be read, verified or restored (MEDIA_ERROR: image
+    header cut short), its tape intact."""
+    size, extents = 64 << 20, [(i * (256 << 10), 4096) for i in range(count)]
+    write(lib, "T00001", size, extents)
+    assert lib.image_size("T00001", 1) == size
+    assert lib.image_extents("T00001", 1) == extents
+    image = lib.read_image("T00001", 1, 0, size)
+    for off, length in extents:
+        assert np.array_equal(image[off:off + length], pattern(1, off, length))
+    assert np.count_nonzero(image) == np.count_nonzero(np.concatenate(
+        [pattern(1, off, length) for off, length in extents]))
+
+
+def test_an_image_header_cut_short_is_a_media_error(lib):
+    """A file holding only the first block of a header of 40 extents."""
+    extents = [(i * 4096, 512) for i in range(40)]
+    head = image_header(1 << 20, extents)
+    lib.medium("T00001").append({**ROW}, iter([np.frombuffer(head[:512], np.uint8)]), 512)
+    with pytest.raises(SanError) as info:
+        lib.image_size("T00001", 1)
+    assert info.value.code == "MEDIA_ERROR" and "cut short" in info.value.message
+
+
 def test_files_append_numbered_and_the_scan_returns_every_row(lib):
     write(lib, "T00001", 1 << 20, [(0, 4096)])
     write(lib, "T00001", 1 << 20, [(0, 8192)], seed=2)
