@@ -212,14 +212,6 @@ class TapeLibrary:
         medium = self.medium(media_id)
         if medium.blank or not medium.path.exists():
             raise SanError("LBA_OUT_OF_RANGE", f"{media_id} is blank: there is nothing to corrupt")
-        with open(medium.path, "r+b") as image:
-            image.seek(0, 2)
-            if offset < 0 or offset + nbytes > image.tell():
-                raise SanError("LBA_OUT_OF_RANGE", f"{media_id}: offset {offset} is past the "
-                                                   f"image's end ({image.tell()} bytes)")
-            image.seek(offset)
-            data = bytearray(image.read(nbytes))
-            image.seek(offset)
-            image.write(bytes(b ^ 0xFF for b in data))
+        flipped = medium.flip(offset, nbytes)
         self._maps = {k: v for k, v in self._maps.items() if k[0] != media_id}
-        return len(data)
+        return flipped

@@ -309,6 +309,23 @@ class TapeMedium:
             self._partial.unlink(missing_ok=True)
             self._cache = None
 
+    def flip(self, offset: int, nbytes: int) -> int:
+        """Invert `nbytes` stored bytes at `offset` of the image (the `corrupt` fault); how
+        many.  What was learnt of the image goes: its size and times may not show the change
+        (a timestamp as coarse as the kernel's tick), and a read must meet the rot."""
+        with self._lock:
+            with open(self.path, "r+b") as image:
+                image.seek(0, 2)
+                if offset < 0 or offset + nbytes > image.tell():
+                    raise SanError("LBA_OUT_OF_RANGE", f"{self.media_id}: offset {offset} is past "
+                                                       f"the image's end ({image.tell()} bytes)")
+                image.seek(offset)
+                data = bytearray(image.read(nbytes))
+                image.seek(offset)
+                image.write(bytes(b ^ 0xFF for b in data))
+            self._cache = None
+            return len(data)
+
     def projected_size(self, row: dict, size: int) -> int:
         """The image size after appending a `size`-byte backup with this row."""
         scan = self._scan()

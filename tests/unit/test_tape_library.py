@@ -1,4 +1,5 @@
 """The tape library element (no Ray): thin volume images, drives, media, rebuild scans."""
+import os
 import threading
 from types import SimpleNamespace
 
@@ -153,3 +154,23 @@ def test_corrupting_a_label_is_a_media_error_in_the_scan(lib):
     with pytest.raises(SanError) as info:
         lib.corrupt("T00003", 0)
     assert info.value.code == "LBA_OUT_OF_RANGE"
+
+
+def test_rot_is_met_even_when_the_image_looks_unchanged(lib):
+    """A medium knows its image has changed by its size and times; a corrupt fault changes
+    neither size nor, within a coarse kernel tick, its times: a read right after must still
+    meet the rot, not an index of blocks checked before it."""
+    write(lib, "T00001", 1 << 20, [(0, 64 << 10)])
+    assert np.array_equal(lib.read_image("T00001", 1, 0, 4096), pattern(1, 0, 4096))
+    path = lib.medium("T00001").path
+    before = path.stat()
+    image = path.read_bytes()
+    at = image.index(pattern(1, 0, 512).tobytes()[:64])     # the first data bytes
+    assert lib.corrupt("T00001", at + 100, 4) == 4
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))   # as a coarse clock shows it
+    with pytest.raises(SanError) as info:
+        lib.read_image("T00001", 1, 0, 4096)
+    assert info.value.code == "MEDIA_ERROR"
+    with pytest.raises(SanError) as info:
+        lib.corrupt("T00001", len(image), 1)
+    assert info.value.code == "LBA_OUT_OF_RANGE" and str(len(image)) in info.value.message
