@@ -366,8 +366,10 @@ class DiskArray(CopyEngine):
             return
         self._before_write(number, offset, length)
         store, G = self.stores[number], self.granule
+        end = offset + length
         inner0 = -(-offset // G) * G
-        inner1 = max(inner0, (offset + length) // G * G)
+        # a range to the volume's end holds its last granule whole, even a short one
+        inner1 = max(inner0, end if end == store.size else end // G * G)
         if inner1 > inner0:
             store.discard(inner0, inner1 - inner0)
         for lo, hi in ((offset, min(inner0, offset + length)), (max(inner1, offset), offset + length)):

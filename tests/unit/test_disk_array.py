@@ -221,3 +221,30 @@ def test_a_thousand_snapshots_keep_the_table_small_and_numbers_never_reused(arra
     again = DiskArray(array.spec, tmp_path / "state", granule=64 * 1024)
     assert again.snapshot(0) == 1004                    # 500 stays used
     again.close()
+
+
+@pytest.mark.parametrize("size", ["8MiB", "8224KiB", "8389120"])   # last granule: whole, half, 1 block
+def test_unmap_to_the_end_frees_every_granule_even_a_short_last_one(tmp_path, size):
+    """A volume whose size is not whole granules ends in a short granule: UNMAP of the whole
+    volume (and a copy of zeros, which zeroes the same way) freed all but it, which stayed
+    stored as written zeros, and GET LBA STATUS reported it as data."""
+    (tmp_path / "t.yaml").write_text(textwrap.dedent(TOPO).replace(
+        "{number: 0, size: 8MiB,", f"{{number: 0, size: {size},"))
+    arr = DiskArray(load_topology(tmp_path / "t.yaml").arrays[0], tmp_path / "state",
+                    granule=64 * 1024)
+    try:
+        nbytes = arr.size_of(0)
+        arr.write("h1/hba0", "fc0", 0, 0, pattern(3, 0, nbytes))
+        assert arr.stores[0].bytes_stored == nbytes
+        arr.unmap("h1/hba0", "fc0", 0, 0, nbytes // 512)
+        assert arr.stores[0].bytes_stored == 0 and arr.stores[0].extents() == []
+        assert arr.lba_status("h1/hba0", "fc0", 0) == []
+        assert not arr.read("h1/hba0", "fc0", 0, 0, nbytes // 512).any()
+        # a range short of the end keeps the last granule's remaining bytes
+        arr.write("h1/hba0", "fc0", 0, 0, pattern(4, 0, nbytes))
+        arr.unmap("h1/hba0", "fc0", 0, 0, nbytes // 512 - 1)
+        tail = arr.read("h1/hba0", "fc0", 0, nbytes // 512 - 1, 1)
+        assert np.array_equal(tail, pattern(4, nbytes - 512, 512))
+        assert not arr.read("h1/hba0", "fc0", 0, 0, nbytes // 512 - 1).any()
+    finally:
+        arr.close()
