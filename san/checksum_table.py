@@ -67,11 +67,19 @@ class ChecksumTable:
             if c in self._held:
                 self._held[c][gs[at] - c * CHUNK] = False
 
-    def compare(self, other: "ChecksumTable", same: bool = True) -> tuple[list[int], list[int]]:
+    def compare(self, other: "ChecksumTable", same: bool = True,
+                zeros: tuple | None = None) -> tuple[list[int], list[int]]:
         """(granules written on one side only or with different checksums, granules written
         on both with equal checksums), each ascending; the second list is left empty unless
         `same` (a mirror needs only the first: listing the thousands of equal granules of a
-        resync cost more than finding the few that differ)."""
+        resync cost more than finding the few that differ).
+
+        With `zeros` = (checksum of a granule of zeros, index of the last granule, checksum
+        of it as zeros), a granule written with zeros holds what an unwritten one does: it
+        differs from neither, and the second list also has `other`'s such granules where
+        this table has none (their bytes are `other`'s to check).  A copy frees a granule of
+        zeros on its destination rather than writing it: without `zeros`, its source's
+        written zeros differed from it on every resync."""
         differ: list[np.ndarray] = []
         equals: list[np.ndarray] = []
         none = np.zeros(CHUNK, dtype=bool)
@@ -82,9 +90,14 @@ class ChecksumTable:
                 equal = (self._sums[c] == other._sums[c]).all(axis=1) & both
             else:
                 equal = none
+            if zeros is not None:
+                mine_zero = _zeros(mine, self._sums.get(c), c, zeros)
+                theirs_zero = _zeros(theirs, other._sums.get(c), c, zeros)
+                equal = equal | (mine_zero & ~theirs) | (theirs_zero & ~mine)
             differ.append(np.flatnonzero((mine | theirs) & ~equal) + c * CHUNK)
             if same:
-                equals.append(np.flatnonzero(equal) + c * CHUNK)
+                kept = equal & theirs           # the other side's bytes: what there is to check
+                equals.append(np.flatnonzero(kept) + c * CHUNK)
         return ((np.concatenate(differ).tolist() if differ else []),
                 (np.concatenate(equals).tolist() if equals else []))
 
@@ -94,6 +107,17 @@ class ChecksumTable:
         copy._sums = {c: t.copy() for c, t in self._sums.items()}
         copy._held = {c: t.copy() for c, t in self._held.items()}
         return copy
+
+
+def _zeros(held: np.ndarray, sums: np.ndarray | None, c: int, zeros: tuple) -> np.ndarray:
+    """Which granules of table `c` are written with zeros (`compare`)."""
+    if sums is None or not held.any():
+        return np.zeros(CHUNK, dtype=bool)
+    full, last, last_sum = zeros
+    zero = (sums == np.asarray(full, dtype=np.uint64)).all(axis=1)
+    if c * CHUNK <= last < (c + 1) * CHUNK:
+        zero[last - c * CHUNK] = bool((sums[last - c * CHUNK] == np.asarray(last_sum, np.uint64)).all())
+    return held & zero
 
 
 def _by_chunk(gs: np.ndarray):

@@ -1226,18 +1226,22 @@ class VolumeStore(FdOwner):
             return self._map.get(int(g))
 
     def compare(self, other: "VolumeStore", same: bool = True) -> tuple[list[int], list[int]]:
-        """(granules whose checksums differ here and in `other`, granules written on both
-        with equal checksums), each ascending: what an incremental copy between two stores of
-        the same granule size moves, and what it may skip (listed only if `same`).
+        """(granules whose checksums differ here and in `other`, granules of `other` holding
+        what this store holds), each ascending: what an incremental copy from this store onto
+        `other` (same size and granule) moves, and what it may skip once `other`'s bytes there
+        are checked (listed only if `same`).  A granule written with zeros holds what an
+        unwritten one does (`ChecksumTable.compare`).
         Metadata only, no data read: the stores' dense tables (`san.checksum_table`), not
         their maps."""
         if other.granule != self.granule:
             raise SanError("INVALID_INPUT", f"{self.label} has {self.granule}-byte granules, "
                                             f"{other.label} {other.granule}-byte ones")
+        last = self.n_granules - 1
+        zeros = (zero_checksum(self.granule), last, zero_checksum(self._glen(last)))
         with other._lock:       # one lock at a time: no lock order to keep with anyone
             theirs = other._table.snapshot()
         with self._lock:
-            return self._table.compare(theirs, same)
+            return self._table.compare(theirs, same, zeros)
 
     def written_granules(self) -> list[int]:
         with self._lock:

@@ -344,3 +344,24 @@ def test_a_volume_reserved_by_a_copy_over_fc_refuses_everyone_else(array):
     assert code(array.mgmt_copy, "srv", 0, 1) == "BUSY"
     array.mgmt_release("h1", 1)
     array.write("h2/hba0", "fc1", 7, 0, rand(1, 512))
+
+
+def test_granules_written_with_zeros_hold_what_unwritten_ones_do(array):
+    """A host writes zeros over granules 8-9: a mirror leaves them unwritten on its secondary
+    (thin), and the next resync has nothing to copy (it copied them again every time).  An
+    exact copy still checks a destination's written zeros: rot there is repaired."""
+    host_write(array, 0, rand(1, 4 * G))
+    host_write(array, 8 * G, np.zeros(2 * G, np.uint8))
+    assert array.stores[0].written_granules() == [0, 1, 2, 3, 8, 9]
+    first = run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    assert first.copied == 4 * G and array.stores[1].written_granules() == [0, 1, 2, 3]
+    again = run(array, array.mgmt_mirror("srv", "fc0", 0, 1))
+    assert (again.total, again.copied) == (0, 0)
+    assert np.array_equal(content(array, 1), content(array, 0))
+    # the destination holds written zeros where the source holds nothing: equal, and checked
+    array.write("h2/hba0", "fc1", 8, 20 * G // 512, np.zeros(G, np.uint8))
+    array.write("h2/hba0", "fc1", 8, 0, rand(1, 4 * G))
+    assert array.corrupt(2, 20 * G + 5) == 1
+    copy = run(array, array.mgmt_copy("srv", 1, 2, with_info=False))
+    assert copy.copied == G and array.stores[2].bad_granules() == []
+    assert np.array_equal(content(array, 2), content(array, 1))
