@@ -96,6 +96,7 @@ class Session:
         self._wall = wall
         self._wall0 = wall()
         self._lock = threading.Lock()
+        self._saving = threading.Lock()           # one clock save at a time (`checkpoint`)
         self.exports: dict[str, dict] = {}        # name -> counters
         self._carried: dict[str, dict] = {}       # name -> (toward target, resources) -> bytes
 
@@ -131,8 +132,12 @@ class Session:
         return simulate(chains, self.capacity).end if chains else 0.0
 
     def checkpoint(self) -> None:
-        """Save the clock: the session's start plus its modeled time so far."""
-        self.clock.set(self.started_at + dt.timedelta(seconds=self.modeled_s()))
+        """Save the clock: the session's start plus its modeled time so far.  FLUSHes of
+        several connections save at once: one at a time (they shared the clock file's
+        staging copy, and a FLUSH whose save lost the race failed), each computing its time
+        in turn, so the saved clock never goes back."""
+        with self._saving:
+            self.clock.set(self.started_at + dt.timedelta(seconds=self.modeled_s()))
 
     def report(self) -> dict:
         modeled = self.modeled_s()

@@ -470,9 +470,12 @@ class DiskArray(CopyEngine):
         return record
 
     def _write_info(self, number: int, record: bytes) -> None:
-        tmp = self._info_path(number).with_suffix(".tmp")
-        tmp.write_bytes(bytes(record))
-        os.replace(tmp, self._info_path(number))
+        # in the array's lock: two callers recording at once shared vol-N.tmp, so one could
+        # move the other's half-written record into place or find its own gone
+        with self._lock:
+            tmp = self._info_path(number).with_suffix(".tmp")
+            tmp.write_bytes(bytes(record))
+            os.replace(tmp, self._info_path(number))
 
     def read_info(self, number: int) -> bytes | None:
         return self.read_infos([number])[0]

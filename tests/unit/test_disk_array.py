@@ -248,3 +248,26 @@ def test_unmap_to_the_end_frees_every_granule_even_a_short_last_one(tmp_path, si
         assert not arr.read("h1/hba0", "fc0", 0, 0, nbytes // 512 - 1).any()
     finally:
         arr.close()
+
+
+def test_volume_info_recorded_by_several_callers_at_once_is_one_of_theirs(array):
+    """Two servers recording a volume's info at once shared its staging file: one could move
+    the other's half-written record into place, or find its own gone (FileNotFoundError)."""
+    import threading
+    records = [bytes([i]) * 512 for i in range(8)]
+    failures, go = [], threading.Barrier(8)
+
+    def recorder(record):
+        go.wait()
+        for _ in range(50):
+            try:
+                array.record_info(3, record)
+            except Exception as exc:        # noqa: BLE001 -- what the test counts
+                failures.append(exc)
+    threads = [threading.Thread(target=recorder, args=(r,)) for r in records]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    assert array.read_info(3) in records

@@ -416,3 +416,35 @@ def test_block_status_does_not_cache_an_answer_a_write_overtook(san, tmp_path, l
     loop.run(raw.write(0, np.full(G, 7, dtype=np.uint8)))
     assert loop.run(raw.block_status(0, 8 * G)) == [(G, 0), (7 * G, 3)]     # as asked
     assert loop.run(raw.block_status(0, 8 * G)) == [(G, 0), (3 * G, 3), (G, 0), (3 * G, 3)]
+
+
+def test_flushes_of_several_connections_save_the_clock_one_at_a_time(tmp_path):
+    """nbdcopy flushes every connection at its end: the saves of the clock ran at once and
+    shared its staging file, so some failed (FileNotFoundError, a FLUSH answered EIO), and an
+    earlier time could be saved after a later one."""
+    import datetime as dt
+    import threading
+    from san.runner import Clock
+    from san.serve import Session
+    from san.timemodel import Transfer
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    session = Session(Clock(tmp_path, start), {"a/fc0:rx": 1e6})
+    session.add("x", "h1", "/m", 1 << 20, False)
+    failures, go = [], threading.Barrier(8)
+
+    def flusher(i):
+        go.wait()
+        for _ in range(40):
+            session.charge("x", [Transfer(("a/fc0:rx",), 1000)], True)
+            try:
+                session.checkpoint()
+            except Exception as exc:        # noqa: BLE001 -- what the test counts
+                failures.append(exc)
+    threads = [threading.Thread(target=flusher, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    saved = Clock(tmp_path, start).now
+    assert saved == session.clock.now == start + dt.timedelta(seconds=session.modeled_s())
