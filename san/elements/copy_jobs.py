@@ -28,20 +28,20 @@ job's modeled transfer on the array's copy engine.  A copy to another array over
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import InternalError, SanError
+from ..fileio import write_replace
 from ..granules import granule_extents, granules_nbytes, runs
 from ..storage import VolumeStore, holds_data
 from ..timemodel import Transfer
 from ..tripwire import Tripwire
 from ..units import MiB
 
-__all__ = ["BATCH", "INLINE", "CopyJob", "CopyEngine"]
+__all__ = ["BATCH", "INLINE", "CopyJob", "CopyEngine", "JobIds"]
 
 BATCH = 16  # granules a copy job moves per turn of its lock (4 MiB at the default granule)
 INLINE = 16 * MiB   # a job moving at most this runs in the thread that orders it (see _launch)
@@ -72,12 +72,51 @@ class CopyJob:
                 "checked": self.checked, "total": self.total, "error": self.error.to_dict() if self.error else None}
 
 
+class JobIds:
+    """Copy job numbers, never given twice by an array, across its restarts (its jobs live in
+    memory and die with it: a waiter holding a number from before must hear that, not
+    another job's end).  Numbers are taken in blocks of `BLOCK`: the first number not yet
+    taken is kept in the file `path` (the array's ``jobs``), written once at start and once
+    per block, so the numbers stay small (a restarted array's first job is 1001, say) and
+    ordering a job rarely writes a file."""
+
+    BLOCK = 1000
+
+    def __init__(self, path, array: str):
+        self.path, self.array = path, array
+        try:
+            first = int(path.read_bytes().decode("ascii"))
+        except FileNotFoundError:
+            first = 1
+        except (OSError, ValueError) as exc:
+            raise SanError("INVALID_INPUT", f"{path} (the next copy job number of {array}) "
+                                            f"cannot be read: {exc}") from None
+        self.first = self._n = first          # this start's first number
+        self._taken = first                   # numbers below it are taken (on disk)
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            if self._n >= self._taken:
+                self._taken = self._n + self.BLOCK
+                write_replace(self.path, str(self._taken).encode("ascii"))
+            self._n += 1
+            return self._n - 1
+
+    def lost(self, job: int) -> None:
+        """ELEMENT_DOWN if `job` was given before this start (its job died with the array)."""
+        if isinstance(job, int) and 1 <= job < self.first:
+            raise SanError("ELEMENT_DOWN", f"{self.array} went down after copy job {job} was "
+                                           f"ordered: the job is lost (its destination holds "
+                                           f"whatever it had copied; order it again)")
+
+
 class CopyEngine:
     """The array's copy jobs: planning, starting, stepping, finishing (a `DiskArray` mixin)."""
 
     def _init_copy_jobs(self) -> None:
         self.jobs: dict[int, CopyJob] = {}
-        self._job_ids = itertools.count(1)
+        self._job_ids = JobIds(self.directory / "jobs", self.name)
         self.autostart = True  # tests turn it off and drive jobs with step() / finish()
         self.copies_go = threading.Event()   # cleared: copy jobs wait before their next batch
         self.copies_go.set()
@@ -113,6 +152,7 @@ class CopyEngine:
 
     def _job(self, job: int) -> CopyJob:
         if job not in self.jobs:
+            self._job_ids.lost(job)
             raise SanError("INVALID_INPUT", f"{self.name} has no copy job {job}")
         return self.jobs[job]
 
@@ -237,7 +277,7 @@ class CopyEngine:
         # restored volume is no backup), but a target that held one (a mapped volume that is
         # also a copy destination) must not keep naming the old backup over the new bytes
         self.delete_info(dest)
-        job = CopyJob(next(self._job_ids), kind, source, dest, set(plan), plan[::-1],
+        job = CopyJob(self._job_ids.next(), kind, source, dest, set(plan), plan[::-1],
                       total=self._nbytes(dest, plan), with_info=with_info,
                       checked=checked)
         self.jobs[job.id] = job

@@ -151,7 +151,7 @@ class ArrayInitiator:
             self._check_whole(source, "copy")
             self._refuse_known_rot(source, "copy")      # again: a read may have found rot since
             extents = self.extents(source)
-            job = CopyJob(next(self._job_ids), "copy", source, dest_volume, set(), [],
+            job = CopyJob(self._job_ids.next(), "copy", source, dest_volume, set(), [],
                           total=sum(length for _, length in extents), with_info=with_info,
                           dest_array=dest.name)
             self.jobs[job.id] = job

@@ -365,3 +365,45 @@ def test_granules_written_with_zeros_hold_what_unwritten_ones_do(array):
     copy = run(array, array.mgmt_copy("srv", 1, 2, with_info=False))
     assert copy.copied == G and array.stores[2].bad_granules() == []
     assert np.array_equal(content(array, 2), content(array, 1))
+
+
+def test_a_job_lost_with_its_array_is_element_down_never_another_job(topo, tmp_path):
+    """An array's jobs die with it and its job numbers started at 1 again: a waiter holding
+    job 1 from before a restart was answered with the restarted array's job 1 (another copy,
+    done), and would have recorded a mirror that never completed as a backup."""
+    state = tmp_path / "state"
+    first = DiskArray(topo.arrays[0], state, granule=G)
+    host_write(first, 0, rand(1, 4 * G))
+    first.hold_copies(True)
+    lost = first.mgmt_mirror("srv", "fc0", 0, 1)
+    assert lost["state"] == "running"
+    first.close()                                   # down, its mirror with it
+    second = DiskArray(topo.arrays[0], state, granule=G)
+    try:
+        other = second.mgmt_copy("srv", 4, 2)
+        assert other["job"] != lost["job"]
+        with pytest.raises(SanError) as info:
+            second.mgmt_wait("srv", lost["job"])
+        assert info.value.code == "ELEMENT_DOWN" and f"copy job {lost['job']}" in info.value.message
+        assert code(second.mgmt_job, "srv", lost["job"]) == "ELEMENT_DOWN"
+        assert code(second.mgmt_wait, "srv", 10 ** 9) == "INVALID_INPUT"   # never given
+        # numbers are taken a block at a time: a third start skips what the second took
+        ids = [other["job"]] + [second.mgmt_copy("srv", 4, 2)["job"] for _ in range(3)]
+        assert ids == list(range(ids[0], ids[0] + 4))
+    finally:
+        second.close()
+    third = DiskArray(topo.arrays[0], state, granule=G)
+    try:
+        assert third.mgmt_copy("srv", 4, 2)["job"] > ids[-1]
+    finally:
+        third.close()
+
+
+@pytest.mark.parametrize("text", ["", "x", "12abc"])
+def test_a_job_number_file_that_holds_no_number_is_refused_naming_it(topo, tmp_path, text):
+    (tmp_path / "state" / "arrays" / "a1").mkdir(parents=True)
+    (tmp_path / "state" / "arrays" / "a1" / "jobs").write_text(text)
+    with pytest.raises(SanError) as info:
+        DiskArray(topo.arrays[0], tmp_path / "state", granule=G)
+    assert info.value.code == "INVALID_INPUT" and "jobs" in info.value.message
+    assert "copy job number of a1" in info.value.message
