@@ -117,6 +117,7 @@ class CopyEngine:
     def _init_copy_jobs(self) -> None:
         self.jobs: dict[int, CopyJob] = {}
         self._job_ids = JobIds(self.directory / "jobs", self.name)
+        self._failing = threading.Lock()
         self.autostart = True  # tests turn it off and drive jobs with step() / finish()
         self.copies_go = threading.Event()   # cleared: copy jobs wait before their next batch
         self.copies_go.set()
@@ -433,6 +434,10 @@ class CopyEngine:
         job.done.set()
 
     def fail(self, job: CopyJob, exc: Exception) -> None:
+        with self._failing:             # the job's thread and an array going down, at once
+            self._fail(job, exc)
+
+    def _fail(self, job: CopyJob, exc: Exception) -> None:
         if job.state == "failed":       # the first failure is the one its waiter hears of
             return
         job.error = exc if isinstance(exc, SanError) else InternalError.of(

@@ -824,7 +824,9 @@ class DiskArray(CopyEngine):
         self.sync()
 
     def close(self) -> None:
+        # the jobs first: a copy thread between two batches then meets closed stores as a
+        # job already failed ELEMENT_DOWN, not with their "store is closed" for its waiter
+        self.end_jobs()
         for store in self.stores.values():
             store.close()
         self.sequences.close()
-        self.end_jobs()

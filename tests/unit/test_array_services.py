@@ -407,3 +407,19 @@ def test_a_job_number_file_that_holds_no_number_is_refused_naming_it(topo, tmp_p
         DiskArray(topo.arrays[0], tmp_path / "state", granule=G)
     assert info.value.code == "INVALID_INPUT" and "jobs" in info.value.message
     assert "copy job number of a1" in info.value.message
+
+
+def test_a_copy_whose_array_goes_down_fails_element_down(topo, tmp_path, monkeypatch):
+    """Closing the stores before failing the jobs let a copy thread between two batches meet
+    a closed store: its waiter heard INVALID_INPUT (store is closed), not ELEMENT_DOWN."""
+    import san.elements.copy_jobs as copy_jobs
+    monkeypatch.setattr(copy_jobs, "INLINE", 0)      # every job in a thread of its own
+    seen = set()
+    for i in range(12):
+        arr = DiskArray(topo.arrays[0], tmp_path / f"state{i}", granule=G)
+        host_write(arr, 0, rand(i, SIZE))
+        job = arr.jobs[arr.mgmt_mirror("srv", "fc0", 0, 1)["job"]]
+        arr.close()
+        assert job.done.wait(10)
+        seen.add(job.error.code if job.error else job.state)
+    assert seen <= {"ELEMENT_DOWN", "done"} and "ELEMENT_DOWN" in seen
