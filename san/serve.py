@@ -189,8 +189,6 @@ class MountExport(Export):
         self._inflight: list[_Request] = []        # of the host calls under way
         self._calls = 0
         self._tasks: set[asyncio.Task] = set()     # the loop keeps only weak references
-        self._extents: list[tuple[int, int]] | None = None
-        self._changes = 0       # writes and unmaps done: a cached extent list older is stale
         session.add(self.name, host, mount_point, self.size, self.read_only)
 
     # -- the host, called off the event loop ----------------------------------------------------
@@ -317,7 +315,6 @@ class MountExport(Export):
         else:
             data = np.concatenate([np.frombuffer(r.data, dtype=np.uint8) for r in batch])
         transfers = await self._host("write_data", self.mount, batch[0].offset, Payload(data))
-        self._extents, self._changes = None, self._changes + 1
         self.session.charge(self.name, transfers, True)
         self.session.count(self.name, written_bytes=len(data), host_calls=1)
 
@@ -354,7 +351,6 @@ class MountExport(Export):
         and the later ones overlapping it wait for it (a write sent after a trim lands after
         it)."""
         await self._host("unmap", self.mount, offset, length)
-        self._extents, self._changes = None, self._changes + 1
         self.session.count(self.name, trimmed_bytes=length)
 
     async def zero(self, offset: int, length: int, may_trim: bool) -> None:
@@ -379,16 +375,15 @@ class MountExport(Export):
         self.session.count(self.name, requests=1, refused=1)
 
     async def block_status(self, offset: int, length: int) -> list[tuple[int, int]]:
-        """(length, flags) extents from `offset`: the array's data ranges (GET LBA STATUS, read
-        once per change) and, between them, holes that read as zeros."""
+        """(length, flags) extents from `offset`: the array's data ranges (GET LBA STATUS, once
+        this export's earlier requests are answered) and, between them, holes that read as
+        zeros.  Asked of the array every time, never remembered: whatever else writes the
+        volume (another export of it, through another host; a copy job; a write that failed
+        half-way) changes them, and a client such as `qemu-img convert` skips what is
+        reported as zeros."""
         self.session.count(self.name, requests=1)
-        extents = self._extents
-        if extents is None:
-            await self._drain()
-            before = self._changes
-            extents = [tuple(e) for e in await self._host("lba_status", self.mount)]
-            if self._changes == before:     # no write ended while it was asked: still true
-                self._extents = extents
+        await self._drain()
+        extents = [tuple(e) for e in await self._host("lba_status", self.mount)]
         return status_extents(extents, offset, length)
 
 

@@ -448,3 +448,26 @@ def test_flushes_of_several_connections_save_the_clock_one_at_a_time(tmp_path):
     assert failures == []
     saved = Clock(tmp_path, start).now
     assert saved == session.clock.now == start + dt.timedelta(seconds=session.modeled_s())
+
+
+def test_block_status_shows_what_others_wrote_and_what_a_failed_write_left(san, tmp_path, loop):
+    """Block status was remembered until this export wrote: a write through another path to
+    the same volume (another host's export of it, the host itself, a copy job) or a write
+    that failed after its first granules landed kept showing holes over data, which a
+    copying client (qemu-img convert, nbdcopy) skips as zeros."""
+    serving, (raw,) = exports_of(san, tmp_path, loop, ["h1:/raw"])
+    G = san.granule
+    loop.run(raw.write(0, np.full(G, 7, dtype=np.uint8)))
+    assert loop.run(raw.block_status(0, 8 * G)) == [(G, 0), (7 * G, 3)]
+    san.call("h1", "write", "/raw", 4 * G, G, 3)                # beside the export
+    assert loop.run(raw.block_status(0, 8 * G)) == [(G, 0), (3 * G, 3), (G, 0), (3 * G, 3)]
+    # a write of two host chunks whose second, a part of a rotten granule, fails (the array
+    # reads a granule it writes in part): the first chunk lands, the write fails
+    at, chunk = 8 * MiB, 4 * MiB                # the host's chunk size
+    loop.run(raw.write(at + chunk, np.full(G, 1, dtype=np.uint8)))
+    san.element("a1").corrupt(0, at + chunk + 5, 1)
+    assert loop.run(raw.block_status(at, chunk)) == [(chunk, 3)]
+    with pytest.raises(ExportError):
+        loop.run(raw.write(at, np.full(chunk + 512, 5, dtype=np.uint8)))
+    assert np.array_equal(host_read(san, "/raw", at, chunk), np.full(chunk, 5, np.uint8))
+    assert loop.run(raw.block_status(at, chunk)) == [(chunk, 0)]
