@@ -48,6 +48,8 @@ __all__ = ["choose_exports", "export_name", "errno_of", "MountExport", "Session"
 # else failed (a link or element down, a checksum mismatch, zoning, a read of a snapshot
 # broken by a full pool: POOL_FULL, its data lost) is an I/O error.  A write is never refused
 # for a full pool: the array breaks the snapshots that needed the old data instead.
+CLOSE_GRACE = 30.0   # s the requests under way get at exit, before their clients are cut off
+
 _ERRNO = {"READ_ONLY": errno.EPERM, "LBA_OUT_OF_RANGE": errno.EINVAL, "INVALID_INPUT": errno.EINVAL}
 
 
@@ -520,7 +522,8 @@ class Serving:
     def stop(self) -> dict:
         """End the session (see the class docstring); its report."""
         if self._server is not None:
-            asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result()
+            asyncio.run_coroutine_threadsafe(self._server.close(timeout=CLOSE_GRACE),
+                                             self._loop).result()
             self._server = None
         self._close_loop()
         self._barrier()

@@ -249,10 +249,13 @@ class _Connection:
             self._read_task.cancel()
 
     def abort(self) -> None:
-        """Cancel the requests in progress too."""
+        """Cancel the requests in progress too, and drop the connection without sending what
+        is still queued: a client that stopped reading its replies would otherwise hold the
+        close forever (closing waits for the send buffer to empty)."""
         self.stop()
         for task in list(self._tasks):
             task.cancel()
+        self.writer.transport.abort()
 
     async def _read_side(self) -> None:
         try:

@@ -729,3 +729,25 @@ def test_requests_the_server_refuses_by_itself_are_told_to_the_export():
     assert [(cmd, err) for cmd, err, _ in rw.told] == [("READ", errno.EINVAL), ("WRITE", errno.ENOSPC)]
     assert "not aligned" in rw.told[0][2] and "past the end" in rw.told[1][2]
     assert [(cmd, err) for cmd, err, _ in ro.told] == [("WRITE", errno.EPERM)]
+
+
+def test_close_with_a_timeout_ends_even_when_a_client_reads_no_replies():
+    """A client that stops reading (suspended, say) fills the socket: the replies under way
+    wait to be sent, and after the timeout the close cut the requests short but then waited
+    for the send buffer to empty, forever, so `san serve` hung on SIGINT."""
+    served = ServerThread({"v": MemoryExport("v", 64 * MiB)})
+    client = RawClient(served.port)
+    try:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.go("v")
+        for i in range(16):                 # 64 MiB of replies that nobody reads
+            client.request(p.CMD_READ, i * 4 * MiB, 4 * MiB, cookie=i)
+        time.sleep(0.5)
+        started = time.monotonic()
+        served.call(served.server.close(timeout=0.5), timeout=20)
+        assert time.monotonic() - started < 10
+    finally:
+        client.close()
+        served.loop.call_soon_threadsafe(served.loop.stop)
+        served.thread.join(10)
+        served.loop.close()
