@@ -266,7 +266,13 @@ class VolumeStore(FdOwner):
                 self._convert_v1()
             elif magic == _MAGIC_V2:        # the same records, none in NAME.alt: a new header
                 self._write_map()
-            self._maybe_compact()
+            if not self._last_mark:
+                # a journal with snapshot-epoch markers compacts later, behind the snapshot
+                # engine's barrier (`mark`), which does not exist yet: compacted now, durably,
+                # it would forget the epochs of writes whose saves the engine has not yet made
+                # durable, and a power loss before its next barrier would let a snapshot read
+                # newer data without seeing it
+                self._maybe_compact()
         except BaseException:
             self.close()
             raise

@@ -1067,3 +1067,72 @@ def test_unmapped_granules_a_snapshot_kept_are_freed_once_no_snapshot_needs_them
         assert np.array_equal(arr.stores[0].read(2 * G, G), new)
     arr.write(0, 0, new)                               # written again: at home, a hole filled
     assert np.array_equal(arr.stores[0].read(0, G), new) and allocated(data, 0, G)
+
+
+def test_a_store_reopened_after_a_kill_keeps_its_epoch_markers_until_a_barrier(tmp_path, monkeypatch):
+    """A write killed half-way leaves a doubt record; if that took the journal past its
+    compaction threshold, the restarted store compacted at once, durably, dropping the
+    snapshot-epoch markers before the snapshot engine (not yet open) had made its saves
+    durable.  A power loss then lost the save of granule 0 and left nothing to tell: the
+    snapshot read the data written after it.  Now the compaction waits for the engine."""
+    import san.journal as journal
+    import san.storage as storage
+    G = 4096
+    durable = {"log": b""}           # snapshots.log as of its last fsync
+    sync, rewrite = journal.Journal.sync, journal.Journal.rewrite
+
+    def synced(self, *args, **kw):
+        done = (sync if not args and not kw else rewrite)(self, *args, **kw)
+        if self.path.name == "snapshots.log":
+            durable["log"] = self.path.read_bytes()
+        return done
+    monkeypatch.setattr(journal.Journal, "sync", lambda self: synced(self))
+    monkeypatch.setattr(journal.Journal, "rewrite", lambda self, *a, **k: synced(self, *a, **k))
+
+    def open_all():
+        stores = {0: VolumeStore(tmp_path, "vol-0", 16 * G, G)}
+        pool = GranulePool(tmp_path, G, None)
+        return stores, pool, SnapshotEngine(tmp_path, pool, stores)
+
+    def write(stores, engine, g, byte):
+        engine.before_write(0, g * G, G)
+        stores[0].write(g * G, np.full(G, byte, np.uint8))
+
+    def close(stores, pool, engine):
+        for s in stores.values():
+            s.close()
+        pool.close()
+        engine.close()
+
+    stores, pool, engine = open_all()
+    for g in range(4):
+        write(stores, engine, g, 1)
+    engine.create(0, 100)
+    engine.sync()
+    stores[0].sync()                                    # a barrier, in DiskArray.sync's order
+    write(stores, engine, 0, 2)                         # saved first, not yet durably
+    store = stores[0]
+    while store.journal_records < 4 * len(store._map) + store.COMPACT_MIN - 1:
+        write(stores, engine, 1, 3)                     # just short of a compaction
+
+    class Killed(BaseException):
+        pass
+
+    def die(*args):
+        raise Killed()
+    with monkeypatch.context() as m:
+        m.setattr(storage, "pwrite_all", die)
+        with pytest.raises(Killed):
+            write(stores, engine, 2, 4)                 # its doubt record is in the journal
+    close(stores, pool, engine)
+    stores, pool, engine = open_all()                   # the array restarted
+    assert np.array_equal(engine.view(100).read(0, G), np.full(G, 1, np.uint8))
+    close(stores, pool, engine)
+    (tmp_path / "snapshots.log").write_bytes(durable["log"])    # a power loss
+    stores, pool, engine = open_all()
+    try:
+        with pytest.raises(SanError) as info:           # the lost save is seen: broken
+            engine.view(100).read(0, G)
+        assert info.value.code == "POOL_FULL" and engine.is_broken(100)
+    finally:
+        close(stores, pool, engine)
