@@ -143,9 +143,11 @@ def data_image_bytes(size: int) -> int:
     return full * record_size(TAPE_BLOCK) + (record_size(rest) if rest else 0)
 
 
-def file_bytes(row: dict, media_id: str, number: int, head: list[bytes], size: int) -> int:
-    """Bytes from a new file's first record to the end-of-medium marker, for `size` bytes of data."""
-    tail = tail_records(row, media_id, number, None, data_blocks(size), size,
+def file_bytes(row: dict, media_id: str, number: int, head: list[bytes], size: int,
+               created=None) -> int:
+    """Bytes from a new file's first record to the end-of-medium marker, for `size` bytes of
+    data (`created` as `tail_records` takes it)."""
+    tail = tail_records(row, media_id, number, created, data_blocks(size), size,
                         "0" * DIGESTS[DIGEST][2])
     return (sum(len(r) for r in head) + data_image_bytes(size) + len(TAPE_MARK)
             + sum(len(r) for r in tail) + len(CLOSE))

@@ -326,15 +326,16 @@ class TapeMedium:
             self._cache = None
             return len(data)
 
-    def projected_size(self, row: dict, size: int) -> int:
-        """The image size after appending a `size`-byte backup with this row."""
+    def projected_size(self, row: dict, size: int, created=None) -> int:
+        """The image size after appending a `size`-byte backup with this row (`created` as
+        `append` takes it)."""
         scan = self._scan()
         if scan.error is not None:
             raise scan.error
         begin = 0 if scan.blank else scan.end
         number = len(scan.files) + 1
-        head = self._head(row, number, scan.blank, None)
-        return begin + file_bytes(row, self.media_id, number, head, size)
+        head = self._head(row, number, scan.blank, created)
+        return begin + file_bytes(row, self.media_id, number, head, size, created)
 
     def _head(self, row: dict, number: int, blank: bool, created) -> list[bytes]:
         return head_records(row, self.media_id, self.library, number, blank, created)
@@ -359,7 +360,7 @@ class TapeMedium:
             blank = scan.blank
             begin = 0 if blank else scan.end
             if size is not None:
-                need = self.projected_size(row, int(size))
+                need = self.projected_size(row, int(size), created)
                 if need > self.capacity:
                     raise self._full(f"a {size}-byte backup needs {need - begin} bytes of tape, "
                                      f"{self.capacity - begin} are free")

@@ -304,3 +304,18 @@ def test_no_such_file_numbers(medium):
     with pytest.raises(SanError) as info:
         medium.read("1")
     assert info.value.code == "INVALID_INPUT"
+
+
+@pytest.mark.parametrize("size", [None, 3])
+def test_created_dates_a_row_without_a_timestamp_with_or_without_a_size(tmp_path, size):
+    """`created` sets HDR1's date when the row has no timestamp; the up-front check of a
+    given size built its labels without it and refused the row."""
+    import datetime as dt
+    tape = TapeMedium(tmp_path / "X1.tap", "X1", 1 << 20)
+    row = {"host": "h", "label": "no timestamp"}
+    assert tape.append(row, [b"abc"], size, created=dt.date(2026, 1, 2)) == 1
+    assert tape.append(row, [b"def"], size, created=dt.date(2026, 1, 3)) == 2
+    assert [read_all(tape, n)[0].tobytes() for n in (1, 2)] == [b"abc", b"def"]
+    with pytest.raises(SanError) as info:            # no date at all: refused, saying so
+        tape.append(row, [b"ghi"], size)
+    assert info.value.code == "INVALID_INPUT" and "timestamp" in info.value.message
