@@ -197,10 +197,14 @@ class DiskArray(CopyEngine):
         return number
 
     def check_range(self, number: int, lba: int, blocks: int) -> None:
+        """LBA_OUT_OF_RANGE unless blocks [lba, lba+blocks) are the volume's; a transfer of
+        no blocks too if `lba` is past the last block (SBC: a zero length is no error, an
+        LBA beyond the capacity still is)."""
         size = self.size_of(number)
-        if lba < 0 or blocks < 0 or (lba + blocks) * BLOCK > size:
+        if lba < 0 or blocks < 0 or (lba + blocks) * BLOCK > size or lba * BLOCK >= size:
+            what = f"blocks {lba}..{lba + blocks - 1}" if blocks > 0 else f"block {lba}"
             raise SanError("LBA_OUT_OF_RANGE",
-                           f"{self.name} volume {number}: blocks {lba}..{lba + blocks - 1} "
+                           f"{self.name} volume {number}: {what} "
                            f"(bytes {lba * BLOCK}+{blocks * BLOCK}) are past its end "
                            f"({size} bytes, {size // BLOCK} blocks)")
 

@@ -271,3 +271,26 @@ def test_volume_info_recorded_by_several_callers_at_once_is_one_of_theirs(array)
         t.join(60)
     assert failures == []
     assert array.read_info(3) in records
+
+
+@pytest.mark.parametrize("lba,blocks,ok", [
+    (0, 0, True), (16383, 1, True), (16383, 0, True),       # 8 MiB: blocks 0..16383
+    (16384, 0, False),          # no blocks, but past the last one (SBC: out of range)
+    (16384, 1, False), (16383, 2, False), (-1, 1, False), (0, -1, False),
+])
+def test_the_range_of_a_command(array, lba, blocks, ok):
+    calls = {"read": lambda: array.read("h1/hba0", "fc0", 0, lba, blocks),
+             "write": lambda: array.write("h1/hba0", "fc0", 0, lba,
+                                          np.zeros(max(blocks, 0) * 512, np.uint8)),
+             "unmap": lambda: array.unmap("h1/hba0", "fc0", 0, lba, blocks)}
+    for name, call in calls.items():
+        if ok:
+            call()
+            continue
+        if name == "write" and blocks < 0:
+            continue            # a write's length is its data's
+        with pytest.raises(SanError) as info:
+            call()
+        assert info.value.code == "LBA_OUT_OF_RANGE", name
+        assert f"block{'s' if blocks > 0 else ''} {lba}" in info.value.message
+        assert "16384 blocks" in info.value.message
