@@ -136,6 +136,10 @@ def rerouted(pieces: Iterable, submit: Callable, consume: Callable, window: int,
     route the answered command took."""
     inflight: deque = deque()       # [piece, tag, future, route]
     ahead = iter(pieces)
+    # the next piece, taken one ahead: once the last answer is in, the transfer is over, and
+    # a change of the fabric heard then is the next transfer's to meet (with no path left it
+    # failed a transfer whose every byte was acknowledged)
+    pending = next(ahead, _END)
     failures = 0
 
     def again(resend: bool) -> None:
@@ -148,16 +152,15 @@ def rerouted(pieces: Iterable, submit: Callable, consume: Callable, window: int,
         route = new
 
     while True:
+        if pending is _END and not inflight:
+            return
         if changed():
             again(False)
-        if len(inflight) < window:
-            piece = next(ahead, _END)
-            if piece is not _END:
-                tag, future = submit(piece, None)
-                inflight.append([piece, tag, future, route])
-                continue
-            if not inflight:
-                return
+        if len(inflight) < window and pending is not _END:
+            tag, future = submit(pending, None)
+            inflight.append([pending, tag, future, route])
+            pending = next(ahead, _END)
+            continue
         entry = inflight[0]
         try:
             answer = entry[2].result()

@@ -226,6 +226,24 @@ def test_with_no_path_left_a_write_fails_link_down_or_element_down_and_keeps_wha
     assert got["first_mismatch"] is None        # what was acknowledged is there
 
 
+def test_a_path_lost_once_every_byte_is_acknowledged_fails_nothing(san, tmp_path):
+    """The last path of host2 goes down as its write's last chunk is answered: the write is
+    complete (it failed LINK_DOWN, the fabric change heard before the loop saw it was done),
+    and only the next transfer meets the change."""
+    reports, _ = run(san, tmp_path, """
+        - op: concurrent
+          steps:
+            - {op: write, title: load, host: host2, mount: /far, offset: 0, size: 64MiB, seed: 5}
+            - {op: fault, kind: link_down, target: host2/hba0, when: {step: load, after: 64MiB}}
+        - {op: write, host: host2, mount: /far, offset: 0, size: 4MiB, seed: 6, expect_error: LINK_DOWN}
+    """)
+    assert all(r.ok for r in reports), [(r.index, r.error) for r in reports]
+    write, struck = reports[0].children
+    assert write.bytes == 64 * MiB and struck.result["after_bytes"] == 64 * MiB
+    san.set_link("host2/hba0", True)
+    assert san.call("host2", "read_compare", "/far", 0, 64 * MiB, 5)["first_mismatch"] is None
+
+
 # -- sequence numbers on the array ----------------------------------------------------------------------
 ARRAY = """
 name: t
