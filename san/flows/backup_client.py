@@ -64,12 +64,13 @@ class BackupClient:
                 "initiator": route.initiator, "resources": route.resources(False),
                 "port": port, "lun": lun}
 
-    def client_image_progress(self, stream: str, nbytes: int) -> dict:
+    def client_image_progress(self, stream: str, nbytes: int, more: bool = True) -> dict:
         """The library read `nbytes` more of an open stream (progress counts them; a `when:`
         fault strikes here); returns {"total": the stream's bytes so far, and the path the
         next READs take: "initiator", "resources" (toward the host)}.  If the fabric changed
-        since the stream's path was granted, the path is taken again first, as this host's
-        own transfers do before their next chunk (LINK_DOWN when none is left).
+        since the stream's path was granted and the library has `more` to read, the path is
+        taken again first, as this host's own transfers do before their next chunk
+        (LINK_DOWN when none is left).
         INVALID_INPUT if the stream is not open here (closed, or this host restarted)."""
         with self._images_lock:
             entry = self._images.get(stream)
@@ -79,7 +80,7 @@ class BackupClient:
             entry[0] += nbytes
             total, moved, path = entry[0], self._moved(nbytes), entry[1]
         self.trip.passed(moved)         # outside the lock: the library may stop here a while
-        if path.epoch != self.fabric_epoch:
+        if more and path.epoch != self.fabric_epoch:
             self._reroute(path)
         return {"total": total, "initiator": path.route.initiator,
                 "resources": path.route.resources(False)}

@@ -108,7 +108,8 @@ class LibraryPuller:
 
         def follow(told) -> None:
             answer = told.result()          # the host is still there, and so is the stream
-            if answer["initiator"] != path["initiator"]:
+            new = (answer["initiator"], tuple(answer["resources"]))
+            if new != (path["initiator"], path["resources"]):      # another HBA, or ISL
                 path.update(initiator=answer["initiator"], resources=tuple(answer["resources"]))
                 for i, (_, piece, _) in enumerate(asked):
                     asked[i] = read(piece)
@@ -126,7 +127,9 @@ class LibraryPuller:
             carried[resources] = carried.get(resources, 0) + len(data)
             if told is not None:
                 follow(told)
-            told = node.start("client_image_progress", stream, len(data))
+            # with nothing more to read, no path is needed: a fabric change heard now fails
+            # nothing (the image is whole)
+            told = node.start("client_image_progress", stream, len(data), bool(asked))
             if not asked:
                 follow(told)
             yield data

@@ -649,3 +649,61 @@ def test_a_copy_over_fc_hears_of_a_fabric_change_made_while_it_was_being_set_up(
         assert "array1/fc1" in reports[2].error.message
         assert not any("fc1" in link for link in runner.link_use)       # nothing crossed it
         assert san.call("array2", "read_info", 2) is None and a2.reserved == {}
+
+
+# -- a tape stream over a changing path (the library reads, the host says which path) -------------
+TAPE_TOPOLOGY = """\
+name: t
+fabric:
+  switches: [{name: sw1}, {name: sw2}]
+  isls: [{name: isl1, a: sw1, b: sw2}, {name: isl2, a: sw1, b: sw2}]
+  zones: [{name: z, members: [h1/hba0, a1/fc0]}]
+arrays:
+  - name: a1
+    device_id: HTC-0001
+    managers: [srv]
+    ports: [{name: fc0, number: 0, wwpn: "50:00:00:00:00:00:00:01", switch: sw2}]
+    volumes: [{number: 0, size: 64MiB, port: fc0, lun: 0, hosts: [h1]}]
+hosts:
+  - name: h1
+    hbas:
+      - {name: hba0, wwpn: "21:00:00:00:00:00:00:01", switch: sw1}
+    mounts: [{mount_point: /m, port: a1/fc0, lun: 0}]
+backup_servers: [{name: srv, tape_library: lib1}]
+tape_libraries: [{name: lib1, media: [T00001]}]
+"""
+
+
+@pytest.mark.parametrize("down,at", [(["isl1"], 3), (["isl1", "isl2"], 32)],
+                         ids=["isl-midway", "last-path-at-the-last-chunk"])
+def test_a_tape_stream_follows_an_isl_change_and_ends_once_all_is_read(tmp_path, monkeypatch,
+                                                                      down, at):
+    """The host's new path may differ only in its ISL: the library kept the old one, charged
+    the rest to the dead ISL and did not send its READs again.  And with the last chunk read,
+    a fabric change fails nothing: the image is whole."""
+    from san.flows.backup_client import BackupClient
+    (tmp_path / "t.yaml").write_text(TAPE_TOPOLOGY)
+    chunk = 64 << 10
+    with LocalSan(load_topology(tmp_path / "t.yaml"), tmp_path / "state", chunk_size=chunk) as san:
+        san.call("h1", "write", "/m", 0, 32 * chunk, 7)
+        original, calls = BackupClient.client_image_progress, []
+
+        def progress(self, stream, nbytes, *more):
+            calls.append(nbytes)
+            if len(calls) == at:
+                for link in down:
+                    san.set_link(link, False)
+            return original(self, stream, nbytes, *more)
+        monkeypatch.setattr(BackupClient, "client_image_progress", progress)
+        written = san.call("lib1", "write_from_host", "T00001",
+                           {"host": "h1", "file": None, "timestamp": "2026-01-01T00:00:00Z"},
+                           "h1", "a1/fc0", 0)
+        routes = {tuple(r)[1].split(":")[0]: n for r, n in written["routes"]}
+        image = 512 + 32 * chunk                  # its header and the written granules
+        if len(down) == 1:
+            assert routes["isl1"] < 4 * chunk + 512 + 8 * chunk and routes["isl2"] > 0
+            assert routes["isl1"] + routes["isl2"] == image
+        else:
+            assert routes == {"isl1": image}
+        assert san.call("lib1", "image_digest", "T00001", written["file"]) == \
+            san.call("a1", "digest_volume", 0)
