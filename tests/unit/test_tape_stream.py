@@ -42,9 +42,9 @@ def test_the_host_counts_what_the_library_read_and_the_stream_is_closed(san):
     told = []
     original = BackupClient.client_image_progress
 
-    def progress(self, stream, nbytes):
+    def progress(self, stream, nbytes, *more):
         told.append(nbytes)
-        return original(self, stream, nbytes)
+        return original(self, stream, nbytes, *more)
 
     BackupClient.client_image_progress = progress
     try:
@@ -68,8 +68,8 @@ def test_a_host_gone_mid_stream_fails_the_backup_and_leaves_the_tape_as_it_was(s
     size_before = medium.used_bytes()
     original = BackupClient.client_image_progress
 
-    def progress(self, stream, nbytes):
-        answer = original(self, stream, nbytes)
+    def progress(self, stream, nbytes, *more):
+        answer = original(self, stream, nbytes, *more)
         san.kill("host2")                               # after its first answer
         return answer
 
@@ -132,12 +132,12 @@ def test_a_link_going_down_mid_stream_moves_the_reads_or_fails_before_the_commit
         original = BackupClient.client_image_progress
         calls = []
 
-        def progress(self, stream, nbytes):
+        def progress(self, stream, nbytes, *more):
             calls.append(nbytes)
             if len(calls) == 3:
                 for link in down:
                     san.set_link(link, False)
-            return original(self, stream, nbytes)
+            return original(self, stream, nbytes, *more)
 
         BackupClient.client_image_progress = progress
         try:
@@ -163,3 +163,60 @@ def test_a_link_going_down_mid_stream_moves_the_reads_or_fails_before_the_commit
         assert routes["h1/hba1:rx"] == 4 * WINDOW * CHUNK - 4 * CHUNK
         image = san.call("lib1", "read_image", "T00001", written["file"], 0, 4 * WINDOW * CHUNK)
         assert np.array_equal(image, san.call("h1", "read", "/m", 0, 4 * WINDOW * CHUNK)[0])
+
+
+# -- a tape stream over a changing path (the library reads, the host says which path) -------------
+TAPE_TOPOLOGY = """\
+name: t
+fabric:
+  switches: [{name: sw1}, {name: sw2}]
+  isls: [{name: isl1, a: sw1, b: sw2}, {name: isl2, a: sw1, b: sw2}]
+  zones: [{name: z, members: [h1/hba0, a1/fc0]}]
+arrays:
+  - name: a1
+    device_id: HTC-0001
+    managers: [srv]
+    ports: [{name: fc0, number: 0, wwpn: "50:00:00:00:00:00:00:01", switch: sw2}]
+    volumes: [{number: 0, size: 64MiB, port: fc0, lun: 0, hosts: [h1]}]
+hosts:
+  - name: h1
+    hbas:
+      - {name: hba0, wwpn: "21:00:00:00:00:00:00:01", switch: sw1}
+    mounts: [{mount_point: /m, port: a1/fc0, lun: 0}]
+backup_servers: [{name: srv, tape_library: lib1}]
+tape_libraries: [{name: lib1, media: [T00001]}]
+"""
+
+
+@pytest.mark.parametrize("down,at", [(["isl1"], 3), (["isl1", "isl2"], 32)],
+                         ids=["isl-midway", "last-path-at-the-last-chunk"])
+def test_a_tape_stream_follows_an_isl_change_and_ends_once_all_is_read(tmp_path, monkeypatch,
+                                                                      down, at):
+    """The host's new path may differ only in its ISL: the library kept the old one, charged
+    the rest to the dead ISL and did not send its READs again.  And with the last chunk read,
+    a fabric change fails nothing: the image is whole."""
+    from san.flows.backup_client import BackupClient
+    (tmp_path / "t.yaml").write_text(TAPE_TOPOLOGY)
+    chunk = 64 << 10
+    with LocalSan(load_topology(tmp_path / "t.yaml"), tmp_path / "state", chunk_size=chunk) as san:
+        san.call("h1", "write", "/m", 0, 32 * chunk, 7)
+        original, calls = BackupClient.client_image_progress, []
+
+        def progress(self, stream, nbytes, *more):
+            calls.append(nbytes)
+            if len(calls) == at:
+                for link in down:
+                    san.set_link(link, False)
+            return original(self, stream, nbytes, *more)
+        monkeypatch.setattr(BackupClient, "client_image_progress", progress)
+        written = san.call("lib1", "write_from_host", "T00001",
+                           {"host": "h1", "file": None, "timestamp": "2026-01-01T00:00:00Z"},
+                           "h1", "a1/fc0", 0)
+        routes = {tuple(r)[1].split(":")[0]: n for r, n in written["routes"]}
+        image = 512 + 32 * chunk                  # its header and the written granules
+        if len(down) == 1:     # as above: four chunks (and the header) on isl1, then isl2
+            assert routes == {"isl1": 4 * chunk + 512, "isl2": 28 * chunk}
+        else:
+            assert routes == {"isl1": image}
+        assert san.call("lib1", "image_digest", "T00001", written["file"]) == \
+            san.call("a1", "digest_volume", 0)
