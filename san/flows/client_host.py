@@ -264,6 +264,11 @@ class Host(BackupClient, ClientHost):
             try:
                 return before + self._write_to(self._path(mount_point), offset, size,
                                                PatternChunks(seed), partial=True)
+            except SanError as exc:     # the write-back happened: the step is charged it too
+                if before:
+                    done = exc.partial or {}
+                    exc.partial = {**done, "transfers": before + list(done.get("transfers", []))}
+                raise
             finally:    # raw writes under a filesystem, even cut short: its cached view is stale
                 self._drop_fs(mount_point)
 

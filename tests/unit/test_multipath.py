@@ -650,3 +650,44 @@ def test_a_copy_over_fc_hears_of_a_fabric_change_made_while_it_was_being_set_up(
         assert not any("fc1" in link for link in runner.link_use)       # nothing crossed it
         assert san.call("array2", "read_info", 2) is None and a2.reserved == {}
 
+
+
+class _Trip:
+    """A host's tripwire that runs `act` once the host has moved `at` bytes."""
+
+    def __init__(self, at, act):
+        self.at, self.act, self.done = at, act, False
+
+    def passed(self, moved):
+        if not self.done and moved >= self.at:
+            self.done = True
+            self.act()
+
+    def release(self):
+        pass
+
+
+def test_a_raw_write_under_a_fat_mount_cut_short_is_charged_its_write_back_too(tmp_path):
+    """A raw write under a mounted FAT filesystem first writes the filesystem's view back
+    (unmount); cut short, its partial result held only the stream's chunks, so the step was
+    charged less than the host moved."""
+    topo = textwrap.dedent(TOPOLOGY).replace(
+        "/far, device: /dev/sda, port: array2/fc0, lun: 0, filesystem: none",
+        "/far, device: /dev/sda, port: array2/fc0, lun: 0, filesystem: fat")
+    (tmp_path / "t.yaml").write_text(topo)
+    with LocalSan(load_topology(tmp_path / "t.yaml"), tmp_path / "state",
+                  chunk_size=1 * MiB, window=WINDOW) as san:
+        host = san.element("host2")
+        host.write_files("/far", {"/a.bin": (64 * 1024, 3)})
+        start = host.moved_bytes
+
+        def cut():
+            san.set_link("isl1", False)
+            san.set_link("isl2", False)
+        host.trip = _Trip(start + 4096 + 3 * MiB, cut)     # past the write-back and 3 MiB
+        with pytest.raises(SanError) as info:
+            host.write("/far", 32 * MiB, 16 * MiB, 6)
+        assert info.value.code == "LINK_DOWN"
+        charged = sum(t.nbytes for t in info.value.partial["transfers"])
+        moved = host.moved_bytes - start
+        assert charged == moved and moved % MiB                 # the write-back is in it
