@@ -147,8 +147,8 @@ class BackupClient:
         if capacity != size:
             raise SanError("CAPACITY_MISMATCH", f"the image on {media} file {file} is {size} bytes "
                                                 f"but {self.name}:{mount_point} is {capacity}")
-        transfers = self.actions(mount_point, pre)
-        with self._post_on_failure(mount_point, post):
+        with self._post_on_failure(mount_point, post):      # pre-processing that fails too
+            transfers = self.actions(mount_point, pre)
             route, array, port, lun = self._fresh(path)   # the pre-processing took a while
             array.call("prepare", route.initiator, port, lun, 0, size // BLOCK, True)
             try:
@@ -199,8 +199,8 @@ class BackupClient:
             counter[0] += length
             return lib.call("read_image", media, file, offset, length)
 
-        transfers = self.actions(mount_point, pre)
-        with self._post_on_failure(mount_point, post):
+        with self._post_on_failure(mount_point, post):      # pre-processing that fails too
+            transfers = self.actions(mount_point, pre)
             image = FatVolume(BlockDevice(size, read_fn, readonly=True,
                                           name=f"the backup on tape {media} (file {file}) of {library}"),
                               readonly=True)
@@ -298,8 +298,10 @@ class BackupClient:
 
     @contextmanager
     def _post_on_failure(self, mount_point: str, post: list):
-        """If what follows the pre-processing fails, the post-processing still runs (so a
-        quiesced application is resumed) and the original failure is raised."""
+        """If the pre-processing or what follows it fails, the post-processing still runs (so
+        a quiesced application is resumed: a pre-processing that failed after its `quiesce`
+        left the mount quiesced, and every later application write waited, then failed
+        BUSY) and the original failure is raised."""
         try:
             yield
         except BaseException:
@@ -331,8 +333,8 @@ class BackupClient:
     def client_restore(self, mount_point: str, device_id: str, volume: int, pre: list,
                        post: list, expect: bytes | None = None) -> dict:
         """Fig. 12: restore a backup volume onto the volume behind a mount (same array)."""
-        transfers = self.actions(mount_point, pre)
-        with self._post_on_failure(mount_point, post):
+        with self._post_on_failure(mount_point, post):      # pre-processing that fails too
+            transfers = self.actions(mount_point, pre)
             array, port, lun, mount_device = self._array_of(mount_point)
             if mount_device != device_id:
                 raise SanError("INVALID_INPUT", f"the backup is on {device_id} but {self.name}:"
@@ -359,8 +361,8 @@ class BackupClient:
         self._fat(mount_point)
         paths = [normalize(p) for p in files]
         array, rport, restore = self._restore_port(device_id)
-        transfers = self.actions(mount_point, pre)
-        with self._post_on_failure(mount_point, post):
+        with self._post_on_failure(mount_point, post):      # pre-processing that fails too
+            transfers = self.actions(mount_point, pre)
             _, t = self.manage(array, "attach", volume, rport, restore.lun, self.name, expect)
             self.attached[(array, rport, restore.lun)] = None     # this flow holds it
         transfers += t

@@ -455,3 +455,27 @@ def test_restore_files_streams_each_file_and_a_new_one_takes_the_backups_stored_
     assert all(r.ok for r in reports), [(r.index, r.op, r.error) for r in reports]
     assert reports[5].result["file_bytes"] == 9 * MiB + 100
     assert sorted(san.call("host1", "files", "/db")) == ["/Data/Report.DB", "/keep.txt"]
+
+
+@pytest.mark.parametrize("restore", [
+    "{op: restore_volume, backup: b1, pre: [quiesce, fsck], post: [resume], expect_error: LINK_DOWN}",
+    "{op: restore_files, backup: b1, files: [a.db], pre: [quiesce, fsck], post: [resume], "
+    "expect_error: LINK_DOWN}",
+    "{op: restore_volume, backup: t1, pre: [quiesce, fsck], post: [resume], expect_error: LINK_DOWN}",
+])
+def test_a_restore_whose_pre_processing_fails_resumes_the_application(scenario, restore):
+    """The pre-processing ran before the part whose failure runs `post`: a `fsck` failing after
+    `quiesce` left the mount quiesced for good, and the application's next write waited ten
+    minutes, then failed BUSY (a backup's failing pre-processing already resumed it)."""
+    reports, _, san = scenario(f"""\
+        - {{op: write_files, host: host1, mount: /db, files: {{a.db: {{size: 1MiB, seed: 1}}}}}}
+        - {{op: backup, definition: db-nightly, as: b1}}
+        - {{op: copy_to_tape, backup: b1, media: T00002, as: t1}}
+        - {{op: fault, kind: link_down, target: array1/fc0}}
+        - {restore}
+        - {{op: fault, kind: link_up, target: array1/fc0}}
+        """)
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    gate = san.element("host1").gates["/db"]
+    assert gate._holders == [] and gate._open
+    san.call("host1", "write_files", "/db", {"/b.db": (4096, 2)})
