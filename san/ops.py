@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -44,7 +45,10 @@ class Context:
     backups: dict = field(default_factory=dict)       # `as:` name -> (server, catalog key)
     named: dict = field(default_factory=dict)         # `as:` name -> the row it named
     definitions: dict = field(default_factory=dict)   # definition name -> its server
-    meters: dict = field(default_factory=dict)        # step title -> `san.strike.StepMeter`
+    # the meters of the concurrent an inner step runs in (step title -> `san.strike.StepMeter`),
+    # per thread: each inner step runs in a thread of its own, and concurrents side by side
+    # (inside another) each have theirs, whatever their steps' titles
+    scope: threading.local = field(default_factory=threading.local)
 
     def server_of(self, definition: str) -> str:
         """The server of a definition a `define` step made; INVALID_INPUT if that step failed
@@ -380,7 +384,7 @@ def op_fault(ctx, step) -> Work:
     when = getattr(step, "when", None)
     if when is None:
         return Work(result=_fire(ctx, step))
-    meter = ctx.meters.get(when.step)
+    meter = getattr(ctx.scope, "meters", {}).get(when.step)
     if meter is None:
         raise SanError("INVALID_INPUT", f"fault when: no step titled {when.step!r} runs beside "
                                         "this fault in its concurrent step")

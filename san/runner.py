@@ -21,7 +21,7 @@ from .errors import InternalError, SanError
 from .fileio import write_replace
 from .links import capacities, link_of
 from .ops import OPS, Context
-from .strike import meters_for
+from .strike import meters_for, release
 from .timemodel import Transfer, busiest, simulate
 from .units import CLOCK_RANGE, format_time, in_clock_range, parse_time
 
@@ -239,16 +239,19 @@ class Runner:
         try:
             if step.op == "concurrent":
                 meters = meters_for(self.ctx, step.steps)   # before any inner step moves
-                self.ctx.meters.update(meters)
 
                 def inner_step(pair):
+                    self.ctx.scope.meters = meters          # this concurrent's, in its thread
                     try:
                         return self._execute(*pair)
                     finally:        # a fault waiting on this step strikes now at the latest
                         if pair[1].title in meters:
                             meters[pair[1].title].ended.set()
-                with ThreadPoolExecutor(max_workers=max(1, len(step.steps))) as pool:
-                    inner = list(pool.map(inner_step, enumerate(step.steps)))
+                try:
+                    with ThreadPoolExecutor(max_workers=max(1, len(step.steps))) as pool:
+                        inner = list(pool.map(inner_step, enumerate(step.steps)))
+                finally:            # a fault that never struck left its movers armed
+                    release(self.ctx, meters)
                 for child, child_chains in inner:
                     report.children.append(child)
                     chains += [([report] + owners, chain) for owners, chain in child_chains]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from .errors import SanError
 
-__all__ = ["StepMeter", "meters_for", "movers", "strike"]
+__all__ = ["StepMeter", "meters_for", "movers", "release", "strike"]
 
 POLL = 0.005      # seconds between two reads of the counters while a fault waits
 
@@ -52,7 +52,10 @@ def movers(ctx, step) -> list[str]:
         server = ctx.definitions.get(step.definition)
         if server is None:
             return []
-        d = san.call(server, "definition", step.definition)
+        try:
+            d = san.call(server, "definition", step.definition)
+        except SanError:
+            return []                # the step itself will say why (a server down, say)
         if d.type == "tape":
             return [d.host]          # the library reads the volume on the host's path
         return _array_of_mount(topo, d.host, d.mount_point) if d.method == "mirror" else []
@@ -120,14 +123,27 @@ def meters_for(ctx, steps) -> dict[str, StepMeter]:
         if when is not None:
             sizes[when.step] = min(when.after, sizes.get(when.step, when.after))
     out = {}
-    for s in steps:
-        if s.title in sizes:
-            names = movers(ctx, s)
-            base = {n: _count(ctx.san, n) or 0 for n in names}
-            out[s.title] = StepMeter(s.title, names, base, seen=dict(base))
-            for name in names:
-                _arm(ctx.san, name, base[name] + sizes[s.title])
+    try:
+        for s in steps:
+            if s.title in sizes:
+                names = movers(ctx, s)
+                base = {n: _count(ctx.san, n) or 0 for n in names}
+                out[s.title] = StepMeter(s.title, names, base, seen=dict(base))
+                for name in names:
+                    _arm(ctx.san, name, base[name] + sizes[s.title])
+    except BaseException:
+        release(ctx, out)            # armed movers would stop the next steps' bytes
+        raise
     return out
+
+
+def release(ctx, meters: dict[str, StepMeter]) -> None:
+    """Let every mover of `meters` go on (a concurrent's end: a fault that never struck, say
+    because it failed, left its movers armed, and the next step through one of them would
+    stop at its mark)."""
+    for meter in meters.values():
+        for name in meter.movers:
+            _arm(ctx.san, name, None)
 
 
 def strike(ctx, meter: StepMeter, size: int, fire) -> dict:

@@ -121,7 +121,7 @@ class _StepChecker:
         if not sequential:
             for i, step in enumerate(steps):
                 if isinstance(step, dict) and isinstance(step.get("title"), str):
-                    titles.setdefault(step["title"], i)
+                    titles.setdefault(step["title"], []).append(i)
         for i, step in enumerate(steps):
             if not isinstance(step, dict) or not isinstance(step.get("op"), str) \
                     or step["op"] not in OPS:
@@ -280,7 +280,12 @@ class _StepChecker:
                 r(path + ("when",), "when works only inside a concurrent step", got=None,
                   expected="no when outside concurrent")
             elif isinstance(when.get("step"), str):
-                if titles.get(when["step"], position) == position:
+                named = titles.get(when["step"], [])
+                if len(named) > 1:      # the fault would watch one of them, and which is luck
+                    r(path + ("when", "step"), "ambiguous step title",
+                      expected=f"a title that only one step of this concurrent has (steps "
+                               f"{', '.join(str(i) for i in named)} share it)")
+                elif named in ([], [position]):
                     r(path + ("when", "step"), "unknown step title",
                       expected="the title of another step in this concurrent: "
-                               + one_of(t for t, i in titles.items() if i != position))
+                               + one_of(t for t, i in titles.items() if i != [position]))

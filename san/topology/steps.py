@@ -214,7 +214,8 @@ class AdvanceClockStep(StepBase):
 
 class When(SanModel):
     """When a fault inside `concurrent` fires: once another step has moved so many bytes."""
-    step: Text = Field(description="The title of another step of the same concurrent.")
+    step: Text = Field(description="The title of another step of the same concurrent, "
+                                   "which no other step of it has.")
     after: Threshold = Field(description="The bytes that step has moved.")
 
 

@@ -398,6 +398,20 @@ BAD_STEPS = [
      ["bad.yaml:7:71: steps[0].steps[1].when.step: unknown step title (got 'kopy'; expected the "
       "title of another step in this concurrent: one of copy)",
       "7:84: steps[0].steps[1].when.after: invalid size (got '1 lot'"]),
+    ("fault-when-ambiguous",            # two steps titled copy: which one it watches is luck
+     "  - op: concurrent\n"
+     "    steps:\n"
+     "      - {op: backup, definition: d1, title: copy}\n"
+     "      - {op: write, host: host1, mount: /db, offset: 0, size: 1MiB, seed: 1, title: copy}\n"
+     "      - {op: fault, kind: link_down, target: host1/hba0, when: {step: copy, after: 1MiB}}\n",
+     ["steps[0].steps[2].when.step: ambiguous step title (got 'copy'; expected a title that "
+      "only one step of this concurrent has (steps 0, 1 share it))"]),
+    ("fault-when-its-own-title",        # the fault shares it with the step it watches
+     "  - op: concurrent\n"
+     "    steps:\n"
+     "      - {op: backup, definition: d1, title: copy}\n"
+     "      - {op: fault, kind: link_down, target: host1/hba0, title: copy, when: {step: copy, after: 1MiB}}\n",
+     ["steps[0].steps[1].when.step: ambiguous step title (got 'copy'"]),
     ("concurrent-sibling-name",
      "  - op: concurrent\n"
      "    steps:\n"

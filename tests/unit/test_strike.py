@@ -272,3 +272,63 @@ def test_a_raw_write_cut_short_drops_the_mount_s_cached_filesystem(tmp_path):
         reports = Runner(san, tmp_path / "state").run(sc.steps[1:])
         assert reports[0].ok and reports[0].children[0].error.code == "LINK_DOWN"
         assert "/db" not in san.element("host1").fs                   # the raw write changed it
+
+
+def _armed(san) -> dict:
+    """Each element's tripwire mark (None: not armed)."""
+    return {name: san.element(name).trip._at for name in ("host1", "host2", "array1")}
+
+
+def test_concurrents_side_by_side_each_watch_their_own_step_of_a_shared_title(tmp_path):
+    """Inner concurrents A and B each have a step titled w: the meters were one dict by
+    title for the whole run, so A's fault watched B's write (struck at B's end, A's write
+    cut after 0 bytes), and A's host stayed armed: the next write through it stopped for
+    a minute at the mark."""
+    reports, san = run(tmp_path, """
+        - op: concurrent
+          steps:
+            - op: concurrent
+              title: A
+              steps:
+                - {op: write, title: w, host: host1, mount: /db, offset: 0, size: 64MiB, seed: 2, expect_error: LINK_DOWN}
+                - {op: fault, kind: link_down, target: host1/hba0, when: {step: w, after: 16MiB}}
+            - op: concurrent
+              title: B
+              steps:
+                - {op: write, title: w, host: host2, mount: /data, offset: 0, size: 8MiB, seed: 2}
+                - {op: fault, kind: link_up, target: host2/hba0, when: {step: w, after: 4MiB}}
+        - {op: fault, kind: link_up, target: host1/hba0}
+        - {op: write, host: host1, mount: /db, offset: 0, size: 32MiB, seed: 3}
+    """)
+    assert all(r.ok for r in reports), [(r.index, r.error) for r in reports]
+    (a_write, a_fault), (b_write, b_fault) = [c.children for c in reports[0].children]
+    assert a_fault.result["after_bytes"] == 16 * MiB and not a_fault.result["step_ended"]
+    assert a_write.bytes == 16 * MiB
+    assert b_fault.result["after_bytes"] == 4 * MiB and b_write.bytes == 8 * MiB
+    assert reports[2].wall_s < 30
+
+
+def test_a_concurrent_whose_meters_cannot_be_read_runs_and_leaves_no_mover_armed(tmp_path):
+    """A backup watched by a fault, its server down: reading the backup's definition failed
+    the whole concurrent before any inner step ran (the write beside it never ran and the
+    backup's expected error was never checked), with the write's host left armed."""
+    sc = scenario(tmp_path, "[]")
+    san = LocalSan(sc.topology, tmp_path / "state", chunk_size=CHUNK).start()
+    reports, _ = run(tmp_path, """
+        - {op: fault, kind: kill, target: backup1}
+        - op: concurrent
+          steps:
+            - {op: write, title: w, host: host1, mount: /db, offset: 0, size: 32MiB, seed: 2}
+            - {op: backup, title: b, definition: db-mirror, expect_error: ELEMENT_DOWN}
+            - {op: fault, kind: link_down, target: host2/hba0, when: {step: w, after: 8MiB}}
+            - {op: fault, kind: link_up, target: host2/hba0, when: {step: b, after: 1MiB}}
+    """, san=san)
+    try:
+        assert all(r.ok for r in reports), [(r.index, r.error) for r in reports]
+        write, backup, struck, _ = reports[1].children
+        assert write.bytes == 32 * MiB and backup.error.code == "ELEMENT_DOWN"
+        assert struck.result["after_bytes"] == 8 * MiB
+        assert _armed(san) == {"host1": None, "host2": None, "array1": None}
+    finally:
+        san.shutdown()
+
