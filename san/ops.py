@@ -45,6 +45,9 @@ class Context:
     backups: dict = field(default_factory=dict)       # `as:` name -> (server, catalog key)
     named: dict = field(default_factory=dict)         # `as:` name -> the row it named
     definitions: dict = field(default_factory=dict)   # definition name -> its server
+    # definition name -> its schedule (None: none), as last known: what `advance_clock` goes
+    # by when a definition's server is down and cannot say
+    schedules: dict = field(default_factory=dict)
     # the meters of the concurrent an inner step runs in (step title -> `san.strike.StepMeter`),
     # per thread: each inner step runs in a thread of its own, and concurrents side by side
     # (inside another) each have theirs, whatever their steps' titles
@@ -266,6 +269,7 @@ def op_list_destinations(ctx, step) -> Work:
 def op_define(ctx, step) -> Work:
     answer = ctx.san.call(step.server, "define", step.definition)
     ctx.definitions[step.name] = step.server
+    ctx.schedules[step.name] = step.schedule
     return _work(answer, definition=step.name)
 
 
@@ -481,18 +485,24 @@ def op_advance_clock(ctx, step) -> Work:
 
 def _due(ctx, since: dt.datetime, end: dt.datetime, ran: list, failed: list) -> list:
     """A heap of (first due time after `since` and at or before `end`, definition, its
-    schedule), one per scheduled definition; a definition whose server cannot say (down)
-    is a failed run (in `ran` and `failed`), and the others still run."""
+    schedule), one per scheduled definition.  A definition whose server cannot say (down)
+    goes by its schedule as last known (the topology's, a `define` step's, its server's
+    last answer): its runs fall due and fail then, each at its time, and one with no
+    schedule is not a run at all.  One whose schedule was never known is a failed run now
+    (in `ran` and `failed`).  The others still run."""
     heap = []
     for name, server in sorted(ctx.definitions.items()):
         try:
             schedule = ctx.san.call(server, "schedule_of", name)
+            ctx.schedules[name] = schedule
         except SanError as exc:
             if exc.code != "ELEMENT_DOWN":
                 raise
-            failed.append(exc)
-            ran.append({"definition": name, "at": ctx.clock.stamp(), "error": exc.to_dict()})
-            continue
+            if name not in ctx.schedules:
+                failed.append(exc)
+                ran.append({"definition": name, "at": ctx.clock.stamp(), "error": exc.to_dict()})
+                continue
+            schedule = ctx.schedules[name]
         if schedule is None:
             continue
         moment = schedule.next_after(since, ctx.san.topology.start)

@@ -179,7 +179,9 @@ class Runner:
     def __init__(self, san, state_dir: Path, on_step=None, watch=None):
         self.ctx = Context(san=san, clock=Clock(state_dir, san.topology.start),
                            capacity=capacities(san.topology),
-                           definitions=_definitions(san))
+                           definitions=_definitions(san),
+                           schedules={d.name: d.schedule for server in san.topology.backup_servers
+                                      for d in server.definitions})
         self.on_step = on_step
         self.watch = watch          # a `san.progress.StepProgress`, on a terminal
         self.link_use: dict[str, list[float]] = {}   # resource -> [bytes, busy seconds], whole run

@@ -208,7 +208,9 @@ class ExpectCatalogStep(StepBase):
 class AdvanceClockStep(StepBase):
     """Moves simulated time; scheduled backups that fall due run, in time order (ties by
     name), each at its due time; one whose time an earlier step's modeled time passed runs
-    first, late. A failed run or a server down does not stop the others, nor the clock."""
+    first, late. A failed run or a server down does not stop the others, nor the clock; a
+    down server's definitions fall due by their schedules as last known (the topology's, a
+    define step's) and each run fails ELEMENT_DOWN at its time."""
     by: Duration = Field(description="How far.")
 
 

@@ -351,12 +351,28 @@ def test_a_server_down_fails_advance_clock_but_the_clock_moves_and_the_others_ru
     advanced = reports[3]
     assert runner.ctx.clock.stamp() == advanced.result["now"] == "2026-01-01T03:00:00Z"
     assert [(d, at, e) for d, at, _, e in ran(advanced)] == [
-        ("db-hourly", "2026-01-01T00:00:00Z", True),             # their server is down
-        ("db-nightly", "2026-01-01T00:00:00Z", True),
-        ("db-other", "2026-01-01T01:00:00Z", False), ("db-other", "2026-01-01T02:00:00Z", False),
-        ("db-other", "2026-01-01T03:00:00Z", False)]
-    assert "2 of 5 scheduled backups failed" in advanced.error.message
+        # their server is down: each run fails at its due time (db-hourly's schedule known
+        # from its define step); db-nightly, daily at 02:00, once
+        ("db-hourly", "2026-01-01T01:00:00Z", True), ("db-other", "2026-01-01T01:00:00Z", False),
+        ("db-hourly", "2026-01-01T02:00:00Z", True), ("db-nightly", "2026-01-01T02:00:00Z", True),
+        ("db-other", "2026-01-01T02:00:00Z", False),
+        ("db-hourly", "2026-01-01T03:00:00Z", True), ("db-other", "2026-01-01T03:00:00Z", False)]
+    assert "4 of 7 scheduled backups failed" in advanced.error.message
     assert advanced.bytes > 0 and advanced.modeled_s > 0          # what ran is in the report
+
+
+def test_a_server_down_with_nothing_due_fails_nothing(scenario):
+    """backup1 is down and none of its definitions falls due in the minute: each of them
+    (db-mirror has no schedule at all) was reported a failed run, and the step failed."""
+    reports, runner, _ = scenario("""\
+        - {op: fault, kind: kill, target: backup1}
+        - {op: advance_clock, by: 1m}
+        - {op: advance_clock, by: 6h, expect_error: ELEMENT_DOWN}
+        """, "single-array.yaml")
+    assert all(r.ok for r in reports), [(r.op, r.error) for r in reports]
+    assert reports[1].result["ran"] == []
+    assert [(d, at, e) for d, at, _, e in ran(reports[2])] == [
+        ("data-snap", "2026-01-01T06:00:00Z", True)]        # every 6h: due once, and failed
 
 
 # -- a rebuild settles the rows an array no longer backs ---------------------------------------
