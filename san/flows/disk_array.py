@@ -178,6 +178,13 @@ class ArrayInitiator:
                     return
         yield self.read_volume(number, offset, length)
 
+    @staticmethod
+    def _still_running(job) -> None:
+        """Stop a copy over FC whose job failed meanwhile (its array went down: in one
+        process the thread outlives it, and would write on and label the destination)."""
+        if job.state == "failed":
+            raise job.error
+
     def _run_remote(self, job, route, dest, port, lun, extents, epoch: int) -> None:
         """Run a copy over FC on `route`, granted at fabric epoch `epoch`: a change since
         (heard while the destination was prepared, say) takes a path again first."""
@@ -190,6 +197,7 @@ class ArrayInitiator:
             def submit(piece, tag):
                 off, length = piece
                 self.copies_go.wait()
+                self._still_running(job)
                 with self._outgoing(job.source, off, length) as data:
                     # the payload is put into the object store here, while `data` is valid
                     return tag, dest.start("write", path["route"].initiator, port, lun,
@@ -211,12 +219,15 @@ class ArrayInitiator:
             job.transfers = ([Transfer(r.resources(True), n) for r, n in carried.items()]
                              or [Transfer(route.resources(True), 0)])
             if job.with_info:
+                self._still_running(job)
                 info = self.read_info(job.source)
                 if info is not None:
                     dest.call("mgmt_record_info", self.name, job.dest, info)
                     job.transfers.append(lan_transfer(self.name, job.dest_array, len(info)))
             self._release_remote(dest, job.dest)
-            job.state = "done"
+            with self._failing:
+                if job.state != "failed":       # failed meanwhile: its waiter heard that
+                    job.state = "done"
             job.done.set()
         except Exception as exc:  # a failure (or a bug) must end the job and reach the waiter
             if not job.transfers:       # what reached the destination, on the routes it took

@@ -495,3 +495,44 @@ def test_a_restore_whose_pre_processing_fails_resumes_the_application(scenario, 
     gate = san.element("host1").gates["/db"]
     assert gate._holders == [] and gate._open
     san.call("host1", "write_files", "/db", {"/b.db": (4096, 2)})
+
+
+def test_a_copy_over_fc_whose_source_array_goes_down_stops_there(tmp_path):
+    """In one process the copy's thread outlived its killed array: it wrote on, recorded the
+    backup's volume info on the destination and set its failed job to done, while the
+    copy_volume had failed ELEMENT_DOWN and no row named the labelled volume."""
+    import threading
+    import time
+    from san.catalog import row_key
+    from san.flows.local import LocalSan
+    san = LocalSan(load_topology(TOPOLOGIES / "two-arrays.yaml"), tmp_path / "state",
+                   chunk_size=1 * MiB).start()
+    try:
+        san.call("host1", "write", "/db", 0, 16 * MiB, 7)
+        row = san.call("backup1", "backup", "db-nightly", 1767225600)["row"]
+        source = san.element("array1")
+        source.trip_arm(source.moved_bytes + 16 * MiB)     # the copy stops at its last chunk
+        out = {}
+
+        def copy():
+            try:
+                out["ok"] = san.call("backup1", "copy_volume", row_key(row), "array2", 0)
+            except SanError as exc:
+                out["error"] = exc
+        worker = threading.Thread(target=copy)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while source.trip._at is not None:                  # until it stopped there
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        san.kill("array1")
+        worker.join(30)
+        time.sleep(0.2)                                     # a thread going on would land now
+        assert out["error"].code == "ELEMENT_DOWN"
+        assert san.element("array2").read_info(0) is None
+        assert san.element("array2").reserved == {}
+        job = source.jobs[max(source.jobs)]
+        assert (job.state, job.error.code) == ("failed", "ELEMENT_DOWN")
+        assert [r["media_id"] for r in san.call("backup1", "catalog_rows")] == ["1"]
+    finally:
+        san.shutdown()
