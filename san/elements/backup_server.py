@@ -44,6 +44,8 @@ class BackupServer:
         self.array_of = {a.device_id: a.name for a in topology.arrays}
         self._writers: dict[tuple[str, str], str] = {}     # (device ID, volume) -> its flow
         self._writers_lock = threading.Lock()
+        self._claims = 0                                    # claims taken and ended so far
+        self._last_claim: dict[tuple[str, str], int] = {}   # (device ID, volume) -> the last
 
     @contextlib.contextmanager
     def writing(self, device_id: str, volume, flow: str):
@@ -60,11 +62,27 @@ class BackupServer:
                                        f"is being written by {other}; {flow} is refused until "
                                        f"that ends")
             self._writers[key] = flow
+            self._claims += 1
+            self._last_claim[key] = self._claims
         try:
             yield
         finally:
             with self._writers_lock:
                 del self._writers[key]
+                self._claims += 1
+                self._last_claim[key] = self._claims
+
+    def claim_mark(self) -> int:
+        """Where the volume claims are now (`written_since`)."""
+        with self._writers_lock:
+            return self._claims
+
+    def written_since(self, mark: int) -> set[tuple[str, str]]:
+        """The (device ID, volume) claimed by a flow since `claim_mark` gave `mark`, or now:
+        what a reader of the arrays since then may have seen half written (a rebuild that
+        read a copy's destination before the copy added its row must not drop that row)."""
+        with self._writers_lock:
+            return {key for key, at in self._last_claim.items() if at > mark} | set(self._writers)
 
     def describe(self) -> dict:
         return {"name": self.name, "tape_library": self.spec.tape_library,

@@ -106,9 +106,31 @@ class BackupClient:
         the volume must hold (the array checks it: `DiskArray.check_holds`), as in every
         order below that names a backup volume."""
         array, port, restore = self._restore_port(device_id)
-        _, transfers = self.manage(array, "attach", volume, port, restore.lun, self.name, expect)
-        self.attached[(array, port, restore.lun)] = tuple(owner) if owner else None
+        key = (array, port, restore.lun)
+        with self._attaching(key):
+            _, transfers = self.manage(array, "attach", volume, port, restore.lun, self.name,
+                                       expect)
+            self.attached[key] = tuple(owner) if owner else None
         return {"port": restore.port, "lun": restore.lun, "transfers": transfers}
+
+    @contextmanager
+    def _attaching(self, key: tuple):
+        """An attach at restore port `key` under way, until its flow holds it (`attached`):
+        an attach the array has made but whose answer has not come back is held too.  Asked
+        then by the array about it (another flow's attach there, at the same moment), this
+        host said no, and the array gave the LUN to the other backup, which the first flow
+        then read as its own."""
+        with self._attach_lock:
+            self.attaching[key] = self.attaching.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._attach_lock:
+                left = self.attaching[key] - 1
+                if left:
+                    self.attaching[key] = left
+                else:
+                    del self.attaching[key]
 
     def client_detach(self, port_ref: str, lun: int) -> dict:
         array, port = port_ref.split("/")
@@ -122,6 +144,11 @@ class BackupClient:
         died (this host restarted since, or the server that ordered it is down or restarted)
         is left behind, and the array drops it."""
         key = (array, port, lun)
+        with self._attach_lock:
+            # two attaches under way here: the one the array asks about is the other's
+            # (whose answer is on its way), not the asker's own
+            if self.attaching.get(key, 0) > 1:
+                return True
         if key not in self.attached:
             return False
         alive = self._flow_alive(self.attached[key])
@@ -363,8 +390,9 @@ class BackupClient:
         array, rport, restore = self._restore_port(device_id)
         with self._post_on_failure(mount_point, post):      # pre-processing that fails too
             transfers = self.actions(mount_point, pre)
-            _, t = self.manage(array, "attach", volume, rport, restore.lun, self.name, expect)
-            self.attached[(array, rport, restore.lun)] = None     # this flow holds it
+            with self._attaching((array, rport, restore.lun)):
+                _, t = self.manage(array, "attach", volume, rport, restore.lun, self.name, expect)
+                self.attached[(array, rport, restore.lun)] = None     # this flow holds it
         transfers += t
         try:
             path = self._target(restore.port, restore.lun)

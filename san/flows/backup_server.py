@@ -268,7 +268,8 @@ class Server(BackupServer):
                  if row["type"] == "disk" else contextlib.nullcontext())
         with claim:
             copied = self.copy_to_tape(key, media, pre, post)
-            deleted = self._delete_backup(key)
+            with self._made(copied, "delete of the disk backup"):    # the tape copy stands
+                deleted = self._delete_backup(key)
         return {**copied, "transfers": copied["transfers"] + deleted["transfers"]}
 
     def _tape_location(self, row: dict) -> tuple[str, str, int]:
@@ -432,6 +433,7 @@ class Server(BackupServer):
         # the rows held before anything is read: a row deleted while the arrays are read
         # (a delete_backup) must not count as held, or its record, read just before the
         # delete, would come back as a row naming nothing (add_many skips rows added since)
+        mark = self.claim_mark()
         held = self.catalog.rows()
         have = {row_key(row) for row in held}
         asked = {array: self._ask_infos(array) for array in dict.fromkeys(arrays)
@@ -447,8 +449,13 @@ class Server(BackupServer):
                         raise
                     down.append(exc)
         finally:
-            # a stale row goes only if it is still as read (a flow may have replaced it)
-            dropped = [row for row in stale if self.catalog.delete_row(row)]
+            # a stale row goes only if it is still as read (a flow may have replaced it), and
+            # only if no flow wrote its volume since the rebuild began: a copy refreshed
+            # there (read half done, its record not yet written) adds a row equal to it
+            written = self.written_since(mark)
+            dropped = [row for row in stale
+                       if (row["device_id"], str(row["media_id"])) not in written
+                       and self.catalog.delete_row(row)]
             added = self.catalog.add_many(found)
         if errors or down:   # the other media and arrays are rebuilt; the damage is reported
             failed = SanError("ELEMENT_DOWN" if down else "MEDIA_ERROR",

@@ -71,6 +71,9 @@ class Host(BackupClient, ClientHost):
         # (array, port, LUN) -> who holds an attachment made through this host: None (its own
         # file restore) or (server, its session) for a server's copy to tape
         self.attached: dict[tuple, tuple | None] = {}
+        # (array, port, LUN) -> attaches under way there (`BackupClient._attaching`)
+        self.attaching: dict[tuple, int] = {}
+        self._attach_lock = threading.Lock()
         self.trip = Tripwire()
         self.alive = True                # False once killed (`close`): its calls stop
         self.chunk_size = chunk_size

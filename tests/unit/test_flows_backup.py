@@ -536,3 +536,224 @@ def test_a_copy_over_fc_whose_source_array_goes_down_stops_there(tmp_path):
         assert [r["media_id"] for r in san.call("backup1", "catalog_rows")] == ["1"]
     finally:
         san.shutdown()
+
+
+def test_a_migrate_whose_delete_fails_names_its_tape_copy(tmp_path):
+    """The delete of the disk backup fails (BUSY: a copy from its volume runs) after the
+    tape copy was committed and catalogued: the error said nothing of the tape copy and the
+    step's `as:` name was never bound, unlike a copy_to_tape whose later part fails."""
+    import threading
+    import time
+    from san import ops
+    from san.catalog import row_key
+    from san.flows.local import LocalSan
+    san = LocalSan(load_topology(TOPOLOGIES / "two-arrays.yaml"), tmp_path / "state",
+                   chunk_size=1 * MiB).start()
+    try:
+        san.call("host1", "write", "/db", 0, 16 * MiB, 1)
+        mirror = san.call("backup1", "backup", "db-nightly", 1767225600)["row"]
+        source = san.element("array1")
+        source.hold_copies(True)
+        copying = threading.Thread(target=lambda: san.call(
+            "backup1", "copy_volume", row_key(mirror), "array2", 0))
+        copying.start()
+        deadline = time.monotonic() + 30
+        while not any(j.state == "running" for j in source.jobs.values()):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        ctx = ops.Context(san, None, {})
+        ctx.backups["b"] = ("backup1", row_key(mirror))
+
+        class Step:
+            op, backup, media, pre, post, as_ = "migrate", "b", "T00002", [], [], "tapecopy"
+        with pytest.raises(SanError) as info:
+            ops.OPS["migrate"](ctx, Step())
+        source.hold_copies(False)
+        copying.join(30)
+        assert info.value.code == "BUSY" and "is on T00002 file 1 and in the catalog" in \
+            info.value.message
+        server, key = ctx.backups["tapecopy"]
+        assert san.call(server, "row", key)["media_id"] == "T00002"
+    finally:
+        san.shutdown()
+
+
+TWO_MIRRORS = """\
+name: two-mirrors
+fabric:
+  switches: [{name: fcsw1}]
+  zones: [{name: db, members: [host1/hba0, array1/fc0]}]
+arrays:
+  - name: array1
+    device_id: HTC-0001
+    managers: [backup1, host1]
+    ports: [{name: fc0, number: 0, wwpn: "50:06:0e:80:00:00:00:01", switch: fcsw1}]
+    volumes:
+      - {number: 0, size: 16MiB, port: fc0, lun: 0, hosts: [host1], copy_destinations: [1, 2]}
+      - {number: 1, size: 16MiB}
+      - {number: 2, size: 16MiB}
+hosts:
+  - name: host1
+    hbas: [{name: hba0, wwpn: "21:00:00:e0:8b:00:00:01", switch: fcsw1}]
+    mounts: [{mount_point: /db, port: array1/fc0, lun: 0}]
+    restore_ports: [{port: array1/fc0, lun: 9}]
+backup_servers:
+  - name: backup1
+    tape_library: lib1
+    definitions:
+      - {name: m1, host: host1, mount_point: /db, type: disk, method: mirror, destination: {array: array1, volume: 1}, label: m1}
+      - {name: m2, host: host1, mount_point: /db, type: disk, method: mirror, destination: {array: array1, volume: 2}, label: m2}
+tape_libraries:
+  - {name: lib1, drives: 2, media: [T1, T2]}
+"""
+
+
+def test_two_copies_to_tape_at_once_each_read_their_own_backup(tmp_path):
+    """The second copy's attach at the host's restore LUN came while the first's answer was
+    on its way: asked whether the first attachment was still held, the host (which had not
+    recorded it yet) said no, the array gave the LUN to the second backup, and the tape
+    file labelled with the first held the second's bytes."""
+    import threading
+    import time
+    from san.catalog import row_key
+    from san.flows.local import LocalSan
+    (tmp_path / "t.yaml").write_text(TWO_MIRRORS)
+    san = LocalSan(load_topology(tmp_path / "t.yaml"), tmp_path / "state", chunk_size=1 * MiB).start()
+    try:
+        digests, rows = {}, {}
+        for seed, name, volume in ((1, "m1", 1), (2, "m2", 2)):
+            san.call("host1", "write", "/db", 0, 16 * MiB, seed)
+            rows[name] = san.call("backup1", "backup", name, 1767225600 + seed)["row"]
+            digests[name] = san.call("array1", "digest_volume", volume)
+        array = san.element("array1")
+        attach, first = array.mgmt_attach, threading.Event()
+
+        def slow_answer(*args):
+            answer = attach(*args)
+            if not first.is_set():
+                first.set()
+                time.sleep(0.5)         # the first answer is slow to reach the host
+            return answer
+        array.mgmt_attach = slow_answer
+        out = {}
+
+        def to_tape(name, media):
+            try:
+                out[name] = san.call("backup1", "copy_to_tape", row_key(rows[name]), media, [], [])
+            except SanError as exc:
+                out[name] = exc
+        threads = [threading.Thread(target=to_tape, args=("m1", "T1"))]
+        threads[0].start()
+        assert first.wait(30)
+        threads.append(threading.Thread(target=to_tape, args=("m2", "T2")))
+        threads[1].start()
+        for t in threads:
+            t.join(60)
+        for name, media in (("m1", "T1"), ("m2", "T2")):
+            if isinstance(out[name], SanError):           # refused, not mixed up
+                assert out[name].code == "BUSY", out[name]
+                continue
+            assert san.call("lib1", "image_digest", media, 1) == digests[name]
+        assert not all(isinstance(v, SanError) for v in out.values())
+        assert array.attachments == []
+    finally:
+        san.shutdown()
+
+
+def test_two_copies_over_fc_onto_one_volume_at_once_one_is_busy(tmp_path):
+    """The second copy's reservation reached the destination while the first's answer was on
+    its way: asked whether a copy into the volume ran, the source (its first job not yet
+    registered) said no, the destination granted the volume again, and both copies wrote
+    into it and succeeded, leaving a mix of the two."""
+    import threading
+    import time
+    from san.flows.local import LocalSan
+    san = LocalSan(load_topology(TOPOLOGIES / "two-arrays.yaml"), tmp_path / "state",
+                   chunk_size=1 * MiB).start()
+    try:
+        source, dest = san.element("array1"), san.element("array2")
+        digests = {}
+        for seed, volume in ((1, 1), (2, 2)):
+            san.call("host1", "write", "/db", 0, 16 * MiB, seed)
+            job = san.call("array1", "mgmt_copy", "backup1", 0, volume, False)
+            if job["state"] != "done":
+                san.call("array1", "mgmt_wait", "backup1", job["job"])
+            digests[volume] = san.call("array1", "digest_volume", volume)
+        reserve, first = dest.mgmt_reserve, threading.Event()
+
+        def slow_answer(*args):
+            answer = reserve(*args)
+            if not first.is_set():
+                first.set()
+                time.sleep(0.5)         # the first answer is slow to reach array1
+            return answer
+        dest.mgmt_reserve = slow_answer
+        source.hold_copies(True)        # both would wait before their first chunk
+        out = {}
+
+        def copy(volume):
+            try:
+                out[volume] = source.mgmt_copy_remote("backup1", volume, "array2", 0, "fc0", 0)
+            except SanError as exc:
+                out[volume] = exc
+        threads = [threading.Thread(target=copy, args=(1,))]
+        threads[0].start()
+        assert first.wait(30)
+        threads.append(threading.Thread(target=copy, args=(2,)))
+        threads[1].start()
+        for t in threads:
+            t.join(60)
+        source.hold_copies(False)
+        assert isinstance(out[2], SanError) and out[2].code == "BUSY", out[2]
+        done = source.mgmt_wait("backup1", out[1]["job"])
+        assert done["state"] == "done"
+        assert san.call("array2", "digest_volume", 0) == digests[1]
+    finally:
+        san.shutdown()
+
+
+def test_a_rebuild_beside_a_copy_refreshing_its_volume_keeps_the_copy_s_row(tmp_path):
+    """A copy_volume makes the offsite copy again while a rebuild runs: the rebuild read the
+    destination half done (no volume info), counted its row stale, and once the copy had
+    added its row (equal to the old one, field for field) deleted it: a labelled backup with
+    no row, after both steps succeeded."""
+    import threading
+    import time
+    from san.catalog import row_key
+    from san.flows.local import LocalSan
+    san = LocalSan(load_topology(TOPOLOGIES / "two-arrays.yaml"), tmp_path / "state",
+                   chunk_size=1 * MiB).start()
+    try:
+        san.call("host1", "write", "/db", 0, 16 * MiB, 1)
+        mirror = san.call("backup1", "backup", "db-nightly", 1767225600)["row"]
+        san.call("backup1", "copy_volume", row_key(mirror), "array2", 0)
+        before = sorted(row_key(r) for r in san.call("backup1", "catalog_rows"))
+        source, dest, lib = san.element("array1"), san.element("array2"), san.element("lib1")
+        go_read, go_scan = threading.Event(), threading.Event()
+        read, scan = dest.mgmt_read_infos, lib.scan
+        dest.mgmt_read_infos = lambda *a: go_read.wait(10) and read(*a)    # answers late
+        lib.scan = lambda *a: go_scan.wait(10) and scan(*a)
+        out = {}
+        rebuilding = threading.Thread(
+            target=lambda: out.update(rebuild=san.call("backup1", "rebuild_catalog", None)))
+        rebuilding.start()
+        time.sleep(0.2)                 # it has listed the rows it holds
+        source.hold_copies(True)
+        copying = threading.Thread(target=lambda: out.update(
+            copy=san.call("backup1", "copy_volume", row_key(mirror), "array2", 0)))
+        copying.start()
+        deadline = time.monotonic() + 30
+        while dest.read_info(0) is not None:        # the copy has begun: the info is gone
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        go_read.set()                   # the rebuild reads array2 now: volume 0 holds none
+        time.sleep(0.2)
+        source.hold_copies(False)
+        copying.join(30)                # the copy ends and adds its row
+        go_scan.set()
+        rebuilding.join(30)
+        assert out["rebuild"]["dropped"] == 0
+        after = sorted(row_key(r) for r in san.call("backup1", "catalog_rows"))
+        assert after == before and dest.read_info(0) is not None
+    finally:
+        san.shutdown()
