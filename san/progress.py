@@ -19,7 +19,7 @@ from rich.progress import BarColumn, TextColumn
 from .errors import SanError
 from .units import format_size
 
-__all__ = ["StepProgress", "moved_bytes", "columns"]
+__all__ = ["StepProgress", "counters", "moved_since", "moved_bytes", "columns"]
 
 
 def columns() -> tuple:
@@ -29,19 +29,34 @@ def columns() -> tuple:
             TextColumn("{task.fields[info]}"))
 
 
-def moved_bytes(san) -> int:
-    """The sum of every live host's and array's byte counter."""
-    total = 0
+def counters(san, last: dict | None = None) -> dict[str, int]:
+    """Every host's and array's byte counter; one that is down (or dies while asked) keeps
+    its value in `last`, so a total over them does not drop when a fault takes an element
+    down mid-step (a restarted one counts from 0 again: its count starts over there)."""
+    out = dict(last or {})
     for name, kind in san.kinds.items():
         if name in san.down or kind not in ("host", "array"):
             continue
         try:
-            total += san.call(name, "bytes_moved") if kind == "host" else san.call(name, "mgmt_moved", "san")
+            out[name] = (san.call(name, "bytes_moved") if kind == "host"
+                         else san.call(name, "mgmt_moved", "san"))
         except SanError as exc:
             if exc.code != "ELEMENT_DOWN":
                 raise
             # it died meanwhile: the step's own error says so
-    return total
+    return out
+
+
+def moved_since(start: dict[str, int], now: dict[str, int]) -> int:
+    """Bytes moved between two `counters` readings (an element restarted since, its counter
+    lower than at the start, counts what it moved since it came back)."""
+    return sum(n - start.get(name, 0) if n >= start.get(name, 0) else n
+               for name, n in now.items())
+
+
+def moved_bytes(san) -> int:
+    """The sum of every live host's and array's byte counter."""
+    return sum(counters(san).values())
 
 
 class StepProgress:
@@ -64,13 +79,16 @@ class StepProgress:
             watcher.join()
 
     def _watch(self, title: str, done: threading.Event) -> None:
+        # read as the step begins: its first `delay` seconds count too
+        start, began = counters(self.san), time.monotonic()
         if done.wait(self.delay):
             return                       # a short step: no line
-        start, began = moved_bytes(self.san), time.monotonic()
         task = self.progress.add_task(f"  {title}", total=None, info="")
+        seen = dict(start)
         try:
             while not done.wait(self.every):
-                moved = moved_bytes(self.san) - start
+                seen = counters(self.san, seen)
+                moved = moved_since(start, seen)
                 rate = moved / max(time.monotonic() - began, 1e-9)
                 self.progress.update(task, info=f"{format_size(moved)} moved, {format_size(int(rate))}/s")
         finally:

@@ -48,3 +48,27 @@ def test_a_long_step_shows_its_bytes_and_a_short_one_nothing(tmp_path):
         assert any(info and info.startswith("4 MiB moved") for info in display.said), display.said
         assert not display.tasks                            # the line goes with its step
         assert not [t for t in threading.enumerate() if t.name == "san-progress"]
+
+
+def test_bytes_moved_before_the_line_shows_count_and_an_element_going_down_takes_none_away(
+        tmp_path):
+    """The line counted from when it appeared (`delay` after the step began), not from the
+    step's start, and an element that went down left the sum with its whole counter: the
+    line showed a negative count."""
+    with LocalSan(load_topology(TOPOLOGIES / "two-arrays.yaml"), tmp_path / "state") as san:
+        display = Recorder()
+        watch = StepProgress(san, display, delay=0.3, every=0.05)
+        with watch.step("long"):
+            san.call("host1", "write", "/db", 0, 4 << 20, 1)     # before the line shows
+            time.sleep(0.4)
+            san.kill("host1")                                    # its 4 MiB stay counted
+            time.sleep(0.2)
+        said = [info for info in display.said if info]
+        assert said and all(info.startswith("4 MiB moved") for info in said), said
+
+
+def test_moved_since_counts_a_restarted_element_from_zero():
+    from san.progress import moved_since
+    assert moved_since({"h": 100, "a": 50}, {"h": 130, "a": 50}) == 30
+    assert moved_since({"h": 100}, {"h": 20}) == 20              # restarted: 20 since
+    assert moved_since({}, {"h": 7}) == 7                         # not there at the start
