@@ -229,8 +229,18 @@ def format_size(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
-def format_speed(rate: float) -> str:
+def format_speed(rate: float, kind: str = "fc") -> str:
+    """A speed as the table shows it: a Fibre Channel link's by its name if it has one
+    ('8GFC'), the LAN's likewise ('1GbE'), anything else ('plain': a copy engine, a tape
+    drive) in MB/s, written out in full (no exponent).
+
+    >>> format_speed(800e6), format_speed(800e6, "plain"), format_speed(125e6, "lan")
+    ('8GFC', '800 MB/s', '1GbE')
+    >>> format_speed(1234567e6, "plain"), format_speed(1e3, "plain"), format_speed(100e6, "lan")
+    ('1234567 MB/s', '0.001 MB/s', '100 MB/s')
+    """
+    suffix = {"fc": "GFC", "lan": "GbE"}.get(kind)
     for name, value in SPEED_NAMES.items():
-        if value == rate and name.endswith("GFC"):
+        if suffix and value == rate and name.endswith(suffix):
             return name
-    return f"{rate / 1e6:g} MB/s"
+    return f"{rate / 1e6:.3f}".rstrip("0").rstrip(".") + " MB/s"

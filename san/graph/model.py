@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from san.topology.inspect import path_status
 from san.topology.models import Topology
-from san.units import SPEED_NAMES, format_size, format_speed, plural
+from san.units import format_size, format_speed, plural
 
 # the order of the layers, left to right in a picture: initiators, fabric, targets; the LAN
 # row (backup servers, tape libraries) has no FC port, so it sits apart, below
@@ -88,12 +88,7 @@ LAN = "(LAN)"
 
 def speed_text(rate: float, lan: bool = False) -> str:
     """'8GFC' for an FC rate, '1GbE' for a LAN rate with a name, else 'N MB/s'."""
-    if lan:
-        for name, value in SPEED_NAMES.items():
-            if value == rate and name.endswith("GbE"):
-                return name
-        return f"{rate / 1e6:g} MB/s"
-    return format_speed(rate)
+    return format_speed(rate, "lan" if lan else "fc")
 
 
 def placement_text(placement) -> str | None:
@@ -106,8 +101,19 @@ def placement_text(placement) -> str | None:
 DENIED_MARK = "✗"     # after a mount whose path zoning, routing or LUN masking denies
 
 
+def printable(text: str) -> str:
+    r"""`text` with each character that does not print written as an escape ('\n', '\x01'):
+    a mount point may hold any character, and a control character made an SVG that is not
+    XML, a newline two lines in a one-line slot.
+
+    >>> printable("/a\x01b"), printable("/x\ny"), printable("/données")
+    ('/a\\x01b', '/x\\ny', '/données')
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _mount_line(topology: Topology, host, mount) -> str:
-    line = f"{mount.mount_point} → {mount.port} LUN {mount.lun}"
+    line = f"{printable(mount.mount_point)} → {mount.port} LUN {mount.lun}"
     status = path_status(topology, host.name, mount.port, mount.lun)
     # a denied path is a topology's way to try access control: say so, as `san inspect` does
     return line if status is None else f"{line} {DENIED_MARK} {status.removeprefix('denied: ')}"
@@ -139,7 +145,7 @@ def _array_details(array) -> tuple[str, ...]:
 
 
 def _library_details(lib) -> tuple[str, ...]:
-    return (f"{plural(lib.drives, 'drive')} · {speed_text(lib.drive_speed)}",
+    return (f"{plural(lib.drives, 'drive')} · {format_speed(lib.drive_speed, 'plain')}",
             f"{plural(len(lib.media), 'medium', 'media')} × {_size(lib.media_capacity)}")
 
 
@@ -175,7 +181,9 @@ def san_graph(topology: Topology) -> SanGraph:
         for port in array.ports:
             fc(array.name, port)
     for isl in topology.fabric.isls:
-        links.append(Link(isl.a, isl.b, "isl", isl.name, isl.speed))
+        # as modeled time runs it: at the lower of its own speed and its two switches'
+        speed = min(isl.speed, switch_speed.get(isl.a, isl.speed), switch_speed.get(isl.b, isl.speed))
+        links.append(Link(isl.a, isl.b, "isl", isl.name, speed))
         for end in (isl.a, isl.b):
             used[end] = used.get(end, 0) + 1
     # every element has a NIC on the LAN, but only the elements that work over it alone

@@ -87,14 +87,20 @@ def _status_cell(status: str | None) -> Text:
     return Text("DENIED" + status[len("denied"):], style="red")
 
 
-def _speed(rate) -> str:
-    return format_speed(rate) if rate is not None else "-"
+def _speed(rate, kind: str = "fc") -> str:
+    return format_speed(rate, kind) if rate is not None else "-"
 
 
 class _Table(Table):
     """A table whose string cells show exactly what they hold: user text (a label, a device
     ID, a media list) is never read as rich markup, where "[daily]" would vanish and "[/x]"
     would raise.  Markup meant as such comes as `Text` (`_status_cell`)."""
+
+    def add_column(self, *args, **options) -> None:
+        # a value too wide for the terminal folds onto a second line: cut with an ellipsis,
+        # a WWPN or a device ID (what a user copies from here) was lost at 80 columns
+        options.setdefault("overflow", "fold")
+        super().add_column(*args, **options)
 
     def add_row(self, *cells, **options) -> None:
         super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **options)
@@ -104,7 +110,7 @@ def render_inspect(topology: Topology, console: Console | None = None) -> None:
     """Print the topology as tables on `console` (a new rich Console by default)."""
     console = console or Console()
     console.print(f"[bold]Topology {escape(topology.name)}[/bold]  start {topology.start:%Y-%m-%dT%H:%M:%SZ}"
-                  f"  LAN {_speed(topology.lan.speed)}")
+                  f"  LAN {_speed(topology.lan.speed, 'lan')}")
 
     t = _Table(title="Switches")
     for c in ("switch", "ports used", "speed", "placement"):
@@ -152,7 +158,7 @@ def render_inspect(topology: Topology, console: Console | None = None) -> None:
                       ", ".join(a.managers) if first else "",
                       ((format_size(a.snapshot_pool) if a.snapshot_pool is not None else "no cap")
                        + f", {a.snapshot_mode}") if first else "",
-                      _speed(a.copy_speed) if first else "")
+                      _speed(a.copy_speed, "plain") if first else "")
     console.print(t)
 
     t = _Table(title="Volumes / LUN map")
@@ -215,7 +221,7 @@ def render_inspect(topology: Topology, console: Console | None = None) -> None:
     for s in topology.backup_servers:
         t.add_row(s.name, "backup server", s.tape_library or "-", "", "", "")
     for lib in topology.tape_libraries:
-        t.add_row(lib.name, "tape library", str(lib.drives), _speed(lib.drive_speed),
+        t.add_row(lib.name, "tape library", str(lib.drives), _speed(lib.drive_speed, "plain"),
                   ", ".join(lib.media), format_size(lib.media_capacity))
     console.print(t)
 

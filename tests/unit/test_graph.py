@@ -36,11 +36,13 @@ def _names(topology) -> list[str]:
 
 def _link_labels(topology) -> list[str]:
     """'hba0 · 8GFC' of every FC link, at the lower of port and switch speed, worked out here
-    independently of san.graph; 'isl1 · 16GFC' of every ISL."""
+    independently of san.graph; 'isl1 · 16GFC' of every ISL, at the lower of its speed and
+    its two switches' (as modeled time runs it)."""
     switch = {s.name: s.speed for s in topology.fabric.switches}
     ports = [p for a in topology.arrays for p in a.ports] + [h for x in topology.hosts for h in x.hbas]
     labels = [f"{p.name} · {format_speed(min(p.speed, switch[p.switch]))}" for p in ports]
-    return labels + [f"{i.name} · {format_speed(i.speed)}" for i in topology.fabric.isls]
+    return labels + [f"{i.name} · {format_speed(min(i.speed, switch[i.a], switch[i.b]))}"
+                     for i in topology.fabric.isls]
 
 
 def _svg_texts(data: bytes) -> list[str]:
@@ -273,3 +275,48 @@ def test_the_example_pictures_in_the_docs_are_there_and_small(name):
     path = ROOT / "docs" / "img" / name
     assert path.read_bytes().startswith(b"\x89PNG") and path.stat().st_size < 150_000
     assert f"(img/{name})" in (ROOT / "docs" / "graph.md").read_text()
+
+
+ODD = """\
+name: odd
+lan: {speed: 100 MB/s}
+fabric:
+  switches:
+    - {name: sw1, speed: 4GFC}
+    - {name: sw2, speed: 4GFC}
+  isls:
+    - {name: isl1, a: sw1, b: sw2, speed: 16GFC}
+  zones:
+    - {name: z, members: [host1/hba0, array1/fc0]}
+arrays:
+  - name: array1
+    device_id: DEV-1
+    copy_speed: 800 MB/s
+    ports:
+      - {name: fc0, number: 0, wwpn: "50:06:0e:80:00:00:00:01", switch: sw2}
+    volumes:
+      - {number: 0, size: 1GiB, port: fc0, lun: 0, hosts: [host1]}
+hosts:
+  - name: host1
+    hbas:
+      - {name: hba0, wwpn: "21:00:00:e0:8b:00:00:01", switch: sw1}
+    mounts:
+      - {mount_point: "/a\\x01b", port: array1/fc0, lun: 0}
+backup_servers:
+  - {name: backup1, tape_library: lib1}
+tape_libraries:
+  - {name: lib1, drives: 2, drive_speed: 400MB/s, media: [T00001]}
+"""
+
+
+@pytest.mark.parametrize("fact", [
+    "isl1 · 4GFC",              # a 16GFC ISL between 4GFC switches runs at 4GFC
+    "2 drives · 400 MB/s",      # a tape drive's speed is no FC speed, even at 4GFC's rate
+    "LAN · 100 MB/s",           # nor the LAN's
+    "/a\\x01b → array1/fc0 LUN 0",   # a control character, written as its escape
+])
+def test_speeds_as_modeled_and_a_mount_point_that_does_not_print(tmp_path, fact):
+    path = tmp_path / "odd.yaml"
+    path.write_text(ODD)
+    data = _draw(tmp_path, path, ".svg")           # well-formed XML (_svg_texts parses it)
+    assert fact in _svg_texts(data)

@@ -209,6 +209,30 @@ def test_inspect_renders_every_table():
     assert "T00001" in out and "snapshot" in out and "every 6h" in out
 
 
+def test_inspect_on_an_80_column_terminal_cuts_no_value(tmp_path):
+    """Values wider than their column were cut with an ellipsis ('50:0…', 'HTC-…'): they
+    fold instead, each piece of a WWPN on the lines of its cell."""
+    console = Console(record=True, width=80)
+    render_inspect(load_topology(ROOT / "topologies" / "two-arrays.yaml"), console)
+    out = console.export_text()
+    assert "…" not in out
+
+
+def test_inspect_names_only_fc_speeds_by_their_fc_name(tmp_path):
+    """A LAN of 100 MB/s read "LAN 1GFC", an 800 MB/s copy engine "8GFC", a 400 MB/s tape
+    drive "4GFC": the rates of FC names, but no FC links."""
+    text = (ROOT / "topologies" / "two-arrays.yaml").read_text().replace(
+        "lan: {speed: 1GbE}", "lan: {speed: 100 MB/s}").replace(
+        "copy_speed: 1000MB/s", "copy_speed: 800 MB/s").replace(
+        "drive_speed: 160MB/s", "drive_speed: 400MB/s")
+    (tmp_path / "t.yaml").write_text(text)
+    console = Console(record=True, width=240)
+    render_inspect(load_topology(tmp_path / "t.yaml"), console)
+    out = console.export_text()
+    assert "LAN 100 MB/s" in out and "800 MB/s" in out and "400 MB/s" in out
+    assert "1GFC" not in out and "4GFC" not in out
+
+
 # ------------------------------------------------------------------------------ bad files
 
 BAD = [
