@@ -221,11 +221,22 @@ def plural(n: int, word: str, words: str | None = None) -> str:
 
 
 def format_size(nbytes: int) -> str:
-    """A short human form for tables: 2 GiB, 512 B, 1.5 MiB."""
-    for unit, factor in (("PiB", PiB), ("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+    """A short human form for tables: 2 GiB, 512 B, 1.5 MiB; a size that rounds to 1024 of
+    a unit is shown in the next one.
+
+    >>> format_size(2 * GiB), format_size(512), format_size(3 * MiB // 2), format_size(GiB - 1)
+    ('2 GiB', '512 B', '1.5 MiB', '1.0 GiB')
+    """
+    units = (("PiB", PiB), ("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB))
+    for i, (unit, factor) in enumerate(units):
         if nbytes >= factor:
             value = nbytes / factor
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+            if value == int(value):
+                return f"{value:.0f} {unit}"
+            text = f"{value:.1f}"
+            if text == "1024.0" and i:          # just under the next unit: say so in it
+                return f"{nbytes / units[i - 1][1]:.1f} {units[i - 1][0]}"
+            return f"{text} {unit}"
     return f"{nbytes} B"
 
 
