@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from san.links import TX, capacities, resource
 from san.topology.inspect import path_status
 from san.topology.models import Topology
 from san.units import format_size, format_speed, plural
@@ -163,15 +164,15 @@ def san_graph(topology: Topology) -> SanGraph:
     def zones_of(port_ref: str) -> tuple[str, ...]:
         return tuple(name for name, members in zones if port_ref in members)
 
-    switch_speed = {s.name: s.speed for s in topology.fabric.switches}
+    # each link at the speed modeled time runs it (the lower of its ends': `san.links`)
+    speed = capacities(topology)
     used: dict[str, int] = {}
     links: list[Link] = []
 
     def fc(owner: str, port) -> None:
         ref = f"{owner}/{port.name}"
-        # a link runs at the lower of its two ends (README, "Modeled time")
-        speed = min(port.speed, switch_speed.get(port.switch, port.speed))
-        links.append(Link(owner, port.switch, "fc", port.name, speed, ref, zones_of(ref)))
+        links.append(Link(owner, port.switch, "fc", port.name, speed[resource(ref, TX)], ref,
+                          zones_of(ref)))
         used[port.switch] = used.get(port.switch, 0) + 1
 
     for host in topology.hosts:
@@ -181,9 +182,7 @@ def san_graph(topology: Topology) -> SanGraph:
         for port in array.ports:
             fc(array.name, port)
     for isl in topology.fabric.isls:
-        # as modeled time runs it: at the lower of its own speed and its two switches'
-        speed = min(isl.speed, switch_speed.get(isl.a, isl.speed), switch_speed.get(isl.b, isl.speed))
-        links.append(Link(isl.a, isl.b, "isl", isl.name, speed))
+        links.append(Link(isl.a, isl.b, "isl", isl.name, speed[resource(isl.name, TX)]))
         for end in (isl.a, isl.b):
             used[end] = used.get(end, 0) + 1
     # every element has a NIC on the LAN, but only the elements that work over it alone
