@@ -107,30 +107,14 @@ class BackupClient:
         order below that names a backup volume."""
         array, port, restore = self._restore_port(device_id)
         key = (array, port, restore.lun)
-        with self._attaching(key):
+        # under way until this flow holds it: asked meanwhile about an earlier attach there
+        # (another flow's, its answer on its way), the host said no, and the array gave the
+        # LUN to this backup, which the other flow then read as its own
+        with self.attaching.holding(key):
             _, transfers = self.manage(array, "attach", volume, port, restore.lun, self.name,
                                        expect)
             self.attached[key] = tuple(owner) if owner else None
         return {"port": restore.port, "lun": restore.lun, "transfers": transfers}
-
-    @contextmanager
-    def _attaching(self, key: tuple):
-        """An attach at restore port `key` under way, until its flow holds it (`attached`):
-        an attach the array has made but whose answer has not come back is held too.  Asked
-        then by the array about it (another flow's attach there, at the same moment), this
-        host said no, and the array gave the LUN to the other backup, which the first flow
-        then read as its own."""
-        with self._attach_lock:
-            self.attaching[key] = self.attaching.get(key, 0) + 1
-        try:
-            yield
-        finally:
-            with self._attach_lock:
-                left = self.attaching[key] - 1
-                if left:
-                    self.attaching[key] = left
-                else:
-                    del self.attaching[key]
 
     def client_detach(self, port_ref: str, lun: int) -> dict:
         array, port = port_ref.split("/")
@@ -144,11 +128,8 @@ class BackupClient:
         died (this host restarted since, or the server that ordered it is down or restarted)
         is left behind, and the array drops it."""
         key = (array, port, lun)
-        with self._attach_lock:
-            # two attaches under way here: the one the array asks about is the other's
-            # (whose answer is on its way), not the asker's own
-            if self.attaching.get(key, 0) > 1:
-                return True
+        if self.attaching.others(key):  # the other attach under way: its answer is on its way
+            return True
         if key not in self.attached:
             return False
         alive = self._flow_alive(self.attached[key])
@@ -390,7 +371,7 @@ class BackupClient:
         array, rport, restore = self._restore_port(device_id)
         with self._post_on_failure(mount_point, post):      # pre-processing that fails too
             transfers = self.actions(mount_point, pre)
-            with self._attaching((array, rport, restore.lun)):
+            with self.attaching.holding((array, rport, restore.lun)):
                 _, t = self.manage(array, "attach", volume, rport, restore.lun, self.name, expect)
                 self.attached[(array, rport, restore.lun)] = None     # this flow holds it
         transfers += t

@@ -50,7 +50,7 @@ from ..tripwire import Tripwire
 from ..units import BLOCK
 from .backup_client import BackupClient
 from .lan import manage
-from .peers import WINDOW, Payload, rerouted
+from .peers import WINDOW, Payload, UnderWay, rerouted
 
 
 # what fsck.fat -a says besides what it found and fixed
@@ -71,9 +71,7 @@ class Host(BackupClient, ClientHost):
         # (array, port, LUN) -> who holds an attachment made through this host: None (its own
         # file restore) or (server, its session) for a server's copy to tape
         self.attached: dict[tuple, tuple | None] = {}
-        # (array, port, LUN) -> attaches under way there (`BackupClient._attaching`)
-        self.attaching: dict[tuple, int] = {}
-        self._attach_lock = threading.Lock()
+        self.attaching = UnderWay()      # attaches under way, by (array, port, LUN)
         self.trip = Tripwire()
         self.alive = True                # False once killed (`close`): its calls stop
         self.chunk_size = chunk_size

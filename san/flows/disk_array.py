@@ -31,7 +31,7 @@ from ..storage import holds_data
 from ..timemodel import Transfer
 from ..units import BLOCK
 from .lan import lan_transfer
-from .peers import Payload, rerouted
+from .peers import Payload, UnderWay, rerouted
 from .state_lock import StateLock
 
 HOLDER_TIMEOUT = 10.0     # seconds a reservation's holder has to say it still copies
@@ -46,10 +46,9 @@ class ArrayInitiator:
 
     def __init__(self, spec, state_dir, *args, **kwargs):
         self.fabric_epoch = 0           # fabric changes heard of so far (`fabric_event`)
-        # (destination array, volume) -> copies over FC ordered there whose job is not yet
-        # registered (`_ordering_remote`)
-        self._ordering: dict[tuple[str, int], int] = {}
-        self._ordering_lock = threading.Lock()
+        # copies over FC ordered, by (destination array, volume), until their job is
+        # registered (`mgmt_copy_remote`)
+        self._ordering = UnderWay()
         self._state_lock = StateLock.holding(
             Path(state_dir) / "arrays" / spec.name, spec.name,
             lambda: super(ArrayInitiator, self).__init__(spec, state_dir, *args, **kwargs))
@@ -76,32 +75,10 @@ class ArrayInitiator:
         """Asked by array `caller` that this array holds a reservation of: is a copy from
         here into its volume `number` still running?  (Not a manager's call: any array may ask
         about its own volumes.)"""
-        with self._ordering_lock:
-            # two orders under way there: the reservation asked about is the other's (its
-            # job not yet registered), not the asker's own
-            if self._ordering.get((caller, number), 0) > 1:
-                return True
+        if self._ordering.others((caller, number)):     # the other's job, not yet registered
+            return True
         return any(job.state == "running" and job.dest_array == caller and job.dest == number
                    for job in list(self.jobs.values()))
-
-    @contextlib.contextmanager
-    def _ordering_remote(self, dest_array: str, number: int):
-        """A copy over FC into `dest_array`'s volume `number` ordered, from before its
-        reservation until its job is registered: asked then about the reservation (a second
-        copy from here onto the same volume reserving it), this array said no copy ran, the
-        destination granted it again, and both copies wrote into it and succeeded."""
-        key = (dest_array, number)
-        with self._ordering_lock:
-            self._ordering[key] = self._ordering.get(key, 0) + 1
-        try:
-            yield
-        finally:
-            with self._ordering_lock:
-                left = self._ordering[key] - 1
-                if left:
-                    self._ordering[key] = left
-                else:
-                    del self._ordering[key]
 
     def copy_holder_active(self, holder: str, number: int) -> bool:
         """The holder of a reservation is asked; one that is down, or restarted and so runs no
@@ -158,7 +135,10 @@ class ArrayInitiator:
             raise SanError("CAPACITY_MISMATCH", f"{self.name} volume {source} is {size} bytes but "
                                                 f"{dest_array} volume {dest_volume} is {(last + 1) * block}")
         dest.call("prepare", me, dest_port, dest_lun, 0, size // BLOCK, True)
-        with self._ordering_remote(dest_array, dest_volume):
+        # under way until its job is registered: asked meanwhile about the reservation (a
+        # second copy from here onto the volume reserving it), this array said no copy ran,
+        # the destination granted it again, and both copies wrote into it and succeeded
+        with self._ordering.holding((dest_array, dest_volume)):
             dest.call("mgmt_reserve", self.name, dest_volume)
             try:
                 return self._start_remote(source, dest, dest_volume, dest_port, dest_lun, route,

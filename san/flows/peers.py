@@ -24,19 +24,54 @@ is found again.
 """
 from __future__ import annotations
 
+import threading
 from collections import deque
+from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Protocol
 
 from ..errors import SanError
 from ..scsi import data_buffer
 
 __all__ = ["Payload", "Future", "Peer", "Peers", "LocalPeers", "windowed", "rerouted", "WINDOW",
-           "RETRIED", "RETRIES"]
+           "RETRIED", "RETRIES", "UnderWay"]
 
 WINDOW = 8      # commands in flight per transfer: enough to keep a 4 MiB-chunk pipe full
 RETRIED = frozenset({"LINK_DOWN", "ELEMENT_DOWN"})   # a command that got no answer
 RETRIES = 3     # times the oldest command is sent again, without progress, before giving up
 FLOW_TIMEOUT = 10.0     # seconds a backup server has to say whether a flow of its still runs
+
+
+class UnderWay:
+    """Orders under way, counted by key, from before another element is asked to grant
+    something (an attach at a restore LUN, a reservation of a copy's destination) until the
+    asker has recorded what it got.  That element may meanwhile ask the asker whether an
+    earlier grant at the key is still held: with another order of the asker's under way
+    there (`others`), it is, though its answer has not come back yet (said no, the element
+    gave the same LUN or volume to the second order too)."""
+
+    def __init__(self):
+        self._counts: dict = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def holding(self, key):
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._counts[key] - 1
+                if left:
+                    self._counts[key] = left
+                else:
+                    del self._counts[key]
+
+    def others(self, key) -> bool:
+        """Is an order at `key` under way besides the one whose grant is being asked about
+        (the asker's own)?"""
+        with self._lock:
+            return self._counts.get(key, 0) > 1
 
 
 def flow_alive(peers, owner) -> bool:
