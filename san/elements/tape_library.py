@@ -56,11 +56,10 @@ def parse_header(data: bytes, where: str) -> tuple[int, list[tuple[int, int]], i
     if data[:8] != MAGIC or len(data) < 20:
         raise SanError("MEDIA_ERROR", f"{where} does not hold a volume image (magic {data[:8]!r})")
     size, count = struct.unpack("<QI", data[8:20])
-    need = 20 + 16 * count
-    if len(data) < need:
+    if len(data) < 20 + 16 * count:
         raise SanError("MEDIA_ERROR", f"{where}: image header cut short")
     extents = [struct.unpack("<QQ", data[20 + 16 * i:36 + 16 * i]) for i in range(count)]
-    return size, extents, need + (-need % 512)
+    return size, extents, header_length(data)
 
 
 class TapeLibrary:
