@@ -111,13 +111,16 @@ def tmp_path_of(path: pathlib.Path) -> pathlib.Path:
     return path.with_name(path.name + ".tmp")
 
 
-def write_replace(path: pathlib.Path, payload) -> None:
-    """Replace `path` by `payload` atomically: a crash leaves the old file or the new one."""
+def write_replace(path: pathlib.Path, payload, sync: bool = True) -> None:
+    """Replace `path` by `payload` atomically: a crash leaves the old file or the new one.
+    Without `sync` the new file is not fsync-ed first (ext4 orders a rename after the new
+    file's data; what needs no power-loss guarantee skips the fsync's cost)."""
     tmp = tmp_path_of(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         pwrite_all(fd, payload, 0)
-        os.fsync(fd)            # else a power loss may leave the rename and an empty file
+        if sync:
+            os.fsync(fd)        # else a power loss may leave the rename and an empty file
     finally:
         os.close(fd)
     os.replace(tmp, path)

@@ -28,13 +28,13 @@ job's modeled transfer on the array's copy engine.  A copy to another array over
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import InternalError, SanError
+from ..fileio import write_replace
 from ..granules import granule_extents, granules_nbytes, runs
 from ..storage import VolumeStore, holds_data
 from ..timemodel import Transfer
@@ -99,11 +99,9 @@ class JobIds:
         with self._lock:
             if self._n >= self._taken:
                 self._taken = self._n + self.BLOCK
-                # replaced by rename, not fsync-ed: a power loss ends every waiter too, and
-                # an array's start (each SAN's) pays no fsync for it
-                tmp = self.path.with_name(self.path.name + ".tmp")
-                tmp.write_bytes(str(self._taken).encode("ascii"))
-                os.replace(tmp, self.path)
+                # not fsync-ed: a power loss ends every waiter too, and an array's start
+                # (each SAN's) pays no fsync for it
+                write_replace(self.path, str(self._taken).encode("ascii"), sync=False)
             self._n += 1
             return self._n - 1
 
