@@ -72,6 +72,14 @@ SNAP_OF_DB = """\
     """
 
 
+def _until(condition, what: str = "the condition never held", within: float = 30) -> None:
+    """Wait until `condition()` holds (a thread of the test has got somewhere)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
 def _held_flow(san, call):
     """Start `call` (a flow whose array copy is held before its first batch) in a thread;
     (the thread, what it returned or raised) once the array runs its copy job."""
@@ -86,10 +94,8 @@ def _held_flow(san, call):
             out["error"] = exc
     thread = threading.Thread(target=run)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not any(j.state == "running" for j in array.jobs.values()) and "error" not in out:
-        assert time.monotonic() < deadline, "the flow's copy never started"
-        time.sleep(0.01)
+    _until(lambda: any(j.state == "running" for j in array.jobs.values()) or "error" in out,
+           "the flow's copy never started")
     return thread, out
 
 
@@ -521,10 +527,7 @@ def test_a_copy_over_fc_whose_source_array_goes_down_stops_there(tmp_path):
                 out["error"] = exc
         worker = threading.Thread(target=copy)
         worker.start()
-        deadline = time.monotonic() + 30
-        while source.trip._at is not None:                  # until it stopped there
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _until(lambda: source.trip._at is None)             # until it stopped there
         san.kill("array1")
         worker.join(30)
         time.sleep(0.2)                                     # a thread going on would land now
@@ -557,10 +560,7 @@ def test_a_migrate_whose_delete_fails_names_its_tape_copy(tmp_path):
         copying = threading.Thread(target=lambda: san.call(
             "backup1", "copy_volume", row_key(mirror), "array2", 0))
         copying.start()
-        deadline = time.monotonic() + 30
-        while not any(j.state == "running" for j in source.jobs.values()):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _until(lambda: any(j.state == "running" for j in source.jobs.values()))
         ctx = ops.Context(san, None, {})
         ctx.backups["b"] = ("backup1", row_key(mirror))
 
@@ -742,10 +742,7 @@ def test_a_rebuild_beside_a_copy_refreshing_its_volume_keeps_the_copy_s_row(tmp_
         copying = threading.Thread(target=lambda: out.update(
             copy=san.call("backup1", "copy_volume", row_key(mirror), "array2", 0)))
         copying.start()
-        deadline = time.monotonic() + 30
-        while dest.read_info(0) is not None:        # the copy has begun: the info is gone
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _until(lambda: dest.read_info(0) is None)   # the copy has begun: the info is gone
         go_read.set()                   # the rebuild reads array2 now: volume 0 holds none
         time.sleep(0.2)
         source.hold_copies(False)
