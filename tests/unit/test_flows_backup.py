@@ -507,8 +507,6 @@ def test_a_copy_over_fc_whose_source_array_goes_down_stops_there(tmp_path):
     """In one process the copy's thread outlived its killed array: it wrote on, recorded the
     backup's volume info on the destination and set its failed job to done, while the
     copy_volume had failed ELEMENT_DOWN and no row named the labelled volume."""
-    import threading
-    import time
     from san.catalog import row_key
     from san.flows.local import LocalSan
     san = LocalSan(load_topology(TOPOLOGIES / "two-arrays.yaml"), tmp_path / "state",
@@ -545,8 +543,6 @@ def test_a_migrate_whose_delete_fails_names_its_tape_copy(tmp_path):
     """The delete of the disk backup fails (BUSY: a copy from its volume runs) after the
     tape copy was committed and catalogued: the error said nothing of the tape copy and the
     step's `as:` name was never bound, unlike a copy_to_tape whose later part fails."""
-    import threading
-    import time
     from san import ops
     from san.catalog import row_key
     from san.flows.local import LocalSan
@@ -613,8 +609,6 @@ def test_two_copies_to_tape_at_once_each_read_their_own_backup(tmp_path):
     on its way: asked whether the first attachment was still held, the host (which had not
     recorded it yet) said no, the array gave the LUN to the second backup, and the tape
     file labelled with the first held the second's bytes."""
-    import threading
-    import time
     from san.catalog import row_key
     from san.flows.local import LocalSan
     (tmp_path / "t.yaml").write_text(TWO_MIRRORS)
@@ -665,8 +659,6 @@ def test_two_copies_over_fc_onto_one_volume_at_once_one_is_busy(tmp_path):
     its way: asked whether a copy into the volume ran, the source (its first job not yet
     registered) said no, the destination granted the volume again, and both copies wrote
     into it and succeeded, leaving a mix of the two."""
-    import threading
-    import time
     from san.flows.local import LocalSan
     san = LocalSan(load_topology(TOPOLOGIES / "two-arrays.yaml"), tmp_path / "state",
                    chunk_size=1 * MiB).start()
@@ -717,8 +709,6 @@ def test_a_rebuild_beside_a_copy_refreshing_its_volume_keeps_the_copy_s_row(tmp_
     destination half done (no volume info), counted its row stale, and once the copy had
     added its row (equal to the old one, field for field) deleted it: a labelled backup with
     no row, after both steps succeeded."""
-    import threading
-    import time
     from san.catalog import row_key
     from san.flows.local import LocalSan
     san = LocalSan(load_topology(TOPOLOGIES / "two-arrays.yaml"), tmp_path / "state",
